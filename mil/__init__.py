@@ -1,0 +1,1 @@
+"""mil: placeholder docstring."""

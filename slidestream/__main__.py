@@ -1,0 +1,3 @@
+from slidestream.cli import main
+
+raise SystemExit(main())

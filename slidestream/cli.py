@@ -1,0 +1,46 @@
+"""`slidestream` command line: each subcommand lives in slidestream/commands and calls a library function."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from slidestream import __version__
+
+# Subcommand modules, in the order --help lists them. Each has `register(subparsers)` setting `func`.
+COMMANDS = ("demo", "run", "info", "synth", "tile", "features", "survival")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slidestream",
+        description="Whole-slide pathology from slide folders to patch stores, features, survival statistics "
+        "and QuPath-ready results. Run `slidestream COMMAND --help` for each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"slidestream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"slidestream.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"slidestream.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,51 @@
+"""`slidestream info SLIDE...`: dimensions, levels, mpp, objective power, vendor and backend."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import wsi
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="describe slides (size, levels, mpp, vendor, backend)",
+                       description="Print what each slide holds. Unreadable files are reported, not fatal.")  # fmt: skip
+    p.add_argument("slides", nargs="+", metavar="SLIDE")
+    p.add_argument("--backend", choices=wsi.backends.list_backends(), help="force a reader (default: auto)")
+    p.add_argument("--mpp", type=float, help="microns per pixel for slides whose metadata lacks it")
+    p.add_argument("--json", action="store_true", help="one JSON object per slide, one per line")
+    p.set_defaults(func=run)
+
+
+def _table(meta: wsi.SlideMeta) -> str:
+    lines = [
+        f"{meta.path}",
+        f"  backend      {meta.backend}  (vendor: {meta.vendor or 'unknown'})",
+        f"  dimensions   {meta.dimensions[0]} x {meta.dimensions[1]} px",
+        f"  mpp          {meta.mpp if meta.mpp is not None else 'missing (pass --mpp)'}",
+        f"  objective    {meta.objective_power if meta.objective_power else 'unknown'}",
+        "  levels       level  width x height  downsample  mpp",
+    ]
+    for level, ((w, h), d) in enumerate(zip(meta.level_dimensions, meta.level_downsamples, strict=True)):
+        mpp = meta.level_mpp(level)
+        lines.append(f"               {level:>5}  {w:>6} x {h:<6}  {d:>10.3f}  {mpp:.3f}" if mpp else
+                     f"               {level:>5}  {w:>6} x {h:<6}  {d:>10.3f}  -")  # fmt: skip
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    failed = 0
+    for path in args.slides:
+        try:
+            with wsi.open_slide(path, backend=args.backend, mpp=args.mpp) as slide:
+                meta = slide.meta
+        except (wsi.SlideError, ValueError) as exc:
+            failed += 1
+            if args.json:
+                print(json.dumps({"path": path, "error": str(exc)}))
+            else:
+                print(f"error: {exc}", file=sys.stderr)
+            continue
+        print(json.dumps(meta.to_dict()) if args.json else _table(meta))
+    return 1 if failed else 0

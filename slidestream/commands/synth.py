@@ -1,0 +1,39 @@
+"""`slidestream synth OUT.svs`: write a synthetic H&E-like slide with ground truth beside it."""
+
+from __future__ import annotations
+
+from slidestream.commands._common import add_quiet, parse_size, show_progress
+from wsi.synthetic import SyntheticSpec, write_slide
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="write a synthetic H&E-like slide with ground truth",
+        description="Write a pyramidal, JPEG-tiled, Aperio-style slide that openslide and tiffslide open, plus "
+        "OUT.truth.json, tissue/tumor masks (PNG) and nuclei polygons (QuPath GeoJSON) beside it.",
+    )
+    p.add_argument("out", metavar="OUT.svs")
+    p.add_argument("--size", default="20000x20000", help="level-0 WxH in pixels (default 20000x20000)")
+    p.add_argument(
+        "--mpp", type=float, default=0.25, help="microns per pixel at level 0 (default 0.25 = 40x)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="content and stain seed (default 0)")
+    p.add_argument("--tumor", action="store_true", help="add tumor regions (denser, larger, darker nuclei)")
+    p.add_argument("--tile-size", type=int, default=256)
+    p.add_argument("--quality", type=int, default=85, help="JPEG quality (default 85)")
+    add_quiet(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    width, height = parse_size(args.size)
+    spec = SyntheticSpec(width, height, mpp=args.mpp, seed=args.seed, tumor=args.tumor)
+    written = write_slide(
+        args.out, spec, tile_size=args.tile_size, quality=args.quality, progress=show_progress(args)
+    )
+    print(
+        f"wrote {written.path} ({width} x {height} px, {len(written.level_dimensions)} levels, mpp {args.mpp})"
+    )
+    print(f"ground truth: {written.truth}")
+    return 0

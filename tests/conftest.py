@@ -1,0 +1,29 @@
+"""Shared fixtures: real slides in tests/data and small synthetic slides written once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub lookup must fail fast, never download
+
+DATA = Path(__file__).parent / "data"
+CMU = DATA / "CMU-1-Small-Region.svs"
+OPENSLIDE_DATA = DATA / "openslide"
+
+
+@pytest.fixture(scope="session")
+def cmu_path() -> Path:
+    return CMU
+
+
+@pytest.fixture(scope="session")
+def synthetic_slide(tmp_path_factory):
+    """A 2560 x 2048, two-level synthetic slide at 0.25 mpp with tumor, tiles of 128 px."""
+    from wsi.synthetic import SyntheticSpec, write_slide
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    spec = SyntheticSpec(2560, 2048, mpp=0.25, seed=7, tumor=True)
+    return write_slide(folder / "synthetic.svs", spec, tile_size=128, progress=False)

@@ -1,0 +1,76 @@
+"""Reader conformance: every registered backend reads the same pixels and metadata as raw openslide."""
+
+from __future__ import annotations
+
+import numpy as np
+import openslide
+import pytest
+
+import wsi
+from wsi.backends import backend_order, list_backends
+
+REGIONS = [
+    ((0, 0), (256, 256)),
+    ((1000, 1500), (300, 200)),
+    ((2100, 2900), (200, 120)),
+    ((-20, -10), (64, 64)),
+]
+
+
+@pytest.fixture(params=list_backends())
+def backend(request):
+    return request.param
+
+
+def test_auto_order_tries_openslide_first():
+    assert backend_order()[0] == "openslide"
+    assert set(backend_order()) == {"openslide", "tiffslide"}
+
+
+@pytest.mark.parametrize(("location", "size"), REGIONS)
+def test_cmu_regions_match_raw_openslide(cmu_path, backend, location, size):
+    raw = openslide.OpenSlide(str(cmu_path))
+    expected = np.asarray(raw.read_region(location, 0, size).convert("RGBA"))
+    alpha = expected[..., 3:4].astype(np.uint16)
+    expected = ((expected[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    with wsi.open_slide(cmu_path, backend=backend) as slide:
+        got = slide.read_region(location, 0, size)
+    assert got.shape == (size[1], size[0], 3) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_cmu_meta_agrees_with_openslide(cmu_path, backend):
+    raw = openslide.OpenSlide(str(cmu_path))
+    with wsi.open_slide(cmu_path, backend=backend) as slide:
+        meta = slide.meta
+    assert meta.backend == backend
+    assert meta.dimensions == raw.dimensions == (2220, 2967)
+    assert meta.level_dimensions == tuple(raw.level_dimensions)
+    assert meta.level_downsamples == pytest.approx(raw.level_downsamples)
+    assert meta.mpp == pytest.approx(0.499)
+    assert meta.objective_power == pytest.approx(20)
+    assert meta.vendor == "aperio"
+
+
+def test_synthetic_slide_levels_agree(synthetic_slide, backend):
+    with wsi.open_slide(synthetic_slide.path, backend=backend) as slide:
+        meta = slide.meta
+        assert meta.level_dimensions == synthetic_slide.level_dimensions
+        assert meta.level_downsamples == pytest.approx([1.0, 4.0])
+        assert meta.mpp == pytest.approx(0.25)
+        assert meta.objective_power == pytest.approx(40)
+        level1 = slide.read_region((512, 256), 1, (100, 80))
+    raw = openslide.OpenSlide(str(synthetic_slide.path))
+    expected = np.asarray(raw.read_region((512, 256), 1, (100, 80)).convert("RGB"))
+    np.testing.assert_array_equal(level1, expected)
+
+
+def test_reads_past_the_edge_are_white_at_every_level(backend):
+    from tests.conftest import OPENSLIDE_DATA
+
+    with wsi.open_slide(OPENSLIDE_DATA / "boxes.tiff", backend=backend) as slide:
+        w, h = slide.meta.level_dimensions[2]
+        ds = slide.meta.level_downsamples[2]
+        region = slide.read_region((int(ds * (w - 5)), int(ds * (h - 5))), 2, (20, 20))
+    assert (region[8:, 8:] == 255).all()
+    assert region.shape == (20, 20, 3)

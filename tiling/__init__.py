@@ -1,0 +1,1 @@
+"""tiling: placeholder docstring."""
