@@ -1,6 +1,6 @@
 """Random 256 x 256 level-0 reads per second per backend, against the raw JPEG decode rate of the same tiles.
 
-    python benchmarks/read.py [--size 20000] [--reads 2000]
+    python -m benchmarks.read [--size 20000] [--reads 2000]
 
 The limit measured in the same run: decoding the slide's own JPEG tiles with imagecodecs on one core (what any
 reader must at least do). The ratio is reads/s over decodes/s; 1.0 would be a reader with no overhead.

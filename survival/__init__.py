@@ -1,1 +1,31 @@
-"""survival: placeholder docstring."""
+"""Survival statistics: Cox partial likelihood (Breslow, Efron) in torch and numpy, CoxPH, concordance
+(Harrell, Uno), Kaplan-Meier, log-rank, hazard ratios. Depends only on numpy, scipy, pandas and torch.
+
+Convention: higher risk means an earlier event.
+"""
+
+from survival.concordance import concordance_index, concordance_index_ipcw
+from survival.cox_loss import CoxHead, cox_loss
+from survival.coxph import CoxPH
+from survival.hazard import HazardRatio, hazard_ratio
+from survival.kaplan_meier import KaplanMeier, kaplan_meier
+from survival.logrank import LogRankResult, logrank_test
+from survival.partial_likelihood import SortedSurvival, partial_likelihood
+from survival.plot import plot_kaplan_meier
+
+__all__ = [
+    "CoxHead",
+    "CoxPH",
+    "HazardRatio",
+    "KaplanMeier",
+    "LogRankResult",
+    "SortedSurvival",
+    "concordance_index",
+    "concordance_index_ipcw",
+    "cox_loss",
+    "hazard_ratio",
+    "kaplan_meier",
+    "logrank_test",
+    "partial_likelihood",
+    "plot_kaplan_meier",
+]
