@@ -88,7 +88,9 @@ class CoxPH:
 
         ll, grad, info = evaluate(beta)
         converged = False
-        for iteration in range(1, self.max_iter + 1):
+        self.n_iter_ = 0
+        while self.n_iter_ < self.max_iter:
+            self.n_iter_ += 1
             step = np.linalg.solve(info, grad)
             for _ in range(30):  # step halving until the likelihood does not decrease
                 new_beta = beta + step
@@ -101,7 +103,6 @@ class CoxPH:
             if delta < self.tol * max(1.0, abs(ll)) and np.max(np.abs(step)) < 1e-6:
                 converged = True
                 break
-        self.n_iter_ = iteration
         if not converged:
             warnings.warn(f"CoxPH did not converge in {self.max_iter} iterations", stacklevel=2)
         self.coef_ = beta
