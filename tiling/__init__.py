@@ -1,1 +1,36 @@
-"""tiling: placeholder docstring."""
+"""Tiling: tissue detection, tile grids at a target mpp, streaming zarr v3 patch stores, torch datasets, heatmaps.
+
+Coordinates are level-0 (x, y) pixels of a tile's top-left corner; sizes are output pixels at the target mpp.
+"""
+
+from tiling.dataset import PatchDataset, tile_reader_for
+from tiling.engine import TilingConfig, TilingResult, tile_slide, tile_slide_result
+from tiling.grid import TileGrid, TileSpec
+from tiling.heatmap import overlay, tile_heatmap
+from tiling.jpeg_codec import JpegCodec
+from tiling.reader import TileReader
+from tiling.store import CODECS, PatchStore, StoreError
+from tiling.tissue import TissueParams, detect_tissue, detect_tissue_result, load_roi, write_tissue_geojson
+
+__all__ = [
+    "CODECS",
+    "JpegCodec",
+    "PatchDataset",
+    "PatchStore",
+    "StoreError",
+    "TileGrid",
+    "TileReader",
+    "TileSpec",
+    "TilingConfig",
+    "TilingResult",
+    "TissueParams",
+    "detect_tissue",
+    "detect_tissue_result",
+    "load_roi",
+    "overlay",
+    "tile_heatmap",
+    "tile_reader_for",
+    "tile_slide",
+    "tile_slide_result",
+    "write_tissue_geojson",
+]

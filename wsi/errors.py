@@ -39,6 +39,7 @@ class MissingMppError(SlideError):
     def __init__(self, path: str | Path, what: str = "this operation"):
         super().__init__(
             path,
-            f"no usable microns-per-pixel (mpp) in the slide metadata, needed for {what}; "
-            "pass it with --mpp on the command line or open_slide(path, mpp=...) in Python",
+            f"no usable microns-per-pixel (mpp) in the slide metadata, needed for {what}; pass the slide's "
+            "resolution with --mpp (slidestream info / synth), --slide-mpp (slidestream tile / run) or "
+            "open_slide(path, mpp=...) in Python",
         )

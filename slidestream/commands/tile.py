@@ -1,0 +1,108 @@
+"""`slidestream tile SLIDES... -o OUT`: tissue detection and patch stores, one per slide."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import wsi
+from slidestream.commands._common import add_quiet, show_progress
+from slidestream.discovery import find_slides
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "tile",
+        help="detect tissue and write zarr patch stores",
+        description="For each slide (files, or folders searched for slide files) write "
+        "OUT/slides/<slide_id>/patches.zarr (tile coordinates, patches, tissue fractions) and tissue.geojson "
+        "(QuPath annotations). Complete stores made with the same options are skipped; partial ones resume.",
+    )
+    p.add_argument("slides", nargs="+", metavar="SLIDE")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument(
+        "--mpp", type=float, default=0.5, help="target microns per pixel of the tiles (default 0.5 = 20x)"
+    )
+    p.add_argument(
+        "--size", type=int, default=256, help="tile side in pixels at the target mpp (default 256)"
+    )
+    p.add_argument(
+        "--stride", type=int, help="step between tiles in pixels (default: the tile size, no overlap)"
+    )
+    p.add_argument(
+        "--min-tissue", type=float, default=0.5, help="minimum tissue fraction of a kept tile (default 0.5)"
+    )
+    p.add_argument(
+        "--roi", help="QuPath GeoJSON annotations restricting the tissue; a folder holds <slide_id>.geojson"
+    )
+    p.add_argument(
+        "--roi-mode",
+        choices=["restrict", "replace"],
+        default="restrict",
+        help="restrict: tissue inside the ROI (default); replace: the ROI instead of detected tissue",
+    )
+    p.add_argument(
+        "--coords-only", action="store_true", help="store coordinates only; read pixels from the slide later"
+    )
+    p.add_argument(
+        "--codec",
+        choices=["auto", "jpeg", "lz4", "zstd", "none"],
+        default="auto",
+        help="patch codec (default auto: the slide's own JPEG tiles when aligned, else lz4)",
+    )
+    p.add_argument("--slide-mpp", type=float, help="the slides' own mpp, for files whose metadata lacks it")
+    p.add_argument("--workers", type=int, help="parallel tile batches (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="rewrite stores even when complete")
+    add_quiet(p)
+    p.set_defaults(func=run)  # fmt: skip
+
+
+def _roi_for(roi: str | None, slide_id: str):
+    from tiling import load_roi
+
+    if roi is None:
+        return None
+    path = Path(roi)
+    if path.is_dir():
+        candidate = path / f"{slide_id}.geojson"
+        return load_roi(candidate) if candidate.exists() else None
+    return load_roi(path)
+
+
+def run(args) -> int:
+    from tiling import tile_slide_result
+
+    try:
+        slides, skipped = find_slides(args.slides)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in skipped:
+        print(f"skipped (not a slide file): {path}", file=sys.stderr)
+    failed = []
+    for item in slides:
+        folder = Path(args.out) / "slides" / item.id
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = tile_slide_result(
+                    item.path, folder / "patches.zarr", size=args.size, mpp=args.mpp, stride=args.stride,
+                    min_tissue=args.min_tissue, roi=_roi_for(args.roi, item.id), roi_mode=args.roi_mode,
+                    coords_only=args.coords_only, workers=args.workers, codec=args.codec,
+                    overwrite=args.overwrite, progress=show_progress(args), slide_mpp=args.slide_mpp,
+                    tissue_geojson=folder / "tissue.geojson",
+                )  # fmt: skip
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
+        except (wsi.SlideError, ValueError, OSError) as exc:
+            failed.append(item.id)
+            print(f"failed: {item.id}: {exc}", file=sys.stderr)
+            continue
+        area = f", tissue {result.tissue_mm2:.1f} mm^2" if result.tissue_mm2 is not None else ""
+        print(f"{item.id}: {result.status}, {result.tiles} tiles ({result.store.codec}){area}, "
+              f"{result.seconds:.1f} s -> {result.store.path}")  # fmt: skip
+    if failed:
+        print(f"{len(failed)} of {len(slides)} slide(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,78 @@
+"""`PatchDataset`: a torch Dataset over a PatchStore (or over the slide, for coords-only stores)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tiling.grid import TileSpec
+from tiling.reader import TileReader
+from tiling.store import PatchStore
+
+__all__ = ["PatchDataset", "tile_reader_for"]
+
+
+def tile_reader_for(store: PatchStore, slide_path: str | Path | None = None) -> TileReader:
+    """A reader of the store's tiles from its slide (for coords-only stores), at the store's tiling spec."""
+    attrs = store.attrs
+    spec = TileSpec(**{k: v for k, v in attrs["tiling"].items() if k in TileSpec.__dataclass_fields__})
+    path = Path(slide_path or attrs["slide"]["path"])
+    if not path.exists():
+        raise FileNotFoundError(f"{store.path}: coords-only store, and its slide {path} is not there")
+    return TileReader(path, spec, backend=attrs["slide"].get("backend"), mpp=attrs["slide"].get("mpp"))
+
+
+class PatchDataset(Dataset):
+    """Items are (image, index): image a float tensor (3, S, S) in [0, 1] unless `transform` says otherwise.
+
+    `transform` receives the (S, S, 3) uint8 array. Safe with DataLoader workers: the zarr handle (or the slide
+    handle of a coords-only store) is opened lazily in each worker process.
+    """
+
+    def __init__(self, store: PatchStore | str | Path, transform: Callable | None = None,
+                 slide_path: str | Path | None = None):  # fmt: skip
+        store = store if isinstance(store, PatchStore) else PatchStore.open(store)
+        if not store.is_complete:
+            raise ValueError(
+                f"{store.path}: the store is partial (tiling did not finish); re-run tiling first"
+            )
+        self.path = store.path
+        self.transform = transform
+        self.slide_path = slide_path
+        self._length = len(store)
+        self._coords_only = store.patches is None
+        self._coords = store.coords if self._coords_only else None
+        self._reader = tile_reader_for(store, slide_path) if self._coords_only else None
+        self._patches = None
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_patches"] = None  # reopened in the worker
+        return state
+
+    def read(self, index: int) -> np.ndarray:
+        """The (S, S, 3) uint8 patch `index`."""
+        if self._coords_only:
+            x, y = self._coords[index]
+            return self._reader.read(int(x), int(y))
+        if self._patches is None:
+            self._patches = PatchStore.open(self.path).patches
+        return self._patches[index]
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self._length:
+            raise IndexError(f"index {index} out of range for {self._length} patches")
+        patch = self.read(index)
+        image = (
+            self.transform(patch)
+            if self.transform
+            else torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float() / 255.0
+        )
+        return image, index

@@ -1,0 +1,171 @@
+"""Tile grids at a target resolution: exact level-0 coordinates, tissue fraction per tile, edge flags."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+import wsi
+from tiling.tissue import detect_tissue
+
+__all__ = ["TileGrid", "TileSpec"]
+
+# Tissue fraction of a tile is the share of an n x n lattice of points inside the tissue geometry.
+_SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """What one tile is. `size` / `stride` are output pixels at `mpp`; the read happens at `level`.
+
+    A tile covers `extent` level-0 pixels (size * mpp / slide mpp, not necessarily whole); tile k of a row starts
+    at round(k * stride_level0), so coordinates never drift across the slide. `read_size` is the box read at
+    `level` before the resize to `size` (equal to `size` when the level's mpp equals the target).
+    """
+
+    size: int
+    stride: int
+    mpp: float
+    slide_mpp: float
+    level: int
+    downsample: float
+
+    @property
+    def scale(self) -> float:
+        """Level-0 pixels per output pixel."""
+        return self.mpp / self.slide_mpp
+
+    @property
+    def extent(self) -> float:
+        return self.size * self.scale
+
+    @property
+    def stride_level0(self) -> float:
+        return self.stride * self.scale
+
+    @property
+    def read_size(self) -> int:
+        return max(1, round(self.extent / self.downsample))
+
+    @property
+    def needs_resize(self) -> bool:
+        return self.read_size != self.size
+
+    def to_dict(self) -> dict:
+        return {"size": self.size, "stride": self.stride, "mpp": self.mpp, "slide_mpp": self.slide_mpp,
+                "level": self.level, "downsample": self.downsample, "read_size": self.read_size}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Tiles kept for a slide: level-0 top-left `coords` (N, 2) int64, `tissue` fraction (N,), `edge` flags (N,).
+
+    Edge tiles reach past the slide border; those pixels read as white.
+    """
+
+    spec: TileSpec
+    coords: np.ndarray
+    tissue: np.ndarray
+    edge: np.ndarray
+    dimensions: tuple[int, int]
+    min_tissue: float
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    @classmethod
+    def from_slide(
+        cls,
+        slide: wsi.Slide,
+        size: int = 256,
+        mpp: float | None = 0.5,
+        stride: int | None = None,
+        min_tissue: float = 0.5,
+        roi: BaseGeometry | None = None,
+        roi_mode: str = "restrict",
+        tissue: BaseGeometry | None = None,
+        magnification: float | None = None,
+    ) -> TileGrid:
+        """Grid of `size` px tiles at `mpp` (or `magnification`), every `stride` px (default: no overlap).
+
+        Tiles are kept when at least `min_tissue` of them is tissue (0 keeps every tile). `tissue` defaults to
+        `detect_tissue(slide)`; `roi` (level-0 geometry) restricts it (`roi_mode="restrict"`) or replaces it
+        (`"replace"`).
+        """
+        if magnification is not None:
+            mpp = wsi.magnification_to_mpp(magnification)
+        if mpp is None or mpp <= 0:
+            raise ValueError(f"target mpp must be positive, got {mpp}")
+        if size <= 0:
+            raise ValueError(f"tile size must be positive, got {size}")
+        stride = size if stride is None else stride
+        if stride <= 0:
+            raise ValueError(f"stride must be positive, got {stride}")
+        if not 0 <= min_tissue <= 1:
+            raise ValueError(f"min_tissue must be in [0, 1], got {min_tissue}")
+        if roi_mode not in ("restrict", "replace"):
+            raise ValueError(f"roi_mode must be 'restrict' or 'replace', got {roi_mode!r}")
+        slide_mpp = slide.mpp  # raises MissingMppError naming --mpp
+        level = slide.best_level_for_mpp(mpp)
+        spec = TileSpec(
+            size, stride, float(mpp), slide_mpp, level, float(slide.meta.level_downsamples[level])
+        )
+        if roi is not None and roi_mode == "replace":
+            region = roi
+        else:
+            region = detect_tissue(slide) if tissue is None else tissue
+            if roi is not None:
+                region = region.intersection(roi)
+        return cls.from_region(spec, slide.meta.dimensions, region, min_tissue)
+
+    @classmethod
+    def from_region(cls, spec: TileSpec, dimensions: tuple[int, int], region: BaseGeometry | None,
+                    min_tissue: float) -> TileGrid:  # fmt: skip
+        """Grid over a slide of `dimensions` keeping tiles with >= `min_tissue` of `region` (None: all tiles)."""
+        w0, h0 = dimensions
+        step = spec.stride_level0
+        nx = max(1, math.ceil((w0 - 0.5) / step)) if w0 > 0 else 0
+        ny = max(1, math.ceil((h0 - 0.5) / step)) if h0 > 0 else 0
+        xs = np.round(np.arange(nx) * step).astype(np.int64)
+        ys = np.round(np.arange(ny) * step).astype(np.int64)
+        xs, ys = xs[xs < w0], ys[ys < h0]
+        gx, gy = np.meshgrid(xs, ys)
+        coords = np.stack([gx.ravel(), gy.ravel()], axis=1)
+        if region is None:
+            fraction = np.ones(len(coords), np.float32)
+        elif region.is_empty:
+            fraction = np.zeros(len(coords), np.float32)
+        else:
+            fraction = _tissue_fraction(region, coords, spec.extent)
+        keep = fraction >= min_tissue
+        coords = coords[keep]
+        edge = (coords[:, 0] + spec.extent > w0 + 1e-6) | (coords[:, 1] + spec.extent > h0 + 1e-6)
+        return cls(
+            spec, coords, fraction[keep].astype(np.float32), edge, (int(w0), int(h0)), float(min_tissue)
+        )
+
+
+def _tissue_fraction(region: BaseGeometry, coords: np.ndarray, extent: float) -> np.ndarray:
+    """Share of an 8 x 8 point lattice inside `region` for each tile (only tiles near the region are tested)."""
+    fraction = np.zeros(len(coords), np.float32)
+    x0, y0, x1, y1 = region.bounds
+    near = (
+        (coords[:, 0] + extent >= x0)
+        & (coords[:, 0] <= x1)
+        & (coords[:, 1] + extent >= y0)
+        & (coords[:, 1] <= y1)
+    )
+    if not near.any():
+        return fraction
+    offsets = (np.arange(_SAMPLES) + 0.5) / _SAMPLES * extent
+    ox, oy = np.meshgrid(offsets, offsets)
+    px = coords[near, 0][:, None] + ox.ravel()[None, :]
+    py = coords[near, 1][:, None] + oy.ravel()[None, :]
+    shapely.prepare(region)
+    inside = shapely.contains_xy(region, px.ravel(), py.ravel()).reshape(px.shape)
+    fraction[near] = inside.mean(axis=1)
+    return fraction

@@ -1,0 +1,224 @@
+"""PatchStore: one zarr v3 group per slide holding tile coordinates, patches, tissue fractions, features, scores.
+
+    <slide>.zarr/
+      attrs      format, slide {...}, tiling {...}, fingerprint, complete (written last)
+      coords     int64 (N, 2)          level-0 x, y of each tile's top-left corner
+      tissue     float32 (N,)          tissue fraction of each tile
+      edge       bool (N,)             tile reaches past the slide border (padded white)
+      patches    uint8 (N, S, S, 3)    one tile per chunk, many tiles per shard (absent in coords-only stores)
+      shards_done uint8 (n_shards,)    resume bookkeeping: one chunk per shard, so writers never share a chunk
+      features/<name>  float16 (N, D)  large row-block chunks
+      scores/<name>    float32 (N, K)
+
+A store without `complete` is partial: `tile_slide` resumes or rewrites it, never trusts it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, ZstdCodec
+
+from tiling.jpeg_codec import JpegCodec
+from tiling.shards import ShardWriter
+
+__all__ = ["CODECS", "FORMAT", "PatchStore", "StoreError"]
+
+FORMAT = "slidestream.patchstore/1"
+
+# Measured in benchmarks/tiling.py (see RESULTS.md). "jpeg" keeps the slide's own JPEG tiles (lossless JPEG
+# where a tile must be made), "lz4" is the fastest general codec, "zstd" compresses better.
+CODECS = {
+    "jpeg": lambda: None,
+    "lz4": lambda: BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
+    "zstd": lambda: BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"),
+    "zstd3": lambda: ZstdCodec(level=3),
+    "none": lambda: None,
+}
+FEATURE_ROWS_PER_CHUNK = 4096
+
+
+class StoreError(Exception):
+    """A path that is not a usable patch store; the message names it."""
+
+
+class PatchStore:
+    """A patch store opened for reading (`open`) or being written (`create`)."""
+
+    def __init__(self, group: zarr.Group, path: Path):
+        self._group = group
+        self.path = path
+        self._coords: np.ndarray | None = None
+
+    # -- opening --------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> PatchStore:
+        """Open an existing store (read-only by default)."""
+        path = Path(path)
+        if not path.exists():
+            raise StoreError(f"{path}: no patch store here")
+        try:
+            group = zarr.open_group(path, mode=mode)
+        except Exception as exc:
+            raise StoreError(f"{path}: not a zarr group ({exc})") from exc
+        if group.attrs.get("format") != FORMAT:
+            raise StoreError(f"{path}: not a slidestream patch store (format {group.attrs.get('format')!r})")
+        return cls(group, path)
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        coords: np.ndarray,
+        tissue: np.ndarray,
+        edge: np.ndarray,
+        attrs: Mapping[str, Any],
+        tile_size: int | None,
+        shard_tiles: int = 64,
+        codec: str = "lz4",
+    ) -> PatchStore:
+        """A new, partial store (any old one at `path` is removed). `tile_size=None` makes a coords-only store."""
+        path = Path(path)
+        if codec not in CODECS:
+            raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
+        if path.exists():
+            shutil.rmtree(path)
+        n = len(coords)
+        group = zarr.open_group(path, mode="w")
+        group.create_array(
+            "coords", data=np.asarray(coords, np.int64).reshape(n, 2), chunks=(max(1, min(n, 65536)), 2)
+        )
+        group.create_array("tissue", data=np.asarray(tissue, np.float32), chunks=(max(1, min(n, 65536)),))
+        group.create_array("edge", data=np.asarray(edge, bool), chunks=(max(1, min(n, 65536)),))
+        shard_tiles = max(1, min(shard_tiles, n)) if n else 1
+        if tile_size is not None:
+            group.create_array(
+                "patches",
+                shape=(n, tile_size, tile_size, 3),
+                chunks=(1, tile_size, tile_size, 3),
+                shards=(shard_tiles, tile_size, tile_size, 3),
+                dtype="uint8",
+                compressors=CODECS[codec](),
+                serializer=JpegCodec() if codec == "jpeg" else "auto",
+                fill_value=255,
+            )
+        n_shards = -(-n // shard_tiles)
+        group.create_array("shards_done", shape=(n_shards,), chunks=(1,), dtype="uint8", fill_value=0)
+        group.attrs.update({**attrs, "format": FORMAT, "shard_tiles": shard_tiles, "codec": codec,
+                            "coords_only": tile_size is None, "complete": False})  # fmt: skip
+        return cls(group, path)
+
+    # -- what it holds -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._group["coords"].shape[0])
+
+    def __repr__(self) -> str:
+        state = "complete" if self.is_complete else "partial"
+        return f"PatchStore({str(self.path)!r}, {len(self)} tiles, {state})"
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self._group.attrs)
+
+    @property
+    def is_complete(self) -> bool:
+        return bool(self._group.attrs.get("complete", False))
+
+    @property
+    def coords(self) -> np.ndarray:
+        """(N, 2) int64 level-0 (x, y) of each tile's top-left corner."""
+        if self._coords is None:
+            self._coords = self._group["coords"][:]
+        return self._coords
+
+    @property
+    def tissue(self) -> np.ndarray:
+        return self._group["tissue"][:]
+
+    @property
+    def edge(self) -> np.ndarray:
+        return self._group["edge"][:]
+
+    @property
+    def patches(self) -> zarr.Array | None:
+        """(N, S, S, 3) uint8 zarr array, or None in a coords-only store (read tiles from the slide)."""
+        return self._group["patches"] if "patches" in self._group else None
+
+    @property
+    def tile_size(self) -> int:
+        return int(self.attrs["tiling"]["size"])
+
+    # -- shards (resume) -----------------------------------------------------------------------------------
+    @property
+    def shard_tiles(self) -> int:
+        return int(self._group.attrs["shard_tiles"])
+
+    @property
+    def n_shards(self) -> int:
+        return int(self._group["shards_done"].shape[0])
+
+    def shard_range(self, shard: int) -> range:
+        start = shard * self.shard_tiles
+        return range(start, min(len(self), start + self.shard_tiles))
+
+    def shards_done(self) -> np.ndarray:
+        return self._group["shards_done"][:].astype(bool)
+
+    @property
+    def codec(self) -> str:
+        return str(self._group.attrs.get("codec", "lz4"))
+
+    def write_shard(self, shard: int, patches: np.ndarray | list[bytes] | None) -> None:
+        """Write one whole shard, then mark it done: pixel patches, JPEG streams (codec "jpeg") or None."""
+        rows = self.shard_range(shard)
+        if isinstance(patches, list):
+            if len(patches) != len(rows):
+                raise ValueError(f"shard {shard} needs {len(rows)} JPEG streams, got {len(patches)}")
+            ShardWriter(self._group["patches"], self.path / "patches").write_encoded(shard, patches)
+        elif patches is not None:
+            expected = (len(rows), self.tile_size, self.tile_size, 3)
+            if patches.shape != expected:
+                raise ValueError(f"shard {shard} needs patches of shape {expected}, got {patches.shape}")
+            ShardWriter(self._group["patches"], self.path / "patches").write(shard, patches)
+        self._group["shards_done"][shard] = 1
+
+    def mark_complete(self, **attrs) -> None:
+        """Record final attributes and `complete`, last: a store without it is partial."""
+        self._group.attrs.update({**attrs, "complete": True})
+
+    # -- features and scores -------------------------------------------------------------------------------
+    def feature_names(self) -> list[str]:
+        return sorted(self._group["features"].array_keys()) if "features" in self._group else []
+
+    def features(self, name: str) -> zarr.Array:
+        """features/<name>: (N, D) float16."""
+        try:
+            return self._group[f"features/{name}"]
+        except KeyError:
+            raise KeyError(f"{self.path}: no features named {name!r} (has {self.feature_names()})") from None
+
+    def scores(self, name: str) -> zarr.Array:
+        """scores/<name>: (N, K) float32."""
+        try:
+            return self._group[f"scores/{name}"]
+        except KeyError:
+            raise KeyError(f"{self.path}: no scores named {name!r}") from None
+
+    def create_rows(
+        self, kind: str, name: str, width: int, dtype: str, attrs: Mapping[str, Any]
+    ) -> zarr.Array:
+        """A new (N, width) array under `kind`/ ("features" or "scores"), replacing any old one, chunked by rows."""
+        if kind not in ("features", "scores"):
+            raise ValueError(f"kind must be 'features' or 'scores', got {kind!r}")
+        n = len(self)
+        array = self._group.require_group(kind).create_array(
+            name, shape=(n, width), chunks=(max(1, min(n, FEATURE_ROWS_PER_CHUNK)), width), dtype=dtype,
+            overwrite=True, compressors=ZstdCodec(level=1),
+        )  # fmt: skip
+        array.attrs.update({**attrs, "complete": False})
+        return array

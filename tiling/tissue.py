@@ -1,0 +1,160 @@
+"""Tissue detection on a low-resolution image: saturation and optical density (Otsu), morphology, holes, area.
+
+Glass is bright and grey; H&E tissue is coloured (saturated) and absorbs light (optical density). Pen marks are
+saturated too but blue, green or black, and are removed by hue and darkness. The mask becomes shapely polygons
+in level-0 pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import shapely
+from scipy import ndimage
+from shapely.geometry import Polygon
+from shapely.geometry.base import BaseGeometry
+from skimage import measure, morphology
+from skimage.color import rgb2hsv
+from skimage.filters import threshold_otsu
+
+import wsi
+from wsi import qupath
+
+__all__ = ["TissueParams", "TissueResult", "detect_tissue", "detect_tissue_mask", "load_roi", "mask_to_geometry",
+           "write_tissue_geojson"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TissueParams:
+    """Options of tissue detection. Areas and radii are in microns (pixels of the work image without mpp)."""
+
+    work_mpp: float = 8.0  # resolution of the work image (about 8-16 um/px)
+    min_saturation: float = 0.07  # floor under the Otsu threshold on saturation
+    min_od: float = 0.12  # floor under the Otsu threshold on optical density
+    max_brightness: float = 0.94  # brighter than this (of 255) in every channel is glass
+    closing_um: float = 24.0  # radius of the closing that joins nearby tissue
+    min_area_um2: float = 20_000.0  # smaller pieces (dust, debris) are dropped
+    max_hole_um2: float = 40_000.0  # smaller holes are filled
+    reject_pen: bool = True  # drop blue / green / black ink
+    max_work_size: int = 4096  # longest side of the work image when the slide has no mpp
+
+
+@dataclass(frozen=True)
+class TissueResult:
+    """The tissue geometry (level-0 px), the mask it came from and the mask's level-0 pixels per mask pixel."""
+
+    geometry: BaseGeometry
+    mask: np.ndarray
+    downsample: float
+
+
+def _pen_mask(hsv: np.ndarray) -> np.ndarray:
+    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    # H&E hues are pink to purple (about 0.75..1 and 0..0.05); blue and green inks lie between.
+    ink = (sat > 0.25) & (hue > 0.2) & (hue < 0.7)
+    black = (val < 0.25) & (sat < 0.35)
+    return ink | black
+
+
+def detect_tissue_mask(rgb: np.ndarray, um_per_px: float | None, params: TissueParams) -> np.ndarray:
+    """Boolean tissue mask of an (H, W, 3) RGB work image whose pixels are `um_per_px` microns (None: unknown)."""
+    image = rgb.astype(np.float32) / 255.0
+    hsv = rgb2hsv(image)
+    saturation = hsv[..., 1]
+    od = -np.log(np.clip(image, 1 / 255, 1.0)).sum(axis=-1)
+    bright = (image > params.max_brightness).all(axis=-1)
+    candidates = ~bright
+    if candidates.sum() < 16 or np.ptp(saturation[candidates]) < 1e-3:
+        return np.zeros(rgb.shape[:2], bool)
+    sat_t = max(params.min_saturation, float(threshold_otsu(saturation)))
+    od_t = max(params.min_od, float(threshold_otsu(od)))
+    mask = ((saturation > sat_t) | (od > od_t)) & candidates
+    if params.reject_pen:
+        mask &= ~_pen_mask(hsv)
+    px_um = um_per_px if um_per_px else 1.0
+    radius = max(1, round(params.closing_um / px_um)) if um_per_px else 1
+    # Pad so that the closing's erosion does not eat tissue touching the image border.
+    mask = np.pad(mask, radius, mode="edge")
+    mask = ndimage.binary_closing(mask, structure=morphology.disk(radius))[radius:-radius, radius:-radius]
+    min_area = max(4, params.min_area_um2 / px_um**2) if um_per_px else max(4, mask.size // 20_000)
+    hole = params.max_hole_um2 / px_um**2 if um_per_px else mask.size // 10_000
+    mask = morphology.remove_small_holes(mask, max_size=int(hole))
+    mask = morphology.remove_small_objects(mask, max_size=int(min_area))
+    return mask
+
+
+def mask_to_geometry(mask: np.ndarray, downsample: float, simplify: float = 0.5) -> BaseGeometry:
+    """Polygons (level-0 pixels) of a boolean mask whose pixel (i, j) covers level-0 [j*d, (j+1)*d) x [i*d, ...).
+
+    Contours at the 0.5 level; nested rings become holes (even-odd), simplified by `simplify` mask pixels.
+    """
+    if not mask.any():
+        return Polygon()
+    padded = np.pad(mask.astype(np.uint8), 1)
+    rings = [Polygon(c[:, ::-1] - 1) for c in measure.find_contours(padded, 0.5) if len(c) >= 4]
+    rings = [r.buffer(0) if not r.is_valid else r for r in rings]
+    geometry = functools.reduce(shapely.symmetric_difference, rings, Polygon())
+    geometry = geometry.simplify(simplify)
+    # Contour coordinates are pixel centres of the mask grid.
+    geometry = shapely.affinity.affine_transform(geometry, [downsample, 0, 0, downsample, 0.5 * downsample,
+                                                            0.5 * downsample])  # fmt: skip
+    return qupath.clean_geometry(geometry)
+
+
+def _work_image(slide: wsi.Slide, params: TissueParams) -> tuple[np.ndarray, float, float | None]:
+    """(image, level-0 px per image px, microns per image px or None)."""
+    w0, h0 = slide.meta.dimensions
+    if slide.meta.mpp is not None:
+        target = max(params.work_mpp, slide.meta.mpp)
+        image = slide.read((0, 0), (w0, h0), mpp=target)
+    else:
+        image = slide.thumbnail(max_size=min(params.max_work_size, max(w0, h0)))
+    downsample = w0 / image.shape[1]
+    um = slide.meta.mpp * downsample if slide.meta.mpp is not None else None
+    return image, downsample, um
+
+
+def detect_tissue(slide: wsi.Slide, params: TissueParams | None = None, **overrides) -> BaseGeometry:
+    """Tissue of `slide` as shapely geometry in level-0 pixels (empty geometry when there is none).
+
+    `overrides` set fields of `TissueParams` (e.g. `min_area_um2=5e4`).
+    """
+    return detect_tissue_result(slide, params, **overrides).geometry
+
+
+def detect_tissue_result(slide: wsi.Slide, params: TissueParams | None = None, **overrides) -> TissueResult:
+    """`detect_tissue` with the mask and its downsample (for thumbnails and checks)."""
+    params = replace(params or TissueParams(), **overrides)
+    image, downsample, um = _work_image(slide, params)
+    mask = detect_tissue_mask(image, um, params)
+    geometry = mask_to_geometry(mask, downsample)
+    if geometry.is_empty:
+        warnings.warn(f"{slide.path}: no tissue found", stacklevel=2)
+    return TissueResult(geometry, mask, downsample)
+
+
+def load_roi(path: str | Path, classes: tuple[str, ...] | None = None) -> BaseGeometry:
+    """Union of the annotation polygons in a QuPath GeoJSON file (optionally only the named classes)."""
+    objects = [o for o in qupath.read_geojson(path) if o.object_type == "annotation"]
+    if classes:
+        objects = [o for o in objects if o.classification in classes]
+    polygons = [qupath.clean_geometry(o.geometry) for o in objects]
+    polygons = [p for p in polygons if p.geom_type in ("Polygon", "MultiPolygon") and not p.is_empty]
+    if not polygons:
+        raise ValueError(f"{path}: no polygon annotations to use as a region of interest")
+    return qupath.clean_geometry(shapely.union_all(polygons))
+
+
+def write_tissue_geojson(path: str | Path, geometry: BaseGeometry, mpp: float | None = None) -> Path:
+    """Tissue as QuPath annotations (one per connected piece), classified "Tissue", with area in um^2 or px."""
+    objects = []
+    for part in shapely.get_parts(geometry):
+        if part.is_empty:
+            continue
+        measurements = {"Area um^2": part.area * mpp**2} if mpp else {"Area px^2": part.area}
+        objects.append(qupath.QuPathObject(part, "annotation", "Tissue", measurements=measurements))
+    return qupath.write_geojson(path, objects)
