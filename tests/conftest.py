@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub lookup must fail fast, never download
@@ -12,6 +13,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub lookup must fail fast, nev
 DATA = Path(__file__).parent / "data"
 CMU = DATA / "CMU-1-Small-Region.svs"
 OPENSLIDE_DATA = DATA / "openslide"
+
+
+def openslide_rgb(path: Path, location, level: int, size) -> np.ndarray:
+    """Raw openslide's read_region, transparency composited on white: the reference every reader must match."""
+    import openslide
+
+    with openslide.OpenSlide(str(path)) as raw:
+        rgba = np.asarray(raw.read_region(location, level, size).convert("RGBA"))
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    return ((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="session")

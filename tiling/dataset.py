@@ -70,9 +70,6 @@ class PatchDataset(Dataset):
         if not 0 <= index < self._length:
             raise IndexError(f"index {index} out of range for {self._length} patches")
         patch = self.read(index)
-        image = (
-            self.transform(patch)
-            if self.transform
-            else torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float() / 255.0
-        )
-        return image, index
+        if self.transform is not None:
+            return self.transform(patch), index
+        return torch.from_numpy(np.array(patch, copy=True)).permute(2, 0, 1).float() / 255.0, index

@@ -158,6 +158,8 @@ def tile_slide_result(
             store, tissue_mm2 = _create_store(slide, store_path, config, roi, fingerprint, tissue_geojson)
         else:
             tissue_mm2 = store.attrs.get("tissue_mm2")
+            for stale in store.path.glob("patches/c/**/.*.tmp"):  # shard writes cut off by the interruption
+                stale.unlink()
         spec = TileSpec(
             **{k: v for k, v in store.attrs["tiling"].items() if k in TileSpec.__dataclass_fields__}
         )

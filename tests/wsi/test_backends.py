@@ -7,6 +7,7 @@ import openslide
 import pytest
 
 import wsi
+from tests.conftest import openslide_rgb
 from wsi.backends import backend_order, list_backends
 
 REGIONS = [
@@ -29,10 +30,7 @@ def test_auto_order_tries_openslide_first():
 
 @pytest.mark.parametrize(("location", "size"), REGIONS)
 def test_cmu_regions_match_raw_openslide(cmu_path, backend, location, size):
-    raw = openslide.OpenSlide(str(cmu_path))
-    expected = np.asarray(raw.read_region(location, 0, size).convert("RGBA"))
-    alpha = expected[..., 3:4].astype(np.uint16)
-    expected = ((expected[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    expected = openslide_rgb(cmu_path, location, 0, size)
     with wsi.open_slide(cmu_path, backend=backend) as slide:
         got = slide.read_region(location, 0, size)
     assert got.shape == (size[1], size[0], 3) and got.dtype == np.uint8
@@ -60,9 +58,7 @@ def test_synthetic_slide_levels_agree(synthetic_slide, backend):
         assert meta.mpp == pytest.approx(0.25)
         assert meta.objective_power == pytest.approx(40)
         level1 = slide.read_region((512, 256), 1, (100, 80))
-    raw = openslide.OpenSlide(str(synthetic_slide.path))
-    expected = np.asarray(raw.read_region((512, 256), 1, (100, 80)).convert("RGB"))
-    np.testing.assert_array_equal(level1, expected)
+    np.testing.assert_array_equal(level1, openslide_rgb(synthetic_slide.path, (512, 256), 1, (100, 80)))
 
 
 def test_reads_past_the_edge_are_white_at_every_level(backend):

@@ -1,0 +1,89 @@
+"""PatchStore and whole-shard writes: byte-identical to zarr's own shards for every codec."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+from tiling.shards import ShardWriter
+from tiling.store import CODECS, PatchStore, StoreError
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_shard_bytes_equal_zarr(tmp_path, codec):
+    from tiling.jpeg_codec import JpegCodec
+
+    rng = np.random.default_rng(0)
+    items = rng.integers(0, 200, (10, 24, 24, 3), dtype=np.uint8)
+    kwargs = dict(shape=items.shape, chunks=(1, 24, 24, 3), shards=(4, 24, 24, 3), dtype="uint8", fill_value=255,
+                  compressors=CODECS[codec](), serializer=JpegCodec() if codec == "jpeg" else "auto")  # fmt: skip
+    reference = zarr.create_array(tmp_path / "zarr", **kwargs)
+    reference[:] = items
+    ours = zarr.create_array(tmp_path / "ours", **kwargs)
+    writer = ShardWriter(ours, tmp_path / "ours")
+    for shard in range(3):
+        writer.write(shard, items[shard * 4 : (shard + 1) * 4])
+    for shard in range(3):
+        key = f"c/{shard}/0/0/0"
+        assert (tmp_path / "ours" / key).read_bytes() == (tmp_path / "zarr" / key).read_bytes()
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "ours")[:], items)
+
+
+def _store(tmp_path, n=10, tile=8, coords_only=False):
+    coords = np.arange(n * 2).reshape(n, 2) * 8
+    attrs = {"tiling": {"size": tile, "mpp": 0.5}, "slide": {"path": "x"}}
+    return PatchStore.create(tmp_path / "s.zarr", coords, np.ones(n), np.zeros(n, bool), attrs,
+                             None if coords_only else tile, shard_tiles=4, codec="lz4")  # fmt: skip
+
+
+def test_create_write_complete_open(tmp_path):
+    store = _store(tmp_path)
+    assert not store.is_complete and store.n_shards == 3 and list(store.shard_range(2)) == [8, 9]
+    patches = np.random.default_rng(1).integers(0, 255, (10, 8, 8, 3), dtype=np.uint8)
+    for shard in range(3):
+        rows = store.shard_range(shard)
+        store.write_shard(shard, patches[rows.start : rows.stop])
+    assert store.shards_done().all()
+    store.mark_complete(tiles=10)
+    again = PatchStore.open(tmp_path / "s.zarr")
+    assert again.is_complete and len(again) == 10 and again.attrs["tiles"] == 10
+    np.testing.assert_array_equal(again.patches[:], patches)
+    np.testing.assert_array_equal(again.coords, np.arange(20).reshape(10, 2) * 8)
+    with pytest.raises(ValueError, match="shape"):
+        store.write_shard(0, patches[:3])
+
+
+def test_features_are_row_blocks(tmp_path):
+    store = _store(tmp_path, n=10_000, coords_only=True)
+    array = store.create_rows("features", "enc", 32, "float16", {"encoder": "enc"})
+    assert array.chunks == (4096, 32) and array.dtype == np.float16
+    assert store.feature_names() == ["enc"] and store.features("enc").attrs["encoder"] == "enc"
+    with pytest.raises(KeyError, match="no features named 'other'"):
+        store.features("other")
+    assert store.patches is None
+
+
+def test_not_a_store(tmp_path):
+    with pytest.raises(StoreError, match="no patch store"):
+        PatchStore.open(tmp_path / "missing.zarr")
+    zarr.open_group(tmp_path / "other.zarr", mode="w")
+    with pytest.raises(StoreError, match="not a slidestream patch store"):
+        PatchStore.open(tmp_path / "other.zarr")
+
+
+def test_jpeg_store_opens_in_plain_zarr_through_the_entry_point(tmp_path):
+    """A reader that never imports slidestream still decodes the JPEG chunks (zarr.codecs entry point)."""
+    from tiling.jpeg_codec import JpegCodec
+
+    items = np.random.default_rng(2).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    array = zarr.create_array(tmp_path / "j", shape=items.shape, chunks=(1, 16, 16, 3), shards=(3, 16, 16, 3),
+                              dtype="uint8", serializer=JpegCodec(), compressors=None)  # fmt: skip
+    array[:] = items
+    np.save(tmp_path / "items.npy", items)
+    code = (f"import zarr, numpy as np; a = zarr.open_array({str(tmp_path / 'j')!r})[:]; "
+            f"assert (a == np.load({str(tmp_path / 'items.npy')!r})).all()")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True)

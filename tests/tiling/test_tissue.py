@@ -1,0 +1,93 @@
+"""Tissue detection against synthetic ground truth, on real H&E, and on glass, pen and ROI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import box
+
+import tiling
+import wsi
+from tiling.tissue import TissueParams, detect_tissue_mask, mask_to_geometry
+from wsi.synthetic import load_truth
+
+
+def _iou(geometry, truth) -> float:
+    d = truth.mask_downsample
+    h, w = truth.tissue_mask.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    inside = shapely.contains_xy(geometry, (xs + 0.5) * d, (ys + 0.5) * d)
+    return (inside & truth.tissue_mask).sum() / (inside | truth.tissue_mask).sum()
+
+
+@pytest.mark.parametrize("which", ["synthetic_slide", "plain_synthetic"])
+def test_iou_with_ground_truth(which, request):
+    written = request.getfixturevalue(which)
+    with wsi.open_slide(written.path) as slide:
+        geometry = tiling.detect_tissue(slide)
+    assert geometry.is_valid
+    assert _iou(geometry, load_truth(written.path)) >= 0.9
+
+
+def test_real_slide_tissue_is_plausible(cmu_path):
+    with wsi.open_slide(cmu_path) as slide:
+        result = tiling.detect_tissue_result(slide)
+    fraction = result.geometry.area / (2220 * 2967)
+    assert 0.25 < fraction < 0.6  # the CMU crop is a strip of skin on glass
+    assert result.mask[-3:].any()  # tissue touching the border is kept (no border erosion)
+
+
+def test_glass_gives_empty_geometry_and_warning(blank_slide):
+    with wsi.open_slide(blank_slide) as slide, pytest.warns(UserWarning, match="no tissue"):
+        assert tiling.detect_tissue(slide).is_empty
+
+
+def test_pen_marks_are_rejected():
+    image = np.full((200, 200, 3), 240, np.uint8)
+    image[40:160, 20:90] = (200, 120, 180)  # H&E-like pink tissue
+    image[40:160, 120:180] = (40, 60, 200)  # blue ink
+    mask = detect_tissue_mask(image, 8.0, TissueParams())
+    assert mask[100, 50] and not mask[100, 150]
+    mask = detect_tissue_mask(image, 8.0, TissueParams(reject_pen=False))
+    assert mask[100, 150]
+
+
+def test_small_debris_dropped_and_holes_filled():
+    image = np.full((300, 300, 3), 240, np.uint8)
+    image[50:250, 50:250] = (190, 110, 170)
+    image[140:150, 140:150] = 240  # small hole: filled
+    image[10:13, 280:283] = (150, 80, 150)  # dust: dropped
+    mask = detect_tissue_mask(image, 8.0, TissueParams())
+    assert mask[145, 145] and not mask[11, 281]
+
+
+def test_mask_to_geometry_keeps_holes_and_scale():
+    mask = np.zeros((40, 40), bool)
+    mask[5:35, 5:35] = True
+    mask[15:25, 15:25] = False
+    geometry = mask_to_geometry(mask, downsample=10.0, simplify=0.0)
+    assert geometry.geom_type == "Polygon" and len(geometry.interiors) == 1
+    assert geometry.area == pytest.approx(300 * 300 - 100 * 100, rel=0.05)
+    assert geometry.bounds == pytest.approx((50, 50, 350, 350), abs=6)
+
+
+def test_roi_from_qupath_and_tissue_geojson(tmp_path):
+    roi_path = wsi.qupath.write_geojson(tmp_path / "roi.geojson", [
+        wsi.qupath.QuPathObject(box(0, 0, 100, 100), "annotation", "Tumor"),
+        wsi.qupath.QuPathObject(box(50, 50, 200, 200), "annotation", "Tumor"),
+        wsi.qupath.QuPathObject(box(0, 0, 5, 5), "detection"),
+    ])  # fmt: skip
+    roi = tiling.load_roi(roi_path)
+    assert roi.area == pytest.approx(100 * 100 + 150 * 150 - 50 * 50)
+    with pytest.raises(ValueError, match="no polygon annotations"):
+        tiling.load_roi(roi_path, classes=("Stroma",))
+    out = tiling.write_tissue_geojson(
+        tmp_path / "tissue.geojson", roi.union(box(500, 500, 600, 600)), mpp=0.5
+    )
+    features = json.loads(out.read_text())["features"]
+    assert len(features) == 2
+    assert features[0]["properties"]["classification"]["name"] == "Tissue"
+    assert features[1]["properties"]["measurements"]["Area um^2"] == pytest.approx(100 * 100 * 0.25)
