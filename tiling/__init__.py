@@ -3,7 +3,7 @@
 Coordinates are level-0 (x, y) pixels of a tile's top-left corner; sizes are output pixels at the target mpp.
 """
 
-from tiling.dataset import PatchDataset, tile_reader_for
+from tiling.dataset import PatchBatches, PatchDataset, tile_reader_for
 from tiling.engine import TilingConfig, TilingResult, tile_slide, tile_slide_result
 from tiling.grid import TileGrid, TileSpec
 from tiling.heatmap import overlay, tile_heatmap
@@ -15,6 +15,7 @@ from tiling.tissue import TissueParams, detect_tissue, detect_tissue_result, loa
 __all__ = [
     "CODECS",
     "JpegCodec",
+    "PatchBatches",
     "PatchDataset",
     "PatchStore",
     "StoreError",

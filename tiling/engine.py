@@ -200,6 +200,7 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
                   "mtime": os.path.getmtime(slide.path), "backend": m.backend, "vendor": m.vendor,
                   "dimensions": list(m.dimensions), "mpp": m.mpp},
         "tiling": {**grid.spec.to_dict(), "min_tissue": config.min_tissue, "roi_mode": config.roi_mode},
+        "slide_id": slide.path.stem,
         "fingerprint": fingerprint,
         "tissue_mm2": tissue_mm2,
     }  # fmt: skip

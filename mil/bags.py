@@ -1,0 +1,135 @@
+"""Bags for MIL: each slide's tile features, read lazily from its patch store, with slide-level labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from tiling import PatchStore
+
+__all__ = ["Bag", "BagBatch", "BagDataset", "collate_bags", "read_labels"]
+
+
+def read_labels(path: str | Path, slide_column: str = "slide_id") -> pd.DataFrame:
+    """A labels table keyed by slide id (CSV or TSV). Raises when the key column is missing or repeated."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such labels file")
+    table = pd.read_csv(path, sep=None, engine="python", dtype={slide_column: str})
+    if slide_column not in table.columns:
+        raise ValueError(f"{path}: no {slide_column!r} column (columns: {list(table.columns)})")
+    repeated = table[slide_column][table[slide_column].duplicated()].tolist()
+    if repeated:
+        raise ValueError(f"{path}: slide ids listed more than once: {repeated[:10]}")
+    return table.set_index(slide_column)
+
+
+@dataclass(frozen=True)
+class Bag:
+    features: torch.Tensor  # (n, D) float32
+    label: torch.Tensor
+    slide_id: str
+    index: int
+
+
+@dataclass(frozen=True)
+class BagBatch:
+    """Padded bags: features (B, N, D), mask (B, N) true for real tiles, labels (B, ...)."""
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    labels: torch.Tensor
+    slide_ids: list[str]
+
+
+def _slide_id(store: PatchStore) -> str:
+    return str(store.attrs.get("slide_id") or store.path.parent.name)
+
+
+class BagDataset(Dataset):
+    """Bags of tile features from patch stores, labelled from a table keyed by slide id.
+
+    `labels` is a DataFrame indexed by slide id (see `read_labels`), a path to one, or a mapping id -> label.
+    `label_columns` picks the columns (default: "label"); several columns give a vector (multilabel, or time and
+    event for survival). Slides in the table without a store, or stores without a label, are listed in the
+    error. `max_tiles` draws a random subset of tiles per bag, new each epoch (`set_epoch`); `group_column`
+    (e.g. "patient_id") gives `groups` for patient-level splits.
+    """
+
+    def __init__(self, stores: Sequence[PatchStore | str | Path], labels, feature: str,
+                 label_columns: Sequence[str] = ("label",), max_tiles: int | None = None, seed: int = 0,
+                 group_column: str | None = None):  # fmt: skip
+        opened = [s if isinstance(s, PatchStore) else PatchStore.open(s) for s in stores]
+        self.stores = {_slide_id(s): s for s in opened}
+        if len(self.stores) != len(opened):
+            raise ValueError("two stores have the same slide id")
+        table = labels if isinstance(labels, pd.DataFrame) else read_labels(labels) if isinstance(labels, (str, Path)) \
+            else pd.DataFrame({"label": pd.Series(dict(labels))})  # fmt: skip
+        table.index = table.index.astype(str)
+        missing_columns = [c for c in label_columns if c not in table.columns]
+        if missing_columns:
+            raise ValueError(f"labels have no column(s) {missing_columns} (columns: {list(table.columns)})")
+        unknown = sorted(set(table.index) - set(self.stores))
+        unlabelled = sorted(set(self.stores) - set(table.index))
+        if unknown or unlabelled:
+            parts = []
+            if unknown:
+                parts.append(f"{len(unknown)} labelled slide(s) have no patch store: {unknown[:20]}")
+            if unlabelled:
+                parts.append(f"{len(unlabelled)} slide(s) have no label: {unlabelled[:20]}")
+            raise ValueError("labels and slides do not match: " + "; ".join(parts))
+        for slide_id, store in self.stores.items():
+            if feature not in store.feature_names() or not store.features(feature).attrs.get("complete"):
+                raise ValueError(f"slide {slide_id}: no complete features/{feature} in {store.path}; "
+                                 "run `slidestream features` first")  # fmt: skip
+        self.slide_ids = sorted(self.stores)
+        values = table.loc[self.slide_ids, list(label_columns)]
+        if values.isna().any().any():
+            bad = values.index[values.isna().any(axis=1)].tolist()
+            raise ValueError(f"missing label values for slide(s) {bad[:20]}")
+        self.labels = values.to_numpy(dtype=np.float32)
+        if len(label_columns) == 1:
+            self.labels = self.labels[:, 0]
+        self.groups = (table.loc[self.slide_ids, group_column].astype(str).to_numpy() if group_column
+                       else np.asarray(self.slide_ids))  # fmt: skip
+        self.feature = feature
+        self.max_tiles = max_tiles
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random tile subsets (with `max_tiles`)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.slide_ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.stores[self.slide_ids[0]].features(self.feature).shape[1])
+
+    def __getitem__(self, index: int) -> Bag:
+        slide_id = self.slide_ids[index]
+        features = np.asarray(self.stores[slide_id].features(self.feature)[:], dtype=np.float32)
+        if self.max_tiles is not None and len(features) > self.max_tiles:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            features = features[np.sort(rng.choice(len(features), self.max_tiles, replace=False))]
+        return Bag(torch.from_numpy(features), torch.as_tensor(self.labels[index]), slide_id, index)
+
+
+def collate_bags(bags: Sequence[Bag]) -> BagBatch:
+    """Pad bags to the longest with zeros; the mask marks real tiles."""
+    n = max(1, max(len(b.features) for b in bags))
+    dim = bags[0].features.shape[1]
+    features = torch.zeros(len(bags), n, dim)
+    mask = torch.zeros(len(bags), n, dtype=torch.bool)
+    for i, bag in enumerate(bags):
+        features[i, : len(bag.features)] = bag.features
+        mask[i, : len(bag.features)] = True
+    return BagBatch(features, mask, torch.stack([b.label for b in bags]), [b.slide_id for b in bags])

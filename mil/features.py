@@ -1,0 +1,114 @@
+"""`extract_features`: a patch store's tiles through an encoder into features/<name>, CPU or GPU."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from mil.encoders import Encoder, create_encoder
+from tiling import PatchBatches, PatchStore
+
+__all__ = ["extract_features", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """ "auto" / None -> cuda when available, else cpu; "cuda" without a GPU is an error that says so."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device cuda was asked for, but torch sees no GPU; use --device cpu")
+    return device
+
+
+def _collate_numpy(item):
+    return item  # batches are already arrays; keep the DataLoader from stacking them again
+
+
+def extract_features(
+    store: PatchStore | str | Path,
+    encoder: Encoder | str,
+    batch_size: int = 64,
+    device: str | torch.device | None = "auto",
+    num_workers: int = 0,
+    amp: bool | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    slide_path: str | Path | None = None,
+):
+    """Write features/<name> (float16, row-block chunks) for every tile of `store` and return that zarr array.
+
+    `name` defaults to the encoder's name. Features already made by the same encoder, weights and
+    preprocessing are kept; features of another encoder or other weights under that name are recomputed, never
+    mixed. `amp` (default: on for CUDA) runs the encoder under bfloat16 autocast. Coords-only stores read the
+    tiles from their slide (`slide_path` overrides where it is).
+    """
+    store = store if isinstance(store, PatchStore) else PatchStore.open(store)
+    if not store.is_complete:
+        raise ValueError(f"{store.path}: the store is partial (tiling did not finish); re-run tiling first")
+    encoder = create_encoder(encoder) if isinstance(encoder, str) else encoder
+    name = name or encoder.name
+    description = {
+        **encoder.describe(),
+        "tile_size": store.tile_size,
+        "store": store.attrs.get("fingerprint"),
+    }
+    if not overwrite and name in store.feature_names():
+        existing = store.features(name)
+        if existing.attrs.get("complete") and existing.attrs.get("description") == description:
+            log.info("%s: features/%s already made with the same encoder, kept", store.path, name)
+            return existing
+        log.info("%s: features/%s came from another encoder or weights; recomputing", store.path, name)
+    device = resolve_device(device)
+    amp = device.type == "cuda" if amp is None else amp
+    encoder = encoder.to(device).eval()
+    if device.type == "cuda":
+        encoder = encoder.to(memory_format=torch.channels_last)
+    writable = PatchStore.open(store.path, mode="r+")
+    array = writable.create_rows("features", name, encoder.dim, "float16", {"description": description})
+    n = len(store)
+    rows_per_chunk = array.chunks[0]
+    loader = DataLoader(
+        PatchBatches(store, batch_size, slide_path=slide_path), batch_size=None, collate_fn=_collate_numpy,
+        num_workers=num_workers, pin_memory=device.type == "cuda",
+        prefetch_factor=4 if num_workers else None, persistent_workers=False,
+    )  # fmt: skip
+    buffer = np.empty((min(n, rows_per_chunk), encoder.dim), np.float16)
+    filled = written = 0
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    bar = tqdm(
+        total=n, desc=f"features {store.path.parent.name}", unit="tile", disable=not progress, leave=False
+    )
+    with torch.inference_mode(), autocast:
+        for patches, _start in loader:
+            images = torch.as_tensor(patches).permute(0, 3, 1, 2)
+            images = images.to(device, non_blocking=True)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            out = encoder(images).float().cpu().numpy().astype(np.float16)
+            offset = 0
+            while offset < len(out):  # fill whole chunks, write each once
+                take = min(len(out) - offset, len(buffer) - filled)
+                buffer[filled : filled + take] = out[offset : offset + take]
+                filled, offset = filled + take, offset + take
+                if filled == len(buffer):
+                    array[written : written + filled] = buffer
+                    written, filled = written + filled, 0
+            bar.update(len(out))
+    if filled:
+        array[written : written + filled] = buffer[:filled]
+        written += filled
+    bar.close()
+    if written != n:
+        raise RuntimeError(f"{store.path}: wrote {written} feature rows for {n} tiles")
+    array.attrs.update({"complete": True})
+    return PatchStore.open(store.path).features(name)
