@@ -12,7 +12,7 @@ from mil.encoders import (
     load_state_dict,
     register_encoder,
 )
-from mil.features import extract_features, resolve_device
+from mil.features import extract_features, features_done, resolve_device
 
 __all__ = [
     "Bag",
@@ -23,6 +23,7 @@ __all__ = [
     "collate_bags",
     "create_encoder",
     "extract_features",
+    "features_done",
     "list_encoders",
     "load_state_dict",
     "read_labels",

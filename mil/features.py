@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from mil.encoders import Encoder, create_encoder
 from tiling import PatchBatches, PatchStore
 
-__all__ = ["extract_features", "resolve_device"]
+__all__ = ["extract_features", "features_done", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device cuda was asked for, but torch sees no GPU; use --device cpu")
     return device
+
+
+def _description(store: PatchStore, encoder: Encoder) -> dict:
+    return {**encoder.describe(), "tile_size": store.tile_size, "store": store.attrs.get("fingerprint")}
+
+
+def features_done(store: PatchStore, encoder: Encoder, name: str | None = None) -> bool:
+    """Whether features/<name> is complete and was made by this encoder, weights and preprocessing."""
+    name = name or encoder.name
+    if name not in store.feature_names():
+        return False
+    existing = store.features(name)
+    return bool(existing.attrs.get("complete")) and existing.attrs.get("description") == _description(
+        store, encoder
+    )
 
 
 def _collate_numpy(item):

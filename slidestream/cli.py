@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(
+            logging.WARNING
+        )  # libraries (dask) log INFO on their own loggers; the console shows warnings
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,13 +1,13 @@
-"""The demo: bundled real slide + generated synthetic slides -> every step that exists."""
+"""The demo: the bundled real slide plus generated synthetic slides -> `run` with every step that exists."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import wsi
 from wsi.synthetic import SyntheticSpec, write_slide
 
 __all__ = ["DemoConfig", "bundled_slide", "prepare_demo_slides", "run_demo"]
@@ -17,7 +17,7 @@ __all__ = ["DemoConfig", "bundled_slide", "prepare_demo_slides", "run_demo"]
 class DemoConfig:
     out: str | Path = "slidestream-demo"
     synthetic_slides: int = 2
-    synthetic_size: tuple[int, int] = (6144, 4608)
+    synthetic_size: tuple[int, int] = (8192, 6144)
     progress: bool = True
 
 
@@ -42,14 +42,27 @@ def prepare_demo_slides(config: DemoConfig) -> Path:
 
 
 def run_demo(config: DemoConfig) -> int:
+    from slidestream.commands.run import report
+    from slidestream.discovery import find_slides
+    from slidestream.pipeline import load_config, run_batch
+
     folder = prepare_demo_slides(config)
-    for path in sorted(folder.glob("*.svs")):
-        with wsi.open_slide(path) as slide:
-            m = slide.meta
-            print(f"{path.name:28s} {m.dimensions[0]:>6} x {m.dimensions[1]:<6} {m.level_count} levels  "
-                  f"mpp {m.mpp}  {m.vendor}/{m.backend}")  # fmt: skip
-    print(
-        f"\nslides and ground truth are in {folder}/ (synthetic-*.truth.json, *.tissue.png, *.nuclei.geojson)"
-    )
-    print("open a slide in QuPath, then drag synthetic-*.nuclei.geojson onto it to see the true nuclei")
-    return 0
+    out = Path(config.out)
+    slides, _ = find_slides([folder])
+    run_config = load_config(out=out, workers=min(2, os.cpu_count() or 1), progress=config.progress)
+    print(f"running {', '.join(run_config.steps)} on {len(slides)} slides in {folder} ...", flush=True)
+    code = report(run_batch(slides, run_config), len(slides))
+    example = out / "slides" / slides[0].id
+    print(f"""
+Where to look:
+  {out / "summary.csv"}                 one row per slide: size, mpp, tiles, tissue area, features
+  {example}/thumbnail.png   the slide with its tissue outline (green) and tiles (blue)
+  {example}/patches.zarr    tile coordinates, patches and features (tiling.PatchStore.open)
+  {folder}/synthetic-*.truth.json      ground truth of the synthetic slides (masks, nuclei)
+
+Open in QuPath (0.4 or later):
+  1. File > Open... and pick {folder / slides[0].path.name}
+  2. File > Import objects from file... (or drag and drop) {example}/tissue.geojson
+     The tissue outline appears as annotations classified "Tissue".
+  3. For a synthetic slide, also import input/synthetic-1.nuclei.geojson: every true nucleus as a detection.""")
+    return code

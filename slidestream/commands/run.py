@@ -1,0 +1,91 @@
+"""`slidestream run SLIDES... -o OUT`: every step for every slide, on dask, resumable."""
+
+from __future__ import annotations
+
+import sys
+
+from slidestream.commands._common import add_quiet, show_progress
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="batch-process slides: tissue, tiles, features, summary (dask, resumable)",
+        description="Processes slide files and folders (searched for slide extensions; other files are listed "
+        "and skipped). Each slide gets OUT/slides/<slide_id>/ with patches.zarr, tissue.geojson and "
+        "thumbnail.png; OUT/manifest.jsonl records every step, OUT/summary.csv has one row per slide, "
+        "OUT/run.log the details. Re-running skips finished steps and redoes partial ones. A failing slide is "
+        "recorded and the others go on; the exit status is 1 when any failed. Options come from --config "
+        "(TOML with [run], [tiling], [features] tables) and are overridden by the flags below.",
+    )
+    p.add_argument("slides", nargs="+", metavar="SLIDE")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--steps", help="comma-separated steps (default: all: tile,features)")
+    p.add_argument("--mpp", type=float, help="tile resolution in um/px (default 0.5)")
+    p.add_argument("--size", type=int, help="tile size in px (default 256)")
+    p.add_argument("--min-tissue", type=float, help="minimum tissue fraction per tile (default 0.5)")
+    p.add_argument("--slide-mpp", type=float, help="mpp for slides whose metadata lacks it")
+    p.add_argument("--roi", help="QuPath GeoJSON ROI file, or a folder of <slide_id>.geojson")
+    p.add_argument("--encoder", help="feature encoder (default stain_stats)")
+    p.add_argument("--weights", help="local weights file for a timm encoder")
+    p.add_argument("--device", help="cpu, cuda or auto")
+    p.add_argument("--workers", type=int, help="slides in parallel on the local cluster (default: cores)")
+    p.add_argument("--scheduler", help="address of an existing dask.distributed scheduler (tcp://HOST:PORT)")
+    p.add_argument("--overwrite", action="store_true", help="redo every step")
+    p.add_argument("--dry-run", action="store_true", help="show the plan and exit")
+    add_quiet(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from slidestream.discovery import find_slides
+    from slidestream.pipeline import load_config, plan, run_batch
+
+    try:
+        config = load_config(
+            args.config, out=args.out, workers=args.workers, scheduler=args.scheduler,
+            overwrite=True if args.overwrite else None, progress=show_progress(args),
+            steps=tuple(s.strip() for s in args.steps.split(",")) if args.steps else None,
+            **{"tiling.mpp": args.mpp, "tiling.size": args.size, "tiling.min_tissue": args.min_tissue,
+               "tiling.slide_mpp": args.slide_mpp, "tiling.roi": args.roi, "features.encoder": args.encoder,
+               "features.weights": args.weights, "features.device": args.device},
+        )  # fmt: skip
+        slides, skipped = find_slides(args.slides)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in skipped:
+        print(f"skipped (not a slide file): {path}", file=sys.stderr)
+    if not slides:
+        print("error: no slides found", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        try:
+            print("\n".join(plan(slides, config)))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    try:
+        result = run_batch(slides, config)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return report(result, len(slides))
+
+
+def report(result, n_slides: int) -> int:
+    """Print the outcome; exit status 1 when any slide failed (the last lines name them)."""
+    done = n_slides - len(result.failed)
+    print(f"{done} of {n_slides} slide(s) processed -> {result.out}")
+    print(
+        f"summary: {result.out / 'summary.csv'}   manifest: {result.out / 'manifest.jsonl'}   log: {result.out / 'run.log'}"
+    )
+    if result.failed:
+        for record in result.records:
+            if record.status == "failed":
+                print(f"FAILED {record.slide_id} ({record.step}): {record.error}", file=sys.stderr)
+        print(f"{len(result.failed)} slide(s) failed: {', '.join(result.failed)}", file=sys.stderr)
+        return 1
+    return 0

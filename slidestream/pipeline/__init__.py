@@ -1,0 +1,25 @@
+"""The batch pipeline: steps over slides on dask, with a manifest, a summary and resume."""
+
+from slidestream.pipeline.config import FeatureOptions, RunConfig, TileOptions, load_config
+from slidestream.pipeline.manifest import StepRecord, read_manifest, write_summary
+from slidestream.pipeline.runner import BatchResult, plan, process_slide, run_batch
+from slidestream.pipeline.steps import STEPS, SlideContext, StepOutcome, register_step, step_names
+
+__all__ = [
+    "STEPS",
+    "BatchResult",
+    "FeatureOptions",
+    "RunConfig",
+    "SlideContext",
+    "StepOutcome",
+    "StepRecord",
+    "TileOptions",
+    "load_config",
+    "plan",
+    "process_slide",
+    "read_manifest",
+    "register_step",
+    "run_batch",
+    "step_names",
+    "write_summary",
+]
