@@ -26,13 +26,15 @@ import imagecodecs
 import numpy as np
 import tifffile
 
+# Peak RSS from VmHWM: ru_maxrss survives exec on Linux and would report the parent's peak.
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from tiling import tile_slide_result
 t = time.perf_counter()
 r = tile_slide_result(sys.argv[1], sys.argv[2], size=256, mpp=0.25, codec=sys.argv[3], overwrite=True)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0].split()[1]
 print(json.dumps({"tiles": r.tiles, "seconds": time.perf_counter() - t, "codec": r.store.codec,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mb": int(hwm) / 1024}))
 """
 
 

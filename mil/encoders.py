@@ -63,11 +63,13 @@ class Encoder(nn.Module):
         """uint8 (B, 3, H, W) -> normalised float (B, 3, S, S) at the encoder's input size."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"encoder {self.name} expects (B, 3, H, W) images, got {tuple(images.shape)}")
+        if images.device.type == "cpu":
+            images = images.contiguous()  # NHWC views from the store make every CPU kernel slower
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
                               align_corners=False)  # fmt: skip
-        return (x - self.mean) / self.std
+        return x.sub_(self.mean).div_(self.std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.model(self.preprocess(images))

@@ -23,6 +23,7 @@ from skimage.filters import threshold_otsu
 
 import wsi
 from wsi import qupath
+from wsi.slide import resize_rgb
 
 __all__ = ["TissueParams", "TissueResult", "detect_tissue", "detect_tissue_mask", "load_roi", "mask_to_geometry",
            "write_tissue_geojson"]  # fmt: skip
@@ -40,7 +41,7 @@ class TissueParams:
     min_area_um2: float = 20_000.0  # smaller pieces (dust, debris) are dropped
     max_hole_um2: float = 40_000.0  # smaller holes are filled
     reject_pen: bool = True  # drop blue / green / black ink
-    max_work_size: int = 4096  # longest side of the work image when the slide has no mpp
+    max_work_size: int = 1536  # longest side of the work image: large slides are analysed at a coarser mpp
 
 
 @dataclass(frozen=True)
@@ -52,21 +53,28 @@ class TissueResult:
     downsample: float
 
 
-def _pen_mask(hsv: np.ndarray) -> np.ndarray:
-    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    # H&E hues are pink to purple (about 0.75..1 and 0..0.05); blue and green inks lie between.
-    ink = (sat > 0.25) & (hue > 0.2) & (hue < 0.7)
-    black = (val < 0.25) & (sat < 0.35)
+def _pen_mask(rgb: np.ndarray, saturation: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Blue, green and black ink. H&E hues are pink to purple (about 0.75..1 and 0..0.05); inks lie between."""
+    black = (value < 0.25 * 255) & (saturation < 0.35)
+    coloured = saturation > 0.25
+    ink = np.zeros_like(coloured)
+    if coloured.any():
+        hue = rgb2hsv(rgb[coloured][None].astype(np.float32) / 255)[0, :, 0]  # only the saturated pixels
+        ink[coloured] = (hue > 0.2) & (hue < 0.7)
     return ink | black
+
+
+# Optical density of an 8-bit intensity, as a lookup table.
+_OD = (-np.log(np.clip(np.arange(256, dtype=np.float32) / 255.0, 1 / 255, 1.0))).astype(np.float32)
 
 
 def detect_tissue_mask(rgb: np.ndarray, um_per_px: float | None, params: TissueParams) -> np.ndarray:
     """Boolean tissue mask of an (H, W, 3) RGB work image whose pixels are `um_per_px` microns (None: unknown)."""
-    image = rgb.astype(np.float32) / 255.0
-    hsv = rgb2hsv(image)
-    saturation = hsv[..., 1]
-    od = -np.log(np.clip(image, 1 / 255, 1.0)).sum(axis=-1)
-    bright = (image > params.max_brightness).all(axis=-1)
+    # Work in uint8 and lookup tables: a few bytes per pixel, so memory stays small for large work images.
+    top, bottom = rgb.max(axis=-1), rgb.min(axis=-1)
+    saturation = (top.astype(np.float32) - bottom) / np.maximum(top, 1)
+    od = _OD[rgb[..., 0]] + _OD[rgb[..., 1]] + _OD[rgb[..., 2]]
+    bright = bottom > params.max_brightness * 255
     candidates = ~bright
     if candidates.sum() < 16 or np.ptp(saturation[candidates]) < 1e-3:
         return np.zeros(rgb.shape[:2], bool)
@@ -74,7 +82,7 @@ def detect_tissue_mask(rgb: np.ndarray, um_per_px: float | None, params: TissueP
     od_t = max(params.min_od, float(threshold_otsu(od)))
     mask = ((saturation > sat_t) | (od > od_t)) & candidates
     if params.reject_pen:
-        mask &= ~_pen_mask(hsv)
+        mask &= ~_pen_mask(rgb, saturation, top)
     px_um = um_per_px if um_per_px else 1.0
     radius = max(1, round(params.closing_um / px_um)) if um_per_px else 1
     # Pad so that the closing's erosion does not eat tissue touching the image border.
@@ -105,14 +113,37 @@ def mask_to_geometry(mask: np.ndarray, downsample: float, simplify: float = 0.5)
     return qupath.clean_geometry(geometry)
 
 
+def _read_downsampled(slide: wsi.Slide, factor: float, block: int = 1024) -> np.ndarray:
+    """The whole slide shrunk by `factor` (level-0 px per output px), read block by block from the coarsest
+    level not coarser than that, so memory follows the output size, not the level's."""
+    w0, h0 = slide.meta.dimensions
+    level = 0
+    for i, d in enumerate(slide.meta.level_downsamples):
+        if d <= factor * (1 + 1e-3):
+            level = i
+    d = slide.meta.level_downsamples[level]
+    out_w, out_h = max(1, round(w0 / factor)), max(1, round(h0 / factor))
+    out = np.empty((out_h, out_w, 3), np.uint8)
+    step = max(1, int(block * d / factor))  # output pixels per block
+    for oy in range(0, out_h, step):
+        for ox in range(0, out_w, step):
+            ow, oh = min(step, out_w - ox), min(step, out_h - oy)
+            x0, y0 = round(ox * factor), round(oy * factor)
+            lw = max(1, round(ow * factor / d))
+            lh = max(1, round(oh * factor / d))
+            region = slide.read_region((x0, y0), level, (lw, lh))
+            out[oy : oy + oh, ox : ox + ow] = resize_rgb(region, (ow, oh))
+    return out
+
+
 def _work_image(slide: wsi.Slide, params: TissueParams) -> tuple[np.ndarray, float, float | None]:
     """(image, level-0 px per image px, microns per image px or None)."""
     w0, h0 = slide.meta.dimensions
+    # Memory stays bounded whatever the slide size: past max_work_size the work image gets coarser.
+    factor = max(1.0, max(w0, h0) / params.max_work_size)
     if slide.meta.mpp is not None:
-        target = max(params.work_mpp, slide.meta.mpp)
-        image = slide.read((0, 0), (w0, h0), mpp=target)
-    else:
-        image = slide.thumbnail(max_size=min(params.max_work_size, max(w0, h0)))
+        factor = max(factor, params.work_mpp / slide.meta.mpp)
+    image = _read_downsampled(slide, factor)
     downsample = w0 / image.shape[1]
     um = slide.meta.mpp * downsample if slide.meta.mpp is not None else None
     return image, downsample, um

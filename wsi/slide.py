@@ -22,6 +22,8 @@ _MPP_TOLERANCE = 1e-3
 def _composite_on_white(image: np.ndarray) -> np.ndarray:
     if image.shape[-1] == 3:
         return np.ascontiguousarray(image)
+    if image[..., 3].min() == 255:  # fully opaque, the usual case: no arithmetic, no temporaries
+        return np.ascontiguousarray(image[..., :3])
     rgb = image[..., :3].astype(np.uint16)
     alpha = image[..., 3:4].astype(np.uint16)
     out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255

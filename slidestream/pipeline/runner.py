@@ -43,8 +43,10 @@ def _check_steps(config: RunConfig) -> None:
 
 def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
     """Run the configured steps on one slide; a failing step is recorded and later steps are not run."""
-    import resource
+    import torch
 
+    # One worker's share of the machine: without this each worker's torch would use every core.
+    torch.set_num_threads(max(1, config.threads_per_worker))
     folder = config.out / "slides" / item.id
     folder.mkdir(parents=True, exist_ok=True)
     ctx = SlideContext(item.id, Path(item.path), folder, config)
@@ -65,11 +67,25 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
             records.append(StepRecord(item.id, str(item.path), name, "failed", time.perf_counter() - start,
                                       error=f"{type(exc).__name__}: {exc}", finished=_now(), worker=worker))  # fmt: skip
             continue
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_mb = peak_rss_mb()
         records.append(StepRecord(item.id, str(item.path), name, outcome.status, time.perf_counter() - start,
                                   measurements={**outcome.measurements, "worker_peak_rss_mb": round(rss_mb)},
                                   warnings=outcome.warnings, finished=_now(), worker=worker))  # fmt: skip
     return records
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not carry a parent's peak over exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _one_line(slide_id: str, records: list[StepRecord]) -> str:

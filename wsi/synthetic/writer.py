@@ -75,6 +75,20 @@ def _ordered_map(fn: Callable, items: list, workers: int) -> Iterator:
             yield pending.popleft().result()
 
 
+def _render_in_tiles(spec: SyntheticSpec, size: tuple[int, int], downsample: float, tile: int) -> np.ndarray:
+    """A whole image at `downsample`, rendered tile by tile (one call over a large slide would hold every
+    nucleus of the slide in memory at once)."""
+    w, h = size
+    out = np.empty((h, w, 3), np.uint8)
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            tw, th = min(tile, w - x), min(tile, h - y)
+            out[y : y + th, x : x + tw] = render_region(
+                spec, (x * downsample, y * downsample), (tw, th), downsample
+            )[0]
+    return out
+
+
 def _power_text(mpp: float) -> str:
     power = 10.0 / mpp
     return str(int(round(power))) if abs(power - round(power)) < 1e-6 else f"{power:.3g}"
@@ -159,7 +173,7 @@ def write_slide(
             if index == 0:
                 scale = min(1.0, 768 / max(w0, h0))
                 tw, th = max(1, int(w0 * scale)), max(1, int(h0 * scale))
-                thumb = render_region(spec, (0, 0), (tw, th), w0 / tw)[0]
+                thumb = _render_in_tiles(spec, (tw, th), w0 / tw, tile_size)
                 tif.write(
                     thumb, description=f"{_APERIO}\r\n{w0}x{h0} -> {tw}x{th} - {meta}", rowsperstrip=16,
                     subfiletype=0, metadata=None, **jpeg,

@@ -1,0 +1,64 @@
+"""Slides per hour for `slidestream run` on a folder of synthetic slides, with 1 and 2 workers.
+
+    python -m benchmarks.pipeline [--slides 4] [--size 8192x6144]
+
+Both runs process the same folder from scratch (tile + features with the default settings) on a local dask
+cluster. Prints slides/hour for each, the scaling ratio (target >= 1.7 on two cores) and each worker's peak
+resident memory (from the manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from slidestream.discovery import find_slides
+from slidestream.pipeline import load_config, read_manifest, run_batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--slides", type=int, default=4)
+    parser.add_argument("--size", default="8192x6144")
+    parser.add_argument("--data", default="bench-data")
+    args = parser.parse_args()
+    from wsi.synthetic import SyntheticSpec, write_slide
+
+    w, h = (int(v) for v in args.size.split("x"))
+    folder = Path(args.data) / f"pipeline-{args.size}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(args.slides):
+        path = folder / f"slide-{i}.svs"
+        if not path.exists():
+            write_slide(path, SyntheticSpec(w, h, mpp=0.25, seed=100 + i, tumor=i % 2 == 0), progress=False)
+    slides, _ = find_slides([folder])
+    slides = slides[: args.slides]
+    rates = {}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "run"
+            config = load_config(out=out, workers=workers, progress=False)
+            start = time.perf_counter()
+            result = run_batch(slides, config)
+            elapsed = time.perf_counter() - start
+            assert result.ok, result.failed
+            rates[workers] = len(slides) / elapsed * 3600
+            peaks = {}
+            for record in read_manifest(out / "manifest.jsonl"):
+                rss = record["measurements"].get("worker_peak_rss_mb")
+                if rss:
+                    peaks[record["worker"]] = max(peaks.get(record["worker"], 0), rss)
+            tiles = sum(r["measurements"].get("tiles", 0) for r in read_manifest(out / "manifest.jsonl"))
+            print(f"{workers} worker(s): {len(slides)} slides ({w} x {h}, {tiles} tiles) in {elapsed:.1f} s = "
+                  f"{rates[workers]:.0f} slides/hour; peak RSS per worker {sorted(round(v) for v in peaks.values())} MB")  # fmt: skip
+            shutil.rmtree(out, ignore_errors=True)
+    print(f"scaling 2 workers / 1 worker: {rates[2] / rates[1]:.2f} (target >= 1.7)")
+
+
+if __name__ == "__main__":
+    main()
