@@ -58,20 +58,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)  # fmt: skip
 
 
-def _roi_for(roi: str | None, slide_id: str):
-    from tiling import load_roi
-
-    if roi is None:
-        return None
-    path = Path(roi)
-    if path.is_dir():
-        candidate = path / f"{slide_id}.geojson"
-        return load_roi(candidate) if candidate.exists() else None
-    return load_roi(path)
-
-
 def run(args) -> int:
-    from tiling import tile_slide_result
+    from slidestream.pipeline.config import TileOptions
+    from slidestream.pipeline.steps import tile_into
 
     try:
         slides, skipped = find_slides(args.slides)
@@ -80,19 +69,17 @@ def run(args) -> int:
         return 2
     for path in skipped:
         print(f"skipped (not a slide file): {path}", file=sys.stderr)
+    options = TileOptions(size=args.size, mpp=args.mpp, stride=args.stride, min_tissue=args.min_tissue,
+                          coords_only=args.coords_only, codec=args.codec, roi_mode=args.roi_mode,
+                          slide_mpp=args.slide_mpp, roi=args.roi)  # fmt: skip
     failed = []
     for item in slides:
         folder = Path(args.out) / "slides" / item.id
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                result = tile_slide_result(
-                    item.path, folder / "patches.zarr", size=args.size, mpp=args.mpp, stride=args.stride,
-                    min_tissue=args.min_tissue, roi=_roi_for(args.roi, item.id), roi_mode=args.roi_mode,
-                    coords_only=args.coords_only, workers=args.workers, codec=args.codec,
-                    overwrite=args.overwrite, progress=show_progress(args), slide_mpp=args.slide_mpp,
-                    tissue_geojson=folder / "tissue.geojson",
-                )  # fmt: skip
+                result = tile_into(folder, item.path, item.id, options, workers=args.workers,
+                                   overwrite=args.overwrite, progress=show_progress(args))  # fmt: skip
             for w in caught:
                 print(f"warning: {w.message}", file=sys.stderr)
         except (wsi.SlideError, ValueError, OSError) as exc:

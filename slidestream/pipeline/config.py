@@ -7,20 +7,17 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from tiling.engine import TilingConfig
+
 __all__ = ["FeatureOptions", "RunConfig", "TileOptions", "load_config"]
 
 
 @dataclass(frozen=True)
-class TileOptions:
-    mpp: float = 0.5
-    size: int = 256
-    stride: int | None = None
-    min_tissue: float = 0.5
-    coords_only: bool = False
-    codec: str = "auto"
+class TileOptions(TilingConfig):
+    """Tiling options of a run: what decides the store (TilingConfig) plus where the slide mpp and ROI come from."""
+
     slide_mpp: float | None = None  # for slides whose metadata has none
     roi: str | None = None  # QuPath GeoJSON file, or a folder of <slide_id>.geojson
-    roi_mode: str = "restrict"
 
 
 @dataclass(frozen=True)

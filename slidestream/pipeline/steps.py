@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from slidestream.pipeline.config import RunConfig
+from slidestream.pipeline.config import RunConfig, TileOptions
 
 __all__ = ["STEPS", "SlideContext", "Step", "StepOutcome", "register_step", "step_names"]
 
@@ -77,15 +77,9 @@ class TileStep:
         return [ctx.store_path, ctx.folder / "tissue.geojson", ctx.folder / "thumbnail.png"]
 
     def run(self, ctx: SlideContext) -> StepOutcome:
-        from slidestream.commands.tile import _roi_for
-        from tiling import tile_slide_result
-
-        t = ctx.config.tiling
-        result, caught = _collect_warnings(lambda: tile_slide_result(
-            ctx.slide_path, ctx.store_path, size=t.size, mpp=t.mpp, stride=t.stride, min_tissue=t.min_tissue,
-            roi=_roi_for(t.roi, ctx.slide_id), roi_mode=t.roi_mode, coords_only=t.coords_only, codec=t.codec,
-            workers=ctx.config.threads_per_worker, overwrite=ctx.config.overwrite, progress=False,
-            slide_mpp=t.slide_mpp, tissue_geojson=ctx.folder / "tissue.geojson",
+        result, caught = _collect_warnings(lambda: tile_into(
+            ctx.folder, ctx.slide_path, ctx.slide_id, ctx.config.tiling, workers=ctx.config.threads_per_worker,
+            overwrite=ctx.config.overwrite, progress=False,
         ))  # fmt: skip
         store = result.store
         if result.status != "skipped" or not (ctx.folder / "thumbnail.png").exists():
@@ -98,6 +92,33 @@ class TileStep:
              "codec": store.codec},
             caught,
         )  # fmt: skip
+
+
+def roi_for(roi: str | None, slide_id: str):
+    """The ROI geometry of a slide: from one GeoJSON file, or <slide_id>.geojson in a folder (None if absent)."""
+    from tiling import load_roi
+
+    if roi is None:
+        return None
+    path = Path(roi)
+    if path.is_dir():
+        candidate = path / f"{slide_id}.geojson"
+        return load_roi(candidate) if candidate.exists() else None
+    return load_roi(path)
+
+
+def tile_into(folder: Path, slide_path: Path, slide_id: str, options: TileOptions, workers: int | None,
+              overwrite: bool, progress: bool):  # fmt: skip
+    """Tile one slide into folder/patches.zarr and folder/tissue.geojson (shared by `tile` and `run`)."""
+    from tiling import tile_slide_result
+
+    o = options
+    return tile_slide_result(
+        slide_path, folder / "patches.zarr", size=o.size, mpp=o.mpp, stride=o.stride, min_tissue=o.min_tissue,
+        roi=roi_for(o.roi, slide_id), roi_mode=o.roi_mode, coords_only=o.coords_only, codec=o.codec,
+        shard_tiles=o.shard_tiles, workers=workers, overwrite=overwrite, progress=progress,
+        slide_mpp=o.slide_mpp, tissue_geojson=folder / "tissue.geojson",
+    )  # fmt: skip
 
 
 def write_thumbnail(ctx: SlideContext, store) -> Path:
