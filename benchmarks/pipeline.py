@@ -38,7 +38,8 @@ def main() -> None:
             write_slide(path, SyntheticSpec(w, h, mpp=0.25, seed=100 + i, tumor=i % 2 == 0), progress=False)
     slides, _ = find_slides([folder])
     slides = slides[: args.slides]
-    rates = {}
+    startup = {workers: cluster_startup(workers) for workers in (1, 2)}
+    rates, busy = {}, {}
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "run"
@@ -48,6 +49,7 @@ def main() -> None:
             elapsed = time.perf_counter() - start
             assert result.ok, result.failed
             rates[workers] = len(slides) / elapsed * 3600
+            busy[workers] = elapsed - startup[workers]
             peaks = {}
             for record in read_manifest(out / "manifest.jsonl"):
                 rss = record["measurements"].get("worker_peak_rss_mb")
@@ -58,6 +60,21 @@ def main() -> None:
                   f"{rates[workers]:.0f} slides/hour; peak RSS per worker {sorted(round(v) for v in peaks.values())} MB")  # fmt: skip
             shutil.rmtree(out, ignore_errors=True)
     print(f"scaling 2 workers / 1 worker: {rates[2] / rates[1]:.2f} (target >= 1.7)")
+    print(f"local cluster start + stop: {startup[1]:.1f} s (1 worker), {startup[2]:.1f} s (2 workers); scaling "
+          f"without it: {busy[1] / busy[2]:.2f}")  # fmt: skip
+
+
+def cluster_startup(workers: int) -> float:
+    """Seconds to start and stop a local cluster of `workers` processes and run one trivial task."""
+    from dask.distributed import Client, LocalCluster
+
+    start = time.perf_counter()
+    with LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        with Client(cluster) as client:
+            client.submit(sum, [1, 2]).result()
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ class Encoder(nn.Module):
             raise ValueError(f"encoder {self.name} expects (B, 3, H, W) images, got {tuple(images.shape)}")
         if images.device.type == "cpu":
             images = images.contiguous()  # NHWC views from the store make every CPU kernel slower
-        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        # A new tensor either way, so the in-place steps below never touch the caller's data.
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.to(torch.float32, copy=True)
         if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
                               align_corners=False)  # fmt: skip
