@@ -19,7 +19,7 @@ __all__ = ["PatchDataset", "tile_reader_for"]
 def tile_reader_for(store: PatchStore, slide_path: str | Path | None = None) -> TileReader:
     """A reader of the store's tiles from its slide (for coords-only stores), at the store's tiling spec."""
     attrs = store.attrs
-    spec = TileSpec(**{k: v for k, v in attrs["tiling"].items() if k in TileSpec.__dataclass_fields__})
+    spec = TileSpec.from_dict(attrs["tiling"])
     path = Path(slide_path or attrs["slide"]["path"])
     if not path.exists():
         raise FileNotFoundError(f"{store.path}: coords-only store, and its slide {path} is not there")

@@ -160,9 +160,7 @@ def tile_slide_result(
             tissue_mm2 = store.attrs.get("tissue_mm2")
             for stale in store.path.glob("patches/c/**/.*.tmp"):  # shard writes cut off by the interruption
                 stale.unlink()
-        spec = TileSpec(
-            **{k: v for k, v in store.attrs["tiling"].items() if k in TileSpec.__dataclass_fields__}
-        )
+        spec = TileSpec.from_dict(store.attrs["tiling"])
         reader = TileReader(slide.path, spec, backend=slide.meta.backend, mpp=slide.meta.mpp)
         pending = [int(i) for i in np.flatnonzero(~store.shards_done())]
         _run_shards(store, reader, pending, workers, scheduler, progress, slide.path.name)

@@ -55,6 +55,11 @@ class TileSpec:
     def needs_resize(self) -> bool:
         return self.read_size != self.size
 
+    @classmethod
+    def from_dict(cls, data: dict) -> TileSpec:
+        """The spec stored in a patch store's attrs["tiling"] (extra keys ignored)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
     def to_dict(self) -> dict:
         return {"size": self.size, "stride": self.stride, "mpp": self.mpp, "slide_mpp": self.slide_mpp,
                 "level": self.level, "downsample": self.downsample, "read_size": self.read_size}  # fmt: skip
