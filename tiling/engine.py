@@ -8,6 +8,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,15 +75,18 @@ def _existing(store_path: Path, fingerprint: str) -> PatchStore | None:
 
 
 class _Progress(Callback):
-    """Advance a tqdm bar by each finished shard task."""
+    """Advance a tqdm bar (and tell `on_tiles`, if given) by each finished shard task."""
 
-    def __init__(self, bar: tqdm, sizes: dict[str, int]):
+    def __init__(self, bar: tqdm, sizes: dict[str, int], on_tiles: Callable[[int], None] | None):
         super().__init__()
-        self._bar, self._sizes = bar, sizes
+        self._bar, self._sizes, self._on_tiles = bar, sizes, on_tiles
 
     def _posttask(self, key, result, dsk, state, worker_id):
         name = key[0] if isinstance(key, tuple) else key
-        self._bar.update(self._sizes.get(str(name), 0))
+        tiles = self._sizes.get(str(name), 0)
+        self._bar.update(tiles)
+        if self._on_tiles is not None:
+            self._on_tiles(tiles)
 
 
 def _write_shard(store_path: str, reader: TileReader, shard: int) -> int:
@@ -117,6 +121,7 @@ def tile_slide(
     backend: str | None = None,
     slide_mpp: float | None = None,
     tissue_geojson: str | Path | None = None,
+    on_tiles: Callable[[int], None] | None = None,
 ) -> PatchStore:
     """Tile a slide into a PatchStore at `store_path` and return it (see `tile_slide_result` for details).
 
@@ -124,7 +129,8 @@ def tile_slide(
     store made with the same inputs is returned untouched; a partial one is resumed; a store made with other
     inputs (or `overwrite=True`) is rewritten. `scheduler` is a dask scheduler: "threads", "processes" or
     "synchronous". `codec` "auto" keeps the slide's own JPEG tiles when the grid lines up with them ("jpeg",
-    exact and fastest) and uses "lz4" otherwise; "zstd" and "none" are the other choices.
+    exact and fastest) and uses "lz4" otherwise; "zstd" and "none" are the other choices. `on_tiles(n)` is
+    called as each batch of n tiles is written (progress reporting from elsewhere, e.g. a dask worker).
     """
     return tile_slide_result(**locals()).store
 
@@ -132,7 +138,7 @@ def tile_slide(
 def tile_slide_result(
     slide_or_path, store_path, size=256, mpp=0.5, stride=None, min_tissue=0.5, roi=None, roi_mode="restrict",
     coords_only=False, workers=None, scheduler="threads", codec="auto", shard_tiles=64, overwrite=False,
-    progress=False, backend=None, slide_mpp=None, tissue_geojson=None,
+    progress=False, backend=None, slide_mpp=None, tissue_geojson=None, on_tiles=None,
 ) -> TilingResult:  # fmt: skip
     """`tile_slide` returning a `TilingResult` (status done / resumed / skipped, tiles, seconds, tissue area)."""
     start = time.perf_counter()
@@ -163,7 +169,7 @@ def tile_slide_result(
         spec = TileSpec.from_dict(store.attrs["tiling"])
         reader = TileReader(slide.path, spec, backend=slide.meta.backend, mpp=slide.meta.mpp)
         pending = [int(i) for i in np.flatnonzero(~store.shards_done())]
-        _run_shards(store, reader, pending, workers, scheduler, progress, slide.path.name)
+        _run_shards(store, reader, pending, workers, scheduler, progress, slide.path.name, on_tiles)
         store.mark_complete()
         return TilingResult(
             PatchStore.open(store_path), status, len(store), time.perf_counter() - start, tissue_mm2
@@ -207,7 +213,7 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
     return store, tissue_mm2
 
 
-def _run_shards(store, reader, pending, workers, scheduler, progress, name) -> None:
+def _run_shards(store, reader, pending, workers, scheduler, progress, name, on_tiles=None) -> None:
     if not pending:
         return
     workers = workers or os.cpu_count() or 1
@@ -220,7 +226,7 @@ def _run_shards(store, reader, pending, workers, scheduler, progress, name) -> N
         tasks.append(task)
         sizes[f"shard-{shard}-{store.path.name}"] = len(store.shard_range(shard))
     try:
-        with _Progress(bar, sizes):
+        with _Progress(bar, sizes, on_tiles):
             dask.compute(*tasks, scheduler=scheduler, num_workers=workers)
     finally:
         bar.close()

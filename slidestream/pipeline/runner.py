@@ -49,7 +49,7 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
     torch.set_num_threads(max(1, config.threads_per_worker))
     folder = config.out / "slides" / item.id
     folder.mkdir(parents=True, exist_ok=True)
-    ctx = SlideContext(item.id, Path(item.path), folder, config)
+    ctx = SlideContext(item.id, Path(item.path), folder, config, on_tiles=_tile_reporter())
     records = []
     failed = False
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -72,6 +72,20 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
                                   measurements={**outcome.measurements, "worker_peak_rss_mb": round(rss_mb)},
                                   warnings=outcome.warnings, finished=_now(), worker=worker))  # fmt: skip
     return records
+
+
+TILES_TOPIC = "slidestream-tiles"
+
+
+def _tile_reporter():
+    """Inside a dask worker: report written tiles to the client (an event topic); elsewhere: nothing."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    return lambda n: worker.log_event(TILES_TOPIC, n)
 
 
 def peak_rss_mb() -> float:
@@ -155,7 +169,11 @@ def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
         with _client(config) as client, open(manifest, "a") as sink:
             futures = {client.submit(process_slide, item, config, key=f"slide-{item.id}-{time.time_ns()}",
                                      pure=False): item for item in slides}  # fmt: skip
-            bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=not config.progress)
+            bar = tqdm(
+                total=len(slides), desc="slides", unit="slide", disable=not config.progress, position=0
+            )
+            tiles_bar = tqdm(desc="tiles", unit="tile", disable=not config.progress, position=1)
+            client.subscribe_topic(TILES_TOPIC, lambda event: tiles_bar.update(event[1]))
             for future in as_completed(futures):
                 item = futures[future]
                 try:
@@ -175,6 +193,8 @@ def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
                         log.warning("%s %s: %s", record.slide_id, record.step, warning)
                 records.extend(slide_records)
                 bar.update(1)
+            client.unsubscribe_topic(TILES_TOPIC)
+            tiles_bar.close()
             bar.close()
     finally:
         log.removeHandler(handler)

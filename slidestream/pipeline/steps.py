@@ -28,6 +28,7 @@ class SlideContext:
     slide_path: Path
     folder: Path
     config: RunConfig
+    on_tiles: Callable[[int], None] | None = None  # progress: called with each batch of tiles written
 
     @property
     def store_path(self) -> Path:
@@ -79,7 +80,7 @@ class TileStep:
     def run(self, ctx: SlideContext) -> StepOutcome:
         result, caught = _collect_warnings(lambda: tile_into(
             ctx.folder, ctx.slide_path, ctx.slide_id, ctx.config.tiling, workers=ctx.config.threads_per_worker,
-            overwrite=ctx.config.overwrite, progress=False,
+            overwrite=ctx.config.overwrite, progress=False, on_tiles=ctx.on_tiles,
         ))  # fmt: skip
         store = result.store
         if result.status != "skipped" or not (ctx.folder / "thumbnail.png").exists():
@@ -108,7 +109,7 @@ def roi_for(roi: str | None, slide_id: str):
 
 
 def tile_into(folder: Path, slide_path: Path, slide_id: str, options: TileOptions, workers: int | None,
-              overwrite: bool, progress: bool):  # fmt: skip
+              overwrite: bool, progress: bool, on_tiles: Callable[[int], None] | None = None):  # fmt: skip
     """Tile one slide into folder/patches.zarr and folder/tissue.geojson (shared by `tile` and `run`)."""
     from tiling import tile_slide_result
 
@@ -117,7 +118,7 @@ def tile_into(folder: Path, slide_path: Path, slide_id: str, options: TileOption
         slide_path, folder / "patches.zarr", size=o.size, mpp=o.mpp, stride=o.stride, min_tissue=o.min_tissue,
         roi=roi_for(o.roi, slide_id), roi_mode=o.roi_mode, coords_only=o.coords_only, codec=o.codec,
         shard_tiles=o.shard_tiles, workers=workers, overwrite=overwrite, progress=progress,
-        slide_mpp=o.slide_mpp, tissue_geojson=folder / "tissue.geojson",
+        slide_mpp=o.slide_mpp, tissue_geojson=folder / "tissue.geojson", on_tiles=on_tiles,
     )  # fmt: skip
 
 
