@@ -194,10 +194,12 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
     if len(grid) == 0:
         warnings.warn(f"{slide.path}: no tiles with at least {config.min_tissue:.0%} tissue; the store is empty",
                       stacklevel=3)  # fmt: skip
-    codec = config.codec
-    if codec == "auto":
+    codec, colorspace = config.codec, None
+    if codec in ("auto", "jpeg"):
         reader = TileReader(slide.path, grid.spec, backend=slide.meta.backend, mpp=slide.meta.mpp)
-        codec = "jpeg" if reader.can_copy_jpeg else "lz4"
+        copy = reader.can_copy_jpeg
+        codec = "jpeg" if copy or codec == "jpeg" else "lz4"
+        colorspace = reader.jpeg_colorspace if copy else None
     m = slide.meta
     attrs = {
         "slide": {"path": str(slide.path.resolve()), "size": os.path.getsize(slide.path),
@@ -209,7 +211,8 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
         "tissue_mm2": tissue_mm2,
     }  # fmt: skip
     store = PatchStore.create(store_path, grid.coords, grid.tissue, grid.edge, attrs,
-                              None if config.coords_only else config.size, config.shard_tiles, codec)  # fmt: skip
+                              None if config.coords_only else config.size, config.shard_tiles, codec,
+                              jpeg_colorspace=colorspace)  # fmt: skip
     return store, tissue_mm2
 
 

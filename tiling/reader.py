@@ -5,13 +5,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import imagecodecs
 import numpy as np
 import tifffile
 
 import wsi
 from tiling.grid import TileSpec
-from tiling.jpeg_codec import encode_lossless
+from tiling.jpeg_codec import decode_jpeg, encode_lossless
 from wsi.slide import resize_rgb
 
 __all__ = ["NativeTiles", "TileReader"]
@@ -80,10 +79,15 @@ class NativeTiles:
             data = data[:2] + bytes(tables)[2:-2] + data[2:]
         return data
 
+    @property
+    def colorspace(self) -> str | None:
+        """How copied streams must be decoded: "RGB" for photometric-RGB pages, else by their markers."""
+        return "RGB" if self._page.photometric == tifffile.PHOTOMETRIC.RGB else None
+
     def stream_decodes_alike(self) -> bool:
-        """Whether a stand-alone decode of a copied tile gives tifffile's pixels (colour space markers agree)."""
+        """Whether a stand-alone decode of a copied tile gives the pixels this reader gives."""
         x, y = 0, 0
-        copied = imagecodecs.jpeg8_decode(self.read_stream(x, y))
+        copied = decode_jpeg(self.read_stream(x, y), self.colorspace)
         return copied.shape[-1] == 3 and np.array_equal(copied, self.read(x, y, whiten=False))
 
     def read(self, x_level: int, y_level: int, whiten: bool = True) -> np.ndarray:
@@ -100,6 +104,16 @@ class NativeTiles:
 
     def close(self) -> None:
         self._tif.close()
+
+
+def _agrees_with_reader(native: NativeTiles, slide: wsi.Slide, spec: TileSpec) -> bool:
+    """Whether a native tile decodes to what the slide's own reader returns there (level mapping, overlapping
+    tiles or colour handling of some vendors would differ; then the native path is not used)."""
+    size = min(spec.size, native.width, native.height)
+    x0, y0 = (native.width // spec.size // 2) * spec.size, (native.height // spec.size // 2) * spec.size
+    d = spec.downsample
+    expected = slide.read_region((round(x0 * d), round(y0 * d)), spec.level, (size, size))
+    return np.array_equal(native.read(x0, y0)[:size, :size], expected)
 
 
 class TileReader:
@@ -133,7 +147,11 @@ class TileReader:
                 native = NativeTiles.try_open(
                     self.path, self.spec, slide.meta.level_dimensions[self.spec.level]
                 )
-            handles = self._local.handles = (slide, native)
+            if native is not None and not _agrees_with_reader(native, slide, self.spec):
+                native.close()
+                native = None
+            copyable = native is not None and native.stream_decodes_alike()
+            handles = self._local.handles = (slide, native, copyable)
         return handles
 
     @property
@@ -142,7 +160,7 @@ class TileReader:
 
     def read(self, x: int, y: int) -> np.ndarray:
         """(size, size, 3) uint8 tile whose top-left level-0 corner is (x, y)."""
-        slide, native = self._handles()
+        slide, native, _ = self._handles()
         spec = self.spec
         if native is not None:
             d = spec.downsample
@@ -153,16 +171,21 @@ class TileReader:
     @property
     def can_copy_jpeg(self) -> bool:
         """Whether tiles can be stored as the slide's own JPEG streams (see tiling.jpeg_codec)."""
+        return self._handles()[2]
+
+    @property
+    def jpeg_colorspace(self) -> str | None:
+        """The colour space a store of copied streams records (see JpegCodec)."""
         native = self._handles()[1]
-        return native is not None and native.stream_decodes_alike()
+        return native.colorspace if native is not None else None
 
     def read_streams(self, coords: np.ndarray) -> list[bytes]:
         """JPEG streams of tiles: copied from the slide when possible, else lossless JPEG of the pixels."""
-        native = self._handles()[1]
+        _, native, copyable = self._handles()
         d = self.spec.downsample
         out = []
         for x, y in coords:
-            if native is not None and native.is_interior(round(x / d), round(y / d)):
+            if copyable and native.is_interior(round(x / d), round(y / d)):
                 out.append(native.read_stream(round(x / d), round(y / d)))
             else:
                 out.append(encode_lossless(self.read(int(x), int(y))))

@@ -81,8 +81,12 @@ class PatchStore:
         tile_size: int | None,
         shard_tiles: int = 64,
         codec: str = "lz4",
+        jpeg_colorspace: str | None = None,
     ) -> PatchStore:
-        """A new, partial store (any old one at `path` is removed). `tile_size=None` makes a coords-only store."""
+        """A new, partial store (any old one at `path` is removed). `tile_size=None` makes a coords-only store.
+
+        `jpeg_colorspace` ("RGB" or None) is how chunks of a "jpeg" store decode (see tiling.jpeg_codec).
+        """
         path = Path(path)
         if codec not in CODECS:
             raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
@@ -104,7 +108,7 @@ class PatchStore:
                 shards=(shard_tiles, tile_size, tile_size, 3),
                 dtype="uint8",
                 compressors=CODECS[codec](),
-                serializer=JpegCodec() if codec == "jpeg" else "auto",
+                serializer=JpegCodec(colorspace=jpeg_colorspace) if codec == "jpeg" else "auto",
                 fill_value=255,
             )
         n_shards = -(-n // shard_tiles)

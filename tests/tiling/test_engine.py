@@ -185,3 +185,16 @@ def test_heatmap_aligns_with_the_thumbnail(synthetic_slide, tmp_path):
     assert blended.shape == thumb.shape and blended.dtype == np.uint8
     with pytest.raises(ValueError, match="differ in length"):
         tiling.tile_heatmap(values[:3], store.coords, 128, (2560, 2048), (10, 10))
+
+
+def test_real_aperio_tiles_are_copied_exactly(cmu_path, tmp_path):
+    """CMU's 240 px JPEG tiles are RGB without colour markers: the store records it and decodes them exactly."""
+    from tests.conftest import openslide_rgb
+
+    store = tile_slide(cmu_path, tmp_path / "copy.zarr", size=240, mpp=0.499, min_tissue=0)
+    assert store.codec == "jpeg" and store.edge.sum() > 0
+    (codec,) = store.patches.metadata.codecs[0].codecs
+    assert codec.colorspace == "RGB"
+    for i in range(0, len(store), 3):
+        x, y = (int(v) for v in store.coords[i])
+        np.testing.assert_array_equal(store.patches[i], openslide_rgb(cmu_path, (x, y), 0, (240, 240)))
