@@ -44,6 +44,46 @@ def features_done(store: PatchStore, encoder: Encoder, name: str | None = None) 
     )
 
 
+def _prefetch(iterable, depth: int = 2):
+    """Iterate in a background thread, `depth` items ahead: decoding (imagecodecs) and the encoder (torch) both
+    release the GIL, so reading the next batch overlaps the forward pass without worker processes."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in iterable:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+        put(done)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # the consumer stopped (or failed): let the producer end
+        thread.join(timeout=5)
+
+
 def _collate_numpy(item):
     return item  # batches are already arrays; keep the DataLoader from stacking them again
 
@@ -104,7 +144,7 @@ def extract_features(
         total=n, desc=f"features {store.path.parent.name}", unit="tile", disable=not progress, leave=False
     )
     with torch.inference_mode(), autocast:
-        for patches, _start in loader:
+        for patches, _start in loader if num_workers else _prefetch(loader):
             images = torch.as_tensor(patches).permute(0, 3, 1, 2)
             images = images.to(device, non_blocking=True)
             if device.type == "cuda":

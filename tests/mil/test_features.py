@@ -68,3 +68,19 @@ def test_cuda_without_a_gpu_is_a_clear_error(small_store):
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="no GPU"):
         mil.extract_features(small_store, "stain_stats", device="cuda")
+
+
+def test_prefetch_keeps_order_and_raises():
+    from mil.features import _prefetch
+
+    assert list(_prefetch(range(10))) == list(range(10))
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(_prefetch(broken()))
+    early = _prefetch(range(1000))
+    assert next(early) == 0
+    early.close()  # the consumer stops early: the producer thread ends
