@@ -24,7 +24,12 @@ def register(sub) -> None:
     p.add_argument("--name", help="feature name in the store (default: the encoder name)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers reading tiles (default 2)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="DataLoader worker processes reading tiles (default: none on CPU, "
+        "where a reading thread overlaps the encoder; 8 on a GPU)",
+    )
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on GPU")
     p.add_argument("--overwrite", action="store_true", help="recompute even when features exist")
     add_quiet(p)
@@ -32,7 +37,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mil import EncoderError, create_encoder, extract_features
+    from mil import EncoderError, create_encoder, extract_features, resolve_device
     from tiling import PatchStore, StoreError
 
     stores = sorted(Path(args.out).glob("slides/*/patches.zarr"))
@@ -45,13 +50,19 @@ def run(args) -> int:
     except EncoderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
     failed = []
     for path in stores:
         slide_id = path.parent.name
         try:
             store = PatchStore.open(path)
-            array = extract_features(store, encoder, batch_size=args.batch_size, device=args.device,
-                                     num_workers=args.workers, amp=None if not args.no_amp else False,
+            array = extract_features(store, encoder, batch_size=args.batch_size, device=device,
+                                     num_workers=workers, amp=None if not args.no_amp else False,
                                      name=args.name, overwrite=args.overwrite, progress=show_progress(args))  # fmt: skip
         except (StoreError, ValueError, RuntimeError, OSError) as exc:
             failed.append(slide_id)
