@@ -3,8 +3,9 @@
     python -m benchmarks.features [--encoders resnet18 stain_stats] [--batch-size 64] [--device auto]
 
 The limit: the same encoder on uint8 batches already in memory (preprocessing included), same batch size and
-device. Each figure is the best of --repeat runs (this machine's timings vary by 10-20% between runs). The ratio end-to-end / bare shows what reading, decoding, copying and writing cost (target >= 0.9).
-Encoders without weights use timm's random initialisation: speed does not depend on the weights.
+device. Each figure is the best of --repeat runs (this machine's timings vary by 10-20% between runs). The
+ratio end-to-end / bare shows what reading, decoding, copying and writing cost (target >= 0.9). Encoders
+without weights use timm's random initialisation: speed does not depend on the weights.
 """
 
 from __future__ import annotations

@@ -154,8 +154,11 @@ class TileGrid:
         )
 
 
-def _tissue_fraction(region: BaseGeometry, coords: np.ndarray, extent: float) -> np.ndarray:
-    """Share of an 8 x 8 point lattice inside `region` for each tile (only tiles near the region are tested)."""
+def _tissue_fraction(
+    region: BaseGeometry, coords: np.ndarray, extent: float, batch: int = 8192
+) -> np.ndarray:
+    """Share of an 8 x 8 point lattice inside `region` for each tile. Only tiles near the region are tested,
+    in batches, so memory does not grow with the slide."""
     fraction = np.zeros(len(coords), np.float32)
     x0, y0, x1, y1 = region.bounds
     near = (
@@ -164,13 +167,13 @@ def _tissue_fraction(region: BaseGeometry, coords: np.ndarray, extent: float) ->
         & (coords[:, 1] + extent >= y0)
         & (coords[:, 1] <= y1)
     )
-    if not near.any():
-        return fraction
     offsets = (np.arange(_SAMPLES) + 0.5) / _SAMPLES * extent
-    ox, oy = np.meshgrid(offsets, offsets)
-    px = coords[near, 0][:, None] + ox.ravel()[None, :]
-    py = coords[near, 1][:, None] + oy.ravel()[None, :]
+    ox, oy = (o.ravel()[None, :] for o in np.meshgrid(offsets, offsets))
     shapely.prepare(region)
-    inside = shapely.contains_xy(region, px.ravel(), py.ravel()).reshape(px.shape)
-    fraction[near] = inside.mean(axis=1)
+    index = np.flatnonzero(near)
+    for start in range(0, len(index), batch):
+        rows = index[start : start + batch]
+        px, py = coords[rows, 0][:, None] + ox, coords[rows, 1][:, None] + oy
+        inside = shapely.contains_xy(region, px.ravel(), py.ravel()).reshape(px.shape)
+        fraction[rows] = inside.mean(axis=1)
     return fraction

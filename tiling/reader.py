@@ -17,19 +17,32 @@ __all__ = ["NativeTiles", "TileReader"]
 
 
 class NativeTiles:
-    """Direct access to a TIFF level's tiles: one read of the stored bytes and one decode per tile.
+    """Direct access to a TIFF level's JPEG tiles: one read of the stored bytes and one decode per tile.
 
-    Pixel-identical to read_region (the same decoder as tiffslide; openslide agrees on the fixtures), and several
-    times faster because nothing is copied between tiles. Usable when the grid's tiles are the file's tiles.
+    Several times faster than read_region because nothing is copied between tiles. The tile index (offsets,
+    byte counts, JPEG tables) is read once into numpy arrays and shared by all threads; each thread reads
+    through its own file handle. Whether the decoded pixels equal the slide reader's is checked by the caller
+    (`TileReader`) before this is used.
     """
 
     def __init__(self, path: Path, level: int, size: int, level_dimensions: tuple[int, int]):
-        self._tif = tifffile.TiffFile(path)
-        self._page = self._tif.series[0].levels[level].pages[0]
+        self.path = Path(path)
         self.size = size
         self.width, self.height = level_dimensions
-        self._across = -(-self._page.imagewidth // self._page.tilewidth)
-        self._lock = threading.Lock()
+        with tifffile.TiffFile(path) as tif:
+            page = tif.series[0].levels[level].pages[0]
+            self._offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+            self._counts = np.asarray(page.databytecounts, dtype=np.int64)
+            self._tables = bytes(page.jpegtables) if page.jpegtables else None
+            self._across = -(-page.imagewidth // page.tilewidth)
+            # TIFF JPEG tiles often carry no colour marker; the photometric tag says what they are.
+            self.colorspace = "RGB" if page.photometric == tifffile.PHOTOMETRIC.RGB else None
+            index, data = 0, self._read_bytes(0)
+            reference = np.asarray(page.decode(data, index, jpegtables=page.jpegtables)[0])
+        reference = reference.reshape(reference.shape[-3:])[..., :3]
+        # Copying streams is exact only if a stand-alone decode gives what tifffile's decoder gives.
+        self.streams_decode_alike = np.array_equal(self._decode(self.read_stream(0, 0)), reference)
+        self._local = threading.local()
 
     @classmethod
     def try_open(cls, path: Path, spec: TileSpec, level_dimensions: tuple[int, int]) -> NativeTiles | None:
@@ -41,69 +54,67 @@ class NativeTiles:
         ):
             return None
         try:
-            tif = tifffile.TiffFile(path)
-        except Exception:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                if spec.level >= len(series.levels):
+                    return None
+                page = series.levels[spec.level].pages[0]
+                ok = (
+                    page.is_tiled
+                    and page.tilewidth == spec.size
+                    and page.tilelength == spec.size
+                    and page.compression == tifffile.COMPRESSION.JPEG
+                    and page.samplesperpixel == 3
+                    and (page.imagewidth, page.imagelength) == tuple(level_dimensions)
+                )
+        except Exception:  # not a TIFF, or one tifffile cannot parse: use the slide reader
             return None
-        try:
-            series = tif.series[0]
-            if spec.level >= len(series.levels):
-                return None
-            page = series.levels[spec.level].pages[0]
-            ok = (
-                page.is_tiled
-                and page.tilewidth == spec.size
-                and page.tilelength == spec.size
-                and page.compression == tifffile.COMPRESSION.JPEG
-                and page.samplesperpixel == 3
-                and (page.imagewidth, page.imagelength) == tuple(level_dimensions)
-            )
-        finally:
-            tif.close()
         return cls(path, spec.level, spec.size, level_dimensions) if ok else None
 
-    def _raw(self, x_level: int, y_level: int) -> tuple[int, bytes]:
-        index = (y_level // self.size) * self._across + x_level // self.size
-        with self._lock:
-            fh = self._tif.filehandle
-            fh.seek(self._page.dataoffsets[index])
-            return index, fh.read(self._page.databytecounts[index])
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def _read_bytes(self, index: int) -> bytes:
+        local = getattr(self, "_local", None)
+        handle = getattr(local, "handle", None) if local is not None else None
+        if handle is None:
+            handle = open(self.path, "rb")  # noqa: SIM115 (kept open for this thread's later reads)
+            if local is not None:
+                local.handle = handle
+        handle.seek(int(self._offsets[index]))
+        data = handle.read(int(self._counts[index]))
+        if local is None:
+            handle.close()
+        return data
+
+    def _decode(self, stream: bytes) -> np.ndarray:
+        return np.asarray(decode_jpeg(stream, self.colorspace)).reshape(self.size, self.size, -1)[..., :3]
 
     def is_interior(self, x_level: int, y_level: int) -> bool:
         return x_level + self.size <= self.width and y_level + self.size <= self.height
 
     def read_stream(self, x_level: int, y_level: int) -> bytes:
         """The tile as one self-contained JPEG stream (shared JPEGTables spliced in after SOI)."""
-        _, data = self._raw(x_level, y_level)
-        tables = self._page.jpegtables
-        if tables:
-            data = data[:2] + bytes(tables)[2:-2] + data[2:]
+        data = self._read_bytes((y_level // self.size) * self._across + x_level // self.size)
+        if self._tables:
+            data = data[:2] + self._tables[2:-2] + data[2:]
         return data
-
-    @property
-    def colorspace(self) -> str | None:
-        """How copied streams must be decoded: "RGB" for photometric-RGB pages, else by their markers."""
-        return "RGB" if self._page.photometric == tifffile.PHOTOMETRIC.RGB else None
-
-    def stream_decodes_alike(self) -> bool:
-        """Whether a stand-alone decode of a copied tile gives the pixels this reader gives."""
-        x, y = 0, 0
-        copied = decode_jpeg(self.read_stream(x, y), self.colorspace)
-        return copied.shape[-1] == 3 and np.array_equal(copied, self.read(x, y, whiten=False))
 
     def read(self, x_level: int, y_level: int, whiten: bool = True) -> np.ndarray:
         """The tile whose top-left corner is (x_level, y_level) in level pixels (a multiple of the tile size)."""
-        index, data = self._raw(x_level, y_level)
-        tile = self._page.decode(data, index, jpegtables=self._page.jpegtables)[0]
-        tile = np.asarray(tile).reshape(self.size, self.size, -1)[..., :3]
+        tile = self._decode(self.read_stream(x_level, y_level))
         w, h = self.width - x_level, self.height - y_level
         if whiten and (w < self.size or h < self.size):  # past the level's edge: white, as read_region gives
             tile = tile.copy()
             tile[:, max(0, w) :] = 255
             tile[max(0, h) :] = 255
         return tile
-
-    def close(self) -> None:
-        self._tif.close()
 
 
 def _agrees_with_reader(native: NativeTiles, slide: wsi.Slide, spec: TileSpec) -> bool:
@@ -117,7 +128,11 @@ def _agrees_with_reader(native: NativeTiles, slide: wsi.Slide, spec: TileSpec) -
 
 
 class TileReader:
-    """Reads the tiles of a `TileSpec` from one slide; thread-safe (one slide handle per thread)."""
+    """Reads the tiles of a `TileSpec` from one slide; thread-safe and picklable.
+
+    The native path (see `NativeTiles`) is set up once and shared; a slide handle is opened per thread only
+    when a tile must go through read_region (unaligned or resampled grids).
+    """
 
     def __init__(self, path: str | Path, spec: TileSpec, backend: str | None = None, mpp: float | None = None,
                  native: bool = True):  # fmt: skip
@@ -125,67 +140,79 @@ class TileReader:
         self.spec = spec
         self.backend = backend
         self.mpp = mpp
-        self._local = threading.local()
         self._native_allowed = native
+        self._native: NativeTiles | None = None
+        self._native_checked = False
+        self._lock = threading.Lock()
+        self._local = threading.local()
 
     def __getstate__(self) -> dict:
         """Picklable for process pools and DataLoader workers: each process opens its own handles."""
         state = self.__dict__.copy()
-        del state["_local"]
+        del state["_local"], state["_lock"]
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._lock = threading.Lock()
         self._local = threading.local()
 
-    def _handles(self):
-        handles = getattr(self._local, "handles", None)
-        if handles is None:
-            slide = wsi.open_slide(self.path, backend=self.backend, mpp=self.mpp)
-            native = None
-            if self._native_allowed:
-                native = NativeTiles.try_open(
-                    self.path, self.spec, slide.meta.level_dimensions[self.spec.level]
-                )
-            if native is not None and not _agrees_with_reader(native, slide, self.spec):
-                native.close()
-                native = None
-            copyable = native is not None and native.stream_decodes_alike()
-            handles = self._local.handles = (slide, native, copyable)
-        return handles
+    def _slide(self) -> wsi.Slide:
+        slide = getattr(self._local, "slide", None)
+        if slide is None:
+            slide = self._local.slide = wsi.open_slide(self.path, backend=self.backend, mpp=self.mpp)
+        return slide
+
+    def _native_tiles(self) -> NativeTiles | None:
+        """The shared native reader, set up and checked against the slide reader once."""
+        if not self._native_checked:
+            with self._lock:
+                if not self._native_checked:
+                    native = None
+                    if self._native_allowed:
+                        slide = self._slide()
+                        native = NativeTiles.try_open(
+                            self.path, self.spec, slide.meta.level_dimensions[self.spec.level]
+                        )
+                        if native is not None and not _agrees_with_reader(native, slide, self.spec):
+                            native = None
+                    self._native = native
+                    self._native_checked = True
+        return self._native
 
     @property
     def uses_native_tiles(self) -> bool:
-        return self._handles()[1] is not None
-
-    def read(self, x: int, y: int) -> np.ndarray:
-        """(size, size, 3) uint8 tile whose top-left level-0 corner is (x, y)."""
-        slide, native, _ = self._handles()
-        spec = self.spec
-        if native is not None:
-            d = spec.downsample
-            return native.read(round(x / d), round(y / d))
-        region = slide.read_region((int(x), int(y)), spec.level, (spec.read_size, spec.read_size))
-        return resize_rgb(region, (spec.size, spec.size))
+        return self._native_tiles() is not None
 
     @property
     def can_copy_jpeg(self) -> bool:
         """Whether tiles can be stored as the slide's own JPEG streams (see tiling.jpeg_codec)."""
-        return self._handles()[2]
+        native = self._native_tiles()
+        return native is not None and native.streams_decode_alike
 
     @property
     def jpeg_colorspace(self) -> str | None:
         """The colour space a store of copied streams records (see JpegCodec)."""
-        native = self._handles()[1]
+        native = self._native_tiles()
         return native.colorspace if native is not None else None
+
+    def read(self, x: int, y: int) -> np.ndarray:
+        """(size, size, 3) uint8 tile whose top-left level-0 corner is (x, y)."""
+        spec = self.spec
+        native = self._native_tiles()
+        if native is not None:
+            d = spec.downsample
+            return native.read(round(x / d), round(y / d))
+        region = self._slide().read_region((int(x), int(y)), spec.level, (spec.read_size, spec.read_size))
+        return resize_rgb(region, (spec.size, spec.size))
 
     def read_streams(self, coords: np.ndarray) -> list[bytes]:
         """JPEG streams of tiles: copied from the slide when possible, else lossless JPEG of the pixels."""
-        _, native, copyable = self._handles()
+        native = self._native_tiles() if self.can_copy_jpeg else None
         d = self.spec.downsample
         out = []
         for x, y in coords:
-            if copyable and native.is_interior(round(x / d), round(y / d)):
+            if native is not None and native.is_interior(round(x / d), round(y / d)):
                 out.append(native.read_stream(round(x / d), round(y / d)))
             else:
                 out.append(encode_lossless(self.read(int(x), int(y))))

@@ -53,14 +53,17 @@ class TissueResult:
     downsample: float
 
 
-def _pen_mask(rgb: np.ndarray, saturation: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Blue, green and black ink. H&E hues are pink to purple (about 0.75..1 and 0..0.05); inks lie between."""
+def _pen_mask(rgb: np.ndarray, saturation: np.ndarray, value: np.ndarray, rows: int = 256) -> np.ndarray:
+    """Blue, green and black ink. H&E hues are pink to purple (about 0.75..1 and 0..0.05); inks lie between.
+
+    Hue is computed only for saturated pixels, a block of rows at a time (bounded memory)."""
     black = (value < 0.25 * 255) & (saturation < 0.35)
-    coloured = saturation > 0.25
-    ink = np.zeros_like(coloured)
-    if coloured.any():
-        hue = rgb2hsv(rgb[coloured][None].astype(np.float32) / 255)[0, :, 0]  # only the saturated pixels
-        ink[coloured] = (hue > 0.2) & (hue < 0.7)
+    ink = np.zeros_like(black)
+    for r0 in range(0, rgb.shape[0], rows):
+        coloured = saturation[r0 : r0 + rows] > 0.25
+        if coloured.any():
+            hue = rgb2hsv(rgb[r0 : r0 + rows][coloured][None].astype(np.float32) / 255)[0, :, 0]
+            ink[r0 : r0 + rows][coloured] = (hue > 0.2) & (hue < 0.7)
     return ink | black
 
 
@@ -68,21 +71,37 @@ def _pen_mask(rgb: np.ndarray, saturation: np.ndarray, value: np.ndarray) -> np.
 _OD = (-np.log(np.clip(np.arange(256, dtype=np.float32) / 255.0, 1 / 255, 1.0))).astype(np.float32)
 
 
+def _saturation_od(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Saturation, summed optical density (float32) and the brightest-channel value (uint8) of RGB pixels."""
+    top, bottom = rgb.max(axis=-1), rgb.min(axis=-1)
+    saturation = np.subtract(top, bottom, dtype=np.float32)
+    saturation /= np.maximum(top, 1)
+    od = _OD[rgb[..., 0]]
+    od += _OD[rgb[..., 1]]
+    od += _OD[rgb[..., 2]]
+    return saturation, od, top
+
+
 def detect_tissue_mask(rgb: np.ndarray, um_per_px: float | None, params: TissueParams) -> np.ndarray:
     """Boolean tissue mask of an (H, W, 3) RGB work image whose pixels are `um_per_px` microns (None: unknown)."""
-    # Work in uint8 and lookup tables: a few bytes per pixel, so memory stays small for large work images.
-    top, bottom = rgb.max(axis=-1), rgb.min(axis=-1)
-    saturation = (top.astype(np.float32) - bottom) / np.maximum(top, 1)
-    od = _OD[rgb[..., 0]] + _OD[rgb[..., 1]] + _OD[rgb[..., 2]]
-    bright = bottom > params.max_brightness * 255
-    candidates = ~bright
+    # Thresholds from a regular subsample of about 250,000 pixels, then the mask a block of rows at a time:
+    # memory stays a few bytes per pixel however large the work image.
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 250_000)))
+    sample = rgb[::step, ::step]
+    saturation, od, _ = _saturation_od(sample)
+    candidates = sample.min(axis=-1) <= params.max_brightness * 255  # brighter in every channel is glass
     if candidates.sum() < 16 or np.ptp(saturation[candidates]) < 1e-3:
         return np.zeros(rgb.shape[:2], bool)
     sat_t = max(params.min_saturation, float(threshold_otsu(saturation)))
     od_t = max(params.min_od, float(threshold_otsu(od)))
-    mask = ((saturation > sat_t) | (od > od_t)) & candidates
-    if params.reject_pen:
-        mask &= ~_pen_mask(rgb, saturation, top)
+    mask = np.zeros(rgb.shape[:2], bool)
+    for r0 in range(0, rgb.shape[0], 256):
+        block = rgb[r0 : r0 + 256]
+        saturation, od, top = _saturation_od(block)
+        keep = ((saturation > sat_t) | (od > od_t)) & (block.min(axis=-1) <= params.max_brightness * 255)
+        if params.reject_pen:
+            keep &= ~_pen_mask(block, saturation, top)
+        mask[r0 : r0 + 256] = keep
     px_um = um_per_px if um_per_px else 1.0
     radius = max(1, round(params.closing_um / px_um)) if um_per_px else 1
     # Pad so that the closing's erosion does not eat tissue touching the image border.
@@ -90,9 +109,17 @@ def detect_tissue_mask(rgb: np.ndarray, um_per_px: float | None, params: TissueP
     mask = ndimage.binary_closing(mask, structure=morphology.disk(radius))[radius:-radius, radius:-radius]
     min_area = max(4, params.min_area_um2 / px_um**2) if um_per_px else max(4, mask.size // 20_000)
     hole = params.max_hole_um2 / px_um**2 if um_per_px else mask.size // 10_000
-    mask = morphology.remove_small_holes(mask, max_size=int(hole))
-    mask = morphology.remove_small_objects(mask, max_size=int(min_area))
-    return mask
+    mask |= ~_without_small_components(~mask, int(hole))  # fill small holes
+    return _without_small_components(mask, int(min_area))
+
+
+def _without_small_components(mask: np.ndarray, max_size: int) -> np.ndarray:
+    """`mask` without 8-connected components of at most `max_size` pixels (int32 labels: a third of the
+    memory of skimage's remove_small_objects, which matters for large work images)."""
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3), bool), output=np.int32)
+    keep = np.bincount(labels.ravel()) > max_size
+    keep[0] = False
+    return keep[labels]
 
 
 def mask_to_geometry(mask: np.ndarray, downsample: float, simplify: float = 0.5) -> BaseGeometry:
