@@ -89,17 +89,16 @@ class _Progress(Callback):
             self._on_tiles(tiles)
 
 
-def _write_shard(store_path: str, reader: TileReader, shard: int) -> int:
+def _write_shard(store_path: str, reader: TileReader, shard: int, coords: np.ndarray) -> int:
+    """Read the tiles at `coords` (this shard's rows) and write the shard; returns the number of tiles."""
     store = PatchStore.open(store_path, mode="r+")
-    rows = store.shard_range(shard)
-    coords = store.coords[rows.start : rows.stop]
     if store.patches is None:
         store.write_shard(shard, None)
     elif store.codec == "jpeg":
         store.write_shard(shard, reader.read_streams(coords))
     else:
         store.write_shard(shard, reader.read_many(coords))
-    return len(rows)
+    return len(coords)
 
 
 def tile_slide(
@@ -222,9 +221,11 @@ def _run_shards(store, reader, pending, workers, scheduler, progress, name, on_t
     workers = workers or os.cpu_count() or 1
     bar = tqdm(total=sum(len(store.shard_range(s)) for s in pending), desc=f"tile {name}", unit="tile",
                disable=not progress, leave=False)  # fmt: skip
+    coords = store.coords  # read once; each task gets its own rows
     tasks, sizes = [], {}
     for shard in pending:
-        task = dask.delayed(_write_shard, pure=False)(str(store.path), reader, shard,
+        rows = store.shard_range(shard)
+        task = dask.delayed(_write_shard, pure=False)(str(store.path), reader, shard, coords[rows.start : rows.stop],
                                                       dask_key_name=f"shard-{shard}-{store.path.name}")  # fmt: skip
         tasks.append(task)
         sizes[f"shard-{shard}-{store.path.name}"] = len(store.shard_range(shard))
