@@ -181,10 +181,6 @@ class TileReader:
         return self._native
 
     @property
-    def uses_native_tiles(self) -> bool:
-        return self._native_tiles() is not None
-
-    @property
     def can_copy_jpeg(self) -> bool:
         """Whether tiles can be stored as the slide's own JPEG streams (see tiling.jpeg_codec)."""
         native = self._native_tiles()

@@ -24,6 +24,14 @@ def show_progress(args) -> bool:
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
+def add_slides_and_out(parser) -> None:
+    """SLIDE... (files, or folders searched for slide files) and -o/--out, as `tile` and `run` take them."""
+    parser.add_argument(
+        "slides", nargs="+", metavar="SLIDE", help="slide files, or folders to search for them"
+    )
+    parser.add_argument("-o", "--out", required=True, help="output folder")
+
+
 def add_quiet(parser) -> None:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bars (also off when not a TTY)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from slidestream.commands._common import add_quiet, show_progress
+from slidestream.commands._common import add_quiet, add_slides_and_out, show_progress
 
 
 def register(sub) -> None:
@@ -18,8 +18,7 @@ def register(sub) -> None:
         "recorded and the others go on; the exit status is 1 when any failed. Options come from --config "
         "(TOML with [run], [tiling], [features] tables) and are overridden by the flags below.",
     )
-    p.add_argument("slides", nargs="+", metavar="SLIDE")
-    p.add_argument("-o", "--out", required=True, help="output folder")
+    add_slides_and_out(p)
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--steps", help="comma-separated steps (default: all: tile,features)")
     p.add_argument("--mpp", type=float, help="tile resolution in um/px (default 0.5)")

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import wsi
-from slidestream.commands._common import add_quiet, show_progress
+from slidestream.commands._common import add_quiet, add_slides_and_out, show_progress
 from slidestream.discovery import find_slides
 
 
@@ -19,8 +19,7 @@ def register(sub) -> None:
         "OUT/slides/<slide_id>/patches.zarr (tile coordinates, patches, tissue fractions) and tissue.geojson "
         "(QuPath annotations). Complete stores made with the same options are skipped; partial ones resume.",
     )
-    p.add_argument("slides", nargs="+", metavar="SLIDE")
-    p.add_argument("-o", "--out", required=True, help="output folder")
+    add_slides_and_out(p)
     p.add_argument(
         "--mpp", type=float, default=0.5, help="target microns per pixel of the tiles (default 0.5 = 20x)"
     )

@@ -124,8 +124,14 @@ def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
         for r in read_manifest(config.out / "manifest.jsonl")
         if r["status"] in ("done", "skipped")
     }
+
+    def state_of(item: SlideInput, step: str) -> str:
+        ctx = SlideContext(item.id, Path(item.path), config.out / "slides" / item.id, config)
+        present = all(path.exists() for path in STEPS[step].outputs(ctx))
+        return "done before" if (item.id, step) in done and present else "to do"
+
     for item in slides:
-        state = ", ".join(f"{s}: {'done before' if (item.id, s) in done else 'to do'}" for s in config.steps)
+        state = ", ".join(f"{s}: {state_of(item, s)}" for s in config.steps)
         lines.append(f"  {item.id:30s} {item.path}  [{state}]")
     return lines
 
