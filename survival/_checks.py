@@ -5,8 +5,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["check_survival"]
+__all__ = ["check_survival", "split_target"]
 
 
 def check_survival(time, event, *others, names: tuple[str, ...] = ()) -> tuple[np.ndarray, ...]:
@@ -48,3 +49,48 @@ def check_survival(time, event, *others, names: tuple[str, ...] = ()) -> tuple[n
 
 def _isnan(a: np.ndarray) -> np.ndarray:
     return np.isnan(a.astype(np.float64))
+
+
+def split_target(y, event=None) -> tuple:
+    """(time, event) from an estimator's target, in either convention.
+
+    With `event` given, `y` is the time (``fit(X, time, event)``). Alone, `y` holds both, event first as
+    scikit-survival orders them: a structured array (``sksurv.util.Surv.from_arrays(event, time)``), a two-column
+    frame or an (n, 2) array. This form is what `cross_val_score`, `GridSearchCV` and a `Pipeline` pass on.
+    """
+    if event is not None:
+        return y, event
+    if y is None:
+        raise ValueError("no survival target: pass y (event, time) or time and event, as fit(X, time, event)")
+    if isinstance(y, pd.DataFrame):
+        if y.shape[1] != 2:
+            raise ValueError(f"y must have two columns (event, time), got {y.shape[1]}: {list(y.columns)}")
+        first, second = y.iloc[:, 0].to_numpy(), y.iloc[:, 1].to_numpy()
+    else:
+        arr = np.asarray(y)
+        if arr.dtype.names is not None:
+            if len(arr.dtype.names) != 2:
+                raise ValueError(f"y must have two fields (event, time), got {arr.dtype.names}")
+            first, second = (arr[name] for name in arr.dtype.names)
+        elif arr.ndim == 2 and arr.shape[1] == 2:
+            first, second = arr[:, 0], arr[:, 1]
+        else:
+            raise ValueError(
+                f"y of shape {arr.shape} holds no event: pass y as (event, time) (a structured array as "
+                "sksurv.util.Surv.from_arrays makes, a two-column frame or an (n, 2) array), or time and event "
+                "separately: fit(X, time, event)"
+            )
+    if not _is_binary(first) and _is_binary(second):
+        raise ValueError(
+            "y's columns look swapped: the first must be the event (0/1 or bool) and the second the time, "
+            "as scikit-survival orders them"
+        )
+    return second, first
+
+
+def _is_binary(a: np.ndarray) -> bool:
+    try:
+        values = np.unique(np.asarray(a, dtype=np.float64))
+    except (TypeError, ValueError):
+        return False
+    return bool(np.isin(values, [0.0, 1.0]).all())

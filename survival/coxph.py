@@ -7,15 +7,16 @@ import warnings
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn.base import BaseEstimator
 
-from survival._checks import check_survival
+from survival._checks import check_survival, split_target
 from survival.concordance import concordance_index
 from survival.partial_likelihood import SortedSurvival, partial_likelihood
 
 __all__ = ["CoxPH"]
 
 
-class CoxPH:
+class CoxPH(BaseEstimator):
     """Cox proportional hazards regression.
 
     `ties`: "efron" or "breslow". `alpha`: L2 penalty, 0.5 * alpha * ||beta||^2 subtracted from the log partial
@@ -31,14 +32,6 @@ class CoxPH:
         self.tol = tol
         self.max_iter = max_iter
         self.ci = ci
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in ("ties", "alpha", "tol", "max_iter", "ci")}
-
-    def set_params(self, **params) -> CoxPH:
-        for key, value in params.items():
-            setattr(self, key, value)
-        return self
 
     # -- fitting --------------------------------------------------------------------------------------------
     def _design(self, X) -> tuple[np.ndarray, list[str]]:
@@ -56,8 +49,11 @@ class CoxPH:
             raise ValueError("X has NaN or infinite values")
         return X, names
 
-    def fit(self, X, time, event) -> CoxPH:
+    def fit(self, X, y, event=None) -> CoxPH:
+        """Fit on `X` (n, p) and the target: `fit(X, y)` with y = (event, time) as scikit-survival takes it (a
+        structured array, a two-column frame or an (n, 2) array), or `fit(X, time, event)`."""
         X, names = self._design(X)
+        time, event = split_target(y, event)
         time, event = check_survival(time, event, X, names=("X",))[:2]
         if not event.any():
             raise ValueError("no events: a Cox model cannot be fitted when every sample is censored")
@@ -125,7 +121,7 @@ class CoxPH:
     # -- prediction -----------------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
-            raise RuntimeError("this CoxPH is not fitted yet: call fit(X, time, event) first")
+            raise RuntimeError("this CoxPH is not fitted yet: call fit(X, y) or fit(X, time, event) first")
 
     def predict(self, X) -> np.ndarray:
         """Log partial hazard (X - training mean) @ coef_: higher means higher risk."""
@@ -143,8 +139,9 @@ class CoxPH:
         h0 = np.where(index >= 0, self.baseline_cumulative_hazard_[np.clip(index, 0, None)], 0.0)
         return times, np.exp(-np.exp(eta)[:, None] * h0[None, :])
 
-    def score(self, X, time, event) -> float:
-        """Harrell's C-index of the predictions."""
+    def score(self, X, y, event=None) -> float:
+        """Harrell's C-index of the predictions; the target as `fit` takes it."""
+        time, event = split_target(y, event)
         return concordance_index(time, event, self.predict(X))
 
     @property
