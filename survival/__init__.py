@@ -1,5 +1,7 @@
 """Survival statistics: Cox partial likelihood (Breslow, Efron) in torch and numpy, CoxPH, concordance
-(Harrell, Uno), Kaplan-Meier, log-rank, hazard ratios. Depends only on numpy, scipy, pandas and torch.
+(Harrell, Uno), Kaplan-Meier, log-rank, hazard ratios. Needs numpy, scipy, pandas, scikit-learn (CoxPH is a
+scikit-learn estimator) and torch; the Kaplan-Meier plots need matplotlib, the `plot` extra, imported only
+when a plot is drawn.
 
 Convention: higher risk means an earlier event.
 """
@@ -11,7 +13,7 @@ from survival.hazard import HazardRatio, hazard_ratio
 from survival.kaplan_meier import KaplanMeier, kaplan_meier
 from survival.logrank import LogRankResult, logrank_test
 from survival.partial_likelihood import SortedSurvival, partial_likelihood
-from survival.plot import plot_kaplan_meier
+from survival.plot import at_risk_counts, kaplan_meier_figure, plot_kaplan_meier
 
 __all__ = [
     "CoxHead",
@@ -20,11 +22,13 @@ __all__ = [
     "KaplanMeier",
     "LogRankResult",
     "SortedSurvival",
+    "at_risk_counts",
     "concordance_index",
     "concordance_index_ipcw",
     "cox_loss",
     "hazard_ratio",
     "kaplan_meier",
+    "kaplan_meier_figure",
     "logrank_test",
     "partial_likelihood",
     "plot_kaplan_meier",
