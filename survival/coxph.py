@@ -10,6 +10,7 @@ from scipy import stats
 from sklearn.base import BaseEstimator
 
 from survival._checks import check_survival, split_target
+from survival._newton import ConvergenceWarning, check_design, convergence_problem, newton_raphson
 from survival.concordance import concordance_index
 from survival.partial_likelihood import SortedSurvival, partial_likelihood
 
@@ -20,8 +21,12 @@ class CoxPH(BaseEstimator):
     """Cox proportional hazards regression.
 
     `ties`: "efron" or "breslow". `alpha`: L2 penalty, 0.5 * alpha * ||beta||^2 subtracted from the log partial
-    likelihood (on the covariates as given). Fitted: `coef_`, `se_`, `loglik_`, `n_iter_`, `summary`, baseline
-    cumulative hazard (Breslow) at the mean covariates. `predict` gives the log partial hazard relative to the
+    likelihood (on the covariates as given). Fitted: `coef_`, `se_`, `loglik_`, `n_iter_`, `converged_`,
+    `summary`, baseline cumulative hazard (Breslow) at the mean covariates.
+
+    Without a penalty, constant, collinear and perfectly separating covariates are refused with a ValueError
+    naming them. A fit that diverges or ends at a near-singular information matrix warns with a
+    `survival.ConvergenceWarning` naming the covariates involved, and sets `converged_` to False. `predict` gives the log partial hazard relative to the
     training mean (as lifelines); `score` is Harrell's C-index.
     """
 
@@ -61,20 +66,10 @@ class CoxPH(BaseEstimator):
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
         self.mean_ = X.mean(axis=0)
         Xc = X - self.mean_
-        if self.alpha == 0:
-            constant = [n for n, s in zip(names, Xc.std(axis=0), strict=True) if s == 0]
-            if constant:
-                raise ValueError(
-                    f"constant covariate(s) {constant}: drop them (their coefficient is not identifiable)"
-                )
-            rank = np.linalg.matrix_rank(Xc)
-            if rank < Xc.shape[1]:
-                raise ValueError(
-                    f"covariates are collinear (rank {rank} < {Xc.shape[1]}): {_collinear_hint(Xc, names)}; "
-                    "drop one or set alpha > 0"
-                )
+        scale = Xc.std(axis=0)
         data = SortedSurvival.build(time, event, self.ties)
-        beta = np.zeros(X.shape[1])
+        if self.alpha == 0:
+            check_design(data, Xc, names, scale)
         penalty = self.alpha
 
         def evaluate(b):
@@ -82,32 +77,19 @@ class CoxPH(BaseEstimator):
             ll = pl.loglik - 0.5 * penalty * b @ b
             return ll, pl.gradient - penalty * b, pl.information + penalty * np.eye(len(b))
 
-        ll, grad, info = evaluate(beta)
-        converged = False
-        self.n_iter_ = 0
-        while self.n_iter_ < self.max_iter:
-            self.n_iter_ += 1
-            step = np.linalg.solve(info, grad)
-            for _ in range(30):  # step halving until the likelihood does not decrease
-                new_beta = beta + step
-                new_ll, new_grad, new_info = evaluate(new_beta)
-                if np.isfinite(new_ll) and new_ll >= ll - 1e-12 * abs(ll):
-                    break
-                step = step / 2
-            delta = abs(new_ll - ll)
-            beta, ll, grad, info = new_beta, new_ll, new_grad, new_info
-            if delta < self.tol * max(1.0, abs(ll)) and np.max(np.abs(step)) < 1e-6:
-                converged = True
-                break
-        if not converged:
-            warnings.warn(f"CoxPH did not converge in {self.max_iter} iterations", stacklevel=2)
-        self.coef_ = beta
+        result = newton_raphson(evaluate, X.shape[1], scale, self.tol, self.max_iter)
+        self.coef_ = result.beta
+        self.n_iter_ = result.n_iter
         self.feature_names_in_ = names
-        self.loglik_ = float(ll)
-        self.information_ = info
-        self.se_ = np.sqrt(np.diag(np.linalg.inv(info)))
+        self.loglik_ = float(result.loglik)
+        self.information_ = result.information
+        self.se_ = _standard_errors(result.information)
+        problem = convergence_problem(result, names, scale)
+        self.converged_ = problem is None
+        if problem is not None:
+            warnings.warn(problem, ConvergenceWarning, stacklevel=2)
         self.loglik_null_ = partial_likelihood(data, np.zeros(len(time))).loglik
-        self._baseline(Xc @ beta, data)
+        self._baseline(Xc @ self.coef_, data)
         return self
 
     def _baseline(self, eta: np.ndarray, data: SortedSurvival) -> None:
@@ -146,35 +128,40 @@ class CoxPH(BaseEstimator):
 
     @property
     def summary(self) -> pd.DataFrame:
-        """coef, exp(coef), se, z, p and confidence limits per covariate."""
+        """Per covariate, as lifelines' summary: coef, exp(coef) (the hazard ratio), se(coef), confidence limits
+        of coef and of exp(coef) at level `ci`, z and the Wald p-value."""
         self._check_fitted()
         z = self.coef_ / self.se_
         q = stats.norm.ppf(0.5 + self.ci / 2)
         pct = round(self.ci * 100)
-        return pd.DataFrame(
-            {
-                "coef": self.coef_,
-                "exp(coef)": np.exp(self.coef_),
-                "se(coef)": self.se_,
-                f"coef lower {pct}%": self.coef_ - q * self.se_,
-                f"coef upper {pct}%": self.coef_ + q * self.se_,
-                "z": z,
-                "p": 2 * stats.norm.sf(np.abs(z)),
-            },
-            index=pd.Index(self.feature_names_in_, name="covariate"),
-        )
+        lower, upper = self.coef_ - q * self.se_, self.coef_ + q * self.se_
+        with np.errstate(over="ignore"):
+            return pd.DataFrame(
+                {
+                    "coef": self.coef_,
+                    "exp(coef)": np.exp(self.coef_),
+                    "se(coef)": self.se_,
+                    f"coef lower {pct}%": lower,
+                    f"coef upper {pct}%": upper,
+                    f"exp(coef) lower {pct}%": np.exp(lower),
+                    f"exp(coef) upper {pct}%": np.exp(upper),
+                    "z": z,
+                    "p": 2 * stats.norm.sf(np.abs(z)),
+                },
+                index=pd.Index(self.feature_names_in_, name="covariate"),
+            )
 
     def confidence_intervals(self) -> np.ndarray:
         """(p, 2) lower and upper limits of the coefficients at level `ci`."""
-        s = self.summary
-        return s.iloc[:, 3:5].to_numpy()
+        pct = round(self.ci * 100)
+        return self.summary[[f"coef lower {pct}%", f"coef upper {pct}%"]].to_numpy()
 
 
-def _collinear_hint(X: np.ndarray, names: list[str]) -> str:
-    """Names of covariates in the null space of X (those that can be written from the others)."""
-    _, sing, vt = np.linalg.svd(X, full_matrices=False)
-    null = vt[sing < sing.max() * 1e-10]
-    if len(null) == 0:
-        return "numerically rank deficient"
-    involved = [names[i] for i in np.flatnonzero(np.abs(null).max(axis=0) > 1e-6)]
-    return "involving " + ", ".join(involved)
+def _standard_errors(information: np.ndarray) -> np.ndarray:
+    """sqrt(diag(information^-1)); NaN where the information is singular (the fit has warned)."""
+    try:
+        variance = np.diag(np.linalg.inv(information))
+    except np.linalg.LinAlgError:
+        return np.full(len(information), np.nan)
+    with np.errstate(invalid="ignore"):
+        return np.where(variance >= 0, np.sqrt(np.abs(variance)), np.nan)
