@@ -64,7 +64,7 @@ def kaplan_meier_figure(time, event, groups, labels: dict | None = None, title: 
     ax.set_xlim(0, float(time.max()) * 1.02)
     if not title and len(values) >= 2:
         title = f"Kaplan-Meier by group, log-rank p = {logrank_test(time, event, groups).p_value:.3g}"
-    ax.set_title(title or "Kaplan-Meier")
+    ax.set_title(title or "Kaplan-Meier", fontsize="medium")
     if table is not None:
         lo, hi = ax.get_xlim()
         ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
