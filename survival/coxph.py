@@ -26,8 +26,11 @@ class CoxPH(BaseEstimator):
 
     Without a penalty, constant, collinear and perfectly separating covariates are refused with a ValueError
     naming them. A fit that diverges or ends at a near-singular information matrix warns with a
-    `survival.ConvergenceWarning` naming the covariates involved, and sets `converged_` to False. `predict` gives the log partial hazard relative to the
-    training mean (as lifelines); `score` is Harrell's C-index.
+    `survival.ConvergenceWarning` naming the covariates involved, and sets `converged_` to False.
+
+    `predict` gives the log partial hazard relative to the training mean (as lifelines); `score` is Harrell's
+    C-index. `fit` and `score` take scikit-survival's target `y` = (event, time), so `GridSearchCV`,
+    `cross_val_score` and a `Pipeline` work, or `time, event` apart.
     """
 
     def __init__(self, ties: str = "efron", alpha: float = 0.0, tol: float = 1e-9, max_iter: int = 100,
