@@ -27,7 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ExportConfig", "ExportResult", "SlideExport", "export", "list_export_formats"]
+__all__ = [
+    "ExportConfig",
+    "ExportResult",
+    "SlideExport",
+    "export",
+    "exporter",
+    "list_export_formats",
+    "tile_attrs",
+]
 
 _EXPORTERS: dict[str, Callable] = {}
 

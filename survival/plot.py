@@ -61,7 +61,7 @@ def kaplan_meier_figure(time, event, groups, labels: dict | None = None, title: 
     ax.set_xlabel(f"{time_label} ({time_unit})" if time_unit else time_label)
     ax.set_ylabel("survival probability")
     ax.set_ylim(0, 1.02)
-    ax.set_xlim(0, float(time.max()) * 1.02)
+    ax.set_xlim(0, float(time.max()) * 1.02 or 1.0)  # all times 0 would make an empty axis
     if not title and len(values) >= 2:
         title = f"Kaplan-Meier by group, log-rank p = {logrank_test(time, event, groups).p_value:.3g}"
     ax.set_title(title or "Kaplan-Meier", fontsize="medium")
