@@ -20,9 +20,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "export",
         help="export patch coordinates and features for CLAM / TRIDENT",
-        description="Writes DIR/patches/<slide_id>.h5 (coords with patch_level and patch_size attributes), "
-        "DIR/features/h5_files/<slide_id>.h5 and DIR/features/pt_files/<slide_id>.pt (float32 features) and "
-        "DIR/process_list_autogen.csv for every complete patch store of RESULTS (a `tile` or `run` output "
+        description="Writes DIR/patches/<slide_id>.h5 (coords with patch_level and patch_size attributes),\n"
+        "DIR/features/h5_files/<slide_id>.h5 and DIR/features/pt_files/<slide_id>.pt (float32 features) and\n"
+        "DIR/process_list_autogen.csv for every complete patch store of RESULTS (a `tile` or `run` output\n"
         "folder). Partial stores and stores without the asked features are skipped and listed.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

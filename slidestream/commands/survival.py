@@ -25,11 +25,11 @@ def register(sub) -> None:
     fit = verbs.add_parser(
         "fit",
         help="fit a Cox model on a table and plot Kaplan-Meier curves of risk groups",
-        description="Fits CoxPH on TABLE.csv and prints each covariate's coefficient and hazard ratio with 95%% "
-        "CIs and p-values. The C-index and the log-rank test of risk groups (split by predicted-risk quantiles) "
-        "are in-sample, hence optimistic; --cv K adds cross-validated ones (each sample's risk and group from a "
-        "model fitted without it), which the Kaplan-Meier plot then shows. Rows with missing values in the "
-        "used columns are dropped (and counted).",
+        description="Fits CoxPH on TABLE.csv and prints each covariate's coefficient and hazard ratio with\n"
+        "95% CIs and p-values. The C-index and the log-rank test of risk groups (split by predicted-risk\n"
+        "quantiles) are in-sample, hence optimistic; --cv K adds cross-validated ones (each sample's risk and\n"
+        "group from a model fitted without it), which the Kaplan-Meier plot then shows. Rows with missing\n"
+        "values in the used columns are dropped (and counted).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,7 +41,9 @@ def register(sub) -> None:
     fit.add_argument(
         "--groups", type=int, default=2, help="risk groups by predicted-risk quantiles (default 2)"
     )
-    fit.add_argument("--ties", choices=["efron", "breslow"], default="efron")
+    fit.add_argument(
+        "--ties", choices=["efron", "breslow"], default="efron", help="tie method (default efron)"
+    )
     fit.add_argument(
         "--alpha", type=float, default=0.0, help="L2 penalty (default 0); > 0 for separated or collinear data"
     )
