@@ -105,3 +105,19 @@ def test_patch_size_is_the_box_clam_reads_at_patch_level(synthetic_slide, tmp_pa
             )
             img = np.asarray(img.resize((64, 64), Image.Resampling.BOX), dtype=np.float32)
             assert np.abs(img - store.patches[i]).mean() < 4, f"tile {i}"
+
+
+def test_partial_store_is_skipped_and_the_rest_exported(run_folder, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_folder, run)
+    coords = np.array([[0, 0], [64, 0]])
+    PatchStore.create(run / "slides" / "halfway" / "patches.zarr", coords, np.ones(2), np.zeros(2, bool),
+                      {"tiling": {"size": 64}}, tile_size=64)  # fmt: skip
+    out = tmp_path / "clam"
+    assert main(["export", str(run), "-o", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "skipped: halfway: partial patch store" in captured.err
+    assert (out / "patches" / "synthetic.h5").exists() and not (out / "patches" / "halfway.h5").exists()
+    assert pd.read_csv(out / "process_list_autogen.csv")["slide_id"].tolist() == ["synthetic.svs"]
