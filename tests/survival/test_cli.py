@@ -105,6 +105,8 @@ def test_divergence_warns_on_the_console(tmp_path, capsys):
     captured = capsys.readouterr()
     assert re.search(r"^warning: CoxPH diverged.*involved: a, b\..*--alpha", captured.err, re.M)
     assert "NOT CONVERGED" in captured.out
+    # The in-sample groups of a separated fit hold every event on one side: no finite hazard ratio, said so.
+    assert "hazard ratio highest vs other groups: not estimable" in captured.out
 
 
 def test_single_risk_value_prints_the_fit_and_says_why_no_plot(tmp_path, capsys):
