@@ -23,7 +23,7 @@ def tile_reader_for(store: PatchStore, slide_path: str | Path | None = None) -> 
     path = Path(slide_path or attrs["slide"]["path"])
     if not path.exists():
         raise FileNotFoundError(f"{store.path}: coords-only store, and its slide {path} is not there")
-    return TileReader(path, spec, backend=attrs["slide"].get("backend"), mpp=attrs["slide"].get("mpp"))
+    return TileReader(path, spec, backend=attrs["slide"].get("backend"), slide_mpp=attrs["slide"].get("mpp"))
 
 
 class PatchDataset(Dataset):
