@@ -96,6 +96,19 @@ def test_coords_only_reads_from_the_slide(synthetic_slide, tmp_path):
                                       full.patches[i])  # fmt: skip
 
 
+def test_patch_batches_are_contiguous_rows_of_the_store(synthetic_slide, tmp_path):
+    full = tile_slide(synthetic_slide.path, tmp_path / "full.zarr", size=64, mpp=1.0)
+    light = tile_slide(synthetic_slide.path, tmp_path / "light.zarr", size=64, mpp=1.0, coords_only=True)
+    for store in (full, light):
+        batches = tiling.PatchBatches(store, batch_size=7)
+        assert len(batches) == -(-len(full) // 7)
+        got = [batches[i] for i in range(len(batches))]
+        assert [start for _, start in got] == list(range(0, len(full), 7))
+        np.testing.assert_array_equal(np.concatenate([rows for rows, _ in got]), full.patches[:])
+    with pytest.raises(IndexError):
+        batches[len(batches)]
+
+
 def test_roi_replace_tiles_only_the_roi(synthetic_slide, tmp_path):
     store = tile_slide(synthetic_slide.path, tmp_path / "roi.zarr", size=128, mpp=0.25,
                        roi=box(1024, 1024, 1536, 1280), roi_mode="replace")  # fmt: skip
