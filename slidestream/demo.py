@@ -71,6 +71,7 @@ def run_demo(config: DemoConfig) -> int:
     print(f"running {', '.join(run_config.steps)} on {len(slides)} slides in {folder} ...", flush=True)
     code = report(run_batch(slides, run_config), len(slides))
     example = out / "slides" / slides[0].slide_id
+    nuclei = folder / f"synthetic-{max(0, min(1, config.synthetic_slides - 1))}.nuclei.geojson"  # 1 has tumor
     print(f"""
 Where to look:
   {out / "summary.csv"}                 one row per slide: size, mpp, tiles, tissue area, features
@@ -82,5 +83,5 @@ Open in QuPath (0.4 or later):
   1. File > Open... and pick {folder / slides[0].path.name}
   2. File > Import objects from file... (or drag and drop) {example}/tissue.geojson
      The tissue outline appears as annotations classified "Tissue".
-  3. For a synthetic slide, also import input/synthetic-1.nuclei.geojson: every true nucleus as a detection.""")
+  3. For a synthetic slide, also import {nuclei}: every true nucleus as a detection.""")
     return code

@@ -32,4 +32,8 @@ def test_demo_runs_every_step_and_says_where_to_look(cluster_address, tmp_path, 
     truth = load_truth(out / "input" / "synthetic-0.svs")
     true_mm2 = truth.tissue_mask.mean() * 2048 * 1536 * 0.25**2 / 1e6
     assert abs(float(rows["synthetic-0"]["tissue_mm2"]) - true_mm2) < 0.2 * true_mm2
-    assert (out / "input" / "synthetic-0.nuclei.geojson").exists()
+    # Every path the printed guide names is there.
+    nuclei = out / "input" / "synthetic-0.nuclei.geojson"
+    assert f"also import {nuclei}:" in printed and nuclei.exists()
+    example = out / "slides" / "CMU-1-Small-Region"
+    assert f"{example}/thumbnail.png" in printed and f"{example}/tissue.geojson" in printed
