@@ -124,7 +124,8 @@ class TileGrid:
         roi: BaseGeometry | None = None,
         tissue: BaseGeometry | None = None,
     ) -> TileGrid:
-        """Grid of a slide for `config` (size, mpp, stride, min_tissue, roi_mode), in `tile_region(...)`."""
+        """Grid of `slide` for `config` (size, mpp, stride, min_tissue, roi_mode), keeping tiles in
+        `tile_region(slide, roi, config.roi_mode, tissue)`."""
         return cls.from_region(
             TileSpec.for_slide(slide, config),
             slide.meta.dimensions,
