@@ -22,7 +22,12 @@ def test_bad_values_are_refused_where_the_config_is_built(field, value):
 
 
 def test_equal_values_give_equal_configs():
+    import numpy as np
+
     assert TilingConfig(mpp=1, min_tissue=0) == TilingConfig(mpp=1.0, min_tissue=0.0)
+    numpy_values = TilingConfig(size=np.int64(128), mpp=np.float32(0.5), shard_tiles=np.uint8(8))
+    assert numpy_values == TilingConfig(size=128, mpp=0.5, shard_tiles=8)
+    assert type(numpy_values.size) is int and type(numpy_values.mpp) is float
     assert isinstance(TilingConfig(mpp=1).mpp, float)
     with pytest.raises(dataclasses.FrozenInstanceError):
         TilingConfig().size = 128
