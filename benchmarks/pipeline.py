@@ -43,7 +43,7 @@ def main() -> None:
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "run"
-            config = load_config(out=out, workers=workers, progress=False)
+            config = load_config(out=out, slide_workers=workers, progress=False)
             start = time.perf_counter()
             result = run_batch(slides, config)
             elapsed = time.perf_counter() - start

@@ -112,17 +112,14 @@ def extract_features(
         raise ValueError(f"{store.path}: the store is partial (tiling did not finish); re-run tiling first")
     encoder = create_encoder(encoder) if isinstance(encoder, str) else encoder
     name = name or encoder.name
-    description = {
-        **encoder.describe(),
-        "tile_size": store.tile_size,
-        "store": store.attrs.get("fingerprint"),
-    }
-    if not overwrite and name in store.feature_names():
-        existing = store.features(name)
-        if existing.attrs.get("complete") and existing.attrs.get("description") == description:
-            log.info("%s: features/%s already made with the same encoder, kept", store.path, name)
-            return existing
-        log.info("%s: features/%s came from another encoder or weights; recomputing", store.path, name)
+    description = _description(store, encoder)
+    if not overwrite and features_done(store, encoder, name):
+        log.info("%s: features/%s already made with the same encoder, kept", store.path, name)
+        return store.features(name)
+    if name in store.feature_names():
+        log.info(
+            "%s: features/%s is being recomputed (overwrite, partial, or another encoder)", store.path, name
+        )
     device = resolve_device(device)
     amp = device.type == "cuda" if amp is None else amp
     encoder = encoder.to(device).eval()

@@ -22,13 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"slidestream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"slidestream.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"slidestream.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"slidestream.commands.{name}").register(sub)
     return parser
 
 
@@ -39,10 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Libraries (dask) log INFO on their own loggers; the console shows warnings only.
     for handler in logging.getLogger().handlers:
-        handler.setLevel(
-            logging.WARNING
-        )  # libraries (dask) log INFO on their own loggers; the console shows warnings
+        handler.setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsi import SLIDE_EXTENSIONS
+from wsi.deprecation import renamed_keywords, warn_renamed
 
 __all__ = ["SlideInput", "find_slides"]
 
@@ -15,10 +16,19 @@ _COMPANIONS = (".truth.json", ".tissue.png", ".tumor.png", ".nuclei.geojson")
 
 @dataclass(frozen=True)
 class SlideInput:
-    """A slide to process: its path and its id (the file name without extension), unique in a batch."""
+    """A slide to process: its id (the file name without extension), unique in a batch, and its path."""
 
-    id: str
+    slide_id: str
     path: Path
+
+    @property
+    def id(self) -> str:
+        """Deprecated name of `slide_id`."""
+        warn_renamed("id", "slide_id", "SlideInput")
+        return self.slide_id
+
+
+SlideInput.__init__ = renamed_keywords(id="slide_id")(SlideInput.__init__)
 
 
 def find_slides(paths: list[str | Path]) -> tuple[list[SlideInput], list[Path]]:
@@ -54,9 +64,9 @@ def find_slides(paths: list[str | Path]) -> tuple[list[SlideInput], list[Path]]:
             slides.append(SlideInput(path.stem, path))
     ids: dict[str, Path] = {}
     for slide in slides:
-        if slide.id in ids and ids[slide.id] != slide.path:
-            raise ValueError(f"two slides would share the id {slide.id!r}: {ids[slide.id]} and {slide.path}; "
+        if slide.slide_id in ids and ids[slide.slide_id] != slide.path:
+            raise ValueError(f"two slides would share the id {slide.slide_id!r}: {ids[slide.slide_id]} and {slide.path}; "
                              "rename one or process them in separate runs")  # fmt: skip
-        ids[slide.id] = slide.path
+        ids[slide.slide_id] = slide.path
     unique = list({s.path: s for s in slides}.values())
     return unique, skipped

@@ -3,9 +3,10 @@
 Coordinates are level-0 (x, y) pixels of a tile's top-left corner; sizes are output pixels at the target mpp.
 """
 
+from tiling.config import TilingConfig
 from tiling.dataset import PatchBatches, PatchDataset, tile_reader_for
-from tiling.engine import TilingConfig, TilingResult, tile_slide, tile_slide_result
-from tiling.grid import TileGrid, TileSpec
+from tiling.engine import TilingResult, tile_slide, tile_slide_result
+from tiling.grid import TileGrid, TileSpec, tile_region
 from tiling.heatmap import overlay, tile_heatmap
 from tiling.jpeg_codec import JpegCodec
 from tiling.reader import TileReader
@@ -31,6 +32,7 @@ __all__ = [
     "overlay",
     "tile_heatmap",
     "tile_reader_for",
+    "tile_region",
     "tile_slide",
     "tile_slide_result",
     "write_tissue_geojson",

@@ -23,7 +23,7 @@ def tile_reader_for(store: PatchStore, slide_path: str | Path | None = None) -> 
     path = Path(slide_path or attrs["slide"]["path"])
     if not path.exists():
         raise FileNotFoundError(f"{store.path}: coords-only store, and its slide {path} is not there")
-    return TileReader(path, spec, backend=attrs["slide"].get("backend"), mpp=attrs["slide"].get("mpp"))
+    return TileReader(path, spec, backend=attrs["slide"].get("backend"), slide_mpp=attrs["slide"].get("mpp"))
 
 
 class PatchDataset(Dataset):
@@ -62,9 +62,18 @@ class PatchDataset(Dataset):
         if self._coords_only:
             x, y = self._coords[index]
             return self._reader.read(int(x), int(y))
+        return self._patch_array()[index]
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Patches start..stop-1 as one (n, S, S, 3) uint8 array: a contiguous slice reads each shard once."""
+        if self._coords_only:
+            return self._reader.read_many(self._coords[start:stop])
+        return self._patch_array()[start:stop]
+
+    def _patch_array(self):
         if self._patches is None:
             self._patches = PatchStore.open(self.path).patches
-        return self._patches[index]
+        return self._patches
 
     def __getitem__(self, index: int):
         if not 0 <= index < self._length:
@@ -98,9 +107,4 @@ class PatchBatches(Dataset):
         stop = min(len(self._single), start + self.batch_size)
         if not 0 <= start < len(self._single):
             raise IndexError(f"batch {index} out of range")
-        single = self._single
-        if single._coords_only:
-            return single._reader.read_many(single._coords[start:stop]), start
-        if single._patches is None:
-            single._patches = PatchStore.open(single.path).patches
-        return single._patches[start:stop], start
+        return self._single.read_rows(start, stop), start

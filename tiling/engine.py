@@ -9,8 +9,9 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dask
 import numpy as np
@@ -19,10 +20,11 @@ from shapely.geometry.base import BaseGeometry
 from tqdm.auto import tqdm
 
 import wsi
-from tiling.grid import TileGrid, TileSpec
+from tiling.config import TilingConfig, resolve_config
+from tiling.grid import TileGrid, TileSpec, tile_region
 from tiling.reader import TileReader
 from tiling.store import PatchStore, StoreError
-from tiling.tissue import detect_tissue_result, write_tissue_geojson
+from tiling.tissue import load_roi, write_tissue_geojson
 
 __all__ = ["TilingConfig", "TilingResult", "tile_slide"]
 
@@ -30,21 +32,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TilingConfig:
-    """Everything that decides a store's content (so a changed value rewrites the store)."""
-
-    size: int = 256
-    mpp: float = 0.5
-    stride: int | None = None
-    min_tissue: float = 0.5
-    coords_only: bool = False
-    codec: str = "auto"
-    shard_tiles: int = 64
-    roi_mode: str = "restrict"
-
-
-@dataclass(frozen=True)
 class TilingResult:
+    """What `tile_slide_result` did; `tissue_mm2` is None for a slide without mpp."""
+
     store: PatchStore
     status: str  # "done", "resumed" or "skipped" (already complete)
     tiles: int
@@ -57,11 +47,13 @@ def _slide_identity(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
 
 
-def _fingerprint(
-    identity: dict, config: TilingConfig, roi: BaseGeometry | None, mpp_override: float | None
-) -> str:
-    payload = {"slide": identity, "config": asdict(config), "roi": roi.wkb_hex if roi is not None else None,
-               "mpp": mpp_override}  # fmt: skip
+def _fingerprint(identity: dict, config: TilingConfig, roi: BaseGeometry | None) -> str:
+    """A hash of everything that decides the store's content (laid out as before TilingConfig held
+    slide_mpp, so that stores made then are still recognised)."""
+    content = config.content()
+    slide_mpp = content.pop("slide_mpp")
+    payload = {"slide": identity, "config": content, "roi": roi.wkb_hex if roi is not None else None,
+               "mpp": slide_mpp}  # fmt: skip
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -104,54 +96,55 @@ def _write_shard(store_path: str, reader: TileReader, shard: int, coords: np.nda
 def tile_slide(
     slide_or_path: wsi.Slide | str | Path,
     store_path: str | Path,
-    size: int = 256,
-    mpp: float = 0.5,
-    stride: int | None = None,
-    min_tissue: float = 0.5,
-    roi: BaseGeometry | None = None,
-    roi_mode: str = "restrict",
-    coords_only: bool = False,
-    workers: int | None = None,
-    scheduler: str = "threads",
-    codec: str = "auto",
-    shard_tiles: int = 64,
+    config: TilingConfig | None = None,
+    *,
+    roi: BaseGeometry | str | Path | None = None,
+    tissue_geojson: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = False,
-    backend: str | None = None,
-    slide_mpp: float | None = None,
-    tissue_geojson: str | Path | None = None,
     on_tiles: Callable[[int], None] | None = None,
+    **overrides: Any,
 ) -> PatchStore:
-    """Tile a slide into a PatchStore at `store_path` and return it (see `tile_slide_result` for details).
+    """Tile a slide into a PatchStore at `store_path` and return it.
 
-    `mpp` is the target resolution; `slide_mpp` is used as the slide's own when its metadata has none. A complete
-    store made with the same inputs is returned untouched; a partial one is resumed; a store made with other
-    inputs (or `overwrite=True`) is rewritten. `scheduler` is a dask scheduler: "threads", "processes" or
-    "synchronous". `codec` "auto" keeps the slide's own JPEG tiles when the grid lines up with them ("jpeg",
-    exact and fastest) and uses "lz4" otherwise; "zstd" and "none" are the other choices. `on_tiles(n)` is
-    called as each batch of n tiles is written (progress reporting from elsewhere, e.g. a dask worker).
+    Options come from `config` (default `TilingConfig()`) with `overrides` (TilingConfig fields, e.g.
+    `size=224, mpp=0.25`) applied; an unknown name is a TypeError. `roi` is a level-0 geometry or a QuPath
+    GeoJSON file of annotations (see `TilingConfig.roi_mode`). A complete store made with the same inputs is
+    returned untouched; a partial one is resumed; a store made with other inputs (or `overwrite=True`) is
+    rewritten. `tissue_geojson` receives the tissue as QuPath annotations when the store is made.
+    `on_tiles(n)` is called as each batch of n tiles is written (progress reporting from elsewhere, e.g. a
+    dask worker). `tile_slide_result` returns the status, tile count, time and tissue area as well.
     """
-    return tile_slide_result(**locals()).store
+    config = resolve_config(config, overrides)
+    return tile_slide_result(slide_or_path, store_path, config, roi=roi, tissue_geojson=tissue_geojson,
+                             overwrite=overwrite, progress=progress, on_tiles=on_tiles).store  # fmt: skip
 
 
 def tile_slide_result(
-    slide_or_path, store_path, size=256, mpp=0.5, stride=None, min_tissue=0.5, roi=None, roi_mode="restrict",
-    coords_only=False, workers=None, scheduler="threads", codec="auto", shard_tiles=64, overwrite=False,
-    progress=False, backend=None, slide_mpp=None, tissue_geojson=None, on_tiles=None,
-) -> TilingResult:  # fmt: skip
+    slide_or_path: wsi.Slide | str | Path,
+    store_path: str | Path,
+    config: TilingConfig | None = None,
+    *,
+    roi: BaseGeometry | str | Path | None = None,
+    tissue_geojson: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    on_tiles: Callable[[int], None] | None = None,
+    **overrides: Any,
+) -> TilingResult:
     """`tile_slide` returning a `TilingResult` (status done / resumed / skipped, tiles, seconds, tissue area)."""
     start = time.perf_counter()
+    config = resolve_config(config, overrides)
+    if isinstance(roi, str | Path):
+        roi = load_roi(roi)
     own = not isinstance(slide_or_path, wsi.Slide)
-    slide = wsi.open_slide(slide_or_path, backend=backend) if own else slide_or_path
-    if own and slide.meta.mpp is None and slide_mpp is not None:
+    slide = wsi.open_slide(slide_or_path, backend=config.backend) if own else slide_or_path
+    if own and slide.meta.mpp is None and config.slide_mpp is not None:
         slide.close()
-        slide = wsi.open_slide(slide_or_path, backend=backend, mpp=slide_mpp)
+        slide = wsi.open_slide(slide_or_path, backend=config.backend, slide_mpp=config.slide_mpp)
     try:
-        config = TilingConfig(
-            size, float(mpp), stride, float(min_tissue), coords_only, codec, shard_tiles, roi_mode
-        )
         store_path = Path(store_path)
-        fingerprint = _fingerprint(_slide_identity(slide.path), config, roi, slide_mpp)
+        fingerprint = _fingerprint(_slide_identity(slide.path), config, roi)
         store = None if overwrite else _existing(store_path, fingerprint)
         if store is not None and store.is_complete:
             log.info("%s: complete store with the same inputs, skipped", store_path)
@@ -166,9 +159,9 @@ def tile_slide_result(
             for stale in store.path.glob("patches/c/**/.*.tmp"):  # shard writes cut off by the interruption
                 stale.unlink()
         spec = TileSpec.from_dict(store.attrs["tiling"])
-        reader = TileReader(slide.path, spec, backend=slide.meta.backend, mpp=slide.meta.mpp)
+        reader = TileReader(slide.path, spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp)
         pending = [int(i) for i in np.flatnonzero(~store.shards_done())]
-        _run_shards(store, reader, pending, workers, scheduler, progress, slide.path.name, on_tiles)
+        _run_shards(store, reader, pending, config, progress, slide.path.name, on_tiles)
         store.mark_complete()
         return TilingResult(
             PatchStore.open(store_path), status, len(store), time.perf_counter() - start, tissue_mm2
@@ -179,23 +172,18 @@ def tile_slide_result(
 
 
 def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tissue_geojson):
-    if roi is not None and config.roi_mode == "replace":
-        tissue = roi
-    else:
-        tissue = detect_tissue_result(slide).geometry
-        tissue = tissue if roi is None else tissue.intersection(roi)
-    grid = TileGrid.from_slide(slide, size=config.size, mpp=config.mpp, stride=config.stride,
-                               min_tissue=config.min_tissue, tissue=tissue)  # fmt: skip
+    region = tile_region(slide, roi, config.roi_mode)
+    grid = TileGrid.from_config(slide, config, roi=None, tissue=region)
     mpp0 = slide.meta.mpp
-    tissue_mm2 = float(tissue.area * mpp0**2 / 1e6) if mpp0 else None
+    tissue_mm2 = float(region.area * mpp0**2 / 1e6) if mpp0 else None
     if tissue_geojson is not None:
-        write_tissue_geojson(tissue_geojson, tissue, mpp0)
+        write_tissue_geojson(tissue_geojson, region, mpp0)
     if len(grid) == 0:
         warnings.warn(f"{slide.path}: no tiles with at least {config.min_tissue:.0%} tissue; the store is empty",
                       stacklevel=3)  # fmt: skip
     codec, colorspace = config.codec, None
     if codec in ("auto", "jpeg"):
-        reader = TileReader(slide.path, grid.spec, backend=slide.meta.backend, mpp=slide.meta.mpp)
+        reader = TileReader(slide.path, grid.spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp)
         copy = reader.can_copy_jpeg
         codec = "jpeg" if copy or codec == "jpeg" else "lz4"
         colorspace = reader.jpeg_colorspace if copy else None
@@ -215,10 +203,10 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
     return store, tissue_mm2
 
 
-def _run_shards(store, reader, pending, workers, scheduler, progress, name, on_tiles=None) -> None:
+def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on_tiles=None) -> None:
     if not pending:
         return
-    workers = workers or os.cpu_count() or 1
+    workers = config.shard_workers or os.cpu_count() or 1
     bar = tqdm(total=sum(len(store.shard_range(s)) for s in pending), desc=f"tile {name}", unit="tile",
                disable=not progress, leave=False)  # fmt: skip
     coords = store.coords  # read once; each task gets its own rows
@@ -231,6 +219,6 @@ def _run_shards(store, reader, pending, workers, scheduler, progress, name, on_t
         sizes[f"shard-{shard}-{store.path.name}"] = len(store.shard_range(shard))
     try:
         with _Progress(bar, sizes, on_tiles):
-            dask.compute(*tasks, scheduler=scheduler, num_workers=workers)
+            dask.compute(*tasks, scheduler=config.scheduler, num_workers=workers)
     finally:
         bar.close()

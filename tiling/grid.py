@@ -10,9 +10,10 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 import wsi
+from tiling.config import ROI_MODES, TilingConfig
 from tiling.tissue import detect_tissue
 
-__all__ = ["TileGrid", "TileSpec"]
+__all__ = ["TileGrid", "TileSpec", "tile_region"]
 
 # Tissue fraction of a tile is the share of an n x n lattice of points inside the tissue geometry.
 _SAMPLES = 8
@@ -54,6 +55,15 @@ class TileSpec:
     @property
     def needs_resize(self) -> bool:
         return self.read_size != self.size
+
+    @classmethod
+    def for_slide(cls, slide: wsi.Slide, config: TilingConfig) -> TileSpec:
+        """The spec of `config`'s tiles on `slide`, read from the finest level not coarser than `config.mpp`."""
+        slide_mpp = slide.mpp  # raises MissingMppError naming --slide-mpp
+        level = slide.best_level_for_mpp(config.mpp)
+        stride = config.size if config.stride is None else config.stride
+        downsample = float(slide.meta.level_downsamples[level])
+        return cls(config.size, stride, config.mpp, slide_mpp, level, downsample)
 
     @classmethod
     def from_dict(cls, data: dict) -> TileSpec:
@@ -99,33 +109,29 @@ class TileGrid:
 
         Tiles are kept when at least `min_tissue` of them is tissue (0 keeps every tile). `tissue` defaults to
         `detect_tissue(slide)`; `roi` (level-0 geometry) restricts it (`roi_mode="restrict"`) or replaces it
-        (`"replace"`).
+        (`"replace"`). The values are checked as `TilingConfig` checks them.
         """
         if magnification is not None:
             mpp = wsi.magnification_to_mpp(magnification)
-        if mpp is None or mpp <= 0:
-            raise ValueError(f"target mpp must be positive, got {mpp}")
-        if size <= 0:
-            raise ValueError(f"tile size must be positive, got {size}")
-        stride = size if stride is None else stride
-        if stride <= 0:
-            raise ValueError(f"stride must be positive, got {stride}")
-        if not 0 <= min_tissue <= 1:
-            raise ValueError(f"min_tissue must be in [0, 1], got {min_tissue}")
-        if roi_mode not in ("restrict", "replace"):
-            raise ValueError(f"roi_mode must be 'restrict' or 'replace', got {roi_mode!r}")
-        slide_mpp = slide.mpp  # raises MissingMppError naming --mpp
-        level = slide.best_level_for_mpp(mpp)
-        spec = TileSpec(
-            size, stride, float(mpp), slide_mpp, level, float(slide.meta.level_downsamples[level])
+        config = TilingConfig(size=size, mpp=mpp, stride=stride, min_tissue=min_tissue, roi_mode=roi_mode)
+        return cls.from_config(slide, config, roi=roi, tissue=tissue)
+
+    @classmethod
+    def from_config(
+        cls,
+        slide: wsi.Slide,
+        config: TilingConfig,
+        roi: BaseGeometry | None = None,
+        tissue: BaseGeometry | None = None,
+    ) -> TileGrid:
+        """Grid of `slide` for `config` (size, mpp, stride, min_tissue, roi_mode), keeping tiles in
+        `tile_region(slide, roi, config.roi_mode, tissue)`."""
+        return cls.from_region(
+            TileSpec.for_slide(slide, config),
+            slide.meta.dimensions,
+            tile_region(slide, roi, config.roi_mode, tissue),
+            config.min_tissue,
         )
-        if roi is not None and roi_mode == "replace":
-            region = roi
-        else:
-            region = detect_tissue(slide) if tissue is None else tissue
-            if roi is not None:
-                region = region.intersection(roi)
-        return cls.from_region(spec, slide.meta.dimensions, region, min_tissue)
 
     @classmethod
     def from_region(cls, spec: TileSpec, dimensions: tuple[int, int], region: BaseGeometry | None,
@@ -152,6 +158,19 @@ class TileGrid:
         return cls(
             spec, coords, fraction[keep].astype(np.float32), edge, (int(w0), int(h0)), float(min_tissue)
         )
+
+
+def tile_region(
+    slide: wsi.Slide, roi: BaseGeometry | None, roi_mode: str = "restrict", tissue: BaseGeometry | None = None
+) -> BaseGeometry:
+    """Where tiles are kept (level-0 geometry): the tissue (`tissue`, else `detect_tissue(slide)`) restricted
+    to `roi`, or `roi` itself when `roi_mode` is "replace" (then no tissue is detected)."""
+    if roi_mode not in ROI_MODES:
+        raise ValueError(f"roi_mode must be one of {list(ROI_MODES)}, got {roi_mode!r}")
+    if roi is not None and roi_mode == "replace":
+        return roi
+    region = detect_tissue(slide) if tissue is None else tissue
+    return region if roi is None else region.intersection(roi)
 
 
 def _tissue_fraction(

@@ -11,7 +11,7 @@ import tifffile
 import wsi
 from tiling.grid import TileSpec
 from tiling.jpeg_codec import decode_jpeg, encode_lossless
-from wsi.slide import resize_rgb
+from wsi.deprecation import renamed_keywords, warn_renamed
 
 __all__ = ["NativeTiles", "TileReader"]
 
@@ -106,11 +106,11 @@ class NativeTiles:
             data = data[:2] + self._tables[2:-2] + data[2:]
         return data
 
-    def read(self, x_level: int, y_level: int, whiten: bool = True) -> np.ndarray:
+    def read(self, x_level: int, y_level: int) -> np.ndarray:
         """The tile whose top-left corner is (x_level, y_level) in level pixels (a multiple of the tile size)."""
         tile = self._decode(self.read_stream(x_level, y_level))
         w, h = self.width - x_level, self.height - y_level
-        if whiten and (w < self.size or h < self.size):  # past the level's edge: white, as read_region gives
+        if w < self.size or h < self.size:  # past the level's edge: white, as read_region gives
             tile = tile.copy()
             tile[:, max(0, w) :] = 255
             tile[max(0, h) :] = 255
@@ -134,17 +134,25 @@ class TileReader:
     when a tile must go through read_region (unaligned or resampled grids).
     """
 
-    def __init__(self, path: str | Path, spec: TileSpec, backend: str | None = None, mpp: float | None = None,
-                 native: bool = True):  # fmt: skip
+    @renamed_keywords(mpp="slide_mpp")
+    def __init__(self, path: str | Path, spec: TileSpec, backend: str | None = None,
+                 slide_mpp: float | None = None, native: bool = True):  # fmt: skip
+        """`slide_mpp` overrides the slide's own resolution, as in `wsi.open_slide` (old name: `mpp`)."""
         self.path = Path(path)
         self.spec = spec
         self.backend = backend
-        self.mpp = mpp
+        self.slide_mpp = slide_mpp
         self._native_allowed = native
         self._native: NativeTiles | None = None
         self._native_checked = False
         self._lock = threading.Lock()
         self._local = threading.local()
+
+    @property
+    def mpp(self) -> float | None:
+        """Deprecated name of `slide_mpp`."""
+        warn_renamed("mpp", "slide_mpp", "TileReader", stacklevel=3)
+        return self.slide_mpp
 
     def __getstate__(self) -> dict:
         """Picklable for process pools and DataLoader workers: each process opens its own handles."""
@@ -160,7 +168,9 @@ class TileReader:
     def _slide(self) -> wsi.Slide:
         slide = getattr(self._local, "slide", None)
         if slide is None:
-            slide = self._local.slide = wsi.open_slide(self.path, backend=self.backend, mpp=self.mpp)
+            slide = self._local.slide = wsi.open_slide(
+                self.path, backend=self.backend, slide_mpp=self.slide_mpp
+            )
         return slide
 
     def _native_tiles(self) -> NativeTiles | None:
@@ -200,7 +210,7 @@ class TileReader:
             d = spec.downsample
             return native.read(round(x / d), round(y / d))
         region = self._slide().read_region((int(x), int(y)), spec.level, (spec.read_size, spec.read_size))
-        return resize_rgb(region, (spec.size, spec.size))
+        return wsi.resize_rgb(region, (spec.size, spec.size))
 
     def read_streams(self, coords: np.ndarray) -> list[bytes]:
         """JPEG streams of tiles: copied from the slide when possible, else lossless JPEG of the pixels."""

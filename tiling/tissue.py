@@ -23,7 +23,7 @@ from skimage.filters import threshold_otsu
 
 import wsi
 from wsi import qupath
-from wsi.slide import resize_rgb
+from wsi.deprecation import renamed_keywords
 
 __all__ = ["TissueParams", "TissueResult", "detect_tissue", "detect_tissue_mask", "load_roi", "mask_to_geometry",
            "write_tissue_geojson"]  # fmt: skip
@@ -31,7 +31,12 @@ __all__ = ["TissueParams", "TissueResult", "detect_tissue", "detect_tissue_mask"
 
 @dataclass(frozen=True)
 class TissueParams:
-    """Options of tissue detection. Areas and radii are in microns (pixels of the work image without mpp)."""
+    """Options of tissue detection. Areas and radii are in microns.
+
+    A slide without mpp has no microns: then `closing_um`, `min_area_um2` and `max_hole_um2` are not used;
+    the closing radius is 1 work pixel, pieces under 1/20,000 of the work image are dropped and holes under
+    1/10,000 of it are filled.
+    """
 
     work_mpp: float = 8.0  # resolution of the work image (about 8-16 um/px)
     min_saturation: float = 0.07  # floor under the Otsu threshold on saturation
@@ -82,8 +87,12 @@ def _saturation_od(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return saturation, od, top
 
 
-def detect_tissue_mask(rgb: np.ndarray, um_per_px: float | None, params: TissueParams) -> np.ndarray:
-    """Boolean tissue mask of an (H, W, 3) RGB work image whose pixels are `um_per_px` microns (None: unknown)."""
+@renamed_keywords(um_per_px="mpp")
+def detect_tissue_mask(rgb: np.ndarray, mpp: float | None, params: TissueParams) -> np.ndarray:
+    """Boolean tissue mask of an (H, W, 3) RGB work image of `mpp` microns per pixel (None: unknown).
+
+    The old keyword `um_per_px=` is accepted with a DeprecationWarning.
+    """
     # Thresholds from a regular subsample of about 250,000 pixels, then the mask a block of rows at a time:
     # memory stays a few bytes per pixel however large the work image.
     step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 250_000)))
@@ -102,13 +111,12 @@ def detect_tissue_mask(rgb: np.ndarray, um_per_px: float | None, params: TissueP
         if params.reject_pen:
             keep &= ~_pen_mask(block, saturation, top)
         mask[r0 : r0 + 256] = keep
-    px_um = um_per_px if um_per_px else 1.0
-    radius = max(1, round(params.closing_um / px_um)) if um_per_px else 1
+    radius = max(1, round(params.closing_um / mpp)) if mpp else 1
     # Pad so that the closing's erosion does not eat tissue touching the image border.
     mask = np.pad(mask, radius, mode="edge")
     mask = ndimage.binary_closing(mask, structure=morphology.disk(radius))[radius:-radius, radius:-radius]
-    min_area = max(4, params.min_area_um2 / px_um**2) if um_per_px else max(4, mask.size // 20_000)
-    hole = params.max_hole_um2 / px_um**2 if um_per_px else mask.size // 10_000
+    min_area = max(4, params.min_area_um2 / mpp**2) if mpp else max(4, mask.size // 20_000)
+    hole = params.max_hole_um2 / mpp**2 if mpp else mask.size // 10_000
     mask |= ~_without_small_components(~mask, int(hole))  # fill small holes
     return _without_small_components(mask, int(min_area))
 
@@ -144,10 +152,7 @@ def _read_downsampled(slide: wsi.Slide, factor: float, block: int = 1024) -> np.
     """The whole slide shrunk by `factor` (level-0 px per output px), read block by block from the coarsest
     level not coarser than that, so memory follows the output size, not the level's."""
     w0, h0 = slide.meta.dimensions
-    level = 0
-    for i, d in enumerate(slide.meta.level_downsamples):
-        if d <= factor * (1 + 1e-3):
-            level = i
+    level = slide.level_for_downsample(factor)
     d = slide.meta.level_downsamples[level]
     out_w, out_h = max(1, round(w0 / factor)), max(1, round(h0 / factor))
     out = np.empty((out_h, out_w, 3), np.uint8)
@@ -159,12 +164,12 @@ def _read_downsampled(slide: wsi.Slide, factor: float, block: int = 1024) -> np.
             lw = max(1, round(ow * factor / d))
             lh = max(1, round(oh * factor / d))
             region = slide.read_region((x0, y0), level, (lw, lh))
-            out[oy : oy + oh, ox : ox + ow] = resize_rgb(region, (ow, oh))
+            out[oy : oy + oh, ox : ox + ow] = wsi.resize_rgb(region, (ow, oh))
     return out
 
 
 def _work_image(slide: wsi.Slide, params: TissueParams) -> tuple[np.ndarray, float, float | None]:
-    """(image, level-0 px per image px, microns per image px or None)."""
+    """(image, level-0 px per image px, the image's mpp or None)."""
     w0, h0 = slide.meta.dimensions
     # Memory stays bounded whatever the slide size: past max_work_size the work image gets coarser.
     factor = max(1.0, max(w0, h0) / params.max_work_size)
@@ -172,8 +177,8 @@ def _work_image(slide: wsi.Slide, params: TissueParams) -> tuple[np.ndarray, flo
         factor = max(factor, params.work_mpp / slide.meta.mpp)
     image = _read_downsampled(slide, factor)
     downsample = w0 / image.shape[1]
-    um = slide.meta.mpp * downsample if slide.meta.mpp is not None else None
-    return image, downsample, um
+    mpp = slide.meta.mpp * downsample if slide.meta.mpp is not None else None
+    return image, downsample, mpp
 
 
 def detect_tissue(slide: wsi.Slide, params: TissueParams | None = None, **overrides) -> BaseGeometry:
@@ -187,8 +192,8 @@ def detect_tissue(slide: wsi.Slide, params: TissueParams | None = None, **overri
 def detect_tissue_result(slide: wsi.Slide, params: TissueParams | None = None, **overrides) -> TissueResult:
     """`detect_tissue` with the mask and its downsample (for thumbnails and checks)."""
     params = replace(params or TissueParams(), **overrides)
-    image, downsample, um = _work_image(slide, params)
-    mask = detect_tissue_mask(image, um, params)
+    image, downsample, mpp = _work_image(slide, params)
+    mask = detect_tissue_mask(image, mpp, params)
     geometry = mask_to_geometry(mask, downsample)
     if geometry.is_empty:
         warnings.warn(f"{slide.path}: no tissue found", stacklevel=2)

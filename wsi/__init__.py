@@ -3,7 +3,7 @@
 Locations are level-0 (x, y) pixels, sizes (w, h), images (H, W, 3) uint8 RGB.
 """
 
-from wsi import qupath, synthetic
+from wsi import deprecation, qupath, synthetic
 from wsi.errors import (
     MissingMppError,
     SlideError,
@@ -12,7 +12,7 @@ from wsi.errors import (
     UnsupportedSlideError,
 )
 from wsi.meta import SlideMeta, magnification_to_mpp, plausible_mpp
-from wsi.slide import Slide, open_slide
+from wsi.slide import Slide, open_slide, resize_rgb
 
 SLIDE_EXTENSIONS = (
     ".svs",
@@ -37,9 +37,11 @@ __all__ = [
     "SlideNotFoundError",
     "UnreadableSlideError",
     "UnsupportedSlideError",
+    "deprecation",
     "magnification_to_mpp",
     "open_slide",
     "plausible_mpp",
     "qupath",
+    "resize_rgb",
     "synthetic",
 ]

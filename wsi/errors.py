@@ -40,6 +40,6 @@ class MissingMppError(SlideError):
         super().__init__(
             path,
             f"no usable microns-per-pixel (mpp) in the slide metadata, needed for {what}; pass the slide's "
-            "resolution with --mpp (slidestream info / synth), --slide-mpp (slidestream tile / run) or "
-            "open_slide(path, mpp=...) in Python",
+            "own resolution with --slide-mpp (slidestream info / tile / run) or slide_mpp=... in Python "
+            "(open_slide, tile_slide)",
         )

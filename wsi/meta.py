@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -37,9 +38,10 @@ def magnification_to_mpp(magnification: float) -> float:
 
 @dataclass(frozen=True)
 class SlideMeta:
-    """What is known about a slide. Sizes are (w, h) in pixels; `mpp` is level-0 microns per pixel or None."""
+    """What is known about a slide. Sizes are (w, h) in pixels; `mpp` is level-0 microns per pixel or None
+    (the file's own, or the `slide_mpp` override it was opened with)."""
 
-    path: str
+    path: Path
     dimensions: tuple[int, int]
     level_dimensions: tuple[tuple[int, int], ...]
     level_downsamples: tuple[float, ...]
@@ -60,7 +62,7 @@ class SlideMeta:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (no raw properties)."""
         return {
-            "path": self.path,
+            "path": str(self.path),
             "backend": self.backend,
             "vendor": self.vendor,
             "dimensions": list(self.dimensions),

@@ -10,13 +10,15 @@ import numpy as np
 from PIL import Image
 
 from wsi.backends import backend_order, get_backend
+from wsi.deprecation import renamed_keywords
 from wsi.errors import MissingMppError, SlideNotFoundError, UnsupportedSlideError
 from wsi.meta import SlideMeta, plausible_mpp
 
 __all__ = ["Slide", "open_slide", "resize_rgb"]
 
-# A level is usable for a target mpp when it is at most this much coarser (rounding in vendor metadata).
-_MPP_TOLERANCE = 1e-3
+# A level is usable for a target downsample (or mpp) when it is at most this much coarser (rounding in vendor
+# metadata).
+_TOLERANCE = 1e-3
 
 
 def _composite_on_white(image: np.ndarray) -> np.ndarray:
@@ -40,14 +42,17 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class Slide:
     """An open whole-slide image. Locations are level-0 (x, y) pixels; sizes are (w, h); images (H, W, 3) RGB."""
 
-    def __init__(self, reader, path: Path, mpp: float | None = None):
+    @renamed_keywords(mpp="slide_mpp")
+    def __init__(self, reader, path: Path, slide_mpp: float | None = None):
         self._reader = reader
-        self.path = path
-        given = plausible_mpp(mpp) if mpp is not None else None
-        if mpp is not None and given is None:
-            raise ValueError(f"{path}: mpp={mpp} is not a plausible resolution in microns per pixel")
+        self.path = Path(path)
+        given = plausible_mpp(slide_mpp) if slide_mpp is not None else None
+        if slide_mpp is not None and given is None:
+            raise ValueError(
+                f"{path}: slide_mpp={slide_mpp} is not a plausible resolution in microns per pixel"
+            )
         self.meta = SlideMeta(
-            path=str(path),
+            path=self.path,
             dimensions=reader.dimensions,
             level_dimensions=reader.level_dimensions,
             level_downsamples=reader.level_downsamples,
@@ -75,7 +80,7 @@ class Slide:
     # -- reading --------------------------------------------------------------------------------------------
     @property
     def mpp(self) -> float:
-        """Level-0 mpp; raises `MissingMppError` (naming --mpp) when the slide has none."""
+        """Level-0 mpp; raises `MissingMppError` (naming --slide-mpp) when the slide has none."""
         if self.meta.mpp is None:
             raise MissingMppError(self.path, "reading at a target resolution")
         return self.meta.mpp
@@ -89,14 +94,21 @@ class Slide:
             raise ValueError(f"size must be positive (w, h), got {size}")
         return _composite_on_white(self._reader.read_region(location, level, (w, h)))
 
+    def level_for_downsample(self, downsample: float) -> int:
+        """The coarsest level whose downsample is not above `downsample` (level 0 when every level is).
+
+        Reading there and shrinking by the remaining factor never upsamples. A level at most 0.1 % coarser
+        counts (rounding in vendor metadata).
+        """
+        best = 0
+        for level, d in enumerate(self.meta.level_downsamples):
+            if d <= downsample * (1 + _TOLERANCE) and d > self.meta.level_downsamples[best]:
+                best = level
+        return best
+
     def best_level_for_mpp(self, mpp: float) -> int:
         """The finest level whose mpp is not coarser than `mpp` (level 0 when all are coarser)."""
-        base = self.mpp
-        best = 0
-        for level, downsample in enumerate(self.meta.level_downsamples):
-            if base * downsample <= mpp * (1 + _MPP_TOLERANCE):
-                best = level if downsample > self.meta.level_downsamples[best] else best
-        return best
+        return self.level_for_downsample(mpp / self.mpp)
 
     def read(self, location: tuple[int, int], size: tuple[int, int], mpp: float = 0.5) -> np.ndarray:
         """The level-0 box at `location` of `size` (w, h) level-0 pixels, resampled to `mpp`.
@@ -118,21 +130,19 @@ class Slide:
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """The whole slide with its longer side at most `max_size` pixels, read from the coarsest useful level."""
         w0, h0 = self.meta.dimensions
-        factor = max(w0, h0) / max_size
-        level = 0
-        for i, downsample in enumerate(self.meta.level_downsamples):
-            if downsample <= max(factor, 1.0):
-                level = i
+        level = self.level_for_downsample(max(w0, h0) / max_size)
         lw, lh = self.meta.level_dimensions[level]
         image = self.read_region((0, 0), level, (lw, lh))
         scale = min(1.0, max_size / max(w0, h0))
         return resize_rgb(image, (max(1, round(w0 * scale)), max(1, round(h0 * scale))))
 
 
-def open_slide(path: str | Path, backend: str | None = None, mpp: float | None = None) -> Slide:
+@renamed_keywords(mpp="slide_mpp")
+def open_slide(path: str | Path, backend: str | None = None, slide_mpp: float | None = None) -> Slide:
     """Open a slide with `backend` ("openslide", "tiffslide"), or in auto mode try each in registry order.
 
-    `mpp` overrides the file's resolution (for slides without one).
+    `slide_mpp` overrides the file's level-0 resolution (for slides without one). The old keyword `mpp=` is
+    accepted with a DeprecationWarning.
     """
     path = Path(path)
     if not path.exists():
@@ -144,7 +154,7 @@ def open_slide(path: str | Path, backend: str | None = None, mpp: float | None =
     for name in names:
         opener = get_backend(name)
         try:
-            return Slide(opener(path), path, mpp=mpp)
+            return Slide(opener(path), path, slide_mpp=slide_mpp)
         except UnsupportedSlideError as exc:
             problems.append(str(exc).removeprefix(f"{path}: "))
     raise UnsupportedSlideError(path, "not a supported slide: " + "; ".join(problems))

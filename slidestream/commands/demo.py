@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slidestream.commands._common import add_quiet, show_progress
+from slidestream.commands._common import add_quiet, parse_dimensions, show_progress
 
 
 def register(sub) -> None:
@@ -16,6 +16,14 @@ def register(sub) -> None:
         "-o", "--out", default="slidestream-demo", help="output folder (default ./slidestream-demo)"
     )
     p.add_argument("--slides", type=int, default=2, help="number of synthetic slides (default 2)")
+    p.add_argument(
+        "--dimensions",
+        type=parse_dimensions,
+        default=(8192, 6144),
+        help="level-0 WxH of each synthetic slide in pixels (default 8192x6144; smaller is quicker)",
+    )
+    p.add_argument("--scheduler-address", help="run on an existing dask.distributed cluster (tcp://HOST:PORT) "
+                   "instead of a local one")  # fmt: skip
     add_quiet(p)
     p.set_defaults(func=run)
 
@@ -23,4 +31,6 @@ def register(sub) -> None:
 def run(args) -> int:
     from slidestream.demo import DemoConfig, run_demo
 
-    return run_demo(DemoConfig(out=args.out, synthetic_slides=args.slides, progress=show_progress(args)))
+    config = DemoConfig(out=args.out, synthetic_slides=args.slides, synthetic_dimensions=args.dimensions,
+                        progress=show_progress(args), scheduler_address=args.scheduler_address)  # fmt: skip
+    return run_demo(config)

@@ -6,6 +6,7 @@ import json
 import sys
 
 import wsi
+from slidestream.commands._common import add_deprecated_alias
 
 
 def register(sub) -> None:
@@ -13,7 +14,8 @@ def register(sub) -> None:
                        description="Print what each slide holds. Unreadable files are reported, not fatal.")  # fmt: skip
     p.add_argument("slides", nargs="+", metavar="SLIDE")
     p.add_argument("--backend", choices=wsi.backends.list_backends(), help="force a reader (default: auto)")
-    p.add_argument("--mpp", type=float, help="microns per pixel for slides whose metadata lacks it")
+    p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
+    add_deprecated_alias(p, "--mpp", "--slide-mpp", dest="slide_mpp", type=float)
     p.add_argument("--json", action="store_true", help="one JSON object per slide, one per line")
     p.set_defaults(func=run)
 
@@ -23,7 +25,7 @@ def _table(meta: wsi.SlideMeta) -> str:
         f"{meta.path}",
         f"  backend      {meta.backend}  (vendor: {meta.vendor or 'unknown'})",
         f"  dimensions   {meta.dimensions[0]} x {meta.dimensions[1]} px",
-        f"  mpp          {meta.mpp if meta.mpp is not None else 'missing (pass --mpp)'}",
+        f"  mpp          {meta.mpp if meta.mpp is not None else 'missing (pass --slide-mpp)'}",
         f"  objective    {meta.objective_power if meta.objective_power else 'unknown'}",
         "  levels       level  width x height  downsample  mpp",
     ]
@@ -38,7 +40,7 @@ def run(args) -> int:
     failed = 0
     for path in args.slides:
         try:
-            with wsi.open_slide(path, backend=args.backend, mpp=args.mpp) as slide:
+            with wsi.open_slide(path, backend=args.backend, slide_mpp=args.slide_mpp) as slide:
                 meta = slide.meta
         except (wsi.SlideError, ValueError) as exc:
             failed += 1

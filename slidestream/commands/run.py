@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from slidestream.commands._common import add_quiet, add_slides_and_out, show_progress
+from slidestream.commands._common import add_deprecated_alias, add_quiet, add_slides_and_out, show_progress
 
 
 def register(sub) -> None:
@@ -21,16 +21,20 @@ def register(sub) -> None:
     add_slides_and_out(p)
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--steps", help="comma-separated steps (default: all: tile,features)")
-    p.add_argument("--mpp", type=float, help="tile resolution in um/px (default 0.5)")
-    p.add_argument("--size", type=int, help="tile size in px (default 256)")
+    p.add_argument("--mpp", type=float, help="target resolution of the tiles in um/px (default 0.5)")
+    p.add_argument("--size", type=int, help="tile side in px at the target mpp (default 256)")
     p.add_argument("--min-tissue", type=float, help="minimum tissue fraction per tile (default 0.5)")
-    p.add_argument("--slide-mpp", type=float, help="mpp for slides whose metadata lacks it")
+    p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
     p.add_argument("--roi", help="QuPath GeoJSON ROI file, or a folder of <slide_id>.geojson")
     p.add_argument("--encoder", help="feature encoder (default stain_stats)")
     p.add_argument("--weights", help="local weights file for a timm encoder")
     p.add_argument("--device", help="cpu, cuda or auto")
-    p.add_argument("--workers", type=int, help="slides in parallel on the local cluster (default: cores)")
-    p.add_argument("--scheduler", help="address of an existing dask.distributed scheduler (tcp://HOST:PORT)")
+    p.add_argument("--workers", type=int, help="slides in parallel: dask worker processes of the local cluster, "
+                   "each tiling with one thread (default: one per core)")  # fmt: skip
+    p.add_argument(
+        "--scheduler-address", help="run on an existing dask.distributed cluster (tcp://HOST:PORT)"
+    )
+    add_deprecated_alias(p, "--scheduler", "--scheduler-address", dest="scheduler_address")
     p.add_argument("--overwrite", action="store_true", help="redo every step")
     p.add_argument("--dry-run", action="store_true", help="show the plan and exit")
     add_quiet(p)
@@ -40,10 +44,11 @@ def register(sub) -> None:
 def run(args) -> int:
     from slidestream.discovery import find_slides
     from slidestream.pipeline import load_config, plan, run_batch
+    from slidestream.pipeline.report import report
 
     try:
         config = load_config(
-            args.config, out=args.out, workers=args.workers, scheduler=args.scheduler,
+            args.config, out=args.out, slide_workers=args.workers, scheduler_address=args.scheduler_address,
             overwrite=True if args.overwrite else None, progress=show_progress(args),
             steps=tuple(s.strip() for s in args.steps.split(",")) if args.steps else None,
             **{"tiling.mpp": args.mpp, "tiling.size": args.size, "tiling.min_tissue": args.min_tissue,
@@ -72,19 +77,3 @@ def run(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return report(result, len(slides))
-
-
-def report(result, n_slides: int) -> int:
-    """Print the outcome; exit status 1 when any slide failed (the last lines name them)."""
-    done = n_slides - len(result.failed)
-    print(f"{done} of {n_slides} slide(s) processed -> {result.out}")
-    print(
-        f"summary: {result.out / 'summary.csv'}   manifest: {result.out / 'manifest.jsonl'}   log: {result.out / 'run.log'}"
-    )
-    if result.failed:
-        for record in result.records:
-            if record.status == "failed":
-                print(f"FAILED {record.slide_id} ({record.step}): {record.error}", file=sys.stderr)
-        print(f"{len(result.failed)} slide(s) failed: {', '.join(result.failed)}", file=sys.stderr)
-        return 1
-    return 0

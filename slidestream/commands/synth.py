@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slidestream.commands._common import add_quiet, parse_size, show_progress
+from slidestream.commands._common import add_deprecated_alias, add_quiet, parse_dimensions, show_progress
 from wsi.synthetic import SyntheticSpec, write_slide
 
 
@@ -14,26 +14,33 @@ def register(sub) -> None:
         "OUT.truth.json, tissue/tumor masks (PNG) and nuclei polygons (QuPath GeoJSON) beside it.",
     )
     p.add_argument("out", metavar="OUT.svs")
-    p.add_argument("--size", default="20000x20000", help="level-0 WxH in pixels (default 20000x20000)")
     p.add_argument(
-        "--mpp", type=float, default=0.25, help="microns per pixel at level 0 (default 0.25 = 40x)"
+        "--dimensions",
+        type=parse_dimensions,
+        default=(20000, 20000),
+        help="level-0 WxH of the slide in pixels (default 20000x20000)",
     )
+    p.add_argument(
+        "--slide-mpp", type=float, default=0.25, help="the slide's level-0 um/px (default 0.25 = 40x)"
+    )
+    add_deprecated_alias(p, "--size", "--dimensions", dest="dimensions", type=parse_dimensions)
+    add_deprecated_alias(p, "--mpp", "--slide-mpp", dest="slide_mpp", type=float)
     p.add_argument("--seed", type=int, default=0, help="content and stain seed (default 0)")
     p.add_argument("--tumor", action="store_true", help="add tumor regions (denser, larger, darker nuclei)")
-    p.add_argument("--tile-size", type=int, default=256)
+    p.add_argument("--tile-size", type=int, default=256, help="side of the file's JPEG tiles (default 256)")
     p.add_argument("--quality", type=int, default=85, help="JPEG quality (default 85)")
     add_quiet(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    width, height = parse_size(args.size)
-    spec = SyntheticSpec(width, height, mpp=args.mpp, seed=args.seed, tumor=args.tumor)
+    width, height = args.dimensions
+    spec = SyntheticSpec(width, height, mpp=args.slide_mpp, seed=args.seed, tumor=args.tumor)
     written = write_slide(
         args.out, spec, tile_size=args.tile_size, quality=args.quality, progress=show_progress(args)
     )
     print(
-        f"wrote {written.path} ({width} x {height} px, {len(written.level_dimensions)} levels, mpp {args.mpp})"
+        f"wrote {written.path} ({width} x {height} px, {len(written.level_dimensions)} levels, mpp {args.slide_mpp})"
     )
     print(f"ground truth: {written.truth}")
     return 0

@@ -10,6 +10,10 @@ import wsi
 from slidestream.commands._common import add_quiet, add_slides_and_out, show_progress
 from slidestream.discovery import find_slides
 
+# As tiling.config has them (a test checks); spelled out so that building the parser does not import tiling.
+ROI_MODES = ("restrict", "replace")
+CODEC_CHOICES = ("auto", "jpeg", "lz4", "zstd", "zstd3", "none")
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -37,7 +41,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--roi-mode",
-        choices=["restrict", "replace"],
+        choices=ROI_MODES,
         default="restrict",
         help="restrict: tissue inside the ROI (default); replace: the ROI instead of detected tissue",
     )
@@ -46,12 +50,14 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--codec",
-        choices=["auto", "jpeg", "lz4", "zstd", "none"],
+        choices=CODEC_CHOICES,
         default="auto",
         help="patch codec (default auto: the slide's own JPEG tiles when aligned, else lz4)",
     )
-    p.add_argument("--slide-mpp", type=float, help="the slides' own mpp, for files whose metadata lacks it")
-    p.add_argument("--workers", type=int, help="parallel tile batches (default: all cores)")
+    p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
+    p.add_argument(
+        "--workers", type=int, help="shards (batches of tiles) tiled at once, in threads (default: all cores)"
+    )
     p.add_argument("--overwrite", action="store_true", help="rewrite stores even when complete")
     add_quiet(p)
     p.set_defaults(func=run)  # fmt: skip
@@ -68,25 +74,29 @@ def run(args) -> int:
         return 2
     for path in skipped:
         print(f"skipped (not a slide file): {path}", file=sys.stderr)
-    options = TileOptions(size=args.size, mpp=args.mpp, stride=args.stride, min_tissue=args.min_tissue,
-                          coords_only=args.coords_only, codec=args.codec, roi_mode=args.roi_mode,
-                          slide_mpp=args.slide_mpp, roi=args.roi)  # fmt: skip
+    try:
+        options = TileOptions(size=args.size, mpp=args.mpp, stride=args.stride, min_tissue=args.min_tissue,
+                              coords_only=args.coords_only, codec=args.codec, roi_mode=args.roi_mode,
+                              slide_mpp=args.slide_mpp, shard_workers=args.workers, roi=args.roi)  # fmt: skip
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     failed = []
     for item in slides:
-        folder = Path(args.out) / "slides" / item.id
+        folder = Path(args.out) / "slides" / item.slide_id
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                result = tile_into(folder, item.path, item.id, options, workers=args.workers,
-                                   overwrite=args.overwrite, progress=show_progress(args))  # fmt: skip
+                result = tile_into(folder, item.path, item.slide_id, options, overwrite=args.overwrite,
+                                   progress=show_progress(args))  # fmt: skip
             for w in caught:
                 print(f"warning: {w.message}", file=sys.stderr)
         except (wsi.SlideError, ValueError, OSError) as exc:
-            failed.append(item.id)
-            print(f"failed: {item.id}: {exc}", file=sys.stderr)
+            failed.append(item.slide_id)
+            print(f"failed: {item.slide_id}: {exc}", file=sys.stderr)
             continue
         area = f", tissue {result.tissue_mm2:.1f} mm^2" if result.tissue_mm2 is not None else ""
-        print(f"{item.id}: {result.status}, {result.tiles} tiles ({result.store.codec}){area}, "
+        print(f"{item.slide_id}: {result.status}, {result.tiles} tiles ({result.store.codec}){area}, "
               f"{result.seconds:.1f} s -> {result.store.path}")  # fmt: skip
     if failed:
         print(f"{len(failed)} of {len(slides)} slide(s) failed: {', '.join(failed)}", file=sys.stderr)

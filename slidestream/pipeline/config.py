@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from tiling.engine import TilingConfig
+from tiling import TilingConfig
+from wsi.deprecation import renamed_keywords, warn_renamed
 
 __all__ = ["FeatureOptions", "RunConfig", "TileOptions", "load_config"]
 
 
 @dataclass(frozen=True)
 class TileOptions(TilingConfig):
-    """Tiling options of a run: what decides the store (TilingConfig) plus where the slide mpp and ROI come from."""
+    """Tiling options of a run: `tiling.TilingConfig` (passed to `tile_slide` as it is) plus where the ROI is.
 
-    slide_mpp: float | None = None  # for slides whose metadata has none
-    roi: str | None = None  # QuPath GeoJSON file, or a folder of <slide_id>.geojson
+    `roi` is a QuPath GeoJSON file, or a folder holding <slide_id>.geojson per slide (a slide without one is
+    tiled without ROI).
+    """
+
+    roi: str | None = None
 
 
 @dataclass(frozen=True)
 class FeatureOptions:
+    """What the features step runs: `loader_workers` are DataLoader processes (0: read in the step's process)."""
+
     encoder: str = "stain_stats"
     weights: str | None = None
     batch_size: int = 64
@@ -29,29 +35,58 @@ class FeatureOptions:
     loader_workers: int = 0
 
 
+# Old names of RunConfig fields (and [run] keys), accepted with a DeprecationWarning.
+_RUN_RENAMED = {"workers": "slide_workers", "scheduler": "scheduler_address"}
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """What `slidestream run` does. `steps` are run in the pipeline's order; `workers` is slides in parallel."""
+    """What `slidestream run` does. `steps` are run in the pipeline's order.
+
+    `slide_workers` dask worker processes of the local cluster each process one slide at a time (default: one
+    per core), with `threads_per_worker` threads (tiling shards, torch); `scheduler_address` (tcp://host:port)
+    sends the work to an existing dask.distributed cluster instead.
+    """
 
     out: Path = Path("out")
     steps: tuple[str, ...] = ("tile", "features")
-    workers: int | None = None
+    slide_workers: int | None = None
     threads_per_worker: int = 1
-    scheduler: str | None = None  # tcp://host:port of an existing dask.distributed scheduler
+    scheduler_address: str | None = None
     overwrite: bool = False
     progress: bool = True
     tiling: TileOptions = field(default_factory=TileOptions)
     features: FeatureOptions = field(default_factory=FeatureOptions)
 
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
+    @property
+    def workers(self) -> int | None:
+        """Deprecated name of `slide_workers`."""
+        warn_renamed("workers", "slide_workers", "RunConfig")
+        return self.slide_workers
 
+    @property
+    def scheduler(self) -> str | None:
+        """Deprecated name of `scheduler_address`."""
+        warn_renamed("scheduler", "scheduler_address", "RunConfig")
+        return self.scheduler_address
+
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["out"] = str(self.out)
         return data
 
 
-def _section(cls, values: dict[str, Any], where: str):
+RunConfig.__init__ = renamed_keywords(**_RUN_RENAMED)(RunConfig.__init__)
+
+
+def _section(cls, values: dict[str, Any], where: str, renamed: dict[str, str] | None = None):
+    values = dict(values)
+    for old, new in (renamed or {}).items():
+        if old in values:
+            if new in values:
+                raise ValueError(f"{where}: both {old!r} (deprecated) and {new!r} are set; keep {new!r}")
+            warn_renamed(old, new, where, stacklevel=4)
+            values[new] = values.pop(old)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -62,7 +97,9 @@ def _section(cls, values: dict[str, Any], where: str):
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     """Defaults, then the TOML file ([run], [tiling], [features] tables), then `overrides` that are not None.
 
-    Overrides use dotted names for sections: {"tiling.mpp": 0.25, "features.encoder": "resnet50"}.
+    Overrides use dotted names for sections: {"tiling.mpp": 0.25, "features.encoder": "resnet50"}. Bad values
+    are errors here, where the config is built (TilingConfig checks its own). Old names (`workers`,
+    `scheduler` in [run]) are accepted with a DeprecationWarning.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -89,6 +126,6 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
         run["steps"] = tuple(run["steps"])
     if "out" in run:
         run["out"] = Path(run["out"])
-    config = _section(RunConfig, run, "[run]")
+    config = _section(RunConfig, run, "[run]", _RUN_RENAMED)
     return replace(config, tiling=_section(TileOptions, tiling, "[tiling]"),
                    features=_section(FeatureOptions, feats, "[features]"))  # fmt: skip

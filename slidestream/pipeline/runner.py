@@ -47,15 +47,15 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
 
     # One worker's share of the machine: without this each worker's torch would use every core.
     torch.set_num_threads(max(1, config.threads_per_worker))
-    folder = config.out / "slides" / item.id
+    folder = config.out / "slides" / item.slide_id
     folder.mkdir(parents=True, exist_ok=True)
-    ctx = SlideContext(item.id, Path(item.path), folder, config, on_tiles=_tile_reporter())
+    ctx = SlideContext(item.slide_id, Path(item.path), folder, config, on_tiles=_tile_reporter())
     records = []
     failed = False
     worker = f"{socket.gethostname()}:{os.getpid()}"
     for name in [s for s in STEPS if s in config.steps]:
         if failed:
-            records.append(StepRecord(item.id, str(item.path), name, "not-run", error="an earlier step failed",
+            records.append(StepRecord(item.slide_id, str(item.path), name, "not-run", error="an earlier step failed",
                                       finished=_now(), worker=worker))  # fmt: skip
             continue
         start = time.perf_counter()
@@ -63,12 +63,12 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
             outcome = STEPS[name].run(ctx)
         except Exception as exc:  # one bad slide never stops a batch: record why and go on
             failed = True
-            log.debug("%s %s failed:\n%s", item.id, name, traceback.format_exc())
-            records.append(StepRecord(item.id, str(item.path), name, "failed", time.perf_counter() - start,
+            log.debug("%s %s failed:\n%s", item.slide_id, name, traceback.format_exc())
+            records.append(StepRecord(item.slide_id, str(item.path), name, "failed", time.perf_counter() - start,
                                       error=f"{type(exc).__name__}: {exc}", finished=_now(), worker=worker))  # fmt: skip
             continue
         rss_mb = peak_rss_mb()
-        records.append(StepRecord(item.id, str(item.path), name, outcome.status, time.perf_counter() - start,
+        records.append(StepRecord(item.slide_id, str(item.path), name, outcome.status, time.perf_counter() - start,
                                   measurements={**outcome.measurements, "worker_peak_rss_mb": round(rss_mb)},
                                   warnings=outcome.warnings, finished=_now(), worker=worker))  # fmt: skip
     return records
@@ -118,7 +118,7 @@ def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
     lines = [f"{len(slides)} slide(s) -> {config.out}/slides/<slide_id>/; steps: {', '.join(config.steps)}",
              f"tiling: {config.tiling.size} px at {config.tiling.mpp} um/px, min tissue {config.tiling.min_tissue}",
              f"features: {config.features.encoder} on {config.features.device}",
-             f"scheduler: {config.scheduler or f'local dask cluster, {config.workers or os.cpu_count()} worker(s)'}"]  # fmt: skip
+             f"scheduler: {config.scheduler_address or f'local dask cluster, {config.slide_workers or os.cpu_count()} worker(s)'}"]  # fmt: skip
     done = {
         (r["slide_id"], r["step"])
         for r in read_manifest(config.out / "manifest.jsonl")
@@ -126,13 +126,13 @@ def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
     }
 
     def state_of(item: SlideInput, step: str) -> str:
-        ctx = SlideContext(item.id, Path(item.path), config.out / "slides" / item.id, config)
+        ctx = SlideContext(item.slide_id, Path(item.path), config.out / "slides" / item.slide_id, config)
         present = all(path.exists() for path in STEPS[step].outputs(ctx))
-        return "done before" if (item.id, step) in done and present else "to do"
+        return "done before" if (item.slide_id, step) in done and present else "to do"
 
     for item in slides:
         state = ", ".join(f"{s}: {state_of(item, s)}" for s in config.steps)
-        lines.append(f"  {item.id:30s} {item.path}  [{state}]")
+        lines.append(f"  {item.slide_id:30s} {item.path}  [{state}]")
     return lines
 
 
@@ -140,21 +140,21 @@ def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
 def _client(config: RunConfig):
     from dask.distributed import Client, LocalCluster
 
-    if config.scheduler:
-        client = Client(config.scheduler, timeout="20s")
+    if config.scheduler_address:
+        client = Client(config.scheduler_address, timeout="20s")
         try:
             yield client
         finally:
             client.close()
         return
-    workers = config.workers or os.cpu_count() or 1
+    workers = config.slide_workers or os.cpu_count() or 1
     with LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True,
                       dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:  # fmt: skip
         yield client
 
 
 def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
-    """Process `slides` on a local dask cluster (or `config.scheduler`), appending to OUT/manifest.jsonl and
+    """Process `slides` on a local dask cluster (or `config.scheduler_address`), appending to OUT/manifest.jsonl and
     rewriting OUT/summary.csv. Returns the records and the ids of slides with a failed step."""
     from dask.distributed import as_completed
 
@@ -173,7 +173,7 @@ def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
     records: list[StepRecord] = []
     try:
         with _client(config) as client, open(manifest, "a") as sink:
-            futures = {client.submit(process_slide, item, config, key=f"slide-{item.id}-{time.time_ns()}",
+            futures = {client.submit(process_slide, item, config, key=f"slide-{item.slide_id}-{time.time_ns()}",
                                      pure=False): item for item in slides}  # fmt: skip
             bar = tqdm(
                 total=len(slides), desc="slides", unit="slide", disable=not config.progress, position=0
@@ -185,10 +185,10 @@ def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
                 try:
                     slide_records = future.result()
                 except Exception as exc:  # the worker itself died (memory, segfault in a codec)
-                    slide_records = [StepRecord(item.id, str(item.path), config.steps[0], "failed",
+                    slide_records = [StepRecord(item.slide_id, str(item.path), config.steps[0], "failed",
                                                 error=f"worker lost: {type(exc).__name__}: {exc}", finished=_now())]  # fmt: skip
                 if not config.progress:
-                    print(_one_line(item.id, slide_records), flush=True)
+                    print(_one_line(item.slide_id, slide_records), flush=True)
                 for record in slide_records:
                     sink.write(record.line(stamp) + "\n")
                     sink.flush()

@@ -7,9 +7,10 @@ for the summary table. Steps run in registration order; `STEPS` maps names to st
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,6 +60,9 @@ def register_step(step: Step) -> Step:
 
 
 def step_names() -> list[str]:
+    """Deprecated: use `list(STEPS)`."""
+    warnings.warn("step_names() is deprecated and will be removed; use list(STEPS)", DeprecationWarning,
+                  stacklevel=2)  # fmt: skip
     return list(STEPS)
 
 
@@ -78,9 +82,12 @@ class TileStep:
         return [ctx.store_path, ctx.folder / "tissue.geojson", ctx.folder / "thumbnail.png"]
 
     def run(self, ctx: SlideContext) -> StepOutcome:
+        options = ctx.config.tiling
+        if options.shard_workers is None:  # inside a dask worker: its own threads, not every core of the host
+            options = replace(options, shard_workers=ctx.config.threads_per_worker)
         result, caught = _collect_warnings(lambda: tile_into(
-            ctx.folder, ctx.slide_path, ctx.slide_id, ctx.config.tiling, workers=ctx.config.threads_per_worker,
-            overwrite=ctx.config.overwrite, progress=False, on_tiles=ctx.on_tiles,
+            ctx.folder, ctx.slide_path, ctx.slide_id, options, overwrite=ctx.config.overwrite, progress=False,
+            on_tiles=ctx.on_tiles,
         ))  # fmt: skip
         store = result.store
         if result.status != "skipped" or not (ctx.folder / "thumbnail.png").exists():
@@ -108,52 +115,63 @@ def roi_for(roi: str | None, slide_id: str):
     return load_roi(path)
 
 
-def tile_into(folder: Path, slide_path: Path, slide_id: str, options: TileOptions, workers: int | None,
-              overwrite: bool, progress: bool, on_tiles: Callable[[int], None] | None = None):  # fmt: skip
-    """Tile one slide into folder/patches.zarr and folder/tissue.geojson (shared by `tile` and `run`)."""
+def tile_into(folder: Path, slide_path: Path, slide_id: str, options: TileOptions, *, overwrite: bool = False,
+              progress: bool = False, on_tiles: Callable[[int], None] | None = None):  # fmt: skip
+    """Tile one slide into folder/patches.zarr and folder/tissue.geojson (shared by `tile` and `run`).
+
+    `options` go to `tiling.tile_slide_result` as they are; only the ROI is looked up for this slide.
+    """
     from tiling import tile_slide_result
 
-    o = options
-    return tile_slide_result(
-        slide_path, folder / "patches.zarr", size=o.size, mpp=o.mpp, stride=o.stride, min_tissue=o.min_tissue,
-        roi=roi_for(o.roi, slide_id), roi_mode=o.roi_mode, coords_only=o.coords_only, codec=o.codec,
-        shard_tiles=o.shard_tiles, workers=workers, overwrite=overwrite, progress=progress,
-        slide_mpp=o.slide_mpp, tissue_geojson=folder / "tissue.geojson", on_tiles=on_tiles,
-    )  # fmt: skip
+    return tile_slide_result(slide_path, folder / "patches.zarr", options, roi=roi_for(options.roi, slide_id),
+                             tissue_geojson=folder / "tissue.geojson", overwrite=overwrite, progress=progress,
+                             on_tiles=on_tiles)  # fmt: skip
 
 
 def write_thumbnail(ctx: SlideContext, store) -> Path:
-    """thumbnail.png: the slide with its tissue outline (green) and tile boxes (blue)."""
-    from PIL import Image, ImageDraw
+    """thumbnail.png: the slide with its tissue outline (green) and tile boxes (blue), written atomically."""
+    from PIL import Image
 
     import wsi
+    from tiling import TileSpec
 
-    mpp = ctx.config.tiling.slide_mpp
-    with wsi.open_slide(ctx.slide_path) as slide:
-        if slide.meta.mpp is None and mpp is not None:
-            slide = wsi.open_slide(ctx.slide_path, mpp=mpp)
+    with wsi.open_slide(ctx.slide_path, backend=store.attrs["slide"].get("backend")) as slide:
         image = Image.fromarray(slide.thumbnail(1024))
-        w0 = slide.meta.dimensions[0]
-    scale = image.width / w0
-    draw = ImageDraw.Draw(image, "RGBA")
-    extent = store.attrs["tiling"]["size"] * store.attrs["tiling"]["mpp"] / store.attrs["tiling"]["slide_mpp"]
-    for x, y in np.asarray(store.coords, dtype=float) * scale:
-        draw.rectangle([x, y, x + extent * scale, y + extent * scale], outline=(40, 90, 220, 160))
+        scale = image.width / slide.meta.dimensions[0]
     tissue = ctx.folder / "tissue.geojson"
-    if tissue.exists():
-        from shapely.geometry import Polygon
-
-        from wsi import qupath
-
-        for obj in qupath.read_geojson(tissue):
-            parts = getattr(obj.geometry, "geoms", [obj.geometry])
-            for part in parts:
-                if isinstance(part, Polygon):
-                    draw.line([(x * scale, y * scale) for x, y in part.exterior.coords], fill=(0, 170, 60, 255),
-                              width=2)  # fmt: skip
+    draw_tiles(image, scale, store.coords, TileSpec.from_dict(store.attrs["tiling"]).extent,
+               tissue if tissue.exists() else None)  # fmt: skip
     path = ctx.folder / "thumbnail.png"
-    image.save(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    image.save(tmp)
+    tmp.replace(path)
     return path
+
+
+TILE_OUTLINE = (40, 90, 220, 160)  # RGBA, drawn over the thumbnail
+TISSUE_OUTLINE = (0, 170, 60, 255)
+
+
+def draw_tiles(image, scale: float, coords: np.ndarray, extent: float, tissue_geojson: Path | None) -> None:
+    """Draw tile boxes (level-0 top-left `coords`, level-0 side `extent`) and the tissue outline of a QuPath
+    GeoJSON file on a PIL `image` whose pixels are 1 / `scale` level-0 pixels."""
+    from PIL import ImageDraw
+    from shapely.geometry import Polygon
+
+    from wsi import qupath
+
+    draw = ImageDraw.Draw(image, "RGBA")
+    side = extent * scale
+    for x, y in np.asarray(coords, dtype=float) * scale:
+        draw.rectangle([x, y, x + side, y + side], outline=TILE_OUTLINE)
+    if tissue_geojson is None:
+        return
+    for obj in qupath.read_geojson(tissue_geojson):
+        for part in getattr(obj.geometry, "geoms", [obj.geometry]):
+            if isinstance(part, Polygon):
+                draw.line(
+                    [(x * scale, y * scale) for x, y in part.exterior.coords], fill=TISSUE_OUTLINE, width=2
+                )
 
 
 class FeatureStep:
@@ -172,8 +190,11 @@ class FeatureStep:
         store = PatchStore.open(ctx.store_path)
         encoder, caught = _collect_warnings(lambda: mil.create_encoder(f.encoder, weights=f.weights))
         skipped = not ctx.config.overwrite and mil.features_done(store, encoder)
-        array = mil.extract_features(store, encoder, batch_size=f.batch_size, device=f.device,
-                                     num_workers=f.loader_workers, overwrite=ctx.config.overwrite)  # fmt: skip
+        if skipped:
+            array = store.features(encoder.name)
+        else:  # checked just above: extract_features need not check again
+            array = mil.extract_features(store, encoder, batch_size=f.batch_size, device=f.device,
+                                         num_workers=f.loader_workers, overwrite=True)  # fmt: skip
         return StepOutcome("skipped" if skipped else "done",
                            {"features": f"{encoder.name} ({array.shape[1]})"}, caught)  # fmt: skip
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from slidestream.cli import main
 from tests.conftest import OPENSLIDE_DATA
 
@@ -30,13 +32,51 @@ def test_info_json_and_failures(cmu_path, capsys):
 
 def test_info_reports_missing_mpp(capsys):
     assert main(["info", str(OPENSLIDE_DATA / "boxes.tiff")]) == 0
-    assert "missing (pass --mpp)" in capsys.readouterr().out
+    assert "missing (pass --slide-mpp)" in capsys.readouterr().out
+    assert main(["info", "--json", "--slide-mpp", "0.5", str(OPENSLIDE_DATA / "boxes.tiff")]) == 0
+    assert json.loads(capsys.readouterr().out)["mpp"] == 0.5
 
 
 def test_synth_writes_a_slide(tmp_path, capsys):
     out = tmp_path / "s.svs"
-    assert main(["synth", str(out), "--size", "1200x900", "--seed", "2", "--tumor", "--quiet"]) == 0
+    assert main(["synth", str(out), "--dimensions", "1200x900", "--slide-mpp", "0.5", "--seed", "2", "--tumor",
+                 "--quiet"]) == 0  # fmt: skip
     assert out.exists() and (tmp_path / "s.truth.json").exists()
     assert main(["info", "--json", str(out), "--backend", "tiffslide"]) == 0
     info = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert info["dimensions"] == [1200, 900] and info["mpp"] == 0.25 and info["vendor"] == "aperio"
+    assert info["dimensions"] == [1200, 900] and info["mpp"] == 0.5 and info["vendor"] == "aperio"
+
+
+def test_old_option_names_work_once_with_a_warning(tmp_path, capsys):
+    """synth --size/--mpp, info --mpp and run --scheduler keep working, and say what replaced them."""
+    out = tmp_path / "old.svs"
+    with pytest.warns(DeprecationWarning) as caught:
+        assert main(["synth", str(out), "--size", "640x512", "--mpp", "0.5", "-q"]) == 0
+    assert sorted(str(w.message).split()[0] for w in caught) == ["--mpp", "--size"]
+    err = capsys.readouterr().err
+    assert "--size is deprecated and will be removed; use --dimensions" in err
+    assert "--mpp is deprecated and will be removed; use --slide-mpp" in err
+    with pytest.warns(DeprecationWarning, match="--mpp is deprecated"):
+        assert main(["info", "--json", "--mpp", "0.5", str(OPENSLIDE_DATA / "boxes.tiff")]) == 0
+    assert json.loads(capsys.readouterr().out)["mpp"] == 0.5
+    assert main(["info", "--json", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["dimensions"] == [640, 512] and info["mpp"] == 0.5
+    with pytest.warns(DeprecationWarning, match="--scheduler is deprecated"):
+        code = main(
+            ["run", str(out), "-o", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:1", "--dry-run"]
+        )
+    assert code == 0 and "scheduler: tcp://127.0.0.1:1" in capsys.readouterr().out
+
+
+def test_bad_dimensions_are_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["synth", str(tmp_path / "x.svs"), "--dimensions", "12x"])
+    assert exit_.value.code == 2 and "dimensions must look like 20000x15000" in capsys.readouterr().err
+
+
+def test_cli_choices_are_tilings():
+    from slidestream.commands import tile
+    from tiling.config import CODEC_CHOICES, ROI_MODES
+
+    assert tile.CODEC_CHOICES == CODEC_CHOICES and tile.ROI_MODES == ROI_MODES

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import replace
 
 import pytest
@@ -104,11 +101,10 @@ def test_a_new_step_plugs_in(synthetic_slide, tmp_path):
         del STEPS["count"]
 
 
-def test_local_cluster_batch_with_a_bad_slide(slide_folder, tmp_path, capsys):
+def test_batch_with_a_bad_slide(slide_folder, cluster_address, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(
-        ["run", str(slide_folder), "-o", str(out), "--mpp", "1.0", "--size", "64", "--workers", "2", "-q"]
-    )
+    code = main(["run", str(slide_folder), "-o", str(out), "--mpp", "1.0", "--size", "64",
+                 "--scheduler-address", cluster_address, "-q"])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 1
     assert (
@@ -128,10 +124,8 @@ def test_local_cluster_batch_with_a_bad_slide(slide_folder, tmp_path, capsys):
     assert all("versions" in r and r["versions"]["slidestream"] for r in manifest)
     assert "corrupt tile failed" in (out / "run.log").read_text()
     # Re-running resumes: finished steps are skipped.
-    assert (
-        main(["run", str(slide_folder / "alpha.svs"), "-o", str(out), "--mpp", "1.0", "--size", "64", "-q"])
-        == 0
-    )
+    assert main(["run", str(slide_folder / "alpha.svs"), "-o", str(out), "--mpp", "1.0", "--size", "64",
+                 "--scheduler-address", cluster_address, "-q"]) == 0  # fmt: skip
     latest = [r for r in read_manifest(out / "manifest.jsonl") if r["slide_id"] == "alpha"][-2:]
     assert [r["status"] for r in latest] == ["skipped", "skipped"]
 
@@ -158,7 +152,7 @@ def test_dry_run_and_config(slide_folder, tmp_path, capsys):
 
 def test_find_slides(slide_folder, tmp_path):
     slides, skipped = find_slides([slide_folder])
-    assert [s.id for s in slides] == ["alpha", "beta", "corrupt"] and [p.name for p in skipped] == [
+    assert [s.slide_id for s in slides] == ["alpha", "beta", "corrupt"] and [p.name for p in skipped] == [
         "readme.txt"
     ]
     with pytest.raises(ValueError, match="no such file"):
@@ -169,52 +163,24 @@ def test_find_slides(slide_folder, tmp_path):
         find_slides([slide_folder, tmp_path / "other"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_existing_distributed_cluster(slide_folder, tmp_path):
-    """A real `dask scheduler` and two `dask worker` processes on localhost run the same batch."""
-    from dask.distributed import Client
-
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-dashboard"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]  # fmt: skip
-    try:
-        time.sleep(1.0)
-        for _ in range(2):
-            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
-                                           "--nthreads", "1", "--no-dashboard"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
-        slides, _ = find_slides([slide_folder / "alpha.svs", slide_folder / "beta.svs"])
-        config = replace(_config(tmp_path), scheduler=address)
-        result = run_batch(slides, config)
-        assert result.ok and {r.slide_id for r in result.records} == {"alpha", "beta"}
-        assert all(r.status == "done" for r in result.records)
-        workers = {r.worker for r in result.records}
-        assert all(w and not w.endswith(f":{__import__('os').getpid()}") for w in workers)  # ran elsewhere
-        summary = (tmp_path / "out" / "summary.csv").read_text()
-        assert "alpha" in summary and "beta" in summary
-        assert json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[0])["slide_id"] in {
-            "alpha",
-            "beta",
-        }
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
+def test_existing_cluster_runs_the_batch_elsewhere(slide_folder, cluster_address, tmp_path):
+    """A cluster reached by address (as `--scheduler-address tcp://...`) runs the slides in its own processes."""
+    slides, _ = find_slides([slide_folder / "alpha.svs", slide_folder / "beta.svs"])
+    result = run_batch(slides, replace(_config(tmp_path), scheduler_address=cluster_address))
+    assert result.ok and {r.slide_id for r in result.records} == {"alpha", "beta"}
+    assert all(r.status == "done" for r in result.records)
+    workers = {r.worker for r in result.records}
+    assert all(w and not w.endswith(f":{os.getpid()}") for w in workers)  # ran elsewhere
+    summary = (tmp_path / "out" / "summary.csv").read_text()
+    assert "alpha" in summary and "beta" in summary
+    first = json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[0])
+    assert first["slide_id"] in {"alpha", "beta"}
 
 
 def test_plan_lists_done_steps(synthetic_slide, tmp_path):
+    """Also the one test of run_batch starting a local cluster of its own (the default)."""
     config = _config(tmp_path)
     slides = [SlideInput("alpha", synthetic_slide.path)]
-    run_batch(slides, replace(config, workers=1))
+    run_batch(slides, replace(config, slide_workers=1))
     lines = plan(slides, config)
     assert "tile: done before" in lines[-1] and "features: done before" in lines[-1]

@@ -96,6 +96,19 @@ def test_coords_only_reads_from_the_slide(synthetic_slide, tmp_path):
                                       full.patches[i])  # fmt: skip
 
 
+def test_patch_batches_are_contiguous_rows_of_the_store(synthetic_slide, tmp_path):
+    full = tile_slide(synthetic_slide.path, tmp_path / "full.zarr", size=64, mpp=1.0)
+    light = tile_slide(synthetic_slide.path, tmp_path / "light.zarr", size=64, mpp=1.0, coords_only=True)
+    for store in (full, light):
+        batches = tiling.PatchBatches(store, batch_size=7)
+        assert len(batches) == -(-len(full) // 7)
+        got = [batches[i] for i in range(len(batches))]
+        assert [start for _, start in got] == list(range(0, len(full), 7))
+        np.testing.assert_array_equal(np.concatenate([rows for rows, _ in got]), full.patches[:])
+    with pytest.raises(IndexError):
+        batches[len(batches)]
+
+
 def test_roi_replace_tiles_only_the_roi(synthetic_slide, tmp_path):
     store = tile_slide(synthetic_slide.path, tmp_path / "roi.zarr", size=128, mpp=0.25,
                        roi=box(1024, 1024, 1536, 1280), roi_mode="replace")  # fmt: skip
@@ -106,7 +119,7 @@ def test_roi_replace_tiles_only_the_roi(synthetic_slide, tmp_path):
 def test_processes_scheduler_gives_the_same_store(synthetic_slide, tmp_path):
     a = tile_slide(synthetic_slide.path, tmp_path / "t.zarr", size=128, mpp=0.5, scheduler="threads")
     b = tile_slide(
-        synthetic_slide.path, tmp_path / "p.zarr", size=128, mpp=0.5, scheduler="processes", workers=2
+        synthetic_slide.path, tmp_path / "p.zarr", size=128, mpp=0.5, scheduler="processes", shard_workers=2
     )
     np.testing.assert_array_equal(a.patches[:], b.patches[:])
 
@@ -189,6 +202,30 @@ def test_heatmap_aligns_with_the_thumbnail(synthetic_slide, tmp_path):
     assert blended.shape == thumb.shape and blended.dtype == np.uint8
     with pytest.raises(ValueError, match="differ in length"):
         tiling.tile_heatmap(values[:3], store.coords, 128, (2560, 2048), (10, 10))
+
+
+def test_overlay_colours_the_tiles_and_leaves_the_rest(synthetic_slide, tmp_path):
+    """Where a tile has a value the overlay shows its colour (scaled min..max), elsewhere the thumbnail."""
+    from matplotlib import colormaps
+
+    store = tile_slide(synthetic_slide.path, tmp_path / "o.zarr", size=128, mpp=0.25, min_tissue=0.5)
+    values = store.coords[:, 0].astype(float)
+    with wsi.open_slide(synthetic_slide.path) as slide:
+        thumb = slide.thumbnail(320)  # 1/8 of level 0: a 128 px tile is 16 x 16 thumbnail px
+    heat = tiling.tile_heatmap(values, store.coords, 128, (2560, 2048), thumb.shape[:2])
+    covered = np.isfinite(heat)
+    assert 0 < covered.mean() < 0.9  # tissue tiles only: both kinds of pixels are there
+    opaque = tiling.overlay(thumb, heat, cmap="viridis", alpha=1.0)
+    np.testing.assert_array_equal(opaque[~covered], thumb[~covered])
+    lo, hi = values.min(), values.max()
+    expected = (colormaps["viridis"]((heat[covered] - lo) / (hi - lo))[:, :3] * 255).astype(np.uint8)
+    np.testing.assert_allclose(opaque[covered], expected, atol=1)
+    for value, (x, y) in [(lo, store.coords[values.argmin()]), (hi, store.coords[values.argmax()])]:
+        colour = np.array(colormaps["viridis"](float(value == hi))[:3]) * 255
+        np.testing.assert_allclose(opaque[y // 8 + 8, x // 8 + 8], colour, atol=1)
+    half = tiling.overlay(thumb, heat, cmap="viridis", alpha=0.5)
+    np.testing.assert_allclose(half[covered], 0.5 * thumb[covered] + 0.5 * expected, atol=1.5)
+    np.testing.assert_array_equal(half[~covered], thumb[~covered])
 
 
 def test_real_aperio_tiles_are_copied_exactly(cmu_path, tmp_path):

@@ -10,6 +10,7 @@ import tiling
 import wsi
 from tests.conftest import OPENSLIDE_DATA
 from tiling.grid import TileGrid, TileSpec
+from wsi.synthetic import load_truth
 
 
 def test_spec_of_a_resampled_grid(synthetic_slide):
@@ -61,13 +62,25 @@ def test_roi_replace_and_restrict(synthetic_slide):
         replaced = TileGrid.from_slide(slide, size=128, mpp=0.25, roi=roi, roi_mode="replace", min_tissue=0.5)
         restricted = TileGrid.from_slide(slide, size=128, mpp=0.25, roi=roi, min_tissue=0.5)
     assert len(replaced) == 16  # the ROI's 4 x 4 tiles whatever the tissue
-    assert len(restricted) <= 16
+    # Restricted: the tiles of the ROI that are tissue in the slide's ground truth (borderline ones may go
+    # either way, the detector's outline is not the truth's to the pixel).
+    truth = load_truth(synthetic_slide.path)
+    d = truth.mask_downsample
+    kept = set(map(tuple, restricted.coords.tolist()))
+    assert kept <= set(map(tuple, replaced.coords.tolist()))
+    tissue_tiles, glass_tiles = set(), set()
+    for x, y in replaced.coords.tolist():
+        fraction = truth.tissue_mask[y // d : (y + 128) // d, x // d : (x + 128) // d].mean()
+        (tissue_tiles if fraction >= 0.8 else glass_tiles if fraction <= 0.2 else set()).add((x, y))
+    assert len(tissue_tiles) >= 4 and glass_tiles  # the ROI holds both, so the check below means something
+    assert tissue_tiles <= kept and not glass_tiles & kept
 
 
 def test_bad_arguments(synthetic_slide):
     with wsi.open_slide(synthetic_slide.path) as slide:
         for kwargs, message in [({"size": 0}, "size"), ({"stride": -1}, "stride"), ({"min_tissue": 2}, "min_tissue"),
-                                ({"mpp": 0}, "mpp"), ({"roi_mode": "x", "roi": box(0, 0, 1, 1)}, "roi_mode")]:  # fmt: skip
+                                ({"mpp": 0}, "mpp"), ({"roi_mode": "x", "roi": box(0, 0, 1, 1)}, "roi_mode"),
+                                ({"roi_mode": "replcae"}, "roi_mode")]:  # fmt: skip
             with pytest.raises(ValueError, match=message):
                 TileGrid.from_slide(slide, **kwargs)
 

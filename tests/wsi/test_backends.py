@@ -70,3 +70,18 @@ def test_reads_past_the_edge_are_white_at_every_level(backend):
         region = slide.read_region((int(ds * (w - 5)), int(ds * (h - 5))), 2, (20, 20))
     assert (region[8:, 8:] == 255).all()
     assert region.shape == (20, 20, 3)
+
+
+def test_tiffslide_level_location_is_where_tiffslide_reads(synthetic_slide):
+    """The backend restates tiffslide's level-0 -> level mapping (private in tiffslide): they must agree."""
+    import tiffslide
+
+    from wsi.backends.tiffslide_reader import level_location
+
+    with tiffslide.TiffSlide(str(synthetic_slide.path)) as raw:
+        level, ds = 1, raw.level_downsamples[1]
+        whole = raw.read_region((0, 0), level, raw.level_dimensions[level], as_array=True)
+        for location in [(0, 0), (513, 257), (1023, 1021), (2047, 3)]:
+            x, y = level_location(location, ds)
+            got = raw.read_region(location, level, (40, 30), as_array=True)
+            np.testing.assert_array_equal(got, whole[y : y + 30, x : x + 40])

@@ -47,19 +47,28 @@ def test_boxes_has_no_usable_mpp():
     with wsi.open_slide(path) as slide:
         assert slide.meta.mpp is None  # 72 dpi default: 352.8 um/px is not a scan resolution
         assert slide.read_region((0, 0), 0, (10, 10)).shape == (10, 10, 3)  # level reads need no mpp
-        with pytest.raises(wsi.MissingMppError, match=r"boxes\.tiff.*--mpp"):
+        with pytest.raises(wsi.MissingMppError, match=r"boxes\.tiff.*--slide-mpp.*slide_mpp="):
             slide.read((0, 0), (100, 100), mpp=1.0)
 
 
-def test_boxes_reads_once_mpp_is_given():
-    with wsi.open_slide(OPENSLIDE_DATA / "boxes.tiff", mpp=0.5) as slide:
+def test_boxes_reads_once_slide_mpp_is_given():
+    with wsi.open_slide(OPENSLIDE_DATA / "boxes.tiff", slide_mpp=0.5) as slide:
         assert slide.meta.mpp == 0.5
         assert slide.read((0, 0), (100, 100), mpp=1.0).shape == (50, 50, 3)
 
 
+def test_old_mpp_keyword_still_works_once_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="'mpp' is deprecated.*'slide_mpp'"):
+        slide = wsi.open_slide(OPENSLIDE_DATA / "boxes.tiff", mpp=0.5)
+    with slide:
+        assert slide.meta.mpp == 0.5
+    with pytest.raises(TypeError, match="both 'mpp'"):
+        wsi.open_slide(OPENSLIDE_DATA / "boxes.tiff", mpp=0.5, slide_mpp=0.5)
+
+
 def test_implausible_mpp_override_is_rejected():
     with pytest.raises(ValueError, match="plausible"):
-        wsi.open_slide(OPENSLIDE_DATA / "boxes.tiff", mpp=352.8)
+        wsi.open_slide(OPENSLIDE_DATA / "boxes.tiff", slide_mpp=352.8)
 
 
 def test_unknown_backend():
@@ -67,11 +76,32 @@ def test_unknown_backend():
         wsi.open_slide(OPENSLIDE_DATA / "small.svs", backend="bioformats")
 
 
-def test_errors_are_slide_errors():
-    for cls in (
-        wsi.SlideNotFoundError,
-        wsi.UnsupportedSlideError,
-        wsi.UnreadableSlideError,
-        wsi.MissingMppError,
-    ):
-        assert issubclass(cls, wsi.SlideError)
+def _missing_mpp():
+    with wsi.open_slide(OPENSLIDE_DATA / "boxes.tiff") as slide:
+        slide.read((0, 0), (10, 10), mpp=1.0)
+
+
+def _unreadable():
+    with wsi.open_slide(OPENSLIDE_DATA / "unreadable.svs") as slide:
+        slide.read_region((0, 0), 0, (8, 8))
+
+
+@pytest.mark.parametrize(
+    ("provoke", "cls", "name"),
+    [
+        (lambda: wsi.open_slide(OPENSLIDE_DATA / "nope.svs"), wsi.SlideNotFoundError, "nope.svs"),
+        (
+            lambda: wsi.open_slide(OPENSLIDE_DATA / "unopenable.tiff"),
+            wsi.UnsupportedSlideError,
+            "unopenable.tiff",
+        ),
+        (_unreadable, wsi.UnreadableSlideError, "unreadable.svs"),
+        (_missing_mpp, wsi.MissingMppError, "boxes.tiff"),
+    ],
+)
+def test_each_failure_is_caught_as_a_slide_error_naming_the_file(provoke, cls, name):
+    """What a batch catches (`except wsi.SlideError`) is what the readers raise, with the file in `.path`."""
+    with pytest.raises(wsi.SlideError) as caught:
+        provoke()
+    assert type(caught.value) is cls
+    assert caught.value.path == str(OPENSLIDE_DATA / name) and str(caught.value).startswith(caught.value.path)

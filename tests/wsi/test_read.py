@@ -68,3 +68,12 @@ def test_plausible_mpp(value, expected):
 def test_magnification_alias():
     assert wsi.magnification_to_mpp(40) == 0.25
     assert wsi.magnification_to_mpp(20) == 0.5
+
+
+def test_one_level_choice_for_a_downsample(synthetic_slide):
+    """level_for_downsample is what best_level_for_mpp, thumbnail and tissue detection use."""
+    with wsi.open_slide(synthetic_slide.path) as slide:  # downsamples 1 and 4, 0.25 um/px
+        choices = [slide.level_for_downsample(d) for d in (0.5, 1.0, 3.9, 3.998, 4.0, 100.0)]
+        assert choices == [0, 0, 0, 1, 1, 1]  # 3.998: within 0.1 % of level 1 (vendor rounding)
+        assert slide.best_level_for_mpp(1.0) == 1 and slide.best_level_for_mpp(0.99) == 0
+        assert slide.thumbnail(160).shape == (128, 160, 3)  # read from level 1, then shrunk

@@ -26,6 +26,15 @@ def _check_codecs(slide: tiffslide.TiffSlide, path: Path) -> None:
                 raise UnsupportedSlideError(path, f"unsupported TIFF compression {int(compression)}")
 
 
+def level_location(location: tuple[int, int], downsample: float) -> tuple[int, int]:
+    """Where tiffslide's read_region starts at a level for a level-0 `location`: int(x / downsample).
+
+    tiffslide keeps this mapping in a private method; it is restated here (tests check that both agree) so that
+    the backend uses only tiffslide's public API.
+    """
+    return int(int(location[0]) / downsample), int(int(location[1]) / downsample)
+
+
 class TiffSlideReader:
     name = "tiffslide"
 
@@ -50,7 +59,7 @@ class TiffSlideReader:
     def read_region(self, location, level, size) -> np.ndarray:
         """Like openslide, pixels outside the level read as white (tiffslide itself pads with black)."""
         w, h = (int(v) for v in size)
-        x0, y0 = self._slide._read_region_loc_transform(tuple(int(v) for v in location), level)
+        x0, y0 = level_location(location, self.level_downsamples[level])
         lw, lh = self.level_dimensions[level]
         cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(lw, x0 + w), min(lh, y0 + h)
         try:

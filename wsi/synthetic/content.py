@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsi.deprecation import warn_renamed
 from wsi.synthetic.noise import hash_uniform, interpolation_matrix, value_noise
 
 __all__ = ["Nuclei", "SyntheticSpec", "field_at", "field_values", "nuclei_in_box", "render_region"]
@@ -43,14 +44,20 @@ class SyntheticSpec:
             raise ValueError(f"mpp must be between 0.05 and 10, got {self.mpp}")
 
     @property
-    def um(self) -> float:
-        """Level-0 pixels per micron."""
+    def px_per_um(self) -> float:
+        """Level-0 pixels per micron (1 / mpp)."""
         return 1.0 / self.mpp
+
+    @property
+    def um(self) -> float:
+        """Deprecated name of `px_per_um` (it is pixels per micron, not microns)."""
+        warn_renamed("um", "px_per_um", "SyntheticSpec", stacklevel=3)
+        return self.px_per_um
 
     @property
     def cell_px(self) -> float:
         """Side of the nucleus lattice cell in level-0 pixels (14 um)."""
-        return 14.0 * self.um
+        return 14.0 * self.px_per_um
 
     def stains(self) -> tuple[np.ndarray, np.ndarray, float]:
         """Per-slide hematoxylin and eosin OD vectors and a stain-strength factor (stain variation)."""
@@ -62,7 +69,7 @@ class SyntheticSpec:
 
 def _scale_um(spec: SyntheticSpec, um: float) -> float:
     """A length in microns as level-0 pixels, capped so that small slides still show several islands."""
-    return min(um * spec.um, max(spec.width, spec.height) / 2.5)
+    return min(um * spec.px_per_um, max(spec.width, spec.height) / 2.5)
 
 
 def field_values(spec: SyntheticSpec, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +149,7 @@ def nuclei_in_box(spec: SyntheticSpec, box: tuple[float, float, float, float], m
     present = tissue & np.where(tumor, slot == 0, (slot == 0) & (rnd(3) < 0.5))
     # Tumor: a second, touching nucleus beside the first in some cells.
     second = tumor & (slot == 1) & (rnd(3) < 0.35)
-    um = spec.um
+    um = spec.px_per_um
     ra = np.where(tumor, 4.2 + 2.0 * rnd(4), np.where(inflammatory, 2.6, 3.6 + 1.2 * rnd(4))) * um
     ratio = np.where(tumor, 0.65 + 0.3 * rnd(5), np.where(inflammatory, 0.9, 0.35 + 0.25 * rnd(5)))
     rb = ra * ratio
@@ -242,7 +249,7 @@ def render_region(
     w, h = int(size[0]), int(size[1])
     d = float(downsample)
     tissue, tumor = _coarse_fields(spec, x0, y0, w, h, d)
-    margin = spec.cell_px * 0.6 + 8 * spec.um
+    margin = spec.cell_px * 0.6 + 8 * spec.px_per_um
     nuclei = nuclei_in_box(spec, (x0, y0, x0 + w * d, y0 + h * d), margin=margin)
     labels = np.zeros((h, w), dtype=np.int32) if with_labels else None
     cover, dark = _nuclei_coverage(spec, nuclei, x0, y0, w, h, d, labels)
@@ -252,7 +259,7 @@ def render_region(
     # Fibre texture: anisotropic noise that averages out when zoomed out.
     detail = min(1.0, 2.0 / d)
     if detail > 0.1:
-        fibre = value_noise(xs[None, :], ys[:, None] * 4.0, 30 * spec.um, spec.seed, _FIBRE)
+        fibre = value_noise(xs[None, :], ys[:, None] * 4.0, 30 * spec.px_per_um, spec.seed, _FIBRE)
     else:
         fibre = np.full((h, w), 0.5)
     fibre = 0.5 + (fibre - 0.5) * detail

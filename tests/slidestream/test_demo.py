@@ -1,0 +1,39 @@
+"""`slidestream demo`, the README's first command, in its quick form: real outputs, a true summary."""
+
+from __future__ import annotations
+
+import csv
+
+from slidestream.cli import main
+from tiling import PatchStore
+from wsi.synthetic import load_truth
+
+
+def test_demo_runs_every_step_and_says_where_to_look(cluster_address, tmp_path, capsys):
+    out = tmp_path / "demo"
+    # One small synthetic slide beside the bundled real one, on the tests' shared cluster.
+    assert main(["demo", "-o", str(out), "--slides", "1", "--dimensions", "2048x1536",
+                 "--scheduler-address", cluster_address, "-q"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "running tile, features on 2 slides" in printed and "2 of 2 slide(s) processed" in printed
+    assert "Where to look:" in printed and str(out / "summary.csv") in printed
+    with open(out / "summary.csv") as f:
+        rows = {row["slide_id"]: row for row in csv.DictReader(f)}
+    assert set(rows) == {"CMU-1-Small-Region", "synthetic-0"}
+    assert rows["CMU-1-Small-Region"]["mpp"] == "0.499" and rows["synthetic-0"]["mpp"] == "0.25"
+    for slide_id, row in rows.items():
+        folder = out / "slides" / slide_id
+        store = PatchStore.open(folder / "patches.zarr")
+        assert row["status"] == "done" and int(row["tiles"]) == len(store) > 0
+        assert store.features("stain_stats").shape[0] == len(store)
+        assert row["features"].startswith("stain_stats (")
+        assert (folder / "thumbnail.png").stat().st_size > 0 and (folder / "tissue.geojson").exists()
+    # The synthetic slide's tissue area agrees with its ground truth.
+    truth = load_truth(out / "input" / "synthetic-0.svs")
+    true_mm2 = truth.tissue_mask.mean() * 2048 * 1536 * 0.25**2 / 1e6
+    assert abs(float(rows["synthetic-0"]["tissue_mm2"]) - true_mm2) < 0.2 * true_mm2
+    # Every path the printed guide names is there.
+    nuclei = out / "input" / "synthetic-0.nuclei.geojson"
+    assert f"also import {nuclei}:" in printed and nuclei.exists()
+    example = out / "slides" / "CMU-1-Small-Region"
+    assert f"{example}/thumbnail.png" in printed and f"{example}/tissue.geojson" in printed

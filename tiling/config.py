@@ -1,0 +1,141 @@
+"""`TilingConfig`: the one place tiling options live, each value checked once, where the config is built."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal, get_args
+
+import wsi
+from wsi.deprecation import warn_renamed
+
+__all__ = ["CODEC_CHOICES", "ROI_MODES", "SCHEDULERS", "TilingConfig", "resolve_config"]
+
+RoiMode = Literal["restrict", "replace"]
+Scheduler = Literal["threads", "processes", "synchronous"]
+Codec = Literal["auto", "jpeg", "lz4", "zstd", "zstd3", "none"]
+ROI_MODES: tuple[str, ...] = get_args(RoiMode)
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
+CODEC_CHOICES: tuple[str, ...] = get_args(Codec)
+
+# Fields that say how the work runs, not what the store holds: changing them never rewrites a store.
+_EXECUTION = ("backend", "shard_workers", "scheduler")
+# Keywords of the old 19-parameter tile_slide, renamed here.
+_RENAMED = {"workers": "shard_workers"}
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """Options of `tiling.tile_slide`. Sizes are output pixels at the target resolution `mpp` (um/px).
+
+    What the store holds follows from every field except `backend`, `shard_workers` and `scheduler`, and from
+    the slide and the ROI geometry given to `tile_slide`; a store made with other values is rewritten.
+
+    - `stride`: step between tiles (default: `size`, no overlap); `min_tissue`: fraction of a kept tile in
+      the tissue (0 keeps every tile); `roi_mode`: a ROI "restrict"s the detected tissue or "replace"s it.
+    - `slide_mpp`: the slide's own level-0 resolution, used only when its metadata has none.
+    - `codec`: "auto" keeps the slide's own JPEG tiles when the grid lines up with them ("jpeg", exact and
+      fastest) and uses "lz4" otherwise; "zstd" (blosc zstd level 1), "zstd3" (plain zstd level 3) and
+      "none" are the others. `coords_only` stores no pixels (they are read from the slide later).
+    - `shard_tiles`: tiles per shard file (the unit of writing and of resume).
+    - `backend`: slide reader ("openslide", "tiffslide"; None: auto); `shard_workers`: shards tiled at once
+      (default: all cores) by the dask `scheduler` ("threads", "processes" or "synchronous").
+    """
+
+    size: int = 256
+    mpp: float = 0.5
+    stride: int | None = None
+    min_tissue: float = 0.5
+    roi_mode: RoiMode = "restrict"
+    slide_mpp: float | None = None
+    coords_only: bool = False
+    codec: Codec = "auto"
+    shard_tiles: int = 64
+    backend: str | None = None
+    shard_workers: int | None = None
+    scheduler: Scheduler = "threads"
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+                raise ValueError(f"TilingConfig.{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+
+        positive_int("size")
+        positive_int("stride", optional=True)
+        positive_int("shard_tiles")
+        positive_int("shard_workers", optional=True)
+        if not _is_number(self.mpp) or self.mpp <= 0:
+            raise ValueError(
+                f"TilingConfig.mpp (target microns per pixel) must be positive, got {self.mpp!r}"
+            )
+        if not _is_number(self.min_tissue) or not 0 <= self.min_tissue <= 1:
+            raise ValueError(f"TilingConfig.min_tissue must be in [0, 1], got {self.min_tissue!r}")
+        if self.slide_mpp is not None and wsi.plausible_mpp(self.slide_mpp) is None:
+            raise ValueError(
+                f"TilingConfig.slide_mpp={self.slide_mpp!r} is not a plausible resolution in microns per pixel"
+            )
+        _check_choice("roi_mode", self.roi_mode, ROI_MODES)
+        _check_choice("codec", self.codec, CODEC_CHOICES)
+        _check_choice("scheduler", self.scheduler, SCHEDULERS)
+        if self.backend is not None:
+            _check_choice("backend", self.backend, tuple(wsi.backends.list_backends()))
+        # One spelling of each number, so that equal configs give equal store fingerprints (1 and 1.0).
+        object.__setattr__(self, "mpp", float(self.mpp))
+        object.__setattr__(self, "min_tissue", float(self.min_tissue))
+        if self.slide_mpp is not None:
+            object.__setattr__(self, "slide_mpp", float(self.slide_mpp))
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def with_overrides(self, **overrides: Any) -> TilingConfig:
+        """A copy with `overrides` applied; an unknown name is a TypeError that lists the known ones.
+
+        Only TilingConfig's own fields are accepted (a subclass such as the pipeline's `TileOptions` keeps its
+        extra fields unchanged). Old names (`workers`) are accepted with a DeprecationWarning.
+        """
+        return resolve_config(self, overrides, stacklevel=4)
+
+    def content(self) -> dict[str, Any]:
+        """The fields that decide what a store holds (all but backend, shard_workers and scheduler)."""
+        own = TilingConfig.field_names()
+        return {k: v for k, v in asdict(self).items() if k in own and k not in _EXECUTION}
+
+
+def resolve_config(
+    config: TilingConfig | None, overrides: dict[str, Any], stacklevel: int = 4
+) -> TilingConfig:
+    """`config` (default `TilingConfig()`) with `overrides` applied, as `TilingConfig.with_overrides` says.
+
+    `stacklevel` points a deprecation warning at the caller's caller (the user of a function taking overrides).
+    """
+    if config is not None and not isinstance(config, TilingConfig):
+        raise TypeError(
+            f"config must be a TilingConfig, got {type(config).__name__}; pass options by keyword"
+        )
+    overrides = dict(overrides)
+    for old, new in _RENAMED.items():
+        if old in overrides:
+            if new in overrides:
+                raise TypeError(f"got both {old!r} (deprecated) and {new!r}")
+            warn_renamed(old, new, "tiling option", stacklevel=stacklevel)
+            overrides[new] = overrides.pop(old)
+    unknown = sorted(set(overrides) - set(TilingConfig.field_names()))
+    if unknown:
+        raise TypeError(f"unknown tiling option(s) {unknown}; known: {list(TilingConfig.field_names())}")
+    config = config or TilingConfig()
+    return replace(config, **overrides) if overrides else config
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"TilingConfig.{name} must be one of {list(choices)}, got {value!r}")
