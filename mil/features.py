@@ -39,7 +39,7 @@ def features_done(store: PatchStore, encoder: Encoder, name: str | None = None) 
     if name not in store.feature_names():
         return False
     existing = store.features(name)
-    return bool(existing.attrs.get("complete")) and existing.attrs.get("description") == _description(
+    return store.rows_intact("features", name) and existing.attrs.get("description") == _description(
         store, encoder
     )
 
@@ -119,7 +119,7 @@ def extract_features(
     }
     if not overwrite and name in store.feature_names():
         existing = store.features(name)
-        if existing.attrs.get("complete") and existing.attrs.get("description") == description:
+        if store.rows_intact("features", name) and existing.attrs.get("description") == description:
             log.info("%s: features/%s already made with the same encoder, kept", store.path, name)
             return existing
         log.info("%s: features/%s came from another encoder or weights; recomputing", store.path, name)
@@ -165,5 +165,5 @@ def extract_features(
     bar.close()
     if written != n:
         raise RuntimeError(f"{store.path}: wrote {written} feature rows for {n} tiles")
-    array.attrs.update({"complete": True})
+    writable.finish_rows("features", name)
     return PatchStore.open(store.path).features(name)

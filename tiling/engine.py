@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 import wsi
 from tiling.grid import TileGrid, TileSpec
+from tiling.inputs import prepare_store_path, slide_identity, tiling_inputs
 from tiling.reader import TileReader
 from tiling.store import PatchStore, StoreError
 from tiling.tissue import detect_tissue_result, write_tissue_geojson
@@ -53,8 +54,7 @@ class TilingResult:
 
 
 def _slide_identity(path: Path) -> dict:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+    return slide_identity(path)  # by content: a moved or copied slide is the same slide
 
 
 def _fingerprint(
@@ -125,8 +125,9 @@ def tile_slide(
     """Tile a slide into a PatchStore at `store_path` and return it (see `tile_slide_result` for details).
 
     `mpp` is the target resolution; `slide_mpp` is used as the slide's own when its metadata has none. A complete
-    store made with the same inputs is returned untouched; a partial one is resumed; a store made with other
-    inputs (or `overwrite=True`) is rewritten. `scheduler` is a dask scheduler: "threads", "processes" or
+    store made with the same inputs is returned untouched; a partial or damaged one is resumed; a complete store made
+    with other inputs is replaced only with `overwrite=True` (else `OptionsChanged` names the differences), and
+    anything at `store_path` that is not a patch store is never replaced. `scheduler` is a dask scheduler: "threads", "processes" or
     "synchronous". `codec` "auto" keeps the slide's own JPEG tiles when the grid lines up with them ("jpeg",
     exact and fastest) and uses "lz4" otherwise; "zstd" and "none" are the other choices. `on_tiles(n)` is
     called as each batch of n tiles is written (progress reporting from elsewhere, e.g. a dask worker).
@@ -152,7 +153,10 @@ def tile_slide_result(
         )
         store_path = Path(store_path)
         fingerprint = _fingerprint(_slide_identity(slide.path), config, roi, slide_mpp)
+        inputs = tiling_inputs(slide.path, config, roi, slide_mpp)
         store = None if overwrite else _existing(store_path, fingerprint)
+        if store is not None and store.is_complete and store.missing_chunks() and not store.reopen_shards():
+            store = None  # damaged beyond its shards: rewritten from the same inputs
         if store is not None and store.is_complete:
             log.info("%s: complete store with the same inputs, skipped", store_path)
             return TilingResult(store, "skipped", len(store), time.perf_counter() - start,
@@ -160,6 +164,7 @@ def tile_slide_result(
         status = "resumed" if store is not None else "done"
         tissue_mm2 = None
         if store is None:
+            prepare_store_path(store_path, inputs, overwrite)
             store, tissue_mm2 = _create_store(slide, store_path, config, roi, fingerprint, tissue_geojson)
         else:
             tissue_mm2 = store.attrs.get("tissue_mm2")
@@ -169,7 +174,7 @@ def tile_slide_result(
         reader = TileReader(slide.path, spec, backend=slide.meta.backend, mpp=slide.meta.mpp)
         pending = [int(i) for i in np.flatnonzero(~store.shards_done())]
         _run_shards(store, reader, pending, workers, scheduler, progress, slide.path.name, on_tiles)
-        store.mark_complete()
+        store.mark_complete(inputs=inputs)
         return TilingResult(
             PatchStore.open(store_path), status, len(store), time.perf_counter() - start, tissue_mm2
         )
