@@ -14,8 +14,9 @@ def register(sub) -> None:
         description="Processes slide files and folders (searched for slide extensions; other files are listed "
         "and skipped). Each slide gets OUT/slides/<slide_id>/ with patches.zarr, tissue.geojson and "
         "thumbnail.png; OUT/manifest.jsonl records every step, OUT/summary.csv has one row per slide, "
-        "OUT/run.log the details. Re-running skips finished steps and redoes partial ones. A failing slide is "
-        "recorded and the others go on; the exit status is 1 when any failed. Options come from --config "
+        "OUT/run.log the details. Re-running skips finished steps and redoes partial or damaged ones; results made "
+        "with other options are kept unless --overwrite. A failing slide is recorded and the others go on; the exit "
+        "status is 1 when any failed, 3 when the disk filled up. Options come from --config "
         "(TOML with [run], [tiling], [features] tables) and are overridden by the flags below.",
     )
     add_slides_and_out(p)
@@ -31,7 +32,9 @@ def register(sub) -> None:
     p.add_argument("--device", help="cpu, cuda or auto")
     p.add_argument("--workers", type=int, help="slides in parallel on the local cluster (default: cores)")
     p.add_argument("--scheduler", help="address of an existing dask.distributed scheduler (tcp://HOST:PORT)")
-    p.add_argument("--overwrite", action="store_true", help="redo every step")
+    p.add_argument(
+        "--overwrite", action="store_true", help="redo every step, replacing results made with other options"
+    )
     p.add_argument("--dry-run", action="store_true", help="show the plan and exit")
     add_quiet(p)
     p.set_defaults(func=run)
@@ -75,12 +78,27 @@ def run(args) -> int:
 
 
 def report(result, n_slides: int) -> int:
-    """Print the outcome; exit status 1 when any slide failed (the last lines name them)."""
-    done = n_slides - len(result.failed)
+    """Print the outcome; exit status 1 when any slide failed (the last lines name them), 3 when the disk filled."""
+    done = n_slides - len(result.failed) - len(result.not_started)
     print(f"{done} of {n_slides} slide(s) processed -> {result.out}")
+    if not result.started_cluster:
+        print("nothing left to do: every slide was finished before (no cluster started)")
     print(
         f"summary: {result.out / 'summary.csv'}   manifest: {result.out / 'manifest.jsonl'}   log: {result.out / 'run.log'}"
     )
+    for record in result.records:
+        for warning in record.warnings:
+            if "another run" in warning or "stale lock" in warning:
+                print(f"{record.slide_id}: {warning}")
+    if result.others:
+        print(f"{len(result.others)} slide folder(s) in {result.out / 'slides'} belong to slides not in this input "
+              f"(kept, not in this summary): {', '.join(result.others[:20])}")  # fmt: skip
+    if result.disk_full:
+        print(f"error: {result.disk_full}; the slides finished before are recorded as done. Free some space and "
+              "run the same command again to complete the rest", file=sys.stderr)  # fmt: skip
+        if result.not_started:
+            print(f"not done: {', '.join(result.not_started)}", file=sys.stderr)
+        return 3
     if result.failed:
         for record in result.records:
             if record.status == "failed":

@@ -60,6 +60,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from slidestream.pipeline.config import TileOptions
     from slidestream.pipeline.steps import tile_into
+    from tiling import StoreError
 
     try:
         slides, skipped = find_slides(args.slides)
@@ -81,7 +82,7 @@ def run(args) -> int:
                                    overwrite=args.overwrite, progress=show_progress(args))  # fmt: skip
             for w in caught:
                 print(f"warning: {w.message}", file=sys.stderr)
-        except (wsi.SlideError, ValueError, OSError) as exc:
+        except (wsi.SlideError, StoreError, ValueError, OSError) as exc:
             failed.append(item.id)
             print(f"failed: {item.id}: {exc}", file=sys.stderr)
             continue
