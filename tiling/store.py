@@ -84,6 +84,8 @@ class PatchStore:
         path = Path(path)
         if not path.exists():
             raise StoreError(f"{path}: no patch store here")
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path}: not a slidestream patch store (no zarr.json)")
         try:
             group = _open_group(path, mode)
         except Exception as exc:
@@ -243,10 +245,15 @@ class PatchStore:
         return found
 
     def missing_chunks(self) -> dict[str, list[str]]:
-        """Recorded chunk keys that are gone, by array ("patches": ["c/3/0/0/0"], ...); empty when intact.
+        """Recorded chunk keys of the tiling arrays (coords, tissue, edge, patches) that are gone, by array
+        ({"patches": ["c/3/0/0/0"]}); empty when intact. Features and scores: `rows_intact`; all: `verify`.
 
         A listing, no reads: fast enough to run before trusting a store."""
-        found = {name: missing_keys(self.path / name, c) for name, c in self._recorded_arrays()}
+        found = {
+            name: missing_keys(self.path / name, c)
+            for name, c in self._recorded_arrays()
+            if name in TILE_ARRAYS
+        }
         return {name: keys for name, keys in found.items() if keys}
 
     def verify(self, deep: bool = False) -> list[str]:

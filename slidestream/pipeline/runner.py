@@ -76,9 +76,8 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
         error = str(disk_full(exc, folder) or f"{folder}: cannot make the slide's folder ({exc})")
         return [StepRecord(item.id, str(item.path), config.steps[0], "failed", error=error, finished=_now(),
                            worker=worker)]  # fmt: skip
-    with SlideLock(
-        folder
-    ) as lock:  # another run on this slide: wait for it, then its finished steps are skipped
+    # Another run working on this slide: wait for it; then the steps it finished are skipped.
+    with SlideLock(folder) as lock:
         notes = []
         if lock.waited_for:
             notes.append(

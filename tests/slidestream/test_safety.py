@@ -167,7 +167,7 @@ def test_moved_inputs_redo_nothing_and_start_no_cluster(inputs, run_copy, tmp_pa
 def test_manifest_keeps_finished_records_when_the_disk_fills(tmp_path, monkeypatch):
     path = tmp_path / "manifest.jsonl"
     with ManifestWriter(path) as sink:
-        sink.append(json.dumps({"slide_id": "a", "step": "tile", "status": "done"}))
+        sink.append(json.dumps({"slide_id": "a", "path": "a.svs", "step": "tile", "status": "done"}))
         real_write = os.write
 
         def full_after_10_bytes(fd, data):  # a filesystem that takes 10 more bytes, then ENOSPC
@@ -176,9 +176,9 @@ def test_manifest_keeps_finished_records_when_the_disk_fills(tmp_path, monkeypat
 
         monkeypatch.setattr(os, "write", full_after_10_bytes)
         with pytest.raises(DiskFull, match=r"disk full at .*manifest.jsonl \(\d+ bytes free\)"):
-            sink.append(json.dumps({"slide_id": "b", "step": "tile", "status": "done"}))
+            sink.append(json.dumps({"slide_id": "b", "path": "b.svs", "step": "tile", "status": "done"}))
         monkeypatch.setattr(os, "write", real_write)
-        sink.append(json.dumps({"slide_id": "c", "step": "tile", "status": "done"}))
+        sink.append(json.dumps({"slide_id": "c", "path": "c.svs", "step": "tile", "status": "done"}))
     assert [r["slide_id"] for r in read_manifest(path)] == ["a", "c"]  # no torn line merged into the next
 
     write_summary(tmp_path / "summary.csv", read_manifest(path))
@@ -203,12 +203,13 @@ def _can_mount_tmpfs() -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare to mount a small tmpfs")
 def test_a_full_disk_ends_the_run_cleanly_and_a_rerun_completes(inputs, tmp_path):
     """A real small filesystem (tmpfs in a private mount namespace): the first slide fits, the second does not."""
     disk, copy = tmp_path / "disk", tmp_path / "copy"
     disk.mkdir()
-    run = f"{sys.executable} -m slidestream.cli run --workers 1 {' '.join(OPTIONS)} -o {disk}/out"
+    run = f"{sys.executable} -m slidestream run --workers 1 {' '.join(OPTIONS)} -o {disk}/out"
     script = textwrap.dedent(f"""\
         set -u
         mount -t tmpfs -o size=64m none {disk}
@@ -258,13 +259,53 @@ def test_lock_says_who_holds_it_and_takes_over_a_dead_holders(tmp_path):
     assert not (tmp_path / ".slidestream.lock").exists()
 
 
+def _process_when_all_ready(barrier, item, config, results) -> None:
+    from slidestream.pipeline import process_slide
+
+    barrier.wait()  # imports done: all three start on the slide at the same moment
+    try:
+        records = process_slide(item, config)
+        results.put([(r.step, r.status, r.error, r.warnings) for r in records])
+    except Exception as exc:
+        results.put(f"raised {type(exc).__name__}: {exc}")
+
+
+def test_three_processes_on_one_slide_at_once(inputs, tmp_path):
+    """Before: KeyError 'coords', OSError directory not empty, ContainsArrayError; stores without coordinates."""
+    import multiprocessing
+
+    from slidestream.discovery import SlideInput
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(3), context.Queue()
+    config = load_config(out=tmp_path / "out", progress=False, **{"tiling.mpp": 0.5, "tiling.size": 64})
+    item = SlideInput("alpha", inputs / "alpha.svs")
+    procs = [
+        context.Process(target=_process_when_all_ready, args=(barrier, item, config, results))
+        for _ in range(3)
+    ]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=240) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert all(isinstance(o, list) for o in outcomes), outcomes
+    tile = sorted((o[0][1], o[0][2]) for o in outcomes)
+    assert tile == [("done", None), ("skipped", None), ("skipped", None)], outcomes  # written once
+    waited = [w for o in outcomes for w in o[0][3] if "for another run working on this slide" in w]
+    assert len(waited) == 2  # and said so
+    store = PatchStore.open(tmp_path / "out" / "slides" / "alpha" / "patches.zarr")
+    assert store.is_complete and len(store.coords) > 0 and store.verify(deep=True) == []
+
+
+@pytest.mark.slow
 def test_three_runs_at_once_on_one_folder(inputs, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     command = [
         sys.executable,
         "-m",
-        "slidestream.cli",
+        "slidestream",
         "run",
         str(inputs),
         "-o",

@@ -1,0 +1,101 @@
+"""What data safety costs, and what re-running a finished batch costs, measured in one run.
+
+    python -m benchmarks.safety [--slides 3] [--size 8192x6144]
+
+1. `slidestream run` on a folder of synthetic slides from scratch, then again on the finished folder, then on a
+   moved copy of the input folder (files copied without their times). The re-runs check completeness first and
+   start no dask cluster: target <= 2 s each (about a second plus imports), printed as a ratio to the limit and
+   to the first run.
+2. Per store: recording the contents (chunk keys + crc32c) when it finishes, against the whole tiling time
+   (target <= 0.05); `verify` by listing and `verify --deep` (checksums); identifying a slide by content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from slidestream.discovery import find_slides
+from slidestream.pipeline import load_config, run_batch, verify_results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--slides", type=int, default=3)
+    parser.add_argument("--size", default="8192x6144")
+    parser.add_argument("--data", default="bench-data")
+    args = parser.parse_args()
+    from wsi.synthetic import SyntheticSpec, write_slide
+
+    w, h = (int(v) for v in args.size.split("x"))
+    folder = Path(args.data) / f"safety-{args.size}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(args.slides):
+        path = folder / f"slide-{i}.svs"
+        if not path.exists():
+            write_slide(path, SyntheticSpec(w, h, mpp=0.25, seed=200 + i, tumor=i % 2 == 0), progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        slides, _ = find_slides([folder])
+        config = load_config(out=out, workers=1, progress=False)
+        timed = {}
+        start = time.perf_counter()
+        result = run_batch(slides, config)
+        timed["first run"] = time.perf_counter() - start
+        assert result.ok and result.started_cluster, result.failed
+        start = time.perf_counter()
+        again = run_batch(slides, config)
+        timed["re-run, finished"] = time.perf_counter() - start
+        assert again.ok and not again.started_cluster
+        moved = Path(tmp) / "moved"
+        moved.mkdir()
+        for item in slides:
+            shutil.copyfile(item.path, moved / item.path.name)  # no times kept
+        start = time.perf_counter()
+        elsewhere = run_batch(find_slides([moved])[0], config)
+        timed["re-run, moved input"] = time.perf_counter() - start
+        assert elsewhere.ok and not elsewhere.started_cluster
+        for name, seconds in timed.items():
+            ratio = f"; {seconds / 2.0:.2f} of the 2 s limit" if name != "first run" else ""
+            share = f", {seconds / timed['first run']:.2f} of the first run" if name != "first run" else ""
+            print(f"{name}: {seconds:.2f} s{share}{ratio}")
+        store_costs(out, slides)
+
+
+def store_costs(out: Path, slides) -> None:
+    from tiling import PatchStore, tile_slide_result
+    from tiling.inputs import slide_identity
+    from tiling.integrity import record_contents
+
+    bench = out / "bench.zarr"
+    start = time.perf_counter()
+    tiled = tile_slide_result(slides[0].path, bench, workers=1)
+    total = time.perf_counter() - start
+    store = PatchStore.open(bench)
+    start = time.perf_counter()
+    for name in ("coords", "tissue", "edge", "patches"):
+        record_contents(store.path / name)
+    recording = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in (bench / "patches").rglob("*") if p.is_file())
+    print(f"tiling {tiled.tiles} tiles ({size / 1e6:.0f} MB, {store.codec}, 1 thread): {total:.2f} s; recording "
+          f"contents {recording * 1e3:.0f} ms = {recording / total:.3f} of it (target <= 0.05)")  # fmt: skip
+    for deep in (False, True):
+        start = time.perf_counter()
+        checks = verify_results(out, deep=deep)
+        seconds = time.perf_counter() - start
+        assert all(c.ok for c in checks)
+        print(f"verify{' --deep' if deep else ''}: {len(checks)} store(s) in {seconds * 1e3:.0f} ms")
+    start = time.perf_counter()
+    for item in slides:
+        slide_identity(item.path)
+    per = (time.perf_counter() - start) / len(slides)
+    print(f"slide identity by content (size + sha256 of the first 4 MiB): {per * 1e3:.1f} ms per slide")
+
+
+if __name__ == "__main__":
+    main()
