@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from slidestream.commands._common import add_quiet, parse_size, show_progress
 from wsi.synthetic import SyntheticSpec, write_slide
 
@@ -27,6 +29,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    if Path(args.out).exists():  # perhaps a real slide: never replaced
+        print(f"error: {args.out} exists; it was left as it is (choose another name, or remove it first)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     width, height = parse_size(args.size)
     spec = SyntheticSpec(width, height, mpp=args.mpp, seed=args.seed, tumor=args.tumor)
     written = write_slide(

@@ -337,3 +337,15 @@ def test_run_batch_result_reports_no_cluster_for_a_finished_batch(inputs, run_co
     config = replace(load_config(out=run_copy, progress=False, **{"tiling.mpp": 1.0, "tiling.size": 64}))
     result = run_batch(slides, config)
     assert result.ok and not result.started_cluster and {r.status for r in result.records} == {"skipped"}
+
+
+def test_synth_never_replaces_an_existing_file(tmp_path, capsys):
+    slide = tmp_path / "patient-7.svs"
+    slide.write_bytes(b"a real scan")
+    assert (
+        main(["synth", str(slide), "--size", "300x200", "--quiet"]) == 2
+    )  # before: replaced by a synthetic slide
+    assert "patient-7.svs exists; it was left as it is" in capsys.readouterr().err
+    assert slide.read_bytes() == b"a real scan" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "patient-7.svs"
+    ]
