@@ -59,6 +59,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from slidestream.pipeline.config import TileOptions
+    from slidestream.pipeline.lock import SlideLock
     from slidestream.pipeline.steps import tile_into
     from tiling import StoreError
 
@@ -76,7 +77,10 @@ def run(args) -> int:
     for item in slides:
         folder = Path(args.out) / "slides" / item.id
         try:
-            with warnings.catch_warnings(record=True) as caught:
+            folder.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings(record=True) as caught, SlideLock(folder) as lock:
+                if lock.waited_for:
+                    print(f"{item.id}: waited {lock.waited:.1f} s for another run ({lock.waited_for})")
                 warnings.simplefilter("always")
                 result = tile_into(folder, item.path, item.id, options, workers=args.workers,
                                    overwrite=args.overwrite, progress=show_progress(args))  # fmt: skip

@@ -298,6 +298,7 @@ def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
                 full, not_started = _run_on_cluster(todo, config, sink, stamp, records)
     except DiskFull as exc:  # the manifest itself could not grow
         full = exc
+        not_started = sorted({item.id for item in todo} - {r.slide_id for r in records})
     finally:
         log.removeHandler(handler)
         log.propagate = True
