@@ -125,10 +125,10 @@ def tile_slide(
     """Tile a slide into a PatchStore at `store_path` and return it (see `tile_slide_result` for details).
 
     `mpp` is the target resolution; `slide_mpp` is used as the slide's own when its metadata has none. A complete
-    store made with the same inputs is returned untouched; a partial or damaged one is resumed; a complete store made
-    with other inputs is replaced only with `overwrite=True` (else `OptionsChanged` names the differences), and
-    anything at `store_path` that is not a patch store is never replaced. `scheduler` is a dask scheduler: "threads", "processes" or
-    "synchronous". `codec` "auto" keeps the slide's own JPEG tiles when the grid lines up with them ("jpeg",
+    store made with the same inputs is returned untouched; a partial or damaged one is resumed; a complete store
+    made with other inputs is replaced only with `overwrite=True` (else `OptionsChanged` names the differences);
+    anything at `store_path` that is not a patch store is never replaced. `scheduler` is a dask scheduler:
+    "threads", "processes" or "synchronous". `codec` "auto" keeps the slide's own JPEG tiles when the grid lines up with them ("jpeg",
     exact and fastest) and uses "lz4" otherwise; "zstd" and "none" are the other choices. `on_tiles(n)` is
     called as each batch of n tiles is written (progress reporting from elsewhere, e.g. a dask worker).
     """
