@@ -114,7 +114,9 @@ def slide_states(
     store_path = folder / "patches.zarr"
     states: dict[str, StepState] = {}
     for step in config.steps:
-        if any(not s.done for s in states.values()):
+        if any(
+            s.status not in ("done", "repair") for s in states.values()
+        ):  # a repaired store keeps the rest
             states[step] = StepState("to do", "after an earlier step")
         elif step == "tile":
             states[step] = _tile_state(item, config, store_path)
