@@ -278,7 +278,9 @@ def test_three_processes_on_one_slide_at_once(inputs, tmp_path):
 
     from slidestream.discovery import SlideInput
 
-    context = multiprocessing.get_context("spawn")
+    # Fresh processes (not forks of this one), with the libraries imported once for all three.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["slidestream.pipeline", "mil", __name__])
     barrier, results = context.Barrier(3), context.Queue()
     config = load_config(out=tmp_path / "out", progress=False, **{"tiling.mpp": 0.5, "tiling.size": 64})
     item = SlideInput("alpha", inputs / "alpha.svs")
