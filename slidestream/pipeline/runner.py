@@ -204,7 +204,7 @@ def _check_out(out: Path) -> None:
     if summary.exists():
         with open(summary, errors="replace") as f:
             header = f.readline().strip()
-        if header != ",".join(SUMMARY_COLUMNS):
+        if header.split(",")[:3] != SUMMARY_COLUMNS[:3]:  # ours, also when later versions add columns
             raise ValueError(f"{summary} exists and was not written by slidestream; it is left as it is "
                              "(move it, or choose another output folder with -o)")  # fmt: skip
 
