@@ -60,6 +60,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from slidestream.pipeline.config import TileOptions
     from slidestream.pipeline.lock import SlideLock
+    from slidestream.pipeline.manifest import disk_full
     from slidestream.pipeline.steps import tile_into
     from tiling import StoreError
 
@@ -88,7 +89,7 @@ def run(args) -> int:
                 print(f"warning: {w.message}", file=sys.stderr)
         except (wsi.SlideError, StoreError, ValueError, OSError) as exc:
             failed.append(item.id)
-            print(f"failed: {item.id}: {exc}", file=sys.stderr)
+            print(f"failed: {item.id}: {disk_full(exc, folder) or exc}", file=sys.stderr)
             continue
         area = f", tissue {result.tissue_mm2:.1f} mm^2" if result.tissue_mm2 is not None else ""
         print(f"{item.id}: {result.status}, {result.tiles} tiles ({result.store.codec}){area}, "

@@ -281,6 +281,9 @@ def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
     log.setLevel(logging.INFO)
     log.propagate = False  # details go to run.log; the console gets the progress bar and the final report
     log.info("run: %d slide(s), steps %s, config %s", len(slides), list(config.steps), config.to_dict())
+    others = _others(out, slides)
+    if others:  # kept, never deleted; not in this run's summary
+        log.info("slide folders of slides not in this input (kept): %s", ", ".join(others))
     stamp = versions()
     records: list[StepRecord] = []
     full: DiskFull | None = None
@@ -308,7 +311,7 @@ def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
     except DiskFull as exc:
         full = full or exc
     failed = sorted({r.slide_id for r in records if r.status == "failed"})
-    return BatchResult(records, failed, out, tuple(_others(out, slides)), str(full) if full else None,
+    return BatchResult(records, failed, out, tuple(others), str(full) if full else None,
                        tuple(not_started), bool(todo))  # fmt: skip
 
 
