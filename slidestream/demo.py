@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -51,7 +52,12 @@ def run_demo(config: DemoConfig) -> int:
     slides, _ = find_slides([folder])
     run_config = load_config(out=out, workers=min(2, os.cpu_count() or 1), progress=config.progress)
     print(f"running {', '.join(run_config.steps)} on {len(slides)} slides in {folder} ...", flush=True)
-    code = report(run_batch(slides, run_config), len(slides))
+    try:
+        result = run_batch(slides, run_config)
+    except ValueError as exc:  # results of other options, or files of the user's, in the output folder
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    code = report(result, len(slides))
     example = out / "slides" / slides[0].id
     print(f"""
 Where to look:
