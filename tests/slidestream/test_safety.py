@@ -197,6 +197,43 @@ def test_manifest_keeps_finished_records_when_the_disk_fills(tmp_path, monkeypat
     ]  # no temp file left
 
 
+def test_disk_full_in_a_slide_ends_the_batch_and_a_rerun_completes(inputs, tmp_path, monkeypatch, capsys):
+    """A filesystem shim: shard writes of beta raise ENOSPC (the cluster runs in this process to see the shim)."""
+    import contextlib
+
+    from dask.distributed import Client, LocalCluster
+
+    from tiling.shards import ShardWriter
+
+    @contextlib.contextmanager
+    def in_process(config):
+        with LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster:
+            with Client(cluster) as client:
+                yield client
+
+    real = ShardWriter.write_encoded
+
+    def full_for_beta(self, shard, chunks):
+        if "beta" in str(self.path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "c" / str(shard)))
+        return real(self, shard, chunks)
+
+    monkeypatch.setattr(runner_module, "_client", in_process)
+    monkeypatch.setattr(ShardWriter, "write_encoded", full_for_beta)
+    out = tmp_path / "out"
+    assert main(["run", str(inputs), "-o", str(out), "--workers", "1", *OPTIONS]) == 3
+    err = capsys.readouterr().err
+    assert "error: disk full at " in err and "beta/patches.zarr/patches/c/" in err and "bytes free)" in err
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert ("beta", "tile", "failed") in {(r["slide_id"], r["step"], r["status"]) for r in records}
+    assert (out / "summary.csv").exists()
+    monkeypatch.setattr(ShardWriter, "write_encoded", real)  # space freed
+    assert main(["run", str(inputs), "-o", str(out), "--workers", "1", *OPTIONS]) == 0
+    assert all(check.ok for check in verify_results(out, deep=True)) and len(verify_results(out)) == 2
+
+
 def _can_mount_tmpfs() -> bool:
     if not shutil.which("unshare"):
         return False
