@@ -77,8 +77,11 @@ class SlideLock:
             self.took_over = _holder(left)
         info = {"host": socket.gethostname(), "pid": os.getpid(),
                 "started": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError:  # a full disk: the flock is what locks, the holder's details are a courtesy
+            pass
         return self
 
     def __exit__(self, *exc) -> None:

@@ -70,14 +70,16 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
     torch.set_num_threads(max(1, config.threads_per_worker))
     folder = config.out / "slides" / item.id
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    # Another run working on this slide: wait for it; then the steps it finished are skipped.
+    lock = SlideLock(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        lock.__enter__()
     except OSError as exc:
-        error = str(disk_full(exc, folder) or f"{folder}: cannot make the slide's folder ({exc})")
+        error = str(disk_full(exc, folder) or f"{folder}: cannot make the slide's folder or its lock ({exc})")
         return [StepRecord(item.id, str(item.path), config.steps[0], "failed", error=error, finished=_now(),
                            worker=worker)]  # fmt: skip
-    # Another run working on this slide: wait for it; then the steps it finished are skipped.
-    with SlideLock(folder) as lock:
+    try:
         notes = []
         if lock.waited_for:
             notes.append(
@@ -86,6 +88,8 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
         if lock.took_over:
             notes.append(f"took over a stale lock left by a process that died ({lock.took_over})")
         records = _run_steps(item, config, folder, worker)
+    finally:
+        lock.__exit__(None, None, None)
     if notes and records:
         records[0] = replace(records[0], warnings=(*notes, *records[0].warnings))
     return records
