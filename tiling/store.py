@@ -335,6 +335,13 @@ class PatchStore:
         array = self._group[f"{kind}/{name}"]
         array.attrs.update({"contents": record_contents(self.path / kind / name), "complete": True})
 
+    def missing_row_chunks(self, kind: str, name: str) -> list[int]:
+        """Indices of the recorded row chunks of `kind`/`name` that are gone (a listing)."""
+        contents = self._group[f"{kind}/{name}"].attrs.get("contents")
+        if contents is None:
+            return []
+        return sorted(int(key.split("/")[1]) for key in missing_keys(self.path / kind / name, contents))
+
     def rows_intact(self, kind: str, name: str) -> bool:
         """Whether `kind`/`name` is complete with every recorded chunk present (a listing)."""
         array = self._group[f"{kind}/{name}"]

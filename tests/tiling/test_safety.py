@@ -126,3 +126,23 @@ def test_extract_features_never_replaces_a_users_folder(finished):
     with pytest.raises(StoreError, match="mine exists and was not written by slidestream"):
         mil.extract_features(path, "stain_stats", name="mine")
     assert (user / "thesis.docx").read_bytes() == b"weeks of work"
+
+
+def test_only_the_lost_feature_chunks_are_recomputed(synthetic_slide, tmp_path, monkeypatch):
+    import tiling.store
+
+    monkeypatch.setattr(tiling.store, "FEATURE_ROWS_PER_CHUNK", 8)  # several row chunks in a small store
+    path = tmp_path / "s.zarr"
+    tile_slide(synthetic_slide.path, path, size=64, mpp=1.0, shard_tiles=8)
+    mil.extract_features(path, "stain_stats", batch_size=5)  # batches straddle the chunks
+    pristine = _tree(path)
+    chunks = path / "features" / "stain_stats" / "c"
+    assert len(list(chunks.iterdir())) >= 3
+    kept = {p.name: (p / "0").stat().st_mtime_ns for p in chunks.iterdir() if p.name != "2"}
+    (chunks / "2" / "0").unlink()
+    assert PatchStore.open(path).missing_row_chunks("features", "stain_stats") == [2]
+    mil.extract_features(path, "stain_stats", batch_size=5)
+    assert _tree(path) == pristine
+    assert {
+        p.name: (p / "0").stat().st_mtime_ns for p in chunks.iterdir() if p.name != "2"
+    } == kept  # untouched
