@@ -243,9 +243,10 @@ def _can_mount_tmpfs() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare to mount a small tmpfs")
 def test_a_full_disk_ends_the_run_cleanly_and_a_rerun_completes(inputs, tmp_path):
     """A real small filesystem (tmpfs in a private mount namespace): the first slide fits, the second does not."""
+    if not _can_mount_tmpfs():
+        pytest.skip("needs unshare to mount a small tmpfs")
     disk, copy = tmp_path / "disk", tmp_path / "copy"
     disk.mkdir()
     run = f"{sys.executable} -m slidestream run --workers 1 {' '.join(OPTIONS)} -o {disk}/out"
