@@ -52,6 +52,24 @@ def _slide_id(store: PatchStore) -> str:
     return str(store.attrs.get("slide_id") or store.path.parent.name)
 
 
+def _label_table(labels) -> pd.DataFrame:
+    """The labels as a table indexed by slide id (str); repeated ids, in whatever form, are refused by name."""
+    if isinstance(labels, (str, Path)):
+        return read_labels(labels)
+    if isinstance(labels, pd.DataFrame):
+        table = labels.copy()
+    else:  # a mapping id -> label, or (id, label) pairs: dict() would keep only the last of repeated ids
+        pairs = list(labels.items()) if hasattr(labels, "items") else [tuple(p) for p in labels]
+        table = pd.DataFrame({"label": [v for _, v in pairs]}, index=[k for k, _ in pairs])
+    table.index = table.index.astype(str)  # 7 and "7" are the same slide
+    repeated = sorted(set(table.index[table.index.duplicated()]))
+    if repeated:
+        raise ValueError(
+            f"labels: slide ids listed more than once: {repeated[:20]}; each slide needs one row"
+        )
+    return table
+
+
 class BagDataset(Dataset):
     """Bags of tile features from patch stores, labelled from a table keyed by slide id.
 
@@ -69,9 +87,7 @@ class BagDataset(Dataset):
         self.stores = {_slide_id(s): s for s in opened}
         if len(self.stores) != len(opened):
             raise ValueError("two stores have the same slide id")
-        table = labels if isinstance(labels, pd.DataFrame) else read_labels(labels) if isinstance(labels, (str, Path)) \
-            else pd.DataFrame({"label": pd.Series(dict(labels))})  # fmt: skip
-        table.index = table.index.astype(str)
+        table = _label_table(labels)
         missing_columns = [c for c in label_columns if c not in table.columns]
         if missing_columns:
             raise ValueError(f"labels have no column(s) {missing_columns} (columns: {list(table.columns)})")

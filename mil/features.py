@@ -39,7 +39,7 @@ def features_done(store: PatchStore, encoder: Encoder, name: str | None = None) 
     if name not in store.feature_names():
         return False
     existing = store.features(name)
-    return bool(existing.attrs.get("complete")) and existing.attrs.get("description") == _description(
+    return store.rows_intact("features", name) and existing.attrs.get("description") == _description(
         store, encoder
     )
 
@@ -84,6 +84,37 @@ def _prefetch(iterable, depth: int = 2):
         thread.join(timeout=5)
 
 
+def _recompute_chunks(store: PatchStore, encoder: Encoder, name: str, chunks: list[int], batch_size: int,
+                      device: torch.device, amp: bool, slide_path) -> object:  # fmt: skip
+    """Rewrite the lost row chunks of features/<name> from the same batches as a whole run (so the same bytes)."""
+    writable = PatchStore.open(store.path, mode="r+")
+    array = writable.features(name)
+    batches = PatchBatches(store, batch_size, slide_path=slide_path)
+    rows_per_chunk, n = array.chunks[0], len(store)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        for chunk in chunks:
+            start, stop = chunk * rows_per_chunk, min(n, (chunk + 1) * rows_per_chunk)
+            block = np.empty((stop - start, encoder.dim), np.float16)
+            for index in range(start // batch_size, -(-stop // batch_size)):
+                patches, first = batches[index]
+                out = _encode(encoder, patches, device)
+                lo, hi = max(start, first), min(stop, first + len(out))
+                block[lo - start : hi - start] = out[lo - first : hi - first]
+            array[start:stop] = block  # whole chunk: nothing of the lost one is read
+    writable.finish_rows("features", name)
+    return PatchStore.open(store.path).features(name)
+
+
+def _encode(encoder: Encoder, patches: np.ndarray, device: torch.device) -> np.ndarray:
+    """Features (float16) of a uint8 (b, S, S, 3) batch."""
+    images = torch.as_tensor(patches).permute(0, 3, 1, 2)
+    images = images.to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return encoder(images).float().cpu().numpy().astype(np.float16)
+
+
 def _collate_numpy(item):
     return item  # batches are already arrays; keep the DataLoader from stacking them again
 
@@ -113,18 +144,25 @@ def extract_features(
     encoder = create_encoder(encoder) if isinstance(encoder, str) else encoder
     name = name or encoder.name
     description = _description(store, encoder)
-    if not overwrite and features_done(store, encoder, name):
-        log.info("%s: features/%s already made with the same encoder, kept", store.path, name)
-        return store.features(name)
-    if name in store.feature_names():
-        log.info(
-            "%s: features/%s is being recomputed (overwrite, partial, or another encoder)", store.path, name
-        )
+    repair: list[int] = []
+    if not overwrite and name in store.feature_names():
+        existing = store.features(name)
+        if existing.attrs.get("complete") and existing.attrs.get("description") == description:
+            repair = store.missing_row_chunks("features", name)
+            if not repair:
+                log.info("%s: features/%s already made with the same encoder, kept", store.path, name)
+                return existing
+            log.info("%s: features/%s lost chunk(s) %s; recomputing only those", store.path, name, repair)
+        else:
+            log.info("%s: features/%s is being recomputed (partial, or another encoder or weights)", store.path,
+                     name)  # fmt: skip
     device = resolve_device(device)
     amp = device.type == "cuda" if amp is None else amp
     encoder = encoder.to(device).eval()
     if device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
+    if repair:
+        return _recompute_chunks(store, encoder, name, repair, batch_size, device, amp, slide_path)
     writable = PatchStore.open(store.path, mode="r+")
     array = writable.create_rows("features", name, encoder.dim, "float16", {"description": description})
     n = len(store)
@@ -142,11 +180,7 @@ def extract_features(
     )
     with torch.inference_mode(), autocast:
         for patches, _start in loader if num_workers else _prefetch(loader):
-            images = torch.as_tensor(patches).permute(0, 3, 1, 2)
-            images = images.to(device, non_blocking=True)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            out = encoder(images).float().cpu().numpy().astype(np.float16)
+            out = _encode(encoder, patches, device)
             offset = 0
             while offset < len(out):  # fill whole chunks, write each once
                 take = min(len(out) - offset, len(buffer) - filled)
@@ -162,5 +196,5 @@ def extract_features(
     bar.close()
     if written != n:
         raise RuntimeError(f"{store.path}: wrote {written} feature rows for {n} tiles")
-    array.attrs.update({"complete": True})
+    writable.finish_rows("features", name)
     return PatchStore.open(store.path).features(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -69,7 +70,12 @@ def run_demo(config: DemoConfig) -> int:
     run_config = load_config(out=out, slide_workers=config.slide_workers or min(2, os.cpu_count() or 1),
                              scheduler_address=config.scheduler_address, progress=config.progress)  # fmt: skip
     print(f"running {', '.join(run_config.steps)} on {len(slides)} slides in {folder} ...", flush=True)
-    code = report(run_batch(slides, run_config), len(slides))
+    try:
+        result = run_batch(slides, run_config)
+    except ValueError as exc:  # results of other options, or files of the user's, in the output folder
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    code = report(result, len(slides))
     example = out / "slides" / slides[0].slide_id
     nuclei = folder / f"synthetic-{max(0, min(1, config.synthetic_slides - 1))}.nuclei.geojson"  # 1 has tumor
     print(f"""

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 import wsi
 from tiling.config import TilingConfig, resolve_config
 from tiling.grid import TileGrid, TileSpec, tile_region
+from tiling.inputs import prepare_store_path, slide_identity, tiling_inputs
 from tiling.reader import TileReader
 from tiling.store import PatchStore, StoreError
 from tiling.tissue import load_roi, write_tissue_geojson
@@ -43,8 +44,7 @@ class TilingResult:
 
 
 def _slide_identity(path: Path) -> dict:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+    return slide_identity(path)  # by content: a moved or copied slide is the same slide
 
 
 def _fingerprint(identity: dict, config: TilingConfig, roi: BaseGeometry | None) -> str:
@@ -110,10 +110,12 @@ def tile_slide(
     Options come from `config` (default `TilingConfig()`) with `overrides` (TilingConfig fields, e.g.
     `size=224, mpp=0.25`) applied; an unknown name is a TypeError. `roi` is a level-0 geometry or a QuPath
     GeoJSON file of annotations (see `TilingConfig.roi_mode`). A complete store made with the same inputs is
-    returned untouched; a partial one is resumed; a store made with other inputs (or `overwrite=True`) is
-    rewritten. `tissue_geojson` receives the tissue as QuPath annotations when the store is made.
-    `on_tiles(n)` is called as each batch of n tiles is written (progress reporting from elsewhere, e.g. a
-    dask worker). `tile_slide_result` returns the status, tile count, time and tissue area as well.
+    returned untouched; a partial or damaged one is resumed (missing shards are rewritten); a complete store
+    made with other inputs is replaced only with `overwrite=True` (else `tiling.inputs.OptionsChanged` names the
+    differences); anything at `store_path` that is not a patch store is never replaced (`StoreError`).
+    `tissue_geojson` receives the tissue as QuPath annotations when the store is made. `on_tiles(n)` is
+    called as each batch of n tiles is written (progress reporting from elsewhere, e.g. a dask worker).
+    `tile_slide_result` returns the status, tile count, time and tissue area as well.
     """
     config = resolve_config(config, overrides)
     return tile_slide_result(slide_or_path, store_path, config, roi=roi, tissue_geojson=tissue_geojson,
@@ -145,7 +147,10 @@ def tile_slide_result(
     try:
         store_path = Path(store_path)
         fingerprint = _fingerprint(_slide_identity(slide.path), config, roi)
+        inputs = tiling_inputs(slide.path, config, roi)
         store = None if overwrite else _existing(store_path, fingerprint)
+        if store is not None and store.is_complete and store.missing_chunks() and not store.reopen_shards():
+            store = None  # damaged beyond its shards: rewritten from the same inputs
         if store is not None and store.is_complete:
             log.info("%s: complete store with the same inputs, skipped", store_path)
             return TilingResult(store, "skipped", len(store), time.perf_counter() - start,
@@ -153,6 +158,7 @@ def tile_slide_result(
         status = "resumed" if store is not None else "done"
         tissue_mm2 = None
         if store is None:
+            prepare_store_path(store_path, inputs, overwrite)
             store, tissue_mm2 = _create_store(slide, store_path, config, roi, fingerprint, tissue_geojson)
         else:
             tissue_mm2 = store.attrs.get("tissue_mm2")
@@ -162,7 +168,7 @@ def tile_slide_result(
         reader = TileReader(slide.path, spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp)
         pending = [int(i) for i in np.flatnonzero(~store.shards_done())]
         _run_shards(store, reader, pending, config, progress, slide.path.name, on_tiles)
-        store.mark_complete()
+        store.mark_complete(inputs=inputs)
         return TilingResult(
             PatchStore.open(store_path), status, len(store), time.perf_counter() - start, tissue_mm2
         )

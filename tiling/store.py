@@ -10,11 +10,14 @@
       features/<name>  float16 (N, D)  large row-block chunks
       scores/<name>    float32 (N, K)
 
-A store without `complete` is partial: `tile_slide` resumes or rewrites it, never trusts it.
+A store without `complete` is partial: `tile_slide` resumes or rewrites it, never trusts it. A complete store's
+arrays record their chunk keys and checksums (`contents`, see tiling.integrity): a recorded chunk that is gone reads
+as an error, never as the fill value, and `missing_chunks` / `verify` find such damage.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,10 +27,11 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from tiling.integrity import CheckedStore, corrupt_keys, missing_keys, record_contents
 from tiling.jpeg_codec import JpegCodec
 from tiling.shards import ShardWriter
 
-__all__ = ["CODECS", "FORMAT", "PatchStore", "StoreError"]
+__all__ = ["CODECS", "FORMAT", "PatchStore", "StoreError", "is_patch_store"]
 
 FORMAT = "slidestream.patchstore/1"
 
@@ -47,6 +51,24 @@ class StoreError(Exception):
     """A path that is not a usable patch store; the message names it."""
 
 
+# The arrays written by `create` and finished by `mark_complete` (features/ and scores/ finish on their own).
+# shards_done is bookkeeping, not content: its absent chunks mean "to do", so it records no contents.
+TILE_ARRAYS = ("coords", "tissue", "edge", "patches")
+
+
+def is_patch_store(path: str | Path) -> bool:
+    """Whether `path` is a slidestream patch store, recognised by its own attributes (not by its name)."""
+    try:
+        meta = json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("attributes", {}).get("format") == FORMAT
+
+
+def _open_group(path: Path, mode: str) -> zarr.Group:
+    return zarr.open_group(CheckedStore(path, read_only=mode == "r"), mode=mode)
+
+
 class PatchStore:
     """A patch store opened for reading (`open`) or being written (`create`)."""
 
@@ -62,8 +84,10 @@ class PatchStore:
         path = Path(path)
         if not path.exists():
             raise StoreError(f"{path}: no patch store here")
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path}: not a slidestream patch store (no zarr.json)")
         try:
-            group = zarr.open_group(path, mode=mode)
+            group = _open_group(path, mode)
         except Exception as exc:
             raise StoreError(f"{path}: not a zarr group ({exc})") from exc
         if group.attrs.get("format") != FORMAT:
@@ -82,18 +106,26 @@ class PatchStore:
         shard_tiles: int = 64,
         codec: str = "lz4",
         jpeg_colorspace: str | None = None,
+        overwrite: bool = False,
     ) -> PatchStore:
-        """A new, partial store (any old one at `path` is removed). `tile_size=None` makes a coords-only store.
+        """A new, partial store. `tile_size=None` makes a coords-only store.
 
-        `jpeg_colorspace` ("RGB" or None) is how chunks of a "jpeg" store decode (see tiling.jpeg_codec).
+        Only a patch store may be replaced, and only with `overwrite=True`; anything else at `path` (a user's
+        file or folder) is a `StoreError` naming it, and is left untouched. `jpeg_colorspace` ("RGB" or None) is
+        how chunks of a "jpeg" store decode (see tiling.jpeg_codec).
         """
         path = Path(path)
         if codec not in CODECS:
             raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
-        if path.exists():
+        if path.exists() or path.is_symlink():
+            if not is_patch_store(path) or path.is_symlink():
+                raise StoreError(f"{path} exists and is not a slidestream patch store; it was left as it is "
+                                 "(move it, or write the store somewhere else)")  # fmt: skip
+            if not overwrite:
+                raise StoreError(f"{path}: a patch store is already there; pass overwrite=True to replace it")
             shutil.rmtree(path)
         n = len(coords)
-        group = zarr.open_group(path, mode="w")
+        group = _open_group(path, "w")
         group.create_array(
             "coords", data=np.asarray(coords, np.int64).reshape(n, 2), chunks=(max(1, min(n, 65536)), 2)
         )
@@ -192,8 +224,67 @@ class PatchStore:
         self._group["shards_done"][shard] = 1
 
     def mark_complete(self, **attrs) -> None:
-        """Record final attributes and `complete`, last: a store without it is partial."""
+        """Record each array's contents, then final attributes and `complete`, last: a store without it is
+        partial."""
+        for name in TILE_ARRAYS:
+            if name in self._group:
+                self._group[name].attrs["contents"] = record_contents(self.path / name)
         self._group.attrs.update({**attrs, "complete": True})
+
+    # -- integrity -----------------------------------------------------------------------------------------
+    def _recorded_arrays(self) -> list[tuple[str, dict]]:
+        """(path inside the store, contents record) of every finished array."""
+        names = [n for n in TILE_ARRAYS if n in self._group]
+        names += [f"{kind}/{n}" for kind in ("features", "scores") if kind in self._group
+                  for n in self._group[kind].array_keys()]  # fmt: skip
+        found = []
+        for name in names:
+            contents = self._group[name].attrs.get("contents")
+            if contents is not None:
+                found.append((name, contents))
+        return found
+
+    def missing_chunks(self) -> dict[str, list[str]]:
+        """Recorded chunk keys of the tiling arrays (coords, tissue, edge, patches) that are gone, by array
+        ({"patches": ["c/3/0/0/0"]}); empty when intact. Features and scores: `rows_intact`; all: `verify`.
+
+        A listing, no reads: fast enough to run before trusting a store."""
+        found = {
+            name: missing_keys(self.path / name, c)
+            for name, c in self._recorded_arrays()
+            if name in TILE_ARRAYS
+        }
+        return {name: keys for name, keys in found.items() if keys}
+
+    def verify(self, deep: bool = False) -> list[str]:
+        """Problems found (empty when intact): partial, missing chunks, and with `deep` chunks whose bytes changed."""
+        problems = [] if self.is_complete else ["partial (tiling did not finish)"]
+        for name, contents in self._recorded_arrays():
+            bad = (corrupt_keys if deep else missing_keys)(self.path / name, contents)
+            if bad:
+                what = "missing or changed" if deep else "missing"
+                problems.append(
+                    f"{name}: {len(bad)} of {len(contents['keys'])} chunk(s) {what} ({', '.join(bad[:5])})"
+                )
+        for kind in ("features", "scores"):
+            if kind in self._group:
+                problems += [f"{kind}/{n}: partial" for n in self._group[kind].array_keys()
+                             if not self._group[f"{kind}/{n}"].attrs.get("complete")]  # fmt: skip
+        return problems
+
+    def reopen_shards(self) -> bool:
+        """Make a complete store whose patch shards are missing partial again, with those shards to be rewritten.
+
+        Returns False when other arrays are damaged too (coordinates lost: only a rewrite can repair it)."""
+        missing = self.missing_chunks()
+        lost = {name: keys for name, keys in missing.items() if name != "patches"}
+        if lost:
+            return False
+        shards = {int(key.split("/")[1]) for key in missing.get("patches", [])}
+        self._group.attrs["complete"] = False
+        for shard in sorted(shards):
+            self._group["shards_done"][shard] = 0
+        return True
 
     # -- features and scores -------------------------------------------------------------------------------
     def feature_names(self) -> list[str]:
@@ -216,9 +307,21 @@ class PatchStore:
     def create_rows(
         self, kind: str, name: str, width: int, dtype: str, attrs: Mapping[str, Any]
     ) -> zarr.Array:
-        """A new (N, width) array under `kind`/ ("features" or "scores"), replacing any old one, chunked by rows."""
+        """A new (N, width) array under `kind`/ ("features" or "scores"), replacing any old one, chunked by rows.
+
+        Only an array this project wrote (one with a "complete" attribute) is replaced; anything else at that
+        path is a `StoreError` naming it."""
         if kind not in ("features", "scores"):
             raise ValueError(f"kind must be 'features' or 'scores', got {kind!r}")
+        target = self.path / kind / name
+        if target.exists() or target.is_symlink():
+            try:
+                ours = "complete" in json.loads((target / "zarr.json").read_text()).get("attributes", {})
+            except (OSError, ValueError, AttributeError):
+                ours = False
+            if not ours or target.is_symlink():
+                raise StoreError(f"{target} exists and was not written by slidestream; it was left as it is "
+                                 "(move it, or choose another name)")  # fmt: skip
         n = len(self)
         array = self._group.require_group(kind).create_array(
             name, shape=(n, width), chunks=(max(1, min(n, FEATURE_ROWS_PER_CHUNK)), width), dtype=dtype,
@@ -226,3 +329,23 @@ class PatchStore:
         )  # fmt: skip
         array.attrs.update({**attrs, "complete": False})
         return array
+
+    def finish_rows(self, kind: str, name: str) -> None:
+        """Record the contents of `kind`/`name`, then mark it complete (last)."""
+        array = self._group[f"{kind}/{name}"]
+        array.attrs.update({"contents": record_contents(self.path / kind / name), "complete": True})
+
+    def missing_row_chunks(self, kind: str, name: str) -> list[int]:
+        """Indices of the recorded row chunks of `kind`/`name` that are gone (a listing)."""
+        contents = self._group[f"{kind}/{name}"].attrs.get("contents")
+        if contents is None:
+            return []
+        return sorted(int(key.split("/")[1]) for key in missing_keys(self.path / kind / name, contents))
+
+    def rows_intact(self, kind: str, name: str) -> bool:
+        """Whether `kind`/`name` is complete with every recorded chunk present (a listing)."""
+        array = self._group[f"{kind}/{name}"]
+        contents = array.attrs.get("contents")
+        return bool(array.attrs.get("complete")) and (
+            contents is None or not missing_keys(self.path / kind / name, contents)
+        )

@@ -14,8 +14,9 @@ def register(sub) -> None:
         description="Processes slide files and folders (searched for slide extensions; other files are listed "
         "and skipped). Each slide gets OUT/slides/<slide_id>/ with patches.zarr, tissue.geojson and "
         "thumbnail.png; OUT/manifest.jsonl records every step, OUT/summary.csv has one row per slide, "
-        "OUT/run.log the details. Re-running skips finished steps and redoes partial ones. A failing slide is "
-        "recorded and the others go on; the exit status is 1 when any failed. Options come from --config "
+        "OUT/run.log the details. Re-running skips finished steps and redoes partial or damaged ones; results made "
+        "with other options are kept unless --overwrite. A failing slide is recorded and the others go on; the exit "
+        "status is 1 when any failed, 3 when the disk filled up. Options come from --config "
         "(TOML with [run], [tiling], [features] tables) and are overridden by the flags below.",
     )
     add_slides_and_out(p)
@@ -35,7 +36,9 @@ def register(sub) -> None:
         "--scheduler-address", help="run on an existing dask.distributed cluster (tcp://HOST:PORT)"
     )
     add_deprecated_alias(p, "--scheduler", "--scheduler-address", dest="scheduler_address")
-    p.add_argument("--overwrite", action="store_true", help="redo every step")
+    p.add_argument(
+        "--overwrite", action="store_true", help="redo every step, replacing results made with other options"
+    )
     p.add_argument("--dry-run", action="store_true", help="show the plan and exit")
     add_quiet(p)
     p.set_defaults(func=run)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from slidestream.commands._common import add_deprecated_alias, add_quiet, parse_dimensions, show_progress
 from wsi.synthetic import SyntheticSpec, write_slide
 
@@ -34,6 +37,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if Path(args.out).exists():  # perhaps a real slide: never replaced
+        print(f"error: {args.out} exists; it was left as it is (choose another name, or remove it first)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     width, height = args.dimensions
     spec = SyntheticSpec(width, height, mpp=args.slide_mpp, seed=args.seed, tumor=args.tumor)
     written = write_slide(

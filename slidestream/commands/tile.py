@@ -21,7 +21,8 @@ def register(sub) -> None:
         help="detect tissue and write zarr patch stores",
         description="For each slide (files, or folders searched for slide files) write "
         "OUT/slides/<slide_id>/patches.zarr (tile coordinates, patches, tissue fractions) and tissue.geojson "
-        "(QuPath annotations). Complete stores made with the same options are skipped; partial ones resume.",
+        "(QuPath annotations). Complete stores made with the same options are skipped; partial or damaged ones "
+        "resume; complete ones made with other options are kept unless --overwrite.",
     )
     add_slides_and_out(p)
     p.add_argument(
@@ -58,14 +59,21 @@ def register(sub) -> None:
     p.add_argument(
         "--workers", type=int, help="shards (batches of tiles) tiled at once, in threads (default: all cores)"
     )
-    p.add_argument("--overwrite", action="store_true", help="rewrite stores even when complete")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rewrite stores even when complete, also those made with other options",
+    )
     add_quiet(p)
     p.set_defaults(func=run)  # fmt: skip
 
 
 def run(args) -> int:
     from slidestream.pipeline.config import TileOptions
+    from slidestream.pipeline.lock import SlideLock
+    from slidestream.pipeline.manifest import disk_full
     from slidestream.pipeline.steps import tile_into
+    from tiling import StoreError
 
     try:
         slides, skipped = find_slides(args.slides)
@@ -85,15 +93,18 @@ def run(args) -> int:
     for item in slides:
         folder = Path(args.out) / "slides" / item.slide_id
         try:
-            with warnings.catch_warnings(record=True) as caught:
+            folder.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings(record=True) as caught, SlideLock(folder) as lock:
+                if lock.waited_for:
+                    print(f"{item.slide_id}: waited {lock.waited:.1f} s for another run ({lock.waited_for})")
                 warnings.simplefilter("always")
                 result = tile_into(folder, item.path, item.slide_id, options, overwrite=args.overwrite,
                                    progress=show_progress(args))  # fmt: skip
             for w in caught:
                 print(f"warning: {w.message}", file=sys.stderr)
-        except (wsi.SlideError, ValueError, OSError) as exc:
+        except (wsi.SlideError, StoreError, ValueError, OSError) as exc:
             failed.append(item.slide_id)
-            print(f"failed: {item.slide_id}: {exc}", file=sys.stderr)
+            print(f"failed: {item.slide_id}: {disk_full(exc, folder) or exc}", file=sys.stderr)
             continue
         area = f", tissue {result.tissue_mm2:.1f} mm^2" if result.tissue_mm2 is not None else ""
         print(f"{item.slide_id}: {result.status}, {result.tiles} tiles ({result.store.codec}){area}, "

@@ -4,6 +4,7 @@ from slidestream.pipeline.config import FeatureOptions, RunConfig, TileOptions, 
 from slidestream.pipeline.manifest import StepRecord, read_manifest, write_summary
 from slidestream.pipeline.runner import BatchResult, plan, process_slide, run_batch
 from slidestream.pipeline.steps import STEPS, SlideContext, StepOutcome, register_step, step_names
+from slidestream.pipeline.verify import StoreCheck, verify_results
 
 __all__ = [
     "STEPS",
@@ -13,6 +14,7 @@ __all__ = [
     "SlideContext",
     "StepOutcome",
     "StepRecord",
+    "StoreCheck",
     "TileOptions",
     "load_config",
     "plan",
@@ -21,5 +23,6 @@ __all__ = [
     "register_step",
     "run_batch",
     "step_names",
+    "verify_results",
     "write_summary",
 ]

@@ -1,15 +1,82 @@
-"""The run manifest (OUT/manifest.jsonl, one line per slide and step) and the summary (OUT/summary.csv)."""
+"""The run manifest (OUT/manifest.jsonl, one line per slide and step) and the summary (OUT/summary.csv).
+
+The manifest is only ever appended to, one record at a time, each fsynced before the next (a record cut short
+by a full disk is removed again), so the records of finished slides survive any later fault. The summary is
+rewritten whole: to a temporary file, fsynced, then renamed into place.
+"""
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import platform
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StepRecord", "read_manifest", "versions", "write_summary"]
+__all__ = [
+    "DiskFull",
+    "ManifestWriter",
+    "StepRecord",
+    "disk_full",
+    "read_manifest",
+    "versions",
+    "write_summary",
+]
+
+
+class DiskFull(OSError):
+    """No space left where a run writes: "disk full at PATH (N bytes free)"."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def disk_full(exc: BaseException, where: str | Path) -> DiskFull | None:
+    """`exc` as a DiskFull naming the path and the free space, when it is ENOSPC (or EDQUOT); else None."""
+    if isinstance(exc, DiskFull):
+        return exc
+    if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    path = Path(exc.filename or where)
+    probe = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(probe).free
+    return DiskFull(exc.errno, f"disk full at {path} ({free} bytes free)", str(path))
+
+
+class ManifestWriter:
+    """Appends records to OUT/manifest.jsonl: one write per line, fsynced; a torn line is truncated away."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, line: str) -> None:
+        data = (line.rstrip("\n") + "\n").encode()
+        before = os.fstat(self._fd).st_size
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+            os.fsync(self._fd)
+        except OSError as exc:
+            if os.fstat(self._fd).st_size > before:
+                os.ftruncate(
+                    self._fd, before
+                )  # our own torn line: the next record must start on a line of its own
+            raise disk_full(exc, self.path) or exc from exc
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> ManifestWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def versions() -> dict[str, str]:
@@ -62,11 +129,13 @@ SUMMARY_COLUMNS = ["slide_id", "path", "status", "mpp", "width", "height", "vend
                    "features", "seconds", "error"]  # fmt: skip
 
 
-def write_summary(path: str | Path, records: list[dict]) -> Path:
-    """summary.csv from the latest record of each slide and step: one row per slide."""
+def write_summary(path: str | Path, records: list[dict], slide_ids: set[str] | None = None) -> Path:
+    """summary.csv from the latest record of each slide and step: one row per slide (of `slide_ids` if given:
+    the slides of this run, not every slide the manifest ever saw)."""
     latest: dict[tuple[str, str], dict] = {}
     for record in records:  # later runs supersede earlier lines of the same slide and step
-        latest[(record["slide_id"], record["step"])] = record
+        if slide_ids is None or record["slide_id"] in slide_ids:
+            latest[(record["slide_id"], record["step"])] = record
     rows: dict[str, dict] = {}
     for record in latest.values():
         row = rows.setdefault(record["slide_id"], {"slide_id": record["slide_id"], "path": record["path"],
@@ -79,11 +148,17 @@ def write_summary(path: str | Path, records: list[dict]) -> Path:
             row["status"] = "failed"
             row["error"] = f"{record['step']}: {record['error']}"
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for slide_id in sorted(rows):
-            writer.writerow(rows[slide_id])
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: concurrent runs never share it
+    try:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for slide_id in sorted(rows):
+                writer.writerow(rows[slide_id])
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # ours; the previous summary is untouched
+        raise disk_full(exc, path) or exc from exc
     return path

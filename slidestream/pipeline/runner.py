@@ -1,4 +1,10 @@
-"""`run_batch`: every slide through every step, in parallel on dask, isolated, resumable, recorded."""
+"""`run_batch`: every slide through every step, in parallel on dask, isolated, resumable, recorded.
+
+Before any work starts, each slide's outputs are checked on disk (`slide_states`): finished slides are recorded as
+skipped without starting a cluster, results made with other options are refused unless overwriting was asked,
+and damaged stores are repaired. Each slide is worked on under its lock (`SlideLock`), so runs sharing an output
+folder wait for each other's slides instead of writing them twice. A full disk ends the run cleanly.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,18 @@ from tqdm.auto import tqdm
 
 from slidestream.discovery import SlideInput
 from slidestream.pipeline.config import RunConfig
-from slidestream.pipeline.manifest import StepRecord, read_manifest, versions, write_summary
+from slidestream.pipeline.lock import SlideLock
+from slidestream.pipeline.manifest import (
+    SUMMARY_COLUMNS,
+    DiskFull,
+    ManifestWriter,
+    StepRecord,
+    disk_full,
+    read_manifest,
+    versions,
+    write_summary,
+)
+from slidestream.pipeline.state import StepState, slide_states
 from slidestream.pipeline.steps import STEPS, SlideContext
 
 __all__ = ["BatchResult", "plan", "process_slide", "run_batch"]
@@ -29,10 +46,14 @@ class BatchResult:
     records: list[StepRecord]
     failed: list[str]  # slide ids
     out: Path
+    others: tuple[str, ...] = ()  # slide folders in OUT/slides of slides not in this run's input (kept)
+    disk_full: str | None = None  # "disk full at PATH (N bytes free)" when the run ended for lack of space
+    not_started: tuple[str, ...] = ()  # slides left undone when the run ended early (disk full)
+    started_cluster: bool = True
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and self.disk_full is None
 
 
 def _check_steps(config: RunConfig) -> None:
@@ -48,11 +69,36 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
     # One worker's share of the machine: without this each worker's torch would use every core.
     torch.set_num_threads(max(1, config.threads_per_worker))
     folder = config.out / "slides" / item.slide_id
-    folder.mkdir(parents=True, exist_ok=True)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    # Another run working on this slide: wait for it; then the steps it finished are skipped.
+    lock = SlideLock(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock.__enter__()
+    except OSError as exc:
+        error = str(disk_full(exc, folder) or f"{folder}: cannot make the slide's folder or its lock ({exc})")
+        return [StepRecord(item.slide_id, str(item.path), config.steps[0], "failed", error=error, finished=_now(),
+                           worker=worker)]  # fmt: skip
+    try:
+        notes = []
+        if lock.waited_for:
+            notes.append(
+                f"waited {lock.waited:.1f} s for another run working on this slide ({lock.waited_for})"
+            )
+        if lock.took_over:
+            notes.append(f"took over a stale lock left by a process that died ({lock.took_over})")
+        records = _run_steps(item, config, folder, worker)
+    finally:
+        lock.__exit__(None, None, None)
+    if notes and records:
+        records[0] = replace(records[0], warnings=(*notes, *records[0].warnings))
+    return records
+
+
+def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str) -> list[StepRecord]:
     ctx = SlideContext(item.slide_id, Path(item.path), folder, config, on_tiles=_tile_reporter())
     records = []
     failed = False
-    worker = f"{socket.gethostname()}:{os.getpid()}"
     for name in [s for s in STEPS if s in config.steps]:
         if failed:
             records.append(StepRecord(item.slide_id, str(item.path), name, "not-run", error="an earlier step failed",
@@ -64,8 +110,10 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
         except Exception as exc:  # one bad slide never stops a batch: record why and go on
             failed = True
             log.debug("%s %s failed:\n%s", item.slide_id, name, traceback.format_exc())
+            full = disk_full(exc, folder)
+            error = str(full) if full else f"{type(exc).__name__}: {exc}"
             records.append(StepRecord(item.slide_id, str(item.path), name, "failed", time.perf_counter() - start,
-                                      error=f"{type(exc).__name__}: {exc}", finished=_now(), worker=worker))  # fmt: skip
+                                      error=error, finished=_now(), worker=worker))  # fmt: skip
             continue
         rss_mb = peak_rss_mb()
         records.append(StepRecord(item.slide_id, str(item.path), name, outcome.status, time.perf_counter() - start,
@@ -112,28 +160,81 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _done_in_manifest(out: Path) -> set[tuple[str, str]]:
+    return {
+        (r["slide_id"], r["step"])
+        for r in read_manifest(out / "manifest.jsonl")
+        if r["status"] in ("done", "skipped")
+    }
+
+
 def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
-    """Human-readable lines saying what a run would do (for --dry-run)."""
+    """Human-readable lines saying what a run would do (for --dry-run): the same checks `run_batch` makes."""
     _check_steps(config)
     lines = [f"{len(slides)} slide(s) -> {config.out}/slides/<slide_id>/; steps: {', '.join(config.steps)}",
              f"tiling: {config.tiling.size} px at {config.tiling.mpp} um/px, min tissue {config.tiling.min_tissue}",
              f"features: {config.features.encoder} on {config.features.device}",
              f"scheduler: {config.scheduler_address or f'local dask cluster, {config.slide_workers or os.cpu_count()} worker(s)'}"]  # fmt: skip
-    done = {
-        (r["slide_id"], r["step"])
-        for r in read_manifest(config.out / "manifest.jsonl")
-        if r["status"] in ("done", "skipped")
-    }
-
-    def state_of(item: SlideInput, step: str) -> str:
-        ctx = SlideContext(item.slide_id, Path(item.path), config.out / "slides" / item.slide_id, config)
-        present = all(path.exists() for path in STEPS[step].outputs(ctx))
-        return "done before" if (item.slide_id, step) in done and present else "to do"
-
+    done = _done_in_manifest(config.out)
     for item in slides:
-        state = ", ".join(f"{s}: {state_of(item, s)}" for s in config.steps)
+        states = slide_states(item, config, done)
+        state = ", ".join(f"{s}: {states[s].describe(config.overwrite)}" for s in config.steps)
         lines.append(f"  {item.slide_id:30s} {item.path}  [{state}]")
+    others = _others(config.out, slides)
+    if others:
+        lines.append(f"outputs in {config.out}/slides of {len(others)} slide(s) not in this input, kept: "
+                     f"{', '.join(others[:20])}")  # fmt: skip
     return lines
+
+
+def _others(out: Path, slides: list[SlideInput]) -> list[str]:
+    ids = {s.slide_id for s in slides}
+    folder = out / "slides"
+    return (
+        sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in ids)
+        if folder.is_dir()
+        else []
+    )
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an output folder whose run files are not ours (a user's summary.csv is never overwritten)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder; choose another output folder (-o)")
+    for path in (out / "slides",):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} exists and is not a folder; choose another output folder (-o)")
+    summary = out / "summary.csv"
+    if summary.exists():
+        with open(summary, errors="replace") as f:
+            header = f.readline().strip()
+        if header.split(",")[:3] != SUMMARY_COLUMNS[:3]:  # ours, also when later versions add columns
+            raise ValueError(f"{summary} exists and was not written by slidestream; it is left as it is "
+                             "(move it, or choose another output folder with -o)")  # fmt: skip
+
+
+def _refuse_other_options(states: dict[str, dict[str, StepState]]) -> None:
+    changed = {
+        sid: s["tile"].changes
+        for sid, s in states.items()
+        if "tile" in s and s["tile"].status == "other options"
+    }
+    if changed:
+        listed = "; ".join(f"{sid} ({', '.join(c)})" for sid, c in sorted(changed.items())[:10])
+        raise ValueError(f"{len(changed)} slide(s) have results made with other options: {listed}; not replacing "
+                         "them: pass --overwrite to replace them, or write to another output folder (-o)")  # fmt: skip
+
+
+def _skipped_records(
+    item: SlideInput, config: RunConfig, previous: dict[tuple[str, str], dict]
+) -> list[StepRecord]:
+    """Records for a slide found finished before any work: skipped, with the measurements recorded earlier."""
+    records = []
+    for step in config.steps:
+        earlier = previous.get((item.slide_id, step), {})
+        records.append(StepRecord(item.slide_id, str(item.path), step, "skipped", measurements=earlier.get("measurements", {}),
+                                  finished=_now(), worker="(checked before starting)"))  # fmt: skip
+    return records
 
 
 @contextlib.contextmanager
@@ -155,57 +256,118 @@ def _client(config: RunConfig):
 
 def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
     """Process `slides` on a local dask cluster (or `config.scheduler_address`), appending to OUT/manifest.jsonl and
-    rewriting OUT/summary.csv. Returns the records and the ids of slides with a failed step."""
-    from dask.distributed import as_completed
+    rewriting OUT/summary.csv (this run's slides). Returns the records and the ids of slides with a failed step.
 
+    Raises ValueError, before any work, for an output folder holding files that are not ours, or results made
+    with other options (without `config.overwrite`). A full disk ends the run with `BatchResult.disk_full` set.
+    """
     _check_steps(config)
     out = Path(config.out).resolve()
+    _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     config = replace(config, out=out)
-    handler = logging.FileHandler(out / "run.log")
+    manifest = out / "manifest.jsonl"
+    done = _done_in_manifest(out)
+    states = {item.slide_id: slide_states(item, config, done) for item in slides}
+    if not config.overwrite:
+        _refuse_other_options(states)
+    finished = (
+        []
+        if config.overwrite
+        else [item for item in slides if all(s.done for s in states[item.slide_id].values())]
+    )
+    todo = [item for item in slides if item not in finished]
+    previous: dict[tuple[str, str], dict] = {}
+    for record in read_manifest(manifest):
+        if record["status"] in ("done", "skipped") and record.get("measurements"):
+            previous[(record["slide_id"], record["step"])] = record
+    handler = _BestEffortFileHandler(out / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False  # details go to run.log; the console gets the progress bar and the final report
     log.info("run: %d slide(s), steps %s, config %s", len(slides), list(config.steps), config.to_dict())
-    manifest = out / "manifest.jsonl"
+    others = _others(out, slides)
+    if others:  # kept, never deleted; not in this run's summary
+        log.info("slide folders of slides not in this input (kept): %s", ", ".join(others))
     stamp = versions()
     records: list[StepRecord] = []
+    full: DiskFull | None = None
+    not_started: list[str] = []
     try:
-        with _client(config) as client, open(manifest, "a") as sink:
-            futures = {client.submit(process_slide, item, config, key=f"slide-{item.slide_id}-{time.time_ns()}",
-                                     pure=False): item for item in slides}  # fmt: skip
-            bar = tqdm(
-                total=len(slides), desc="slides", unit="slide", disable=not config.progress, position=0
-            )
-            tiles_bar = tqdm(desc="tiles", unit="tile", disable=not config.progress, position=1)
-            client.subscribe_topic(TILES_TOPIC, lambda event: tiles_bar.update(event[1]))
-            for future in as_completed(futures):
-                item = futures[future]
-                try:
-                    slide_records = future.result()
-                except Exception as exc:  # the worker itself died (memory, segfault in a codec)
-                    slide_records = [StepRecord(item.slide_id, str(item.path), config.steps[0], "failed",
-                                                error=f"worker lost: {type(exc).__name__}: {exc}", finished=_now())]  # fmt: skip
+        with ManifestWriter(manifest) as sink:
+            for item in finished:  # nothing left to do: no cluster needed for these
+                slide_records = _skipped_records(item, config, previous)
                 if not config.progress:
                     print(_one_line(item.slide_id, slide_records), flush=True)
                 for record in slide_records:
-                    sink.write(record.line(stamp) + "\n")
-                    sink.flush()
-                    level = logging.WARNING if record.status == "failed" else logging.INFO
-                    log.log(level, "%s %s %s %.1fs %s", record.slide_id, record.step, record.status, record.seconds,
-                            record.error or "")  # fmt: skip
-                    for warning in record.warnings:
-                        log.warning("%s %s: %s", record.slide_id, record.step, warning)
+                    sink.append(record.line(stamp))
                 records.extend(slide_records)
-                bar.update(1)
-            client.unsubscribe_topic(TILES_TOPIC)
-            tiles_bar.close()
-            bar.close()
+            if todo:
+                full, not_started = _run_on_cluster(todo, config, sink, stamp, records)
+    except DiskFull as exc:  # the manifest itself could not grow
+        full = exc
+        not_started = sorted({item.slide_id for item in todo} - {r.slide_id for r in records})
     finally:
         log.removeHandler(handler)
         log.propagate = True
         handler.close()
-    write_summary(out / "summary.csv", read_manifest(manifest))
+    try:
+        write_summary(out / "summary.csv", read_manifest(manifest), {item.slide_id for item in slides})
+    except DiskFull as exc:
+        full = full or exc
     failed = sorted({r.slide_id for r in records if r.status == "failed"})
-    return BatchResult(records, failed, out)
+    return BatchResult(records, failed, out, tuple(others), str(full) if full else None,
+                       tuple(not_started), bool(todo))  # fmt: skip
+
+
+class _BestEffortFileHandler(logging.FileHandler):
+    """run.log: details only; a write that fails (a full disk) must not print a traceback or stop the run."""
+
+    def handleError(self, record) -> None:
+        pass
+
+
+def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestWriter, stamp: dict,
+                    records: list[StepRecord]) -> tuple[DiskFull | None, list[str]]:  # fmt: skip
+    """Process `slides` on the cluster, appending each finished slide's records; stops at a full disk."""
+    from dask.distributed import as_completed
+
+    full: DiskFull | None = None
+    pending = {item.slide_id for item in slides}
+    with _client(config) as client:
+        futures = {client.submit(process_slide, item, config, key=f"slide-{item.slide_id}-{time.time_ns()}",
+                                 pure=False): item for item in slides}  # fmt: skip
+        bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=not config.progress, position=0)
+        tiles_bar = tqdm(desc="tiles", unit="tile", disable=not config.progress, position=1)
+        client.subscribe_topic(TILES_TOPIC, lambda event: tiles_bar.update(event[1]))
+        for future in as_completed(futures):
+            item = futures[future]
+            try:
+                slide_records = future.result()
+            except Exception as exc:  # the worker itself died (memory, segfault in a codec)
+                slide_records = [StepRecord(item.slide_id, str(item.path), config.steps[0], "failed",
+                                            error=f"worker lost: {type(exc).__name__}: {exc}", finished=_now())]  # fmt: skip
+            pending.discard(item.slide_id)
+            if not config.progress:
+                print(_one_line(item.slide_id, slide_records), flush=True)
+            for record in slide_records:
+                sink.append(record.line(stamp))  # DiskFull here ends the run; earlier records are safe
+                level = logging.WARNING if record.status == "failed" else logging.INFO
+                log.log(level, "%s %s %s %.1fs %s", record.slide_id, record.step, record.status, record.seconds,
+                        record.error or "")  # fmt: skip
+                for warning in record.warnings:
+                    log.warning("%s %s: %s", record.slide_id, record.step, warning)
+            records.extend(slide_records)
+            bar.update(1)
+            disk = next(
+                (r.error for r in slide_records if r.error and r.error.startswith("disk full at ")), None
+            )
+            if disk:  # every other slide would fail the same way: stop, keep what is finished
+                full = DiskFull(28, disk)
+                client.cancel([f for f in futures if not f.done()])
+                break
+        client.unsubscribe_topic(TILES_TOPIC)
+        tiles_bar.close()
+        bar.close()
+    return full, sorted(pending)

@@ -83,3 +83,20 @@ def test_subsampling_changes_with_the_epoch(stores):
     assert not torch.equal(first, data[1].features)
     full = np.asarray(stores[1].features("stain_stats")[:], np.float32)
     assert all(any(np.array_equal(row, f) for f in full) for row in first.numpy())
+
+
+@pytest.mark.parametrize("form", ["frame", "pairs", "mixed_types"])
+def test_repeated_ids_are_refused_in_every_form(stores, form):
+    """A repeated id made `table.loc[ids]` return extra rows, shifting labels against bags."""
+    import pandas as pd
+
+    if form == "frame":
+        labels = pd.DataFrame({"label": [1, 0, 1, 0]}, index=["a", "b", "b", "c"])
+    elif form == "pairs":
+        labels = [("a", 1), ("b", 0), ("c", 1), ("b", 1)]
+    else:
+        labels = pd.DataFrame({"label": [1, 0, 1]}, index=pd.Index(["a", "b", "c"], dtype=object))
+        labels.loc[7] = 1
+        labels.loc["7"] = 0
+    with pytest.raises(ValueError, match=r"more than once: \['(b|7)'\]"):
+        mil.BagDataset(stores, labels, "stain_stats")

@@ -71,7 +71,11 @@ def test_skip_rewrite_and_overwrite(synthetic_slide, tmp_path):
     first = tile_slide_result(synthetic_slide.path, path, size=128, mpp=0.25)
     assert first.status == "done"
     assert tile_slide_result(synthetic_slide.path, path, size=128, mpp=0.25).status == "skipped"
-    changed = tile_slide_result(synthetic_slide.path, path, size=64, mpp=0.25)
+    with pytest.raises(
+        tiling.StoreError, match="other options"
+    ):  # never replaced without overwrite (issue 15)
+        tile_slide_result(synthetic_slide.path, path, size=64, mpp=0.25)
+    changed = tile_slide_result(synthetic_slide.path, path, size=64, mpp=0.25, overwrite=True)
     assert changed.status == "done" and changed.store.tile_size == 64 and changed.tiles > first.tiles
     assert tile_slide_result(synthetic_slide.path, path, size=64, mpp=0.25, overwrite=True).status == "done"
 
