@@ -29,7 +29,8 @@ class TilingConfig:
     """Options of `tiling.tile_slide`. Sizes are output pixels at the target resolution `mpp` (um/px).
 
     What the store holds follows from every field except `backend`, `shard_workers` and `scheduler`, and from
-    the slide and the ROI geometry given to `tile_slide`; a store made with other values is rewritten.
+    the slide and the ROI geometry given to `tile_slide`; a complete store made with other values is replaced
+    only with `overwrite` (else `tiling.inputs.OptionsChanged` names the differences).
 
     - `stride`: step between tiles (default: `size`, no overlap); `min_tissue`: fraction of a kept tile in
       the tissue (0 keeps every tile); `roi_mode`: a ROI "restrict"s the detected tissue or "replace"s it.

@@ -58,7 +58,8 @@ def _fingerprint(identity: dict, config: TilingConfig, roi: BaseGeometry | None)
 
 
 def _existing(store_path: Path, fingerprint: str) -> PatchStore | None:
-    """The store at `store_path` if it was made with the same inputs, else None (it will be rewritten)."""
+    """The store at `store_path` if it was made with the same inputs, else None (then `prepare_store_path`
+    decides whether it may be replaced)."""
     try:
         store = PatchStore.open(store_path, mode="r+")
     except StoreError:

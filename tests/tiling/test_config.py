@@ -8,6 +8,7 @@ import pytest
 
 import tiling
 from tiling import TilingConfig, tile_slide_result
+from tiling.inputs import OptionsChanged
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,12 @@ def test_config_and_overrides_make_the_same_store(synthetic_slide, tmp_path):
     again = tile_slide_result(synthetic_slide.path, tmp_path / "s.zarr", size=128, mpp=1.0, codec="zstd",
                               shard_workers=1, scheduler="synchronous")  # fmt: skip
     assert again.status == "skipped"
-    changed = tile_slide_result(synthetic_slide.path, tmp_path / "s.zarr", config, min_tissue=0.0)
+    # A content option changed: the complete store is kept unless overwrite is asked for (issue 15).
+    with pytest.raises(OptionsChanged, match=r"min-tissue 0.5 -> 0.0"):
+        tile_slide_result(synthetic_slide.path, tmp_path / "s.zarr", config, min_tissue=0.0)
+    changed = tile_slide_result(
+        synthetic_slide.path, tmp_path / "s.zarr", config, min_tissue=0.0, overwrite=True
+    )
     assert changed.status == "done" and changed.tiles > first.tiles
 
 
