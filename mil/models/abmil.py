@@ -27,16 +27,27 @@ class GatedAttention(nn.Module):
         return self.w(a)
 
 
+def tile_encoder(in_dim: int, embed_dim: int, layers: int = 1, dropout: float = 0.0) -> nn.Sequential:
+    """`layers` x (Linear + ReLU + Dropout): tile features -> tile embeddings."""
+    if layers < 1:
+        raise ValueError(f"encoder_layers must be at least 1, got {layers}")
+    modules = []
+    for i in range(layers):
+        modules += [nn.Linear(in_dim if i == 0 else embed_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*modules)
+
+
 class ABMIL(MILModel):
-    """Tiles -> Linear+ReLU embeddings -> attention (plain or gated) -> weighted mean -> head.
+    """Tiles -> (Linear+ReLU) x `encoder_layers` embeddings -> attention (plain or gated) -> weighted mean -> head.
 
     `instance_scores` are the attention weights (B, N, 1).
     """
 
     def __init__(self, in_dim: int, n_outputs: int, embed_dim: int = 256, attn_dim: int = 128,
-                 gated: bool = False, dropout: float = 0.25, head: str = "linear"):  # fmt: skip
+                 gated: bool = False, dropout: float = 0.25, encoder_layers: int = 1,
+                 head: str = "linear"):  # fmt: skip
         super().__init__(in_dim, n_outputs)
-        self.encoder = nn.Sequential(nn.Linear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.encoder = tile_encoder(in_dim, embed_dim, encoder_layers, dropout)
         self.attention = GatedAttention(embed_dim, attn_dim, 1, gated)
         self.head = make_head(head, embed_dim, n_outputs)
 
