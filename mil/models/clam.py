@@ -36,6 +36,8 @@ class CLAM(MILModel):
         self.encoder = nn.Sequential(nn.Linear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
         self.attention = GatedAttention(embed_dim, attn_dim, branches, gated=True, dropout=dropout)
         if multi_branch:
+            if head == "cox" and n_outputs != 1:
+                raise ValueError(f"a cox head gives one log-risk, so n_outputs must be 1, got {n_outputs}")
             self.heads = nn.ModuleList(make_head(head, embed_dim, 1) for _ in range(n_outputs))
         else:
             self.head = make_head(head, embed_dim, n_outputs)
