@@ -9,7 +9,7 @@ from torch import nn
 
 from survival import CoxHead
 
-__all__ = ["MILModel", "MILOutput", "ModelSpec", "make_head", "masked_softmax", "nan_masked"]
+__all__ = ["MILModel", "MILOutput", "ModelSpec", "make_head", "masked_softmax", "nan_masked", "tile_encoder"]
 
 
 @dataclass(frozen=True)
@@ -121,3 +121,13 @@ class MILModel(nn.Module):
 def nan_masked(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """`scores` (B, N, K) with NaN where `mask` (B, N) is false."""
     return scores.masked_fill(~mask[..., None], float("nan"))
+
+
+def tile_encoder(in_dim: int, embed_dim: int, layers: int = 1, dropout: float = 0.0) -> nn.Sequential:
+    """`layers` x (Linear + ReLU + Dropout): tile features -> tile embeddings."""
+    if layers < 1:
+        raise ValueError(f"encoder_layers must be at least 1, got {layers}")
+    modules = []
+    for i in range(layers):
+        modules += [nn.Linear(in_dim if i == 0 else embed_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*modules)

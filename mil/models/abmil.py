@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mil.models._base import MILModel, MILOutput, make_head, masked_softmax, nan_masked
+from mil.models._base import MILModel, MILOutput, make_head, masked_softmax, nan_masked, tile_encoder
 from mil.models._registry import register_model
 
 __all__ = ["ABMIL", "GatedAttention", "abmil", "abmil_gated"]
@@ -25,16 +25,6 @@ class GatedAttention(nn.Module):
         if self.u is not None:
             a = a * self.u(h)
         return self.w(a)
-
-
-def tile_encoder(in_dim: int, embed_dim: int, layers: int = 1, dropout: float = 0.0) -> nn.Sequential:
-    """`layers` x (Linear + ReLU + Dropout): tile features -> tile embeddings."""
-    if layers < 1:
-        raise ValueError(f"encoder_layers must be at least 1, got {layers}")
-    modules = []
-    for i in range(layers):
-        modules += [nn.Linear(in_dim if i == 0 else embed_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout)]
-    return nn.Sequential(*modules)
 
 
 class ABMIL(MILModel):

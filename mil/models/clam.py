@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mil.models._base import MILModel, MILOutput, make_head, masked_softmax, nan_masked
+from mil.models._base import MILModel, MILOutput, make_head, masked_softmax, nan_masked, tile_encoder
 from mil.models._registry import register_model
 from mil.models.abmil import GatedAttention
 
@@ -25,15 +25,15 @@ class CLAM(MILModel):
     """`instance_scores` are the attention weights: (B, N, 1) single-branch, (B, N, K) multi-branch."""
 
     def __init__(self, in_dim: int, n_outputs: int, multi_branch: bool = False, embed_dim: int = 256,
-                 attn_dim: int = 128, dropout: float = 0.25, k_sample: int = 8, instance_weight: float = 0.3,
-                 subtyping: bool = False, head: str = "linear"):  # fmt: skip
+                 attn_dim: int = 128, dropout: float = 0.25, encoder_layers: int = 1, k_sample: int = 8,
+                 instance_weight: float = 0.3,                  subtyping: bool = False, head: str = "linear"):  # fmt: skip
         super().__init__(in_dim, n_outputs)
         self.multi_branch = multi_branch
         self.k_sample = k_sample
         self.instance_weight = instance_weight
         self.subtyping = subtyping
         branches = n_outputs if multi_branch else 1
-        self.encoder = nn.Sequential(nn.Linear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.encoder = tile_encoder(in_dim, embed_dim, encoder_layers, dropout)
         self.attention = GatedAttention(embed_dim, attn_dim, branches, gated=True, dropout=dropout)
         if multi_branch:
             if head == "cox" and n_outputs != 1:

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from mil.models._base import MILModel, MILOutput, make_head, masked_softmax, nan_masked
+from mil.models._base import MILModel, MILOutput, make_head, masked_softmax, nan_masked, tile_encoder
 from mil.models._registry import register_model
 
 __all__ = ["DSMIL", "dsmil"]
@@ -21,9 +21,9 @@ __all__ = ["DSMIL", "dsmil"]
 
 class DSMIL(MILModel):
     def __init__(self, in_dim: int, n_outputs: int, embed_dim: int = 256, query_dim: int = 128,
-                 dropout: float = 0.25, head: str = "linear"):  # fmt: skip
+                 dropout: float = 0.25, encoder_layers: int = 1, head: str = "linear"):  # fmt: skip
         super().__init__(in_dim, n_outputs)
-        self.encoder = nn.Sequential(nn.Linear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.encoder = tile_encoder(in_dim, embed_dim, encoder_layers, dropout)
         self.instance_classifier = nn.Linear(embed_dim, n_outputs)
         self.query = nn.Sequential(
             nn.Linear(embed_dim, query_dim), nn.ReLU(), nn.Linear(query_dim, query_dim), nn.Tanh()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
-
-from mil.models._base import MILModel, MILOutput, make_head, nan_masked
+from mil.models._base import MILModel, MILOutput, make_head, nan_masked, tile_encoder
 from mil.models._registry import register_model
 
 __all__ = ["InstancePooling", "max", "mean"]
@@ -18,12 +16,12 @@ class InstancePooling(MILModel):
     """
 
     def __init__(self, in_dim: int, n_outputs: int, pool: str = "mean", embed_dim: int = 256,
-                 dropout: float = 0.25, head: str = "linear"):  # fmt: skip
+                 dropout: float = 0.25, encoder_layers: int = 1, head: str = "linear"):  # fmt: skip
         super().__init__(in_dim, n_outputs)
         if pool not in ("mean", "max"):
             raise ValueError(f"pool must be 'mean' or 'max', got {pool!r}")
         self.pool = pool
-        self.encoder = nn.Sequential(nn.Linear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.encoder = tile_encoder(in_dim, embed_dim, encoder_layers, dropout)
         self.head = make_head(head, embed_dim, n_outputs)
 
     def forward_bags(self, features, mask, instance_labels) -> MILOutput:

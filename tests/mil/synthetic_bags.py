@@ -32,7 +32,7 @@ def synthetic_bags(task: str, n_bags: int, seed: int = 0, dim: int = DIM, size: 
         elif task == "grade":
             row = count
         elif task == "survival":
-            time = rng.exponential(1.0 / (0.1 * np.exp(0.9 * count)))
+            time = rng.exponential(1.0 / (0.1 * np.exp(1.2 * count)))
             censor = rng.exponential(25.0)
             row = [min(time, censor), float(time <= censor)]
         else:

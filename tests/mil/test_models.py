@@ -62,7 +62,9 @@ def test_padding_never_changes_a_result(name):
         n = int(mask[i].sum())
         torch.testing.assert_close(padded.logits[i], alone[i].logits[0], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(noisy.logits[i], alone[i].logits[0], atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(padded.instance_scores[i, :n], alone[i].instance_scores[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            padded.instance_scores[i, :n], alone[i].instance_scores[0], atol=1e-5, rtol=1e-4
+        )
 
 
 @pytest.mark.parametrize("name", mil.list_models())
@@ -74,9 +76,13 @@ def test_permutation_invariance_where_claimed(name):
     out, shuffled = model(x1, m1), model(x1[:, order], m1[:, order])
     if model.permutation_invariant:
         torch.testing.assert_close(out.logits, shuffled.logits, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(out.instance_scores[:, order], shuffled.instance_scores, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            out.instance_scores[:, order], shuffled.instance_scores, atol=1e-5, rtol=1e-4
+        )
     else:
-        assert not torch.allclose(out.logits, shuffled.logits, atol=1e-6), "order-dependent model ignored order"
+        assert not torch.allclose(out.logits, shuffled.logits, atol=1e-6), (
+            "order-dependent model ignored order"
+        )
 
 
 @pytest.mark.parametrize("name", mil.list_models())
