@@ -12,6 +12,7 @@ TransMIL its own single layer); Ilse et al. used a LeNet on 28x28 MNIST and repo
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -76,6 +77,7 @@ def main(argv=None) -> None:
         aucs, start = [], time.perf_counter()
         for seed in range(args.seeds):
             aucs.append(run(name, seed, args.epochs))
+            print(f"  {name} seed {seed}: {aucs[-1]:.4f}", file=sys.stderr, flush=True)
         seconds = (time.perf_counter() - start) / args.seeds
         per_seed = ", ".join(f"{a:.3f}" for a in aucs)
         print(f"| {name} | {np.mean(aucs):.3f} +/- {np.std(aucs, ddof=1):.3f} | {per_seed} | {seconds:.1f} |",
