@@ -56,7 +56,7 @@ def run(
     task = mil.create_task("binary")
     kwargs = {} if model_name == "transmil" else {"encoder_layers": 2}
     model = mil.create_model(model_name, 64, 1, **kwargs)
-    config = mil.FitConfig(epochs=epochs, patience=20, lr=5e-4, weight_decay=1e-4, batch_size=1, seed=seed,
+    config = mil.FitConfig(epochs=epochs, patience=20, lr=1e-3, weight_decay=1e-4, batch_size=4, seed=seed,
                            progress=False)  # fmt: skip
     mil.fit(model, task, train, val, config)
     probability = task.predict(mil.predict_logits(model, test, "cpu"))

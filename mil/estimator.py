@@ -8,10 +8,12 @@ can run; a one-tile bag is an ordinary MLP sample).
 from __future__ import annotations
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils import ClassifierTags, TargetTags
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from mil.models import create_model
 from mil.tasks import create_task
@@ -65,7 +67,8 @@ class MILEstimator(BaseEstimator):
         return tags
 
     def _bags(self, X, reset: bool) -> list[np.ndarray]:
-        if isinstance(X, np.ndarray) and X.ndim == 2 or not isinstance(X, (list, tuple, np.ndarray)):
+        table = isinstance(X, (list, tuple)) and len(X) > 0 and np.ndim(X[0]) == 1
+        if table or isinstance(X, np.ndarray) and X.ndim == 2 or not isinstance(X, (list, tuple, np.ndarray)):
             X = check_array(X, dtype=np.float32)
             bags = [row[None] for row in X]
         elif isinstance(X, np.ndarray) and X.ndim == 3:
@@ -79,8 +82,8 @@ class MILEstimator(BaseEstimator):
         if reset:
             self.n_features_in_ = dim
         elif dim != self.n_features_in_:
-            raise ValueError(f"X has {dim} features per tile, but MILEstimator was fitted with "
-                             f"{self.n_features_in_} features per tile")  # fmt: skip
+            raise ValueError(f"X has {dim} features, but MILEstimator is expecting {self.n_features_in_} "
+                             "features as input (features per tile)")  # fmt: skip
         return bags
 
     def _config(self) -> FitConfig:
@@ -97,13 +100,16 @@ class MILEstimator(BaseEstimator):
         task = create_task(self.task, **(self.task_kwargs or {}))
         target = y
         if self.task in _CLASSIFIERS:
-            if y.ndim != 1:
-                raise ValueError(f"{self.task} labels must have shape (n,), got {y.shape}")
+            y = column_or_1d(y, warn=True)
+            kind = type_of_target(y)
+            if kind == "continuous":
+                raise ValueError("Unknown label type: continuous; classification tasks take class labels")
             self.classes_, target = np.unique(y, return_inverse=True)
             if len(self.classes_) < 2:
                 raise ValueError(f"y has one class ({self.classes_[0]!r}); a classifier needs at least two")
             if self.task == "binary" and len(self.classes_) > 2:
-                raise ValueError(f"y has {len(self.classes_)} classes; use task='multiclass'")
+                raise ValueError(f"Only binary classification is supported by task='binary'; y has "
+                                 f"{len(self.classes_)} classes: use task='multiclass'")  # fmt: skip
         task.fit_labels(target)
         train, val = (bags, target), None
         if self.validation_fraction > 0:
@@ -113,6 +119,7 @@ class MILEstimator(BaseEstimator):
             train = ([bags[i] for i in fit_index], target[fit_index])
             val = ([bags[i] for i in val_index], target[val_index])
         kwargs = {**task.model_kwargs(), **(self.model_kwargs or {})}
+        torch.manual_seed(self.seed)  # the initialisation too, so that a refit repeats the fit
         self.model_ = create_model(self.model, bags[0].shape[1], task.n_outputs, **kwargs)
         self.history_ = fit(self.model_, task, train, val, self._config())
         self.task_ = task
@@ -131,6 +138,7 @@ class MILEstimator(BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (n, n_classes) for binary, multiclass and grade; per target (n, T) for mutation."""
+        check_is_fitted(self)
         if self.task == "survival":
             raise AttributeError("a survival MILEstimator has no probabilities; use predict (log-risk)")
         p = self._prediction(X)
@@ -138,6 +146,7 @@ class MILEstimator(BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Labels (classification, grade), 0/1 per target (mutation) or log-risk (survival)."""
+        check_is_fitted(self)
         decided = self.task_.decide(self._prediction(X))
         if self.task in _CLASSIFIERS:
             return self.classes_[np.asarray(decided, dtype=int)]
@@ -145,6 +154,7 @@ class MILEstimator(BaseEstimator):
 
     def score(self, X, y) -> float:
         """Accuracy (classification), quadratic weighted kappa (grade), macro AUC (mutation), C-index (survival)."""
+        check_is_fitted(self)
         y = np.asarray(y)
         if self.task in _CLASSIFIERS:
             return float(np.mean(self.predict(X) == y))

@@ -485,9 +485,10 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
             fit_part, val_part = next(_splitter(inner, seed + k + 1).split(
                 np.zeros(len(train_index)), strata[train_index], bags.groups[train_index]))  # fmt: skip
         fold_task = copy.deepcopy(base_task)
+        fold_config = replace(config, seed=config.seed + k)
+        torch.manual_seed(fold_config.seed)
         fold_model = create_model(model, bags.dim, base_task.n_outputs,
                                   **{**fold_task.model_kwargs(), **(model_kwargs or {})})  # fmt: skip
-        fold_config = replace(config, seed=config.seed + k)
         history = fit(fold_model, fold_task, bags.subset(train_index[fit_part]),
                       bags.subset(train_index[val_part]), fold_config)  # fmt: skip
         test = bags.subset(test_index)
