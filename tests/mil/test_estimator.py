@@ -55,8 +55,8 @@ def test_contract_params_and_fitted_attributes():
 def test_learns_and_scores():
     bags, y = _data(60)
     test_bags, test_y = _data(60, 1)
-    est = mil.MILEstimator(validation_fraction=0.2, **{**SMALL, "epochs": 10}).fit(bags, y)
-    assert est.score(test_bags, test_y) >= 0.85
+    est = mil.MILEstimator(validation_fraction=0.2, **{**SMALL, "epochs": 10, "lr": 1e-2}).fit(bags, y)
+    assert est.score(test_bags, test_y) >= 0.85  # accuracy; 3 in 4 bags are positive
 
 
 def test_cross_val_score_and_grid_search():
