@@ -58,8 +58,12 @@ def main(argv=None) -> None:
     labels = torch.arange(args.bags) % 2
     if args.device != "cpu":
         bags = [b.to(args.device) for b in bags]
-    print(f"{args.bags} bags x {args.tiles} tiles x {args.dim} features, {args.threads} threads, {args.device}")
-    print(f"| model | bare s/epoch ({args.scale_to} bags) | mil.fit s/epoch ({args.scale_to} bags) | overhead |")
+    print(
+        f"{args.bags} bags x {args.tiles} tiles x {args.dim} features, {args.threads} threads, {args.device}"
+    )
+    print(
+        f"| model | bare s/epoch ({args.scale_to} bags) | mil.fit s/epoch ({args.scale_to} bags) | overhead |"
+    )
     print("| --- | --- | --- | --- |")
     scale = args.scale_to / args.bags
     for name in args.models:

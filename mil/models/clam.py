@@ -22,27 +22,28 @@ __all__ = ["CLAM", "clam_mb", "clam_sb"]
 
 
 class CLAM(MILModel):
-    """`instance_scores` are the attention weights: (B, N, 1) single-branch, (B, N, K) multi-branch."""
+    """`instance_scores` are the attention weights: (B, N, 1) single-branch, (B, N, classes) multi-branch (two
+    branches for a one-output binary task, whose logit is then the difference of the two class logits)."""
 
     def __init__(self, in_dim: int, n_outputs: int, multi_branch: bool = False, embed_dim: int = 256,
                  attn_dim: int = 128, dropout: float = 0.25, encoder_layers: int = 1, k_sample: int = 8,
-                 instance_weight: float = 0.3,                  subtyping: bool = False, head: str = "linear"):  # fmt: skip
+                 instance_weight: float = 0.3, subtyping: bool = False, head: str = "linear"):  # fmt: skip
         super().__init__(in_dim, n_outputs)
         self.multi_branch = multi_branch
         self.k_sample = k_sample
         self.instance_weight = instance_weight
         self.subtyping = subtyping
-        branches = n_outputs if multi_branch else 1
+        # A one-output (binary) task still has two classes: one attention branch and instance classifier each.
+        self.n_classes = max(n_outputs, 2)
+        branches = self.n_classes if multi_branch else 1
         self.encoder = tile_encoder(in_dim, embed_dim, encoder_layers, dropout)
         self.attention = GatedAttention(embed_dim, attn_dim, branches, gated=True, dropout=dropout)
         if multi_branch:
             if head == "cox" and n_outputs != 1:
                 raise ValueError(f"a cox head gives one log-risk, so n_outputs must be 1, got {n_outputs}")
-            self.heads = nn.ModuleList(make_head(head, embed_dim, 1) for _ in range(n_outputs))
+            self.heads = nn.ModuleList(make_head(head, embed_dim, 1) for _ in range(self.n_classes))
         else:
             self.head = make_head(head, embed_dim, n_outputs)
-        # A binary task has one logit but two classes: instance classifiers exist per class.
-        self.n_classes = max(n_outputs, 2)
         self.instance_classifiers = nn.ModuleList(nn.Linear(embed_dim, 2) for _ in range(self.n_classes))
 
     def forward_bags(self, features, mask, instance_labels) -> MILOutput:
@@ -52,6 +53,8 @@ class CLAM(MILModel):
         pooled = torch.einsum("bnk,bnh->bkh", weights, h)  # (B, branches, H)
         if self.multi_branch:
             logits = torch.cat([head(pooled[:, k]) for k, head in enumerate(self.heads)], dim=1)
+            if self.n_outputs == 1:  # two-class softmax -> its log-odds, the one logit of a binary task
+                logits = logits[:, 1:] - logits[:, :1]
         else:
             logits = self.head(pooled[:, 0])
         aux = None
