@@ -127,7 +127,8 @@ class FitConfig:
     steps (for one-bag steps). `max_tiles` draws that many tiles per bag, a new draw each epoch (validation uses
     all tiles). `schedule`: "cosine", "plateau" (on the validation metric) or "none". `class_weight` ("balanced"
     or None) is handed to tasks that weigh classes. `mixed_precision` is bfloat16 autocast on CUDA only.
-    `deterministic` turns on torch's deterministic algorithms for the run.
+    `deterministic` turns on torch's deterministic algorithms for the run. `progress`: a bar over the epochs
+    showing the validation metric (tqdm; hidden when stderr is not a terminal).
     """
 
     epochs: int = 50
