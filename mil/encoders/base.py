@@ -66,6 +66,13 @@ class Encoder(nn.Module):
             )
         return features
 
+    @property
+    def weights_label(self) -> str:
+        """The weights as tables show them: the file's short hash, "RANDOM WEIGHTS", or "no weights"."""
+        if self.random_weights:
+            return "RANDOM WEIGHTS"
+        return "no weights" if self.weights_hash == "none" else self.weights_hash
+
     def describe(self) -> dict:
         """What decides the features: stored in the store's attrs so other encoders' features are never mixed."""
         return {"encoder": self.name, "architecture": self.architecture, "weights_hash": self.weights_hash,

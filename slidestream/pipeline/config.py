@@ -22,8 +22,14 @@ class TileOptions(TilingConfig):
 
 @dataclass(frozen=True)
 class FeatureOptions:
+    """`encoder` is a built-in or recipe name (mil.list_encoders()) or a timm architecture; `encoder_args` its
+    keyword arguments ([features.encoder_args]); `random_weights` lets an encoder that needs weights run
+    without them (for testing; marked in the summary and the store)."""
+
     encoder: str = "stain_stats"
     weights: str | None = None
+    encoder_args: dict[str, Any] = field(default_factory=dict)
+    random_weights: bool = False
     batch_size: int = 64
     device: str = "auto"
     loader_workers: int = 0
@@ -84,7 +90,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
         if value is None:
             continue
         section, _, name = key.rpartition(".")
-        {"": run, "tiling": tiling, "features": feats}[section][name] = value
+        target = {"": run, "tiling": tiling, "features": feats}[section]
+        if isinstance(value, dict) and isinstance(target.get(name), dict):
+            value = {**target[name], **value}  # e.g. --encoder-arg on top of [features.encoder_args]
+        target[name] = value
     if "steps" in run:
         run["steps"] = tuple(run["steps"])
     if "out" in run:

@@ -170,12 +170,14 @@ class FeatureStep:
 
         f = ctx.config.features
         store = PatchStore.open(ctx.store_path)
-        encoder, caught = _collect_warnings(lambda: mil.create_encoder(f.encoder, weights=f.weights))
+        encoder, caught = _collect_warnings(lambda: mil.create_encoder(
+            f.encoder, weights=f.weights, random_weights=f.random_weights, **f.encoder_args))  # fmt: skip
         skipped = not ctx.config.overwrite and mil.features_done(store, encoder)
         array = mil.extract_features(store, encoder, batch_size=f.batch_size, device=f.device,
                                      num_workers=f.loader_workers, overwrite=ctx.config.overwrite)  # fmt: skip
         return StepOutcome("skipped" if skipped else "done",
-                           {"features": f"{encoder.name} ({array.shape[1]})"}, caught)  # fmt: skip
+                           {"encoder": encoder.name, "feature_dim": array.shape[1], "weights": encoder.weights_label},
+                           caught)  # fmt: skip
 
 
 register_step(TileStep())
