@@ -67,6 +67,7 @@ def main() -> None:
         help="batch size for one encoder (default on CPU: uni_v1=16 hoptimus0=4)",
     )
     parser.add_argument("--data", default="bench-data")
+    parser.add_argument("--slide-size", type=int, default=20000, help="synthetic slide width = height (px)")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs of each measurement")
     args = parser.parse_args()
     device = mil.resolve_device(args.device)
@@ -76,9 +77,10 @@ def main() -> None:
 
     folder = Path(args.data)
     folder.mkdir(parents=True, exist_ok=True)
-    slide = folder / "synthetic-20000.svs"
+    slide = folder / f"synthetic-{args.slide_size}.svs"
     if not slide.exists():
-        write_slide(slide, SyntheticSpec(20000, 20000, mpp=0.25, seed=11, tumor=True), progress=False)
+        spec = SyntheticSpec(args.slide_size, args.slide_size, mpp=0.25, seed=11, tumor=True)
+        write_slide(slide, spec, progress=False)
     cpu = device.type == "cpu"
     tiles_for = {**({"uni_v1": 32, "hoptimus0": 8} if cpu else {}), **_pairs(args.tiles_for)}
     batch_for = {**({"uni_v1": 16, "hoptimus0": 4} if cpu else {}), **_pairs(args.batch_for)}
