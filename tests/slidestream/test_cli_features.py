@@ -12,7 +12,7 @@ from slidestream.cli import main
 from slidestream.discovery import SlideInput
 from slidestream.pipeline import load_config, process_slide
 from slidestream.pipeline.manifest import write_summary
-from tests.mil.test_encoder_recipes import write_checkpoint
+from tests.mil.published_checkpoints import write_checkpoint
 from tiling import PatchStore
 
 
