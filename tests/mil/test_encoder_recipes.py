@@ -144,7 +144,8 @@ def test_recipes_need_weights_unless_random_is_asked_for():
                r"--random-weights to use one anyway, for testing")  # fmt: skip
     with pytest.raises(EncoderError, match=message):
         mil.create_encoder("uni_v1")
-    encoder = mil.create_encoder("lunit_vits8", random_weights=True)
+    with pytest.warns(UserWarning, match="RANDOM WEIGHTS"):
+        encoder = mil.create_encoder("lunit_vits8", random_weights=True)
     assert encoder.random_weights and encoder.describe()["random_weights"] is True
     assert encoder.describe()["weights_hash"] == "random-init-seed-0"
     with pytest.raises(EncoderError, match="both weights and random_weights"):
