@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 import pytest
 
+import mil
 from slidestream.cli import main
 from slidestream.discovery import SlideInput
 from slidestream.pipeline import load_config, process_slide
@@ -108,14 +109,22 @@ def test_run_refuses_missing_weights_before_any_work(synthetic_slide, tmp_path, 
     assert not out.exists()
 
 
-def test_summary_has_encoder_and_weights_columns(synthetic_slide, tmp_path):
-    config = load_config(out=tmp_path / "out", progress=False, **{
-        "tiling.mpp": 2.0, "tiling.size": 64, "features.encoder": "test_vit", "features.random_weights": True,
-        "features.encoder_args": {"init_values": 1e-5}})  # fmt: skip
+def test_recipe_from_toml_and_random_weights_in_the_summary(synthetic_slide, tmp_path):
+    weights = write_checkpoint("uni_v1", tmp_path / "pytorch_model", depth=1)
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'[tiling]\nmpp = 2.0\nsize = 64\n[features]\nencoder = "uni_v1"\nweights = "{weights}"\n'
+                    "[features.encoder_args]\ndepth = 1\n")  # fmt: skip
+    config = load_config(toml, out=tmp_path / "out", progress=False)
     records = process_slide(SlideInput("alpha", synthetic_slide.path), config)
-    assert [r.status for r in records] == ["done", "done"]
-    assert any("RANDOM WEIGHTS" in w for w in records[1].warnings)
+    assert [r.status for r in records] == ["done", "done"] and not records[1].warnings
+    # The same slide again with a timm model on random weights, as asked.
+    random = load_config(out=tmp_path / "out", progress=False, **{
+        "tiling.mpp": 2.0, "tiling.size": 64, "features.encoder": "test_vit", "features.random_weights": True})  # fmt: skip
+    records += process_slide(SlideInput("beta", synthetic_slide.path), random)
+    assert any("RANDOM WEIGHTS" in w for w in records[-1].warnings)
     write_summary(tmp_path / "summary.csv", [asdict(r) for r in records])
     with open(tmp_path / "summary.csv") as f:
-        row = next(csv.DictReader(f))
-    assert row["encoder"] == "test_vit" and row["weights"] == "RANDOM WEIGHTS" and int(row["feature_dim"]) > 0
+        rows = {row["slide_id"]: row for row in csv.DictReader(f)}
+    assert rows["alpha"]["encoder"] == "uni_v1" and rows["alpha"]["feature_dim"] == "1024"
+    assert rows["alpha"]["weights"] == mil.create_encoder("uni_v1", weights=weights, depth=1).weights_hash
+    assert rows["beta"]["encoder"] == "test_vit" and rows["beta"]["weights"] == "RANDOM WEIGHTS"
