@@ -44,9 +44,9 @@ def add_encoder_options(p, default: str | None) -> None:
                         "initialisation (for testing: the features are meaningless, and are marked so)")  # fmt: skip
 
 
-def random_weights_notice(encoder: str) -> str:
+def random_weights_notice(encoder: str, marked_in: str = "the stores' feature attributes") -> str:
     return (f"WARNING: encoder {encoder} runs with RANDOM WEIGHTS (--random-weights): the features are "
-            "meaningless for a study; summary.csv and the stores say so")  # fmt: skip
+            f"meaningless for a study; {marked_in} say so")  # fmt: skip
 
 
 def register(sub) -> None:

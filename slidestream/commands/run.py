@@ -73,7 +73,7 @@ def run(args) -> int:
             return 2
         return 0
     if "features" in config.steps and config.features.random_weights:
-        print(random_weights_notice(config.features.encoder), file=sys.stderr)
+        print(random_weights_notice(config.features.encoder, "summary.csv and the stores"), file=sys.stderr)
     try:
         result = run_batch(slides, config)
     except ValueError as exc:
