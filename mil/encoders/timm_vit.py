@@ -5,6 +5,8 @@ Architectures and keyword arguments are those of each model card's `timm.create_
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import nn
 
 from mil._timm_import import import_timm
@@ -75,11 +77,8 @@ def hoptimus0() -> Recipe:
 @register_recipe
 def hoptimus1() -> Recipe:
     """H-optimus-1 (Bioptimus, 2025): H-optimus-0's ViT-g/14 trained on over 1M slides; class token."""
-    return Recipe(
-        "vit_giant_patch14_reg4_dinov2", 1536, {"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
-        mean=_HOPTIMUS_MEAN, std=_HOPTIMUS_STD, licence="non-commercial (Bioptimus licence; gated)",
-        source="huggingface.co/bioptimus/H-optimus-1 (pytorch_model.bin)",
-    )  # fmt: skip
+    return replace(hoptimus0(), licence="non-commercial (Bioptimus licence; gated)",
+                   source="huggingface.co/bioptimus/H-optimus-1 (pytorch_model.bin)")  # fmt: skip
 
 
 @register_recipe
