@@ -19,7 +19,14 @@ from mil.encoders.recipe import Recipe
 from mil.encoders.registry import list_recipes
 from mil.encoders.weights import KeyCheck, check_keys, file_hash, key_pattern, load_state_dict
 
-__all__ = ["closest_recipes", "fit_checkpoint", "recipe_encoder", "recipe_layout", "timm_encoder"]
+__all__ = [
+    "closest_recipes",
+    "empty_from_meta",
+    "fit_checkpoint",
+    "recipe_encoder",
+    "recipe_layout",
+    "timm_encoder",
+]
 
 _HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_dist.", "last_linear.")
 
@@ -93,10 +100,18 @@ def fit_checkpoint(recipe: Recipe, published: dict[str, torch.Tensor], model: nn
     return state, check_keys(state, expected)
 
 
-def _modules_with_computed_buffers(model: nn.Module) -> list[nn.Module]:
-    """Modules holding buffers that are not in the state dict (computed at build time, e.g. Swin's masks)."""
-    return [m for m in model.modules()
-            if any(name in m._non_persistent_buffers_set for name, _ in m.named_buffers(recurse=False))]  # fmt: skip
+def empty_from_meta(model: nn.Module) -> nn.Module | None:
+    """`model` (built on the meta device) on the CPU with uninitialised parameters for a state dict to fill,
+    and its unsaved buffers (e.g. Swin's attention masks) computed again; None where a module holding such
+    buffers cannot recompute them (timm's `init_non_persistent_buffers`)."""
+    computed = [m for m in model.modules()
+                if any(name in m._non_persistent_buffers_set for name, _ in m.named_buffers(recurse=False))]  # fmt: skip
+    if not all(hasattr(m, "init_non_persistent_buffers") for m in computed):
+        return None
+    model = model.to_empty(device="cpu")
+    for module in computed:
+        module.init_non_persistent_buffers()
+    return model
 
 
 def recipe_encoder(
@@ -124,14 +139,13 @@ def recipe_encoder(
             raise EncoderError(f"{weights}: not a checkpoint of recipe {recipe.name!r} ({recipe.title}; "
                                f"{recipe.architecture}, {recipe.checkpoint}): {check.message()}"
                                f"{_suggestion(published, recipe.name)}")  # fmt: skip
-        computed = _modules_with_computed_buffers(model)
-        if all(hasattr(m, "init_non_persistent_buffers") for m in computed):
-            model = model.to_empty(device="cpu")
-            for module in computed:  # timm's protocol for models made on the meta device
-                module.init_non_persistent_buffers()
-        else:  # buffers computed at build time that cannot be recomputed: build the model for real
+        empty = empty_from_meta(model)
+        if (
+            empty is None
+        ):  # buffers computed at build time that cannot be recomputed: build the model for real
             with _seeded():
-                model = _build(recipe, overrides, "cpu")
+                empty = _build(recipe, overrides, "cpu")
+        model = empty
         model.load_state_dict(state, strict=True)
         weights_hash = file_hash(weights)
     return Encoder(recipe.name, recipe.pooled(model), recipe.dim, recipe.input_size, recipe.mean, recipe.std,
