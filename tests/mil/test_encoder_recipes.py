@@ -2,8 +2,8 @@
 recipe, give the published embedding width, and change the output with the weights.
 
 The layouts are hand-typed manifests in encoder_layouts/ (each says where its key names and shapes come from).
-Full-size layouts are checked on the meta device; loading and the forward pass use one transformer block, so
-every recipe runs in seconds. `-m slow` runs the biggest recipe at full size on one tile.
+Full-size layouts are checked on the meta device; loading and the forward pass use checkpoints cut short (one
+transformer block; two blocks per Swin stage; one per ResNet stage), so every recipe runs in seconds. `-m slow` runs the biggest recipe at full size on one tile.
 """
 
 from __future__ import annotations
