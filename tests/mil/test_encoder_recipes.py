@@ -159,7 +159,8 @@ def test_biggest_recipe_runs_on_one_tile_on_cpu():
     name = max(
         list_recipes(), key=lambda r: sum(torch.Size(s).numel() for s in recipe_layout(r).values())
     ).name
-    encoder = mil.create_encoder(name, random_weights=True)
+    with pytest.warns(UserWarning, match="RANDOM WEIGHTS"):
+        encoder = mil.create_encoder(name, random_weights=True)
     with torch.inference_mode():
         out = encoder(torch.randint(0, 256, (1, 3, 224, 224), dtype=torch.uint8))
     assert out.shape == (1, get_recipe(name).dim) and torch.isfinite(out).all()
