@@ -3,9 +3,50 @@
 from __future__ import annotations
 
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 from slidestream.commands._common import add_quiet, show_progress
+
+
+def parse_encoder_args(items: list[str] | None) -> dict[str, Any] | None:
+    """['init_values=1e-5', 'dynamic_img_size=true'] -> {'init_values': 1e-05, 'dynamic_img_size': True}.
+
+    Values are read as TOML values (numbers, true / false, "strings", [arrays]), as in the config file's
+    [features.encoder_args]; anything else is kept as text. None when no item was given."""
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--encoder-arg wants KEY=VALUE (e.g. init_values=1e-5), got {item!r}")
+        try:
+            out[key] = tomllib.loads(f"value = {text.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            out[key] = text.strip()
+    return out
+
+
+def add_encoder_options(p, default: str | None) -> None:
+    """--encoder, --weights, --encoder-arg and --random-weights, as `features` and `run` take them."""
+    p.add_argument("--encoder", default=default,
+                   help="a name from `slidestream features --list-encoders` (built in or a published recipe such as "
+                        "uni_v1), or any timm architecture (default stain_stats)")  # fmt: skip
+    p.add_argument("--weights", help="local checkpoint as published (safetensors or a torch state dict)")
+    p.add_argument("--encoder-arg", action="append", metavar="KEY=VALUE",
+                   help="keyword argument for the architecture (timm.create_model), repeatable: "
+                        "--encoder-arg init_values=1e-5 --encoder-arg dynamic_img_size=true")  # fmt: skip
+    p.add_argument("--random-weights", action="store_true",
+                   help="allow an encoder that needs weights to run without them, from a seeded random "
+                        "initialisation (for testing: the features are meaningless, and are marked so)")  # fmt: skip
+
+
+def random_weights_notice(encoder: str, marked_in: str = "the stores' feature attributes") -> str:
+    return (f"WARNING: encoder {encoder} runs with RANDOM WEIGHTS (--random-weights): the features are "
+            f"meaningless for a study; {marked_in} say so")  # fmt: skip
 
 
 def register(sub) -> None:
@@ -13,14 +54,14 @@ def register(sub) -> None:
         "features",
         help="encode the tiles of every patch store in OUT",
         description="Runs an encoder over OUT/slides/*/patches.zarr and writes features/<encoder> into each store. "
-        "Built-in encoders need no weights (stain_stats); any timm architecture works with --weights FILE "
-        "(safetensors or a torch state dict). Features made with the same encoder and weights are kept.",
+        "Built-in encoders need no weights (stain_stats); published pathology encoders (uni_v1, virchow2, "
+        "hoptimus0, ... see --list-encoders) and any timm architecture need --weights FILE, the checkpoint as "
+        "published. Features made with the same encoder and weights are kept.",
     )
-    p.add_argument("out", metavar="OUT", help="run folder written by `slidestream tile` or `run`")
-    p.add_argument(
-        "--encoder", default="stain_stats", help="built-in name or timm architecture (default stain_stats)"
-    )
-    p.add_argument("--weights", help="local weights file for a timm architecture")
+    p.add_argument("out", metavar="OUT", nargs="?", help="run folder written by `slidestream tile` or `run`")
+    p.add_argument("--list-encoders", action="store_true",
+                   help="list the encoders known by name (dimension, input size, mpp, licence, source) and exit")  # fmt: skip
+    add_encoder_options(p, default="stain_stats")
     p.add_argument("--name", help="feature name in the store (default: the encoder name)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -37,16 +78,35 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import warnings
+
     from mil import EncoderError, create_encoder, extract_features, resolve_device
+    from mil.encoders import encoder_table, require_weights
     from tiling import PatchStore, StoreError
 
+    if args.list_encoders:
+        print(encoder_table())
+        print("Any timm architecture also works: --encoder NAME --weights FILE [--encoder-arg KEY=VALUE ...]")
+        return 0
+    if args.out is None:
+        print("error: OUT (a run folder) is required unless --list-encoders", file=sys.stderr)
+        return 2
     stores = sorted(Path(args.out).glob("slides/*/patches.zarr"))
+    try:
+        encoder_args = parse_encoder_args(args.encoder_arg) or {}
+        require_weights(args.encoder, args.weights, args.random_weights)
+    except (ValueError, EncoderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not stores:
         print(f"error: no patch stores under {args.out}/slides/*/patches.zarr; run `slidestream tile` first",
               file=sys.stderr)  # fmt: skip
         return 2
     try:
-        encoder = create_encoder(args.encoder, weights=args.weights)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "encoder .* RANDOM WEIGHTS")  # said once, below
+            encoder = create_encoder(args.encoder, weights=args.weights, random_weights=args.random_weights,
+                                     **encoder_args)  # fmt: skip
     except EncoderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -55,6 +115,8 @@ def run(args) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if encoder.random_weights:
+        print(random_weights_notice(encoder.name), file=sys.stderr)
     workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
     failed = []
     for path in stores:
@@ -68,7 +130,8 @@ def run(args) -> int:
             failed.append(slide_id)
             print(f"failed: {slide_id}: {exc}", file=sys.stderr)
             continue
-        print(f"{slide_id}: features/{args.name or encoder.name} {array.shape[0]} x {array.shape[1]}")
+        print(f"{slide_id}: features/{args.name or encoder.name} {array.shape[0]} x {array.shape[1]} "
+              f"({encoder.weights_label})")  # fmt: skip
     if failed:
         print(f"{len(failed)} of {len(stores)} store(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from slidestream.commands._common import add_deprecated_alias, add_quiet, add_slides_and_out, show_progress
+from slidestream.commands.features import add_encoder_options, parse_encoder_args, random_weights_notice
 
 
 def register(sub) -> None:
@@ -27,8 +28,7 @@ def register(sub) -> None:
     p.add_argument("--min-tissue", type=float, help="minimum tissue fraction per tile (default 0.5)")
     p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
     p.add_argument("--roi", help="QuPath GeoJSON ROI file, or a folder of <slide_id>.geojson")
-    p.add_argument("--encoder", help="feature encoder (default stain_stats)")
-    p.add_argument("--weights", help="local weights file for a timm encoder")
+    add_encoder_options(p, default=None)
     p.add_argument("--device", help="cpu, cuda or auto")
     p.add_argument("--workers", type=int, help="slides in parallel: dask worker processes of the local cluster, "
                    "each tiling with one thread (default: one per core)")  # fmt: skip
@@ -45,6 +45,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from mil.encoders import EncoderError, require_weights
     from slidestream.discovery import find_slides
     from slidestream.pipeline import load_config, plan, run_batch
     from slidestream.pipeline.report import report
@@ -56,10 +57,15 @@ def run(args) -> int:
             steps=tuple(s.strip() for s in args.steps.split(",")) if args.steps else None,
             **{"tiling.mpp": args.mpp, "tiling.size": args.size, "tiling.min_tissue": args.min_tissue,
                "tiling.slide_mpp": args.slide_mpp, "tiling.roi": args.roi, "features.encoder": args.encoder,
-               "features.weights": args.weights, "features.device": args.device},
+               "features.weights": args.weights, "features.device": args.device,
+               "features.encoder_args": parse_encoder_args(args.encoder_arg),
+               "features.random_weights": True if args.random_weights else None},
         )  # fmt: skip
+        if "features" in config.steps:  # refused here, not once per slide
+            f = config.features
+            require_weights(f.encoder, f.weights, f.random_weights)
         slides, skipped = find_slides(args.slides)
-    except ValueError as exc:
+    except (ValueError, EncoderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path in skipped:
@@ -74,6 +80,8 @@ def run(args) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
+    if "features" in config.steps and config.features.random_weights:
+        print(random_weights_notice(config.features.encoder, "summary.csv and the stores"), file=sys.stderr)
     try:
         result = run_batch(slides, config)
     except ValueError as exc:

@@ -26,10 +26,15 @@ class TileOptions(TilingConfig):
 
 @dataclass(frozen=True)
 class FeatureOptions:
-    """What the features step runs: `loader_workers` are DataLoader processes (0: read in the step's process)."""
+    """What the features step runs. `encoder` is a built-in or recipe name (mil.list_encoders()) or a timm
+    architecture; `encoder_args` its keyword arguments ([features.encoder_args]); `random_weights` lets an encoder
+    that needs weights run without them (for testing; marked in the summary and the store); `loader_workers` are
+    DataLoader processes (0: read in the step's process)."""
 
     encoder: str = "stain_stats"
     weights: str | None = None
+    encoder_args: dict[str, Any] = field(default_factory=dict)
+    random_weights: bool = False
     batch_size: int = 64
     device: str = "auto"
     loader_workers: int = 0
@@ -121,7 +126,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
         if value is None:
             continue
         section, _, name = key.rpartition(".")
-        {"": run, "tiling": tiling, "features": feats}[section][name] = value
+        target = {"": run, "tiling": tiling, "features": feats}[section]
+        if isinstance(value, dict) and isinstance(target.get(name), dict):
+            value = {**target[name], **value}  # e.g. --encoder-arg on top of [features.encoder_args]
+        target[name] = value
     if "steps" in run:
         run["steps"] = tuple(run["steps"])
     if "out" in run:

@@ -126,7 +126,7 @@ def read_manifest(path: str | Path) -> list[dict]:
 
 
 SUMMARY_COLUMNS = ["slide_id", "path", "status", "mpp", "width", "height", "vendor", "tiles", "tissue_mm2", "codec",
-                   "features", "seconds", "error"]  # fmt: skip
+                   "encoder", "feature_dim", "weights", "seconds", "error"]  # fmt: skip
 
 
 def write_summary(path: str | Path, records: list[dict], slide_ids: set[str] | None = None) -> Path:

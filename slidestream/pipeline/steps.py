@@ -188,7 +188,8 @@ class FeatureStep:
 
         f = ctx.config.features
         store = PatchStore.open(ctx.store_path)
-        encoder, caught = _collect_warnings(lambda: mil.create_encoder(f.encoder, weights=f.weights))
+        encoder, caught = _collect_warnings(lambda: mil.create_encoder(
+            f.encoder, weights=f.weights, random_weights=f.random_weights, **f.encoder_args))  # fmt: skip
         skipped = not ctx.config.overwrite and mil.features_done(store, encoder)
         if skipped:
             array = store.features(encoder.name)
@@ -196,7 +197,8 @@ class FeatureStep:
             array = mil.extract_features(store, encoder, batch_size=f.batch_size, device=f.device,
                                          num_workers=f.loader_workers, overwrite=True)  # fmt: skip
         return StepOutcome("skipped" if skipped else "done",
-                           {"features": f"{encoder.name} ({array.shape[1]})"}, caught)  # fmt: skip
+                           {"encoder": encoder.name, "feature_dim": array.shape[1], "weights": encoder.weights_label},
+                           caught)  # fmt: skip
 
 
 register_step(TileStep())

@@ -11,7 +11,7 @@ import torch
 import mil
 from mil.encoders import EncoderError
 
-pytestmark = pytest.mark.filterwarnings("ignore:encoder .* no weights given")
+pytestmark = pytest.mark.filterwarnings("ignore:encoder .* RANDOM WEIGHTS")
 
 
 def test_registry_lists_builtins():
@@ -20,7 +20,7 @@ def test_registry_lists_builtins():
 
 @pytest.mark.parametrize("name", ["stain_stats", "test_vit", "test_convnext", "test_efficientnet"])
 def test_encoders_map_uint8_batches_to_features(name):
-    encoder = mil.create_encoder(name)
+    encoder = mil.create_encoder(name, random_weights=name != "stain_stats")
     images = torch.randint(0, 256, (3, 3, 96, 96), dtype=torch.uint8)
     with torch.inference_mode():
         out = encoder(images)
@@ -30,7 +30,7 @@ def test_encoders_map_uint8_batches_to_features(name):
 
 
 def test_timm_preprocessing_comes_from_the_pretrained_config():
-    encoder = mil.create_encoder("test_efficientnet")
+    encoder = mil.create_encoder("test_efficientnet", random_weights=True)
     assert encoder.input_size == 160
     np.testing.assert_allclose(encoder.mean.flatten().numpy(), [0.485, 0.456, 0.406], rtol=1e-6)
     x = encoder.preprocess(torch.full((1, 3, 64, 64), 255, dtype=torch.uint8))
@@ -40,17 +40,34 @@ def test_timm_preprocessing_comes_from_the_pretrained_config():
     )
 
 
+def test_timm_encoders_need_weights():
+    with pytest.raises(EncoderError, match=r"^resnet50 needs --weights FILE \(a random initialisation gives "
+                       r"meaningless features\); pass --random-weights to use one anyway, for testing"):  # fmt: skip
+        mil.create_encoder("resnet50")
+
+
 def test_random_init_is_reproducible_and_warns():
     with pytest.warns(UserWarning, match="random initialisation"):
-        a = mil.create_encoder("test_vit")
-    b = mil.create_encoder("test_vit")
+        a = mil.create_encoder("test_vit", random_weights=True)
+    b = mil.create_encoder("test_vit", random_weights=True)
+    assert a.random_weights and a.weights_hash == "random-init-seed-0"
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
 
+def test_timm_keyword_arguments_shape_the_model():
+    plain = mil.create_encoder("test_vit", random_weights=True)
+    scaled = mil.create_encoder("test_vit", random_weights=True, init_values=1e-5)
+    assert (
+        "blocks.0.ls1.gamma" in scaled.model.state_dict()
+        and "blocks.0.ls1.gamma" not in plain.model.state_dict()
+    )
+    assert scaled.describe()["arguments"] == {"init_values": 1e-5} != plain.describe()["arguments"]
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_local_weights_load(tmp_path, suffix):
-    source = mil.create_encoder("test_convnext")
+    source = mil.create_encoder("test_convnext", random_weights=True)
     state = {k: v.clone() + 0.01 for k, v in source.model.state_dict().items()}
     path = tmp_path / f"w{suffix}"
     if suffix == ".safetensors":
@@ -66,7 +83,7 @@ def test_local_weights_load(tmp_path, suffix):
 
 
 def test_mismatched_weights_name_the_keys(tmp_path):
-    state = mil.create_encoder("test_convnext").model.state_dict()
+    state = mil.create_encoder("test_convnext", random_weights=True).model.state_dict()
     state.pop("stem.0.weight")
     state["extra.layer"] = torch.zeros(1)
     torch.save(state, tmp_path / "bad.pth")

@@ -9,7 +9,7 @@ import torch
 import mil
 from tiling import PatchStore, tile_slide
 
-pytestmark = pytest.mark.filterwarnings("ignore:encoder .* no weights given")
+pytestmark = pytest.mark.filterwarnings("ignore:encoder .* RANDOM WEIGHTS")
 
 
 def _direct(store: PatchStore, encoder) -> np.ndarray:
@@ -19,7 +19,7 @@ def _direct(store: PatchStore, encoder) -> np.ndarray:
 
 
 def test_features_equal_the_encoder_on_the_patches(small_store):
-    encoder = mil.create_encoder("test_convnext")
+    encoder = mil.create_encoder("test_convnext", random_weights=True)
     array = mil.extract_features(small_store, encoder, batch_size=16, device="cpu", name="conv")
     assert array.shape == (len(small_store), encoder.dim) and array.dtype == np.float16
     assert array.chunks[0] >= min(len(small_store), 4096)
@@ -38,7 +38,7 @@ def test_workers_give_the_same_features(small_store):
 
 
 def test_done_features_are_skipped_and_other_weights_recomputed(small_store, tmp_path, monkeypatch):
-    encoder = mil.create_encoder("test_vit")
+    encoder = mil.create_encoder("test_vit", random_weights=True)
     first = mil.extract_features(small_store, encoder, name="vit")[:]
     calls = []
     monkeypatch.setattr(
