@@ -1,4 +1,5 @@
-"""Reading the tiles of a grid: native JPEG tiles decoded directly when the grid lines up, else read_region."""
+"""Reading the tiles of a grid: native JPEG tiles copied or decoded directly (see also tiling.resample), else
+read_region."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import tifffile
 import wsi
 from tiling.grid import TileSpec
 from tiling.jpeg_codec import decode_jpeg, encode_lossless
+from tiling.resample import ResampledTiles, decode_scaled, sample_location
 from wsi.deprecation import renamed_keywords, warn_renamed
+from wsi.errors import UnreadableSlideError
 
 __all__ = ["NativeTiles", "TileReader"]
 
@@ -25,9 +28,12 @@ class NativeTiles:
     (`TileReader`) before this is used.
     """
 
-    def __init__(self, path: Path, level: int, size: int, level_dimensions: tuple[int, int]):
+    def __init__(self, path: Path, level: int, size: int, level_dimensions: tuple[int, int],
+                 downsample: float = 1.0):  # fmt: skip
+        """`size`: the level's (square) tile size; `downsample` maps level pixels to level-0 ones in errors."""
         self.path = Path(path)
         self.size = size
+        self.downsample = downsample
         self.width, self.height = level_dimensions
         with tifffile.TiffFile(path) as tif:
             page = tif.series[0].levels[level].pages[0]
@@ -47,29 +53,34 @@ class NativeTiles:
     @classmethod
     def try_open(cls, path: Path, spec: TileSpec, level_dimensions: tuple[int, int]) -> NativeTiles | None:
         """A reader when the level is JPEG-tiled in `spec.size` tiles and the grid steps by whole tiles."""
-        if (
-            spec.needs_resize
-            or spec.stride != spec.size
-            or abs(spec.downsample - round(spec.downsample)) > 1e-9
-        ):
+        if spec.needs_resize or spec.stride != spec.size:
+            return None
+        native = cls.open_level(path, spec.level, level_dimensions, spec.downsample)
+        return native if native is not None and native.size == spec.size else None
+
+    @classmethod
+    def open_level(cls, path: Path, level: int, level_dimensions: tuple[int, int],
+                   downsample: float) -> NativeTiles | None:  # fmt: skip
+        """A reader when the level (of an integer downsample) is JPEG-tiled in square RGB tiles, else None."""
+        if abs(downsample - round(downsample)) > 1e-9:
             return None
         try:
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
-                if spec.level >= len(series.levels):
+                if level >= len(series.levels):
                     return None
-                page = series.levels[spec.level].pages[0]
+                page = series.levels[level].pages[0]
                 ok = (
                     page.is_tiled
-                    and page.tilewidth == spec.size
-                    and page.tilelength == spec.size
+                    and page.tilewidth == page.tilelength
                     and page.compression == tifffile.COMPRESSION.JPEG
                     and page.samplesperpixel == 3
                     and (page.imagewidth, page.imagelength) == tuple(level_dimensions)
                 )
+                size = page.tilewidth
         except Exception:  # not a TIFF, or one tifffile cannot parse: use the slide reader
             return None
-        return cls(path, spec.level, spec.size, level_dimensions) if ok else None
+        return cls(path, level, size, level_dimensions, downsample) if ok else None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -106,9 +117,29 @@ class NativeTiles:
             data = data[:2] + self._tables[2:-2] + data[2:]
         return data
 
+    def decode_tile(self, tx: int, ty: int, scale: int = 1) -> np.ndarray:
+        """Native tile (tx, ty) (column, row) decoded at 1/`scale` of its size (DCT scaling when > 1).
+
+        A tile that fails to decode raises UnreadableSlideError naming its level-0 location.
+        """
+        stream = self.read_stream(tx * self.size, ty * self.size)
+        try:
+            if scale == 1:
+                return self._decode(stream)
+            tile = decode_scaled(stream, scale, self.colorspace)
+            step = self.size // scale
+            return tile.reshape(step, step, -1)[..., :3]
+        except Exception as exc:
+            d = self.downsample
+            location = (round(tx * self.size * d), round(ty * self.size * d))
+            raise UnreadableSlideError(
+                self.path,
+                f"native JPEG tile at level-0 {location} (size {self.size}) failed to decode: {exc}",
+            ) from exc
+
     def read(self, x_level: int, y_level: int) -> np.ndarray:
         """The tile whose top-left corner is (x_level, y_level) in level pixels (a multiple of the tile size)."""
-        tile = self._decode(self.read_stream(x_level, y_level))
+        tile = self.decode_tile(x_level // self.size, y_level // self.size)
         w, h = self.width - x_level, self.height - y_level
         if w < self.size or h < self.size:  # past the level's edge: white, as read_region gives
             tile = tile.copy()
@@ -127,23 +158,42 @@ def _agrees_with_reader(native: NativeTiles, slide: wsi.Slide, spec: TileSpec) -
     return np.array_equal(native.read(x0, y0)[:size, :size], expected)
 
 
+# Largest mean absolute difference (grey levels) a DCT-scaled tile may show against read_region + area resize
+# on the sample; a wrong level mapping or colour space gives tens.
+DCT_TOLERANCE = 1.0
+
+
+def _resampled_agrees(resampled: ResampledTiles, slide: wsi.Slide) -> bool:
+    """Whether a resampled tile near the middle of the level matches the slide reader there: equal to
+    read_region + resize when decoded at full size; within DCT_TOLERANCE of read_region + area resize
+    when DCT-scaled."""
+    x, y = sample_location(resampled.native, resampled.spec)
+    if resampled.scale == 1:
+        return resampled.diff_from_reader(slide, x, y)[1] == 0
+    return resampled.diff_from_reader(slide, x, y, area=True)[0] <= DCT_TOLERANCE
+
+
 class TileReader:
     """Reads the tiles of a `TileSpec` from one slide; thread-safe and picklable.
 
-    The native path (see `NativeTiles`) is set up once and shared; a slide handle is opened per thread only
-    when a tile must go through read_region (unaligned or resampled grids).
+    The native paths are set up once and shared: `NativeTiles` when the grid lines up with the level's JPEG
+    tiles, else `ResampledTiles` (resampled, overlapping or unaligned grids) when the level is JPEG-tiled.
+    A slide handle is opened per thread only when a tile must go through read_region (other slides).
     """
 
     @renamed_keywords(mpp="slide_mpp")
     def __init__(self, path: str | Path, spec: TileSpec, backend: str | None = None,
-                 slide_mpp: float | None = None, native: bool = True):  # fmt: skip
-        """`slide_mpp` overrides the slide's own resolution, as in `wsi.open_slide` (old name: `mpp`)."""
+                 slide_mpp: float | None = None, native: bool = True, exact: bool = False):  # fmt: skip
+        """`slide_mpp` overrides the slide's own resolution, as in `wsi.open_slide` (old name: `mpp`).
+        `exact`: resampled tiles equal read_region + resize (no DCT scaling, see tiling.resample)."""
         self.path = Path(path)
         self.spec = spec
         self.backend = backend
         self.slide_mpp = slide_mpp
+        self.exact = exact
         self._native_allowed = native
         self._native: NativeTiles | None = None
+        self._resampled: ResampledTiles | None = None
         self._native_checked = False
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -186,9 +236,35 @@ class TileReader:
                         )
                         if native is not None and not _agrees_with_reader(native, slide, self.spec):
                             native = None
+                        if native is None:
+                            self._resampled = self._open_resampled(slide)
                     self._native = native
                     self._native_checked = True
         return self._native
+
+    def _open_resampled(self, slide: wsi.Slide) -> ResampledTiles | None:
+        spec = self.spec
+        level = NativeTiles.open_level(
+            self.path, spec.level, slide.meta.level_dimensions[spec.level], spec.downsample
+        )
+        if level is None:
+            return None
+        resampled = ResampledTiles(level, spec, exact=self.exact)
+        if not _resampled_agrees(resampled, slide):
+            return None
+        return resampled
+
+    @property
+    def path_name(self) -> str:
+        """Which path reads the tiles: "native" (aligned JPEG tiles), "resampled-dct<k>" (DCT-scaled by 1/k),
+        "resampled" (full-size decode of native tiles) or "read_region"."""
+        native = self._native_tiles()
+        if native is not None:
+            return "native"
+        if self._resampled is not None:
+            scale = self._resampled.scale
+            return f"resampled-dct{scale}" if scale > 1 else "resampled"
+        return "read_region"
 
     @property
     def can_copy_jpeg(self) -> bool:
@@ -209,6 +285,8 @@ class TileReader:
         if native is not None:
             d = spec.downsample
             return native.read(round(x / d), round(y / d))
+        if self._resampled is not None:
+            return self._resampled.read(int(x), int(y))
         region = self._slide().read_region((int(x), int(y)), spec.level, (spec.read_size, spec.read_size))
         return wsi.resize_rgb(region, (spec.size, spec.size))
 
