@@ -3,6 +3,7 @@ read_region."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -23,8 +24,8 @@ class NativeTiles:
     """Direct access to a TIFF level's JPEG tiles: one read of the stored bytes and one decode per tile.
 
     Several times faster than read_region because nothing is copied between tiles. The tile index (offsets,
-    byte counts, JPEG tables) is read once into numpy arrays and shared by all threads; each thread reads
-    through its own file handle. Whether the decoded pixels equal the slide reader's is checked by the caller
+    byte counts, JPEG tables) is read once into numpy arrays and shared by all threads, which read through one
+    file descriptor with positional reads (`os.pread`). Whether the decoded pixels equal the slide reader's is checked by the caller
     (`TileReader`) before this is used.
     """
 
@@ -43,12 +44,12 @@ class NativeTiles:
             self._across = -(-page.imagewidth // page.tilewidth)
             # TIFF JPEG tiles often carry no colour marker; the photometric tag says what they are.
             self.colorspace = "RGB" if page.photometric == tifffile.PHOTOMETRIC.RGB else None
+            self._fd, self._fd_lock = None, threading.Lock()
             index, data = 0, self._read_bytes(0)
             reference = np.asarray(page.decode(data, index, jpegtables=page.jpegtables)[0])
         reference = reference.reshape(reference.shape[-3:])[..., :3]
         # Copying streams is exact only if a stand-alone decode gives what tifffile's decoder gives.
         self.streams_decode_alike = np.array_equal(self._decode(self.read_stream(0, 0)), reference)
-        self._local = threading.local()
 
     @classmethod
     def try_open(cls, path: Path, spec: TileSpec, level_dimensions: tuple[int, int]) -> NativeTiles | None:
@@ -84,25 +85,29 @@ class NativeTiles:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        del state["_local"]
+        del state["_fd"], state["_fd_lock"]
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._local = threading.local()
+        self._fd, self._fd_lock = None, threading.Lock()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file descriptor (reopened by the next read)."""
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            os.close(fd)
 
     def _read_bytes(self, index: int) -> bytes:
-        local = getattr(self, "_local", None)
-        handle = getattr(local, "handle", None) if local is not None else None
-        if handle is None:
-            handle = open(self.path, "rb")  # noqa: SIM115 (kept open for this thread's later reads)
-            if local is not None:
-                local.handle = handle
-        handle.seek(int(self._offsets[index]))
-        data = handle.read(int(self._counts[index]))
-        if local is None:
-            handle.close()
-        return data
+        """A tile's stored bytes: one positional read on a descriptor shared by all threads (no seek state)."""
+        if self._fd is None:
+            with self._fd_lock:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDONLY)
+        return os.pread(self._fd, int(self._counts[index]), int(self._offsets[index]))
 
     def _decode(self, stream: bytes) -> np.ndarray:
         return np.asarray(decode_jpeg(stream, self.colorspace)).reshape(self.size, self.size, -1)[..., :3]
