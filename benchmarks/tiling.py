@@ -12,7 +12,8 @@ For each grid (256 px at 0.5 um/px; 224 px at 0.5 um/px; 256 px at 0.5 um/px wit
   cores) plus an area resize (Pillow BOX) per output tile, in output tiles/s; the ratio end to end / floor
   (target >= 0.5; the DCT-scaled mode may exceed 1);
 - a naive loop: openslide read_region of each tile's box + resize, one thread;
-- pixel differences of the default mode from read_region + area resize and from read_region + resize_rgb.
+- pixel differences of the default mode from read_region + area resize and from read_region + resize_rgb;
+- the decoders compared, ms per native tile on one thread (what decided the DCT decoder).
 
 --native, on a synthetic slide tiled at its native level (mpp 0.25, 256 px: JPEG streams copied):
 - tiles/s and MPix/s of `tile_slide` end to end (tissue detection included), in a fresh process;
@@ -145,6 +146,50 @@ def decode_floor(slide: Path, coords: np.ndarray, size: int, box: int) -> float:
         return len(coords) / (time.perf_counter() - start)
 
 
+def decoder_table(slide: Path, tiles: int = 40, repeats: int = 7) -> list[tuple[str, float]]:
+    """ms per native 256 px tile, one thread (best of `repeats` passes over `tiles` tissue tiles), for the
+    ways to get a tile at half size: full decode + area resize, and DCT-scaled decodes (Pillow, simplejpeg)."""
+    import io
+
+    import simplejpeg
+    from PIL import Image
+
+    import wsi
+    from tiling.reader import NativeTiles
+    from tiling.resample import _ADOBE_RGB, decode_scaled
+
+    with wsi.open_slide(slide) as s:
+        native = NativeTiles.open_level(slide, 0, s.meta.level_dimensions[0], 1.0)
+    mid = native.height // 2 // 256 * 256
+    streams = [native.read_stream(256 * i, mid) for i in range(tiles)]
+    marked = [st[:2] + _ADOBE_RGB + st[2:] for st in streams]
+
+    def pillow_draft(st):
+        with Image.open(io.BytesIO(st)) as im:
+            im.draft("RGB", (128, 128))
+            return np.asarray(im.convert("RGB"))
+
+    def full_area(st):
+        return np.asarray(Image.fromarray(native._decode(st)).resize((128, 128), Image.Resampling.BOX))
+
+    ways = {
+        "imagecodecs full decode": (native._decode, streams),
+        "imagecodecs full decode + area resize to 1/2": (full_area, streams),
+        "simplejpeg full decode": (lambda st: simplejpeg.decode_jpeg(st, colorspace="RGB"), marked),
+        "Pillow draft, DCT 1/2": (pillow_draft, marked),
+        "simplejpeg, DCT 1/2 (used)": (lambda st: decode_scaled(st, 2, "RGB"), streams),
+        "simplejpeg, DCT 1/4 (used)": (lambda st: decode_scaled(st, 4, "RGB"), streams),
+    }
+    best = {name: float("inf") for name in ways}
+    for _ in range(repeats):
+        for name, (fn, data) in ways.items():
+            start = time.perf_counter()
+            for st in data:
+                fn(st)
+            best[name] = min(best[name], (time.perf_counter() - start) / len(data) * 1e3)
+    return list(best.items())
+
+
 def naive_loop(slide: Path, coords: np.ndarray, size: int, box: int) -> float:
     import openslide
 
@@ -193,6 +238,9 @@ def resampled_main(args) -> None:
 
     print(f"slide {slide.name}: {args.size} x {args.size} px at 0.25 um/px, 256 px JPEG tiles; "
           f"{os.cpu_count()} cores; tile_slide codec lz4")  # fmt: skip
+    print("\ndecoders, ms per native 256 px tile, one thread (best of 7 passes over 40 tiles):")
+    for name, ms in decoder_table(slide):
+        print(f"  {name:46s} {ms:.3f}")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for name, (size, stride) in GRIDS.items():
