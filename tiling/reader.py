@@ -36,8 +36,11 @@ class NativeTiles:
         self.size = size
         self.downsample = downsample
         self.width, self.height = level_dimensions
+        self.level = level
         with tifffile.TiffFile(path) as tif:
             page = tif.series[0].levels[level].pages[0]
+            self.jpeg = page.compression == tifffile.COMPRESSION.JPEG
+            self._page_decode = None if self.jpeg else page.decode  # works on bytes, without the file
             self._offsets = np.asarray(page.dataoffsets, dtype=np.int64)
             self._counts = np.asarray(page.databytecounts, dtype=np.int64)
             self._tables = bytes(page.jpegtables) if page.jpegtables else None
@@ -49,7 +52,9 @@ class NativeTiles:
             reference = np.asarray(page.decode(data, index, jpegtables=page.jpegtables)[0])
         reference = reference.reshape(reference.shape[-3:])[..., :3]
         # Copying streams is exact only if a stand-alone decode gives what tifffile's decoder gives.
-        self.streams_decode_alike = np.array_equal(self._decode(self.read_stream(0, 0)), reference)
+        self.streams_decode_alike = self.jpeg and np.array_equal(
+            self._decode(self.read_stream(0, 0)), reference
+        )
 
     @classmethod
     def try_open(cls, path: Path, spec: TileSpec, level_dimensions: tuple[int, int]) -> NativeTiles | None:
@@ -57,12 +62,16 @@ class NativeTiles:
         if spec.needs_resize or spec.stride != spec.size:
             return None
         native = cls.open_level(path, spec.level, level_dimensions, spec.downsample)
-        return native if native is not None and native.size == spec.size else None
+        return native if native is not None and native.jpeg and native.size == spec.size else None
 
     @classmethod
     def open_level(cls, path: Path, level: int, level_dimensions: tuple[int, int],
                    downsample: float) -> NativeTiles | None:  # fmt: skip
-        """A reader when the level (of an integer downsample) is JPEG-tiled in square RGB tiles, else None."""
+        """A reader when the level (of an integer downsample) is tiled in square 8-bit RGB tiles, else None.
+
+        JPEG tiles are decoded with libjpeg-turbo directly; other compressions tifffile decodes (LZW, deflate,
+        zstd, none, JPEG 2000 through imagecodecs) with tifffile's decoder, one tile at a time.
+        """
         if abs(downsample - round(downsample)) > 1e-9:
             return None
         try:
@@ -74,8 +83,9 @@ class NativeTiles:
                 ok = (
                     page.is_tiled
                     and page.tilewidth == page.tilelength
-                    and page.compression == tifffile.COMPRESSION.JPEG
                     and page.samplesperpixel == 3
+                    and page.dtype == np.uint8
+                    and page.planarconfig == tifffile.PLANARCONFIG.CONTIG
                     and (page.imagewidth, page.imagelength) == tuple(level_dimensions)
                 )
                 size = page.tilewidth
@@ -86,11 +96,15 @@ class NativeTiles:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         del state["_fd"], state["_fd_lock"]
+        state["_page_decode"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._fd, self._fd_lock = None, threading.Lock()
+        if not self.jpeg:
+            with tifffile.TiffFile(self.path) as tif:
+                self._page_decode = tif.series[0].levels[self.level].pages[0].decode
 
     def __del__(self) -> None:
         self.close()
@@ -129,6 +143,10 @@ class NativeTiles:
         """
         stream = self.read_stream(tx * self.size, ty * self.size)
         try:
+            if not self.jpeg:
+                index = ty * self._across + tx
+                tile = np.asarray(self._page_decode(stream, index)[0])
+                return tile.reshape(self.size, self.size, -1)[..., :3]
             if scale == 1:
                 return self._decode(stream)
             tile = decode_scaled(stream, scale, self.colorspace)
@@ -139,7 +157,7 @@ class NativeTiles:
             location = (round(tx * self.size * d), round(ty * self.size * d))
             raise UnreadableSlideError(
                 self.path,
-                f"native JPEG tile at level-0 {location} (size {self.size}) failed to decode: {exc}",
+                f"native tile at level-0 {location} (size {self.size}) failed to decode: {exc}",
             ) from exc
 
     def read(self, x_level: int, y_level: int) -> np.ndarray:

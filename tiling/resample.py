@@ -80,7 +80,7 @@ class ResampledTiles:
         self.native = native
         self.spec = spec
         self.exact = exact
-        self.scale = 1 if exact else dct_scale(spec.read_size / spec.size, native.size)
+        self.scale = 1 if exact or not native.jpeg else dct_scale(spec.read_size / spec.size, native.size)
         self.cache_bytes = cache_bytes
         self._local = threading.local()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +162,31 @@ def test_exact_is_in_the_fingerprint_only_when_set():
     assert TilingConfig(exact=True).content()["exact"] is True
     with pytest.raises(ValueError, match="exact"):
         TilingConfig(exact="yes")
+
+
+@pytest.fixture(scope="module", params=["lzw", "zlib", None], ids=["lzw", "deflate", "uncompressed"])
+def non_jpeg_slide(request, tmp_path_factory):
+    """A 1200 x 1000 tiled TIFF (CMU-1-Small-Region's pixels, 0.25 um/px tag) in a non-JPEG compression."""
+    with tifffile.TiffFile(Path(__file__).parents[1] / "data" / "CMU-1-Small-Region.svs") as tif:
+        image = np.ascontiguousarray(tif.pages[0].asarray()[500:1500, 700:1900, :3])
+    path = tmp_path_factory.mktemp("nonjpeg") / f"{request.param}.tiff"
+    tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb", compression=request.param,
+                     resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER")  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    ("size", "mpp", "stride"),
+    [(256, 0.25, None), (224, 0.5, None), (256, 0.5, 128)],
+    ids=["aligned", "224", "stride"],
+)
+def test_non_jpeg_levels_are_read_tile_by_tile_exactly(non_jpeg_slide, size, mpp, stride):
+    with wsi.open_slide(non_jpeg_slide) as slide:
+        assert slide.mpp == pytest.approx(0.25)
+        spec = TileSpec.for_slide(slide, TilingConfig(size=size, mpp=mpp, stride=stride))
+        reader = TileReader(non_jpeg_slide, spec)
+        assert reader.path_name == "resampled"  # decoded by tifffile, no DCT scaling, no read_region
+        for x, y in _grid(slide, spec):
+            np.testing.assert_array_equal(
+                reader.read(x, y), _reference(slide, spec, x, y), err_msg=f"{x},{y}"
+            )
