@@ -13,7 +13,8 @@ For each grid (256 px at 0.5 um/px; 224 px at 0.5 um/px; 256 px at 0.5 um/px wit
   (target >= 0.5; the DCT-scaled mode may exceed 1);
 - a naive loop: openslide read_region of each tile's box + resize, one thread;
 - pixel differences of the default mode from read_region + area resize and from read_region + resize_rgb;
-- the decoders compared, ms per native tile on one thread (what decided the DCT decoder).
+- the decoders compared, ms per native tile on one thread (what decided the DCT decoder);
+- a non-JPEG (deflate) tiled TIFF: TileReader's tile-by-tile decode against read_region + resize, one thread.
 
 --native, on a synthetic slide tiled at its native level (mpp 0.25, 256 px: JPEG streams copied):
 - tiles/s and MPix/s of `tile_slide` end to end (tissue detection included), in a fresh process;
@@ -190,6 +191,40 @@ def decoder_table(slide: Path, tiles: int = 40, repeats: int = 7) -> list[tuple[
     return list(best.items())
 
 
+def non_jpeg_rates(folder: Path, size: int = 8192) -> list[tuple[str, str, float, float]]:
+    """Tiles/s on one thread of `TileReader` (tile-by-tile decode, cached) against read_region + resize, on a
+    deflate-compressed tiled TIFF (single level, 0.25 um/px) cut from the mosaic, for each grid."""
+    import wsi
+    from tiling.config import TilingConfig
+    from tiling.grid import TileSpec
+    from tiling.reader import TileReader
+
+    path = folder / f"cmu-mosaic-deflate-{size}.tiff"
+    if not path.exists():
+        with tifffile.TiffFile(ensure_slide(folder, 16_384)) as tif:
+            image = tif.pages[0].asarray()[:size, :size]
+        tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb", compression="zlib",
+                         resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER")  # fmt: skip
+    rows = []
+    with wsi.open_slide(path) as slide:
+        for name, (tile, stride) in GRIDS.items():
+            spec = TileSpec.for_slide(slide, TilingConfig(size=tile, mpp=0.5, stride=stride))
+            step = spec.stride_level0
+            coords = np.array([(round(i * step), round(j * step)) for j in range(int(size // step))
+                               for i in range(int(size // step))])[:400]  # fmt: skip
+            reader = TileReader(path, spec)
+            reader.read(0, 0)  # set-up and check
+            start = time.perf_counter()
+            reader.read_many(coords)
+            ours = len(coords) / (time.perf_counter() - start)
+            start = time.perf_counter()
+            for x, y in coords:
+                region = slide.read_region((int(x), int(y)), spec.level, (spec.read_size, spec.read_size))
+                wsi.resize_rgb(region, (tile, tile))
+            rows.append((name, reader.path_name, ours, len(coords) / (time.perf_counter() - start)))
+    return rows
+
+
 def naive_loop(slide: Path, coords: np.ndarray, size: int, box: int) -> float:
     import openslide
 
@@ -241,6 +276,10 @@ def resampled_main(args) -> None:
     print("\ndecoders, ms per native 256 px tile, one thread (best of 7 passes over 40 tiles):")
     for name, ms in decoder_table(slide):
         print(f"  {name:46s} {ms:.3f}")
+    print("\nnon-JPEG (deflate) tiled TIFF, 8,192 px, one thread, up to 400 tiles per grid:")
+    for name, path, ours, region in non_jpeg_rates(folder):
+        print(f"  {name:20s} TileReader ({path}) {ours:.0f} tiles/s, read_region + resize {region:.0f} tiles/s "
+              f"-> {ours / region:.1f}x")  # fmt: skip
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for name, (size, stride) in GRIDS.items():
