@@ -21,12 +21,13 @@ __all__ = ["NativeTiles", "TileReader"]
 
 
 class NativeTiles:
-    """Direct access to a TIFF level's JPEG tiles: one read of the stored bytes and one decode per tile.
+    """Direct access to a TIFF level's tiles: one read of the stored bytes and one decode per tile.
 
-    Several times faster than read_region because nothing is copied between tiles. The tile index (offsets,
-    byte counts, JPEG tables) is read once into numpy arrays and shared by all threads, which read through one
-    file descriptor with positional reads (`os.pread`). Whether the decoded pixels equal the slide reader's is checked by the caller
-    (`TileReader`) before this is used.
+    JPEG tiles are decoded by libjpeg-turbo (optionally DCT-scaled) or copied as streams; other compressions
+    by tifffile's decoder. Several times faster than read_region because nothing is copied between tiles. The
+    tile index (offsets, byte counts, JPEG tables) is read once into numpy arrays and shared by all threads,
+    which read through one file descriptor with positional reads (`os.pread`). Whether the decoded pixels
+    equal the slide reader's is checked by the caller (`TileReader`) before this is used.
     """
 
     def __init__(self, path: Path, level: int, size: int, level_dimensions: tuple[int, int],
@@ -201,8 +202,9 @@ class TileReader:
     """Reads the tiles of a `TileSpec` from one slide; thread-safe and picklable.
 
     The native paths are set up once and shared: `NativeTiles` when the grid lines up with the level's JPEG
-    tiles, else `ResampledTiles` (resampled, overlapping or unaligned grids) when the level is JPEG-tiled.
-    A slide handle is opened per thread only when a tile must go through read_region (other slides).
+    tiles, else `ResampledTiles` (resampled, overlapping or unaligned grids, and every grid on levels tiled
+    in another compression tifffile decodes). A slide handle is opened per thread only when a tile must go
+    through read_region (slides tifffile cannot read tile by tile, or whose check failed).
     """
 
     @renamed_keywords(mpp="slide_mpp")
