@@ -42,8 +42,9 @@ class TilingConfig:
       fastest) and uses "lz4" otherwise; "zstd" (blosc zstd level 1), "zstd3" (plain zstd level 3) and
       "none" are the others. `coords_only` stores no pixels (they are read from the slide later).
     - `exact`: resampled tiles (e.g. 0.5 um/px from a 0.25 um/px slide) equal read_region + `wsi.resize_rgb`;
-      by default, from JPEG-tiled slides they are decoded with libjpeg-turbo's DCT scaling, an area average
-      several times faster (see tiling.resample). Tiles at the slide's own resolution are exact either way.
+      by default, from JPEG-tiled slides they are decoded with libjpeg-turbo's DCT scaling, close to an area
+      average and faster (1.3 - 2.8x end to end in benchmarks/RESULTS.md; see tiling.resample). Tiles at the
+      slide's own resolution are exact either way.
     - `shard_tiles`: tiles per shard file (the unit of writing and of resume).
     - `backend`: slide reader ("openslide", "tiffslide"; None: auto); `shard_workers`: shards tiled at once
       (default: all cores) by the dask `scheduler` ("threads", "processes" or "synchronous").
@@ -57,11 +58,11 @@ class TilingConfig:
     slide_mpp: float | None = None
     coords_only: bool = False
     codec: Codec = "auto"
-    exact: bool = False
     shard_tiles: int = 64
     backend: str | None = None
     shard_workers: int | None = None
     scheduler: Scheduler = "threads"
+    exact: bool = False  # last: added later, so positional uses of the fields before it keep working
 
     def __post_init__(self) -> None:
         def positive_int(name: str, optional: bool = False) -> None:
