@@ -138,7 +138,12 @@ class ResampledTiles:
                 out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = tile[
                     sy0 - top : sy1 - top, sx0 - left : sx1 - left
                 ]
-        return wsi.resize_rgb(out, (spec.size, spec.size))
+        if scale == 1 or (bx % scale == 0 and by % scale == 0 and box % scale == 0):
+            return wsi.resize_rgb(out, (spec.size, spec.size))  # whole pixels: as read_region's path
+        # The level box starts or ends inside a scaled pixel: resample exactly the box's (fractional) extent.
+        area = (bx / scale - x0, by / scale - y0, (bx + box) / scale - x0, (by + box) / scale - y0)
+        image = Image.fromarray(out).resize((spec.size, spec.size), Image.Resampling.BILINEAR, box=area)
+        return np.asarray(image)
 
     def diff_from_reader(self, slide: wsi.Slide, x: int, y: int, area: bool = False) -> tuple[float, int]:
         """(mean, max) absolute difference of the tile at level-0 (x, y) from read_region + resize there

@@ -52,18 +52,23 @@ def test_exact_mode_is_read_region_plus_resize(cmu_path, size, factor, stride):
             )
 
 
-@pytest.mark.parametrize("factor", [2, 4])
-def test_dct_scaled_tiles_are_close_to_an_area_resize(cmu_path, factor):
+@pytest.mark.parametrize(("factor", "tile_limit", "mean_limit"), [(2, 1.5, 0.5), (4, 1.5, 0.5), (1.985, 6, 1.5)],
+                         ids=["2x", "4x", "1.985x"])  # fmt: skip
+def test_dct_scaled_tiles_are_close_to_a_resize(cmu_path, factor, tile_limit, mean_limit):
+    """At 2x and 4x a DCT-scaled tile is an area average (compared with read_region + area resize). At 1.985x
+    (a slide at 0.2519 um/px tiled at 0.5) the half-size box (127 px) is resized up to 128: compared with
+    read_region + resize_rgb, as an area resize by a non-integer factor is a filter of its own."""
     with wsi.open_slide(cmu_path) as slide:
         spec = TileSpec.for_slide(slide, TilingConfig(size=128, mpp=slide.mpp * factor))
         reader = TileReader(cmu_path, spec)
-        assert reader.path_name == f"resampled-dct{factor}"
+        assert reader.path_name == f"resampled-dct{round(factor)}"
         means = []
         for x, y in _grid(slide, spec):
-            diff = np.abs(reader.read(x, y).astype(int) - _reference(slide, spec, x, y, area=True))
+            expected = _reference(slide, spec, x, y, area=factor in (2, 4))
+            diff = np.abs(reader.read(x, y).astype(int) - expected)
             means.append(diff.mean())
-            assert diff.mean() < 1.5, (x, y)
-        assert np.mean(means) < 0.5
+            assert diff.mean() < tile_limit, (x, y)
+        assert np.mean(means) < mean_limit
 
 
 def test_dct_scale_choice():
