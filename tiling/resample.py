@@ -57,7 +57,7 @@ def decode_scaled(stream: bytes, scale: int, colorspace: str | None = None) -> n
 
     `colorspace` "RGB" says the stream is RGB though it carries no marker saying so (TIFF photometric RGB).
     simplejpeg was chosen over Pillow's `draft` (the same libjpeg-turbo scaling, identical pixels) for its
-    lower per-call overhead: 0.70 against 1.10 ms per 256 px tile at 1/2 (benchmarks/RESULTS.md).
+    lower per-call overhead: 0.61 against 1.10 ms per 256 px tile at 1/2 (benchmarks/RESULTS.md).
     """
     if colorspace == "RGB":
         stream = stream[:2] + _ADOBE_RGB + stream[2:]
@@ -68,7 +68,9 @@ def decode_scaled(stream: bytes, scale: int, colorspace: str | None = None) -> n
 
 
 class ResampledTiles:
-    """Output tiles of `spec` built from the native JPEG tiles of `native`; thread-safe and picklable.
+    """Output tiles of `spec` built from the native tiles of `native`; thread-safe and picklable.
+
+    DCT scaling applies to JPEG levels only (other compressions are decoded at full size, exactly).
 
     `read(x, y)` takes the level-0 top-left corner of an output tile, as `TileReader.read` does. Decoded
     native tiles are cached per thread, at most `cache_bytes` each (least recently used dropped first).
