@@ -6,6 +6,8 @@ import numbers
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, get_args
 
+import numpy as np
+
 import wsi
 from wsi.deprecation import warn_renamed
 
@@ -20,6 +22,8 @@ CODEC_CHOICES: tuple[str, ...] = get_args(Codec)
 
 # Fields that say how the work runs, not what the store holds: changing them never rewrites a store.
 _EXECUTION = ("backend", "shard_workers", "scheduler")
+# Fields added after stores were first made, with their defaults (left out of `content()` at the default).
+_LATER_FIELDS = {"exact": False}
 # Keywords of the old 19-parameter tile_slide, renamed here.
 _RENAMED = {"workers": "shard_workers"}
 
@@ -38,6 +42,10 @@ class TilingConfig:
     - `codec`: "auto" keeps the slide's own JPEG tiles when the grid lines up with them ("jpeg", exact and
       fastest) and uses "lz4" otherwise; "zstd" (blosc zstd level 1), "zstd3" (plain zstd level 3) and
       "none" are the others. `coords_only` stores no pixels (they are read from the slide later).
+    - `exact`: resampled tiles (e.g. 0.5 um/px from a 0.25 um/px slide) equal read_region + `wsi.resize_rgb`;
+      by default, from JPEG-tiled slides they are decoded with libjpeg-turbo's DCT scaling, close to an area
+      average and faster (1.3 - 2.8x end to end in benchmarks/RESULTS.md; see tiling.resample). Tiles at the
+      slide's own resolution are exact either way.
     - `shard_tiles`: tiles per shard file (the unit of writing and of resume).
     - `backend`: slide reader ("openslide", "tiffslide"; None: auto); `shard_workers`: shards tiled at once
       (default: all cores) by the dask `scheduler` ("threads", "processes" or "synchronous").
@@ -55,6 +63,7 @@ class TilingConfig:
     backend: str | None = None
     shard_workers: int | None = None
     scheduler: Scheduler = "threads"
+    exact: bool = False  # last: added later, so positional uses of the fields before it keep working
 
     def __post_init__(self) -> None:
         def positive_int(name: str, optional: bool = False) -> None:
@@ -79,6 +88,9 @@ class TilingConfig:
             raise ValueError(
                 f"TilingConfig.slide_mpp={self.slide_mpp!r} is not a plausible resolution in microns per pixel"
             )
+        if not isinstance(self.exact, bool | np.bool_):
+            raise ValueError(f"TilingConfig.exact must be True or False, got {self.exact!r}")
+        object.__setattr__(self, "exact", bool(self.exact))
         _check_choice("roi_mode", self.roi_mode, ROI_MODES)
         _check_choice("codec", self.codec, CODEC_CHOICES)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
@@ -103,9 +115,17 @@ class TilingConfig:
         return resolve_config(self, overrides, stacklevel=4)
 
     def content(self) -> dict[str, Any]:
-        """The fields that decide what a store holds (all but backend, shard_workers and scheduler)."""
+        """The fields that decide what a store holds (all but backend, shard_workers and scheduler).
+
+        Fields added later (`exact`) appear only when they differ from their default, so that stores made
+        before them keep their fingerprints.
+        """
         own = TilingConfig.field_names()
-        return {k: v for k, v in asdict(self).items() if k in own and k not in _EXECUTION}
+        content = {k: v for k, v in asdict(self).items() if k in own and k not in _EXECUTION}
+        for name, default in _LATER_FIELDS.items():
+            if content[name] == default:
+                del content[name]
+        return content
 
 
 def resolve_config(

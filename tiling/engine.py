@@ -166,7 +166,8 @@ def tile_slide_result(
             for stale in store.path.glob("patches/c/**/.*.tmp"):  # shard writes cut off by the interruption
                 stale.unlink()
         spec = TileSpec.from_dict(store.attrs["tiling"])
-        reader = TileReader(slide.path, spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp)
+        reader = TileReader(slide.path, spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp,
+                            exact=config.exact)  # fmt: skip
         pending = [int(i) for i in np.flatnonzero(~store.shards_done())]
         _run_shards(store, reader, pending, config, progress, slide.path.name, on_tiles)
         store.mark_complete(inputs=inputs)

@@ -55,6 +55,11 @@ def register(sub) -> None:
         default="auto",
         help="patch codec (default auto: the slide's own JPEG tiles when aligned, else lz4)",
     )
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="resampled tiles equal to read_region + resize (default: JPEG DCT scaling, faster, an area average)",
+    )
     p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
     p.add_argument(
         "--workers", type=int, help="shards (batches of tiles) tiled at once, in threads (default: all cores)"
@@ -85,7 +90,8 @@ def run(args) -> int:
     try:
         options = TileOptions(size=args.size, mpp=args.mpp, stride=args.stride, min_tissue=args.min_tissue,
                               coords_only=args.coords_only, codec=args.codec, roi_mode=args.roi_mode,
-                              slide_mpp=args.slide_mpp, shard_workers=args.workers, roi=args.roi)  # fmt: skip
+                              slide_mpp=args.slide_mpp, shard_workers=args.workers, roi=args.roi,
+                              exact=args.exact)  # fmt: skip
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -30,12 +30,28 @@ def test_cmu_patches_are_openslide_pixels(cmu_path, tmp_path):
 
 
 def test_resampled_patches_equal_slide_read(synthetic_slide, tmp_path):
-    store = tile_slide(synthetic_slide.path, tmp_path / "s.zarr", size=128, mpp=0.5, codec="zstd")
+    """exact=True: resampled tiles are the slide reader's resampled pixels exactly."""
+    store = tile_slide(synthetic_slide.path, tmp_path / "s.zarr", size=128, mpp=0.5, codec="zstd", exact=True)
     assert store.attrs["tiling"]["read_size"] == 256 and store.codec == "zstd"
     with wsi.open_slide(synthetic_slide.path) as slide:
         for i in range(0, len(store), 5):
             x, y = (int(v) for v in store.coords[i])
             np.testing.assert_array_equal(store.patches[i], slide.read((x, y), (256, 256), mpp=0.5))
+
+
+def test_resampled_patches_by_default_are_dct_scaled_area_averages(synthetic_slide, tmp_path):
+    """The default decodes native tiles at half size (DCT scaling): close to read_region + area resize."""
+    from tiling.resample import area_resize
+
+    store = tile_slide(synthetic_slide.path, tmp_path / "s.zarr", size=128, mpp=0.5, codec="zstd")
+    exact = tile_slide(synthetic_slide.path, tmp_path / "e.zarr", size=128, mpp=0.5, codec="zstd", exact=True)
+    assert store.attrs["fingerprint"] != exact.attrs["fingerprint"]
+    with wsi.open_slide(synthetic_slide.path) as slide:
+        for i in range(0, len(store), 5):
+            x, y = (int(v) for v in store.coords[i])
+            expected = area_resize(slide.read_region((x, y), 0, (256, 256)), (128, 128)).astype(int)
+            diff = np.abs(store.patches[i].astype(int) - expected)
+            assert diff.mean() < 1.0 and diff.max() < 64
 
 
 def test_jpeg_tiles_are_copied_exactly(plain_synthetic, tmp_path):
