@@ -1,9 +1,10 @@
-"""Multiple-instance learning: patch encoders (timm and built-in), feature extraction into patch stores, bags.
-
-MIL models, task heads and training arrive in later work; the names here stay.
+"""Multiple-instance learning: patch encoders (timm and built-in), feature extraction into patch stores, bags,
+MIL models (a registry), tasks (binary, multiclass, grade, mutation, survival), the training loop with
+cross-validation, a scikit-learn estimator and checkpoints.
 """
 
 from mil.bags import Bag, BagBatch, BagDataset, collate_bags, read_labels
+from mil.checkpoint import Checkpoint, load_model, save_model
 from mil.encoders import (
     Encoder,
     EncoderError,
@@ -12,21 +13,47 @@ from mil.encoders import (
     load_state_dict,
     register_encoder,
 )
+from mil.estimator import MILEstimator
 from mil.features import extract_features, features_done, resolve_device
+from mil.models import MILModel, MILOutput, ModelSpec, create_model, list_models, register_model
+from mil.tasks import Task, create_task, list_tasks, register_task
+from mil.train import CVResult, FitConfig, InMemoryBags, as_bags, cross_validate, fit, plan, predict_logits
 
 __all__ = [
     "Bag",
     "BagBatch",
     "BagDataset",
+    "CVResult",
+    "Checkpoint",
     "Encoder",
     "EncoderError",
+    "FitConfig",
+    "InMemoryBags",
+    "MILEstimator",
+    "MILModel",
+    "MILOutput",
+    "ModelSpec",
+    "Task",
+    "as_bags",
     "collate_bags",
     "create_encoder",
+    "create_model",
+    "create_task",
+    "cross_validate",
     "extract_features",
     "features_done",
+    "fit",
     "list_encoders",
+    "list_models",
+    "list_tasks",
+    "load_model",
     "load_state_dict",
+    "plan",
+    "predict_logits",
     "read_labels",
     "register_encoder",
+    "register_model",
+    "register_task",
     "resolve_device",
+    "save_model",
 ]

@@ -1,0 +1,85 @@
+"""MIL training speed: seconds per epoch of `mil.fit` and its overhead over a bare training loop.
+
+The target case is 500 bags x 2,000 tiles x 768 features. `--bags` trains on fewer bags of that size and scales
+the epoch time to `--scale-to` bags (an epoch is one step per bag, so the time is linear in the number of
+bags). For each model, the same tensors go through (a) a bare loop: forward, task loss, backward, AdamW step,
+per bag, and (b) one epoch of `mil.fit` (no validation); runs alternate, best of `--repeats` each. The ratio
+(b) / (a) - 1 is the loop's overhead (target <= 10%).
+
+    python -m benchmarks.mil --bags 20 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import mil
+
+
+def bare_epoch(model, task, bags, labels, optimizer) -> float:
+    start = time.perf_counter()
+    model.train()
+    for x, y in zip(bags, labels, strict=True):
+        out = model(x[None])
+        loss = task.loss(out.logits, y[None])
+        if out.aux_logits is not None:
+            loss = 0.5 * (loss + task.loss(out.aux_logits, y[None]))
+        if out.aux_loss is not None:
+            loss = loss + out.aux_loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def loop_epoch(model, task, bags, labels, device: str) -> float:
+    config = mil.FitConfig(epochs=1, batch_size=1, device=device, progress=False, schedule="none")
+    history = mil.fit(model, task, (bags, labels.numpy()), None, config)
+    return float(history["seconds"].iloc[0])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bags", type=int, default=20)
+    parser.add_argument("--tiles", type=int, default=2000)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--scale-to", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", nargs="*", default=["abmil", "clam_sb", "transmil"])
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    generator = torch.Generator().manual_seed(0)
+    bags = [torch.randn(args.tiles, args.dim, generator=generator) for _ in range(args.bags)]
+    labels = torch.arange(args.bags) % 2
+    if args.device != "cpu":
+        bags = [b.to(args.device) for b in bags]
+    print(
+        f"{args.bags} bags x {args.tiles} tiles x {args.dim} features, {args.threads} threads, {args.device}"
+    )
+    print(
+        f"| model | bare s/epoch ({args.scale_to} bags) | mil.fit s/epoch ({args.scale_to} bags) | overhead |"
+    )
+    print("| --- | --- | --- | --- |")
+    scale = args.scale_to / args.bags
+    for name in args.models:
+        task = mil.create_task("binary")
+        torch.manual_seed(0)
+        model = mil.create_model(name, args.dim, 1).to(args.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        task.fit_labels(labels.numpy())
+        bare_epoch(model, task, bags[:2], labels[:2].float().to(args.device), optimizer)  # warm-up
+        bare, loop = [], []
+        for _ in range(args.repeats):
+            bare.append(bare_epoch(model, task, bags, labels.float().to(args.device), optimizer))
+            loop.append(loop_epoch(model, task, bags, labels, args.device))
+        b, lo = min(bare), min(loop)
+        print(f"| {name} | {b * scale:.1f} | {lo * scale:.1f} | {lo / b - 1:+.1%} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

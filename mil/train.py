@@ -1,0 +1,530 @@
+"""The one MIL training loop (`fit`), its plan from the data (`plan`), prediction and patient-grouped
+cross-validation with a fold ensemble.
+
+Bags are in memory: `InMemoryBags` (features (n_i, D) per slide, labels, slide ids, patient groups), or anything
+`as_bags` turns into it: a `mil.BagDataset`, a `(bags, y)` or `(bags, y, ids)` tuple.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import StratifiedGroupKFold
+from tqdm.auto import tqdm
+
+from mil.bags import BagDataset
+from mil.features import resolve_device
+from mil.models import MILModel, create_model
+from mil.tasks import Task, create_task
+
+__all__ = [
+    "CVResult",
+    "FitConfig",
+    "InMemoryBags",
+    "as_bags",
+    "cross_validate",
+    "fit",
+    "plan",
+    "predict_logits",
+    "write_json",
+]
+
+
+@dataclass(frozen=True)
+class InMemoryBags:
+    """Slides as bags in memory: `features` one float32 (n_i, D) tensor per slide, raw `labels` (one entry or row
+    per slide, parsed by the task), `ids` slide ids, `groups` patient ids (default: the slide ids)."""
+
+    features: list
+    labels: object
+    ids: list
+    groups: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def dim(self) -> int:
+        return int(self.features[0].shape[1])
+
+    def subset(self, index: Sequence[int]) -> InMemoryBags:
+        index = list(index)
+        return InMemoryBags([self.features[i] for i in index], _take(self.labels, index),
+                            [self.ids[i] for i in index], self.groups[index])  # fmt: skip
+
+
+def _take(labels, index: list[int]):
+    if isinstance(labels, (pd.Series, pd.DataFrame)):
+        return labels.iloc[index]
+    return np.asarray(labels)[index]
+
+
+def as_bags(data, ids: Sequence[str] | None = None, groups: Sequence | None = None) -> InMemoryBags:
+    """`InMemoryBags` from a `BagDataset`, a `(bags, y)` / `(bags, y, ids)` tuple or `InMemoryBags`.
+
+    Bags are (n_i, D) arrays or tensors. Bags without tiles are dropped with a warning naming them; bags whose
+    feature dimension differs from the first one's are an error naming both.
+    """
+    if isinstance(data, InMemoryBags):
+        return data
+    if isinstance(data, BagDataset):
+        items = [data[i] for i in range(len(data))]
+        features, labels = [b.features for b in items], data.labels
+        ids, groups = list(data.slide_ids), data.groups
+    elif isinstance(data, tuple) and len(data) in (2, 3):
+        features, labels = list(data[0]), data[1]
+        if len(data) == 3:
+            ids = data[2]
+    else:
+        raise TypeError("bags must be InMemoryBags, a mil.BagDataset, or a (bags, y) or (bags, y, ids) tuple, "
+                        f"got {type(data).__name__}")  # fmt: skip
+    ids = [str(i) for i in (ids if ids is not None else range(len(features)))]
+    if len(labels) != len(features) or len(ids) != len(features):
+        raise ValueError(f"{len(features)} bags but {len(labels)} labels and {len(ids)} ids")
+    groups = np.asarray(groups if groups is not None else ids).astype(str)
+    tensors = []
+    for slide_id, bag in zip(ids, features, strict=True):
+        bag = torch.as_tensor(np.asarray(bag, dtype=np.float32) if not torch.is_tensor(bag) else bag).float()
+        if bag.dim() != 2:
+            raise ValueError(f"bag {slide_id}: features must have shape (n_tiles, D), got {tuple(bag.shape)}")
+        tensors.append(bag)
+    empty = [i for i, bag in enumerate(tensors) if bag.shape[0] == 0]
+    if empty:
+        warnings.warn(
+            f"skipping {len(empty)} bag(s) without tiles: {[ids[i] for i in empty][:20]}", stacklevel=2
+        )
+    keep = [i for i in range(len(tensors)) if tensors[i].shape[0] > 0]
+    if not keep:
+        raise ValueError("no bag has any tile")
+    dims = {tensors[i].shape[1] for i in keep}
+    if len(dims) > 1:
+        first = keep[0]
+        other = next(i for i in keep if tensors[i].shape[1] != tensors[first].shape[1])
+        raise ValueError(f"feature dimensions differ between bags: {ids[first]} has {tensors[first].shape[1]}, "
+                         f"{ids[other]} has {tensors[other].shape[1]}")  # fmt: skip
+    bags = InMemoryBags(tensors, labels, ids, groups)
+    return bags.subset(keep) if len(keep) < len(tensors) else bags
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Training settings. `patience` counts epochs without a better validation metric (0: no early stopping).
+
+    `batch_size` bags are padded into one step; `accumulate` steps add their gradients before the optimizer
+    steps (for one-bag steps). `max_tiles` draws that many tiles per bag, a new draw each epoch (validation uses
+    all tiles). `schedule`: "cosine", "plateau" (on the validation metric) or "none". `class_weight` ("balanced"
+    or None) is handed to tasks that weigh classes. `mixed_precision` is bfloat16 autocast on CUDA only.
+    `deterministic` turns on torch's deterministic algorithms for the run.
+    """
+
+    epochs: int = 50
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    patience: int = 10
+    batch_size: int = 1
+    accumulate: int = 1
+    max_tiles: int | None = None
+    class_weight: str | None = None
+    grad_clip: float | None = None
+    device: str = "auto"
+    mixed_precision: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.schedule not in ("cosine", "plateau", "none"):
+            raise ValueError(f"schedule must be 'cosine', 'plateau' or 'none', got {self.schedule!r}")
+        for name in ("epochs", "batch_size", "accumulate"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_tiles is not None and self.max_tiles < 1:
+            raise ValueError(f"max_tiles must be positive or None, got {self.max_tiles}")
+
+
+def plan(bags: InMemoryBags, task: Task, **overrides) -> dict:
+    """Defaults that follow from the data (as nnMIL / nnU-Net plan them), as a JSON-able dict.
+
+    `plan(...)["config"]` holds the `FitConfig` fields; `["data"]` the figures they came from. Rules: fewer bags
+    get more epochs, more patience and more weight decay; wide features a smaller learning rate; large bags a
+    `max_tiles` cap; small bags (median <= 256 tiles) are padded into batches of 16; survival needs batches of
+    several slides for the Cox loss (32, with bags capped at 2,048 tiles); a class under
+    half the largest class turns on balanced class weights. `overrides` replace planned fields (checked names).
+    """
+    bags = as_bags(bags)
+    sizes = np.array([len(f) for f in bags.features])
+    n, dim = len(bags), bags.dim
+    target = task.encode(bags.labels, bags.ids)
+    data = {"n_bags": n, "dim": dim, "median_tiles": float(np.median(sizes)),
+            "p90_tiles": float(np.percentile(sizes, 90)), "max_tiles": int(sizes.max()), "task": task.name}  # fmt: skip
+    epochs, patience = (100, 20) if n < 100 else (50, 10) if n < 1000 else (30, 8)
+    config = {"epochs": epochs, "patience": patience, "lr": 1e-4 if dim >= 1024 else 2e-4,
+              "weight_decay": 1e-3 if n < 200 else 1e-4, "schedule": "cosine"}  # fmt: skip
+    cap = 8192 if dim <= 1024 else 4096
+    config["max_tiles"] = cap if data["p90_tiles"] > cap else None
+    config["batch_size"] = 16 if data["median_tiles"] <= 256 else 1
+    if task.name == "survival":
+        config["batch_size"] = 32
+        config["max_tiles"] = 2048 if data["p90_tiles"] > 2048 else config["max_tiles"]
+    config["batch_size"] = int(min(config["batch_size"], n))
+    if task.name in ("binary", "multiclass"):
+        counts = np.bincount(target.astype(int))
+        data["class_counts"] = counts.tolist()
+        config["class_weight"] = "balanced" if counts.min() < 0.5 * counts.max() else None
+    elif task.name == "mutation":
+        data["positive_fraction"] = np.nanmean(target, axis=0).round(4).tolist()
+    unknown = set(overrides) - {f.name for f in fields(FitConfig)}
+    if unknown:
+        raise ValueError(f"unknown FitConfig field(s) {sorted(unknown)}")
+    config.update(overrides)
+    FitConfig(**config)  # checks the values
+    return {"config": config, "data": data}
+
+
+def write_json(path: str | Path, payload: dict) -> None:
+    """Write JSON atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2, default=_json_default)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _pad(bags: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(bags) == 1:
+        x = bags[0].to(device, non_blocking=True)[None]
+        return x, torch.ones(x.shape[:2], dtype=torch.bool, device=device)
+    n = max(len(b) for b in bags)
+    x = torch.zeros(len(bags), n, bags[0].shape[1])
+    mask = torch.zeros(len(bags), n, dtype=torch.bool)
+    for i, b in enumerate(bags):
+        x[i, : len(b)] = b
+        mask[i, : len(b)] = True
+    return x.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+
+
+def _check_model(model: MILModel, task: Task, dim: int) -> None:
+    if model.in_dim != dim:
+        raise ValueError(f"the model takes {model.in_dim}-dimensional features but the bags have {dim}")
+    if model.n_outputs != task.n_outputs:
+        raise ValueError(
+            f"the model gives {model.n_outputs} outputs but the {task.name} task needs {task.n_outputs}"
+        )
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def step_loss(model: MILModel, task: Task, x, mask, target) -> torch.Tensor:
+    """The training loss of one padded batch: task loss (averaged with DSMIL's second stream) + aux loss."""
+    out = model(x, mask, task.instance_labels(target))
+    loss = task.loss(out.logits.float(), target)
+    if out.aux_logits is not None:
+        loss = 0.5 * (loss + task.loss(out.aux_logits.float(), target))
+    if out.aux_loss is not None:
+        loss = loss + out.aux_loss
+    return loss
+
+
+@torch.no_grad()
+def predict_logits(model: MILModel, bags, device: str | torch.device = "auto", batch_size: int = 1,
+                   attention: bool = False):  # fmt: skip
+    """Logits (n, K) of every bag (all tiles), in eval mode; with `attention`, also each bag's
+    `instance_scores` as an (n_i, K or 1) array."""
+    bags = as_bags(bags)
+    device = resolve_device(device)
+    model.eval().to(device)
+    if bags.dim != model.in_dim:
+        raise ValueError(f"the model takes {model.in_dim}-dimensional features but the bags have {bags.dim}")
+    logits, scores = [], []
+    order = np.argsort([len(f) for f in bags.features])  # similar sizes together: less padding
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        x, mask = _pad([bags.features[i] for i in index], device)
+        out = model(x, mask)
+        logits.append(out.logits.float().cpu())
+        if attention:
+            s = out.instance_scores.float().cpu()
+            scores.extend(s[j, : len(bags.features[i])].numpy() for j, i in enumerate(index))
+    result = np.empty((len(bags), model.n_outputs), dtype=np.float32)
+    result[order] = torch.cat(logits).numpy()
+    if not attention:
+        return result
+    ordered = [None] * len(bags)
+    for j, i in enumerate(order):
+        ordered[i] = scores[j]
+    return result, ordered
+
+
+def fit(model: MILModel, task: Task, train_bags, val_bags=None, config: FitConfig | str = "auto",
+        plan_path: str | Path | None = None) -> pd.DataFrame:  # fmt: skip
+    """Train `model` for `task` on `train_bags`, early-stopping on the task's metric over `val_bags`.
+
+    `config="auto"` plans it from the training bags (`plan`); `plan_path` writes the plan (or the given
+    config) as JSON. Learns the task's labels from the training bags (`task.fit_labels`); after training the
+    model holds the best validation epoch's weights and the task settles its threshold on validation
+    (`task.finalize`). Returns the history, one row per epoch (train loss, validation loss and metrics, learning
+    rate, seconds); `history.attrs` holds the best epoch, the monitored metric and the config used.
+    """
+    train = as_bags(train_bags)
+    val = as_bags(val_bags) if val_bags is not None else None
+    if isinstance(config, str):
+        if config != "auto":
+            raise ValueError(f"config must be a FitConfig or 'auto', got {config!r}")
+        planned = plan(train, task)
+        config = FitConfig(**planned["config"])
+    else:
+        planned = {"config": asdict(config), "data": {"n_bags": len(train), "dim": train.dim}}
+    if plan_path is not None:
+        write_json(plan_path, planned)
+    if config.class_weight is not None and hasattr(task, "class_weight"):
+        task.class_weight = config.class_weight
+        task.kwargs = {**task.kwargs, "class_weight": config.class_weight}
+    task.fit_labels(train.labels, train.ids)
+    y_train = torch.as_tensor(task.encode(train.labels, train.ids))
+    y_val = task.encode(val.labels, val.ids) if val is not None else None
+    _check_model(model, task, train.dim)
+    if val is not None and val.dim != train.dim:
+        raise ValueError(f"validation bags have {val.dim}-dimensional features, training bags {train.dim}")
+
+    device = resolve_device(config.device)
+    _seed_everything(config.seed)
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(config.deterministic, warn_only=False)
+    try:
+        history = _train(model, task, train, y_train, val, y_val, config, device)
+    finally:
+        torch.use_deterministic_algorithms(previous_deterministic)
+    history.attrs["config"] = asdict(config)
+    return history
+
+
+def _scheduler(optimizer, config: FitConfig):
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                          patience=max(1, config.patience // 3))  # fmt: skip
+    return None
+
+
+def _train(model, task, train, y_train, val, y_val, config: FitConfig, device) -> pd.DataFrame:
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    scheduler = _scheduler(optimizer, config)
+    rng = np.random.default_rng(config.seed)
+    rows, best, best_state, best_epoch, stale = [], (-math.inf, -math.inf), None, -1, 0
+    bar = tqdm(range(config.epochs), desc=f"{type(model).__name__} {task.name}", unit="epoch",
+               disable=None if config.progress else True, leave=False)  # fmt: skip
+    for epoch in bar:
+        start = time.perf_counter()
+        model.train()
+        order = rng.permutation(len(train))
+        total, count = 0.0, 0
+        optimizer.zero_grad(set_to_none=True)
+        for step in range(steps_per_epoch):
+            index = order[step * config.batch_size : (step + 1) * config.batch_size]
+            bags = [train.features[i] for i in index]
+            if config.max_tiles is not None:
+                bags = [b[np.sort(rng.choice(len(b), config.max_tiles, replace=False))]
+                        if len(b) > config.max_tiles else b for b in bags]  # fmt: skip
+            x, mask = _pad(bags, device)
+            target = y_train[index].to(device)
+            with _autocast(device, config.mixed_precision):
+                loss = step_loss(model, task, x, mask, target)
+            (loss / config.accumulate).backward()
+            if (step + 1) % config.accumulate == 0 or step + 1 == steps_per_epoch:
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            total += float(loss.detach()) * len(index)
+            count += len(index)
+        row = {"epoch": epoch, "train_loss": total / count, "lr": optimizer.param_groups[0]["lr"]}
+        monitored = None
+        if val is not None:
+            logits = predict_logits(model, val, device)
+            with torch.no_grad():
+                row["val_loss"] = float(task.loss(torch.as_tensor(logits), torch.as_tensor(y_val)))
+            metrics = task.metrics(y_val, task.predict(logits))
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            monitored = metrics[task.monitor]
+            # A NaN metric (e.g. one class in validation) leaves the validation loss to decide.
+            # Ties (a small validation set saturates the AUC) go to the lower validation loss.
+            score = (monitored if np.isfinite(monitored) else -math.inf, -row["val_loss"])
+            if score > best:
+                best, best_epoch, stale = score, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+        row["seconds"] = time.perf_counter() - start
+        rows.append(row)
+        if monitored is not None:
+            bar.set_postfix({f"val_{task.monitor}": f"{monitored:.3f}"})
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(
+                monitored if monitored is not None and np.isfinite(monitored) else -row["train_loss"]
+            )
+        elif scheduler is not None:
+            scheduler.step()
+        if val is not None and config.patience and stale >= config.patience:
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        task.finalize(y_val, task.predict(predict_logits(model, val, device)))
+    model.eval()
+    history = pd.DataFrame(rows)
+    history.attrs.update(best_epoch=best_epoch if val is not None else len(rows) - 1, monitor=task.monitor)
+    return history
+
+
+@dataclass
+class CVResult:
+    """Cross-validation results: per-fold metrics, their mean and sd, out-of-fold predictions of every slide,
+    and the fold models (an ensemble: `predict` gives each prediction's mean and sd over the folds)."""
+
+    folds: pd.DataFrame
+    summary: pd.DataFrame
+    oof: pd.DataFrame
+    models: list = field(repr=False)
+    tasks: list = field(repr=False)
+    plan: dict = field(repr=False)
+
+    def predict(self, bags, device: str = "auto") -> pd.DataFrame:
+        """Mean and sd over the fold models of each prediction column, one row per slide."""
+        bags = as_bags(bags)
+        stacked = np.stack([task.predict(predict_logits(model, bags, device)).reshape(len(bags), -1)
+                            for model, task in zip(self.models, self.tasks, strict=True)])  # fmt: skip
+        columns = self.tasks[0].columns()
+        table = pd.DataFrame(index=pd.Index(bags.ids, name="slide_id"))
+        for k, name in enumerate(columns):
+            table[f"{name}_mean"] = stacked[:, :, k].mean(axis=0)
+            table[f"{name}_sd"] = stacked[:, :, k].std(axis=0, ddof=1) if len(self.models) > 1 else 0.0
+        return table
+
+
+def _splitter(n_splits: int, seed: int) -> StratifiedGroupKFold:
+    return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+
+
+def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config: FitConfig | str = "auto",
+                   model_kwargs: dict | None = None, seed: int = 0,
+                   out_dir: str | Path | None = None) -> CVResult:  # fmt: skip
+    """K-fold cross-validation of a registered model, folds grouped by patient and stratified by label.
+
+    Survival folds are stratified by event and time quartile. In each fold a further grouped, stratified split
+    of the training slides (one part in max(2, n_splits - 1)) is the validation set for early stopping and the
+    threshold; the held-out fold gives the metrics (`task.evaluate`). A test fold without a positive slide (or,
+    for survival, without an event) is an error naming the fold. With `out_dir`, the plan (plan.json), fold
+    metrics (folds.csv) and out-of-fold predictions (oof.csv) are written there.
+    """
+    bags = as_bags(bags)
+    base_task = create_task(task) if isinstance(task, str) else task
+    base_task.fit_labels(bags.labels, bags.ids)
+    target = base_task.encode(bags.labels, bags.ids)
+    strata = base_task.strata(target)
+    if len(np.unique(bags.groups)) < n_splits:
+        raise ValueError(
+            f"{n_splits} folds need at least {n_splits} patients, got {len(np.unique(bags.groups))}"
+        )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splits = list(_splitter(n_splits, seed).split(np.zeros(len(bags)), strata, bags.groups))
+    for k, (_, test) in enumerate(splits):
+        problem = base_task.fold_problem(target[test])
+        if problem:
+            raise ValueError(f"fold {k} of {n_splits} has {problem} among its {len(test)} test slides; "
+                             f"use fewer folds (n_splits < {n_splits}) or more slides")  # fmt: skip
+    if isinstance(config, str):
+        planned = plan(bags.subset(splits[0][0]), base_task) if config == "auto" else None
+        if planned is None:
+            raise ValueError(f"config must be a FitConfig or 'auto', got {config!r}")
+        config = FitConfig(**planned["config"])
+    planned = {"config": asdict(config), "n_splits": n_splits, "seed": seed, "model": model,
+               "model_kwargs": model_kwargs or {}, "task": base_task.state()}  # fmt: skip
+    rows, oof_parts, models, tasks = [], [], [], []
+    for k, (train_index, test_index) in enumerate(splits):
+        inner = max(2, n_splits - 1)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            fit_part, val_part = next(_splitter(inner, seed + k + 1).split(
+                np.zeros(len(train_index)), strata[train_index], bags.groups[train_index]))  # fmt: skip
+        fold_task = copy.deepcopy(base_task)
+        fold_config = replace(config, seed=config.seed + k)
+        torch.manual_seed(fold_config.seed)
+        fold_model = create_model(model, bags.dim, base_task.n_outputs,
+                                  **{**fold_task.model_kwargs(), **(model_kwargs or {})})  # fmt: skip
+        history = fit(fold_model, fold_task, bags.subset(train_index[fit_part]),
+                      bags.subset(train_index[val_part]), fold_config)  # fmt: skip
+        test = bags.subset(test_index)
+        prediction = fold_task.predict(predict_logits(fold_model, test, fold_config.device))
+        metrics = fold_task.evaluate(target[test_index], prediction)
+        rows.append({"fold": k, "n_train": len(fit_part), "n_val": len(val_part), "n_test": len(test_index),
+                     "best_epoch": history.attrs["best_epoch"],
+                     **{m: v for m, v in metrics.items() if np.isscalar(v)}})  # fmt: skip
+        part = pd.DataFrame(prediction.reshape(len(test_index), -1), columns=fold_task.columns())
+        part.insert(0, "fold", k)
+        part.insert(0, "group", bags.groups[test_index])
+        part.insert(0, "slide_id", test.ids)
+        oof_parts.append(part)
+        models.append(fold_model)
+        tasks.append(fold_task)
+    folds = pd.DataFrame(rows)
+    metric_columns = [
+        c for c in folds.columns if c not in ("fold", "n_train", "n_val", "n_test", "best_epoch")
+    ]
+    summary = pd.DataFrame({"mean": folds[metric_columns].mean(), "sd": folds[metric_columns].std(ddof=1)})
+    oof = pd.concat(oof_parts, ignore_index=True).set_index("slide_id").loc[bags.ids].reset_index()
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        write_json(out_dir / "plan.json", planned)
+        _write_csv(folds, out_dir / "folds.csv")
+        _write_csv(oof, out_dir / "oof.csv")
+    return CVResult(folds, summary, oof, models, tasks, planned)
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,107 @@
+"""Each task head learns its tiny synthetic bag task in seconds; labels are parsed and bad ones listed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mil
+from tests.mil.synthetic_bags import DIM, synthetic_bags
+
+# task -> (task kwargs, batch size, metric, floor on 80 held-out bags)
+EXPECTED = {
+    "binary": ({}, 8, "auc", 0.95),
+    "multiclass": ({}, 8, "auc", 0.95),
+    "grade": ({"levels": 4}, 8, "qwk", 0.6),
+    "mutation": ({"targets": ["a", "b"]}, 8, "auc", 0.9),
+    "survival": ({}, 16, "c_index", 0.65),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_task_learns_its_synthetic_bags(name):
+    kwargs, batch_size, metric, floor = EXPECTED[name]
+    train, val, test = (synthetic_bags(name, n, seed) for n, seed in ((120, 0), (30, 1), (80, 2)))
+    task = mil.create_task(name, **kwargs).fit_labels(train[1])
+    torch.manual_seed(0)
+    model = mil.create_model("abmil", DIM, task.n_outputs, embed_dim=64, **task.model_kwargs())
+    config = mil.FitConfig(epochs=15, batch_size=batch_size, lr=3e-3, progress=False, seed=0)
+    history = mil.fit(model, task, train, val, config)
+    assert {"train_loss", "val_loss", f"val_{task.monitor}"} <= set(history.columns)
+    result = task.evaluate(task.encode(test[1]), task.predict(mil.predict_logits(model, test, "cpu")))
+    assert result[metric] >= floor, result
+    if name == "survival":
+        assert result["hazard_ratio"] > 1 and result["hazard_ratio_lower"] > 1 and result["logrank_p"] < 0.01
+
+
+def test_registry():
+    assert mil.list_tasks() == ["binary", "grade", "multiclass", "mutation", "survival"]
+    with pytest.raises(ValueError, match="unknown MIL task"):
+        mil.create_task("regression")
+
+
+def test_grade_out_of_range_lists_the_rows():
+    task = mil.create_task("grade", levels=6)
+    with pytest.raises(ValueError, match=r"s2 \(7\).*s4 \(-1\)"):
+        task.encode([0, 5, 7, 3, -1], ids=["s0", "s1", "s2", "s3", "s4"])
+
+
+def test_class_never_seen_in_training():
+    task = mil.create_task("multiclass").fit_labels(["luad", "lusc", "luad"])
+    with pytest.raises(ValueError, match=r"training classes \['luad', 'lusc'\].*row 1 \('meso'\)"):
+        task.encode(["lusc", "meso"])
+
+
+def test_survival_labels_checked():
+    task = mil.create_task("survival")
+    with pytest.raises(
+        ValueError, match=r"row 1 \(\(-1.0, 1.0\)\), row 2 \(\(nan, 0.0\)\), row 3 \(\(4.0, 2.0\)\)"
+    ):
+        task.encode([[3.0, 1], [-1.0, 1], [np.nan, 0], [4.0, 2]])
+
+
+def test_binary_labels_checked():
+    with pytest.raises(ValueError, match=r"row 2 \(2\)"):
+        mil.create_task("binary").encode([0, 1, 2])
+
+
+def test_mutation_masks_missing_labels():
+    task = mil.create_task("mutation", targets=["tp53", "kras"])
+    target = torch.tensor([[1.0, np.nan], [0.0, 1.0]])
+    logits = torch.tensor([[2.0, 100.0], [-1.0, 3.0]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor([2.0, -1.0, 3.0]), torch.tensor([1.0, 0.0, 1.0])
+    )
+    torch.testing.assert_close(task.loss(logits, target), expected)
+    with pytest.raises(ValueError, match=r"row 0"):
+        task.encode([[0.5, 1.0]])
+
+
+def test_corn_probabilities():
+    task = mil.create_task("grade", levels=["G1", "G2", "G3"])
+    p = task.predict(np.array([[5.0, 5.0], [-5.0, 0.0], [5.0, -5.0]]))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert task.decide(p).tolist() == ["G3", "G1", "G2"]
+    # The CORN loss of the second task only sees slides that reached grade 1.
+    logits = torch.tensor([[0.0, 50.0]], requires_grad=True)
+    task.loss(logits, torch.tensor([0.0])).backward()
+    assert logits.grad[0, 1] == 0
+
+
+def test_binary_threshold_chosen_on_validation():
+    task = mil.create_task("binary")
+    task.finalize(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4]))
+    assert 0.2 < task.threshold_ <= 0.3
+    assert task.metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4]))["balanced_accuracy"] == 1.0
+
+
+def test_balanced_class_weight():
+    task = mil.create_task("binary", class_weight="balanced").fit_labels([0, 0, 0, 1])
+    assert task.pos_weight_ == 3.0
+
+
+def test_state_round_trip():
+    task = mil.create_task("multiclass", class_weight="balanced").fit_labels(["b", "a", "a"])
+    again = mil.tasks.task_from_state(task.state())
+    assert again.classes_ == ["a", "b"] and again.weight_ == task.weight_
