@@ -207,7 +207,8 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     """Cross-validate `model` for `task` on the stores of `results` labelled by `labels` (column `slide_id`, the
     `targets` columns and, for patient-grouped folds, `group`); write the model folder `out` (module doc).
 
-    Slides whose target is empty (e.g. the grade of a benign slide) are left out and listed. `config` is
+    Slides whose target is empty (e.g. the grade of a benign slide) or whose store has no tile are left out
+    and listed. `config` is
     "auto" (planned from the data) or a `mil.FitConfig`. Refuses an `out` that exists and is not a model folder.
     """
     from dataclasses import replace
@@ -234,8 +235,12 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     table = table[~empty]
     if len(table) < folds:
         raise ValueError(f"{len(table)} slide(s) with a value of {targets}, fewer than {folds} folds")
+    opened = {s: PatchStore.open(stores[s]) for s in table.index}
+    no_tiles = sorted(s for s, store in opened.items() if len(store) == 0)
+    left_out = sorted(left_out + no_tiles)
+    table = table.drop(index=no_tiles)
+    opened = [opened[s] for s in table.index]
     bag_task = _task_for(task, targets, table)
-    opened = [PatchStore.open(stores[s]) for s in table.index]
     dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed)
     if config != "auto" and isinstance(config, FitConfig):
         config = replace(config, progress=progress)
