@@ -318,10 +318,14 @@ def _write_scores(
     from tiling import PatchStore
 
     store = PatchStore.open(store_path, mode="r+")
-    if "scores" in store._group and name in store._group["scores"]:
-        if dict(store.scores(name).attrs).get("source") != SCORES_SOURCE:
-            raise FileExistsError(f"{store_path}: scores/{name} was not written by `{SCORES_SOURCE}`; not "
-                                  "overwriting it")  # fmt: skip
+    try:
+        source = dict(store.scores(name).attrs).get("source")
+    except KeyError:
+        source = SCORES_SOURCE  # none yet
+    if source != SCORES_SOURCE:
+        raise FileExistsError(
+            f"{store_path}: scores/{name} was not written by `{SCORES_SOURCE}`; not overwriting it"
+        )
     array = store.create_rows("scores", name, len(columns), "float32",
                               {"columns": columns, "source": SCORES_SOURCE, "model_dir": str(model_dir)})  # fmt: skip
     array[:] = table.astype(np.float32)
@@ -415,6 +419,10 @@ def predict_slides(results: str | Path, model_dir: str | Path, out: str | Path, 
     if not 0 < high_fraction < 1:
         raise ValueError(f"high_fraction must be between 0 and 1, got {high_fraction}")
     model_dir, out = Path(model_dir), Path(out)
+    if (out / "predictions.csv").exists() and not (out / "predict_manifest.jsonl").exists():
+        raise FileExistsError(
+            f"{out} holds a predictions.csv that `mil predict` did not write; not overwriting it"
+        )
     manifest, checkpoints = _load_model_folder(model_dir)
     name = name or manifest["name"]
     feature, columns = manifest["feature"], manifest["columns"]

@@ -33,7 +33,11 @@ def register(sub) -> None:
     )
     train.add_argument("--folds", type=int, default=5, help="cross-validation folds, at least 2 (default 5)")
     train.add_argument("--group", help="column of patient ids: folds keep a patient's slides together")
-    train.add_argument("--epochs", type=int, help="override the planned number of epochs")
+    train.add_argument(
+        "--epochs",
+        type=int,
+        help="train N epochs (patience N/3) with FitConfig defaults; default: settings planned from the data",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder to write")
     add_quiet(train)
