@@ -3,8 +3,9 @@ labels table (`train_slides`), and predict with the fold ensemble, writing per-t
 heatmaps and QuPath tiles (`predict_slides`).
 
 A model folder holds `mil_model.json` (what was trained on what), `fold_<k>/` checkpoints (`mil.save_model`),
-`plan.json`, `metrics.json`, `folds.csv`, `oof_predictions.csv` and plots. It is written in a temporary folder and
-renamed into place; an existing folder is replaced only when it is a model folder.
+`plan.json`, `metrics.json`, `folds.csv`, `oof_predictions.csv` and plots (ROC, confusion matrix or Kaplan-Meier,
+and training curves). It is written in a temporary folder and renamed into place; an existing folder is replaced
+only when it is a model folder.
 """
 
 from __future__ import annotations
@@ -201,6 +202,28 @@ def _plots(folder: Path, task_name: str, oof: pd.DataFrame, targets: list[str], 
     return written
 
 
+def _training_curves(path: Path, histories: list, monitor: str) -> None:
+    """Per fold: training and validation loss, and the monitored validation metric, by epoch."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    loss_ax, metric_ax = fig.subplots(1, 2)
+    for k, history in enumerate(histories):
+        (line,) = loss_ax.plot(history["epoch"], history["train_loss"], label=f"fold {k} train")
+        if "val_loss" in history:
+            loss_ax.plot(history["epoch"], history["val_loss"], linestyle="--", color=line.get_color(),
+                         label=f"fold {k} validation")  # fmt: skip
+        if f"val_{monitor}" in history:
+            metric_ax.plot(
+                history["epoch"], history[f"val_{monitor}"], color=line.get_color(), label=f"fold {k}"
+            )
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    metric_ax.set(xlabel="epoch", ylabel=f"validation {monitor}", title=f"validation {monitor}")
+    loss_ax.legend(fontsize=7)
+    metric_ax.legend(fontsize=7)
+    _save_figure(fig, path)
+
+
 def train_slides(results: str | Path, labels: str | Path, task: str, targets, out: str | Path,
                  model: str = "abmil", feature: str = "stain_stats", folds: int = 5, group: str | None = None,
                  seed: int = 0, config="auto", progress: bool = False) -> TrainResult:  # fmt: skip
@@ -266,6 +289,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         _write_csv(cv.folds, tmp / "folds.csv")
         _write_csv(oof, tmp / "oof_predictions.csv")
         _plots(tmp, task, oof, targets, cv.tasks, cv.tasks[0].columns())
+        _training_curves(tmp / "training_curves.png", cv.histories, cv.tasks[0].monitor)
         write_json(tmp / _MANIFEST, {"format": MODEL_FORMAT, "name": out.name, "task": task, "targets": targets,
                                      "model": model, "feature": feature, "encoder": encoder,
                                      "folds": [f"fold_{k}" for k in range(len(cv.models))],

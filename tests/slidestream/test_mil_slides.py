@@ -73,6 +73,7 @@ def test_train_then_predict_binary(cohort, tmp_path):
     assert len(oof) == N_SLIDES and {"slide_id", "fold", "probability", "true_cancer"} <= set(oof.columns)
     assert oof["probability"].between(0, 1).all()
     assert (model / "roc_cancer.png").stat().st_size > 0 and (model / "plan.json").exists()
+    assert (model / "training_curves.png").stat().st_size > 0
     checkpoint = load_model(model / "fold_1")
     assert (
         checkpoint.config["feature"] == "stain_stats"
