@@ -557,7 +557,10 @@ class SurvivalTask(Task):
         time, event = target[:, 0], target[:, 1].astype(bool)
         high = prediction > np.median(prediction)
         if 0 < high.sum() < len(high) and event.any():
-            hr = hazard_ratio(time, event, high)
+            try:
+                hr = hazard_ratio(time, event, high)
+            except ValueError:  # perfect separation (small folds): no finite hazard ratio, the C-index stands
+                return {**out, "logrank_p": logrank_test(time, event, high).p_value}
             out.update(hazard_ratio=hr.hazard_ratio, hazard_ratio_lower=hr.lower, hazard_ratio_upper=hr.upper,
                        hazard_ratio_p=hr.p_value,
                        logrank_p=logrank_test(time, event, high).p_value)  # fmt: skip

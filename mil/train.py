@@ -425,6 +425,7 @@ class CVResult:
     models: list = field(repr=False)
     tasks: list = field(repr=False)
     plan: dict = field(repr=False)
+    histories: list = field(default_factory=list, repr=False)  # each fold's `fit` history (training curves)
 
     def predict(self, bags, device: str = "auto") -> pd.DataFrame:
         """Mean and sd over the fold models of each prediction column, one row per slide."""
@@ -478,7 +479,7 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
         config = FitConfig(**planned["config"])
     planned = {"config": asdict(config), "n_splits": n_splits, "seed": seed, "model": model,
                "model_kwargs": model_kwargs or {}, "task": base_task.state()}  # fmt: skip
-    rows, oof_parts, models, tasks = [], [], [], []
+    rows, oof_parts, models, tasks, histories = [], [], [], [], []
     for k, (train_index, test_index) in enumerate(splits):
         inner = max(2, n_splits - 1)
         with warnings.catch_warnings():
@@ -505,6 +506,7 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
         oof_parts.append(part)
         models.append(fold_model)
         tasks.append(fold_task)
+        histories.append(history)
     folds = pd.DataFrame(rows)
     metric_columns = [
         c for c in folds.columns if c not in ("fold", "n_train", "n_val", "n_test", "best_epoch")
@@ -516,7 +518,7 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
         write_json(out_dir / "plan.json", planned)
         _write_csv(folds, out_dir / "folds.csv")
         _write_csv(oof, out_dir / "oof.csv")
-    return CVResult(folds, summary, oof, models, tasks, planned)
+    return CVResult(folds, summary, oof, models, tasks, planned, histories)
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:

@@ -10,7 +10,19 @@ import sys
 from slidestream import __version__
 
 # Subcommand modules, in the order --help lists them. Each has `register(subparsers)` setting `func`.
-COMMANDS = ("demo", "run", "verify", "info", "synth", "tile", "features", "survival", "export")
+COMMANDS = (
+    "demo",
+    "run",
+    "verify",
+    "info",
+    "synth",
+    "synth_cohort",
+    "tile",
+    "features",
+    "mil",
+    "survival",
+    "export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

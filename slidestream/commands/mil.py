@@ -1,0 +1,105 @@
+"""`slidestream mil train|predict`: cross-validated MIL models on a run folder's patch stores, and their
+predictions, heatmaps and QuPath tiles."""
+
+from __future__ import annotations
+
+import sys
+
+from slidestream.commands._common import add_quiet, show_progress
+
+
+def register(sub) -> None:
+    p = sub.add_parser("mil", help="train and apply slide-level MIL models (weak supervision)",
+                       description="Multiple-instance learning on the patch stores of a run folder.")  # fmt: skip
+    actions = p.add_subparsers(dest="mil_command", metavar="ACTION")
+    train = actions.add_parser(
+        "train",
+        help="cross-validate a MIL model on RESULTS/slides/*/patches.zarr with a labels table",
+        description="Reads the features of every RESULTS/slides/*/patches.zarr, labels from a CSV/TSV keyed by "
+        "slide_id, and cross-validates the model (folds grouped by --group). Writes MODEL_DIR with fold "
+        "checkpoints, plan.json, metrics.json, folds.csv, oof_predictions.csv and plots (ROC per fold, "
+        "confusion matrix, or Kaplan-Meier of predicted risk groups).",
+    )
+    train.add_argument("results", metavar="RESULTS", help="run folder written by `slidestream run`")
+    train.add_argument("--labels", required=True, help="labels table (CSV/TSV) with a slide_id column")
+    train.add_argument(
+        "--task", required=True, choices=("binary", "multiclass", "grade", "mutation", "survival")
+    )
+    train.add_argument("--target", required=True, nargs="+", metavar="COL",
+                       help="label column(s); survival takes TIME EVENT, mutation one or more 0/1 columns")  # fmt: skip
+    train.add_argument("--model", default="abmil", help="registered MIL model (default abmil)")
+    train.add_argument(
+        "--features", default="stain_stats", help="feature name in the stores (default stain_stats)"
+    )
+    train.add_argument("--folds", type=int, default=5, help="cross-validation folds, at least 2 (default 5)")
+    train.add_argument("--group", help="column of patient ids: folds keep a patient's slides together")
+    train.add_argument(
+        "--epochs",
+        type=int,
+        help="train N epochs (patience N/3) with FitConfig defaults; default: settings planned from the data",
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    add_quiet(train)
+    train.set_defaults(func=run_train)
+    predict = actions.add_parser(
+        "predict",
+        help="predict every store of RESULTS with a trained model folder",
+        description="Fold-ensemble predictions (mean and sd) in OUT/predictions.csv, OUT/slide_features.csv, "
+        "per-tile attention into each store as scores/<model name>, OUT/slides/<slide_id>/heatmap_<model>.png "
+        "and .geojson (QuPath tiles; the top --high-fraction of attention classified 'High attention').",
+    )
+    predict.add_argument("results", metavar="RESULTS", help="run folder with patch stores and features")
+    predict.add_argument("--model", required=True, metavar="MODEL_DIR", help="folder written by `mil train`")
+    predict.add_argument("-o", "--out", required=True, help="output folder")
+    predict.add_argument("--high-fraction", type=float, default=0.1,
+                         help="fraction of tiles per slide classified 'High attention' (default 0.1)")  # fmt: skip
+    predict.add_argument(
+        "--raw-attention", action="store_true", help="heatmaps of raw attention, not its rank"
+    )
+    add_quiet(predict)
+    predict.set_defaults(func=run_predict)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def run_train(args) -> int:
+    from mil import FitConfig
+    from slidestream.mil_slides import train_slides
+
+    config = "auto"
+    try:
+        if args.epochs is not None:
+            config = FitConfig(
+                epochs=args.epochs, patience=max(1, args.epochs // 3), progress=show_progress(args)
+            )
+        result = train_slides(args.results, args.labels, args.task, args.target, args.out, model=args.model,
+                              feature=args.features, folds=args.folds, group=args.group, seed=args.seed,
+                              config=config, progress=show_progress(args))  # fmt: skip
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result.left_out:
+        print(
+            f"left out {len(result.left_out)} slide(s) without a value of {args.target}: {result.left_out[:20]}"
+        )
+    print(result.folds.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print()
+    print(result.summary.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"model folder: {result.model_dir}")
+    return 0
+
+
+def run_predict(args) -> int:
+    from slidestream.mil_slides import predict_slides
+
+    try:
+        result = predict_slides(args.results, args.model, args.out, high_fraction=args.high_fraction,
+                                raw_attention=args.raw_attention)  # fmt: skip
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.predictions.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for slide_id, reason in sorted(result.failed.items()):
+        print(f"failed: {slide_id}: {reason}", file=sys.stderr)
+    print(f"predictions: {args.out}/predictions.csv")
+    return 1 if result.failed else 0

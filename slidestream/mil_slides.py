@@ -1,0 +1,520 @@
+"""MIL on run folders: train cross-validated models on the patch stores of `RESULTS/slides/*/patches.zarr` with a
+labels table (`train_slides`), and predict with the fold ensemble, writing per-tile attention into the stores,
+heatmaps and QuPath tiles (`predict_slides`).
+
+A model folder holds `mil_model.json` (what was trained on what), `fold_<k>/` checkpoints (`mil.save_model`),
+`plan.json`, `metrics.json`, `folds.csv`, `oof_predictions.csv` and plots (ROC, confusion matrix or Kaplan-Meier,
+and training curves). It is written in a temporary folder and renamed into place; an existing folder is replaced
+only when it is a model folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["MODEL_FORMAT", "PredictResult", "TASK_CHOICES", "TrainResult", "find_stores", "predict_slides",
+           "train_slides"]  # fmt: skip
+
+MODEL_FORMAT = "slidestream.mil-model/1"
+SCORES_SOURCE = "slidestream mil predict"
+TASK_CHOICES = ("binary", "multiclass", "grade", "mutation", "survival")
+_MANIFEST = "mil_model.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `train_slides` wrote: the model folder, per-fold metrics, their summary (mean, sd) and the
+    slides left out because their target was empty."""
+
+    model_dir: Path
+    folds: pd.DataFrame
+    summary: pd.DataFrame
+    left_out: list
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What `predict_slides` wrote: predictions (one row per slide) and the slides that failed, with reasons."""
+
+    predictions: pd.DataFrame
+    failed: dict
+
+
+def find_stores(results: str | Path) -> dict[str, Path]:
+    """Slide id -> patch store path for every `RESULTS/slides/<slide_id>/patches.zarr`; an error when none."""
+    results = Path(results)
+    stores = {p.parent.name: p for p in sorted(results.glob("slides/*/patches.zarr"))}
+    if not stores:
+        raise FileNotFoundError(
+            f"no patch stores under {results}/slides/*/patches.zarr; run `slidestream run` first"
+        )
+    return stores
+
+
+def _read_table(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such labels file")
+    table = pd.read_csv(path, sep=None, engine="python", dtype={"slide_id": str})
+    if "slide_id" not in table.columns:
+        raise ValueError(f"{path}: no 'slide_id' column (columns: {list(table.columns)})")
+    return table
+
+
+def _match(table: pd.DataFrame, stores: dict[str, Path], labels_path) -> None:
+    """One error listing repeated ids, labelled slides without stores and stores without labels."""
+    ids = table["slide_id"].astype(str)
+    repeated = sorted(set(ids[ids.duplicated()]))
+    unknown = sorted(set(ids) - set(stores))
+    unlabelled = sorted(set(stores) - set(ids))
+    parts = []
+    if repeated:
+        parts.append(f"{len(repeated)} slide id(s) listed more than once: {repeated[:20]}")
+    if unknown:
+        parts.append(f"{len(unknown)} labelled slide(s) have no patch store: {unknown[:20]}")
+    if unlabelled:
+        parts.append(f"{len(unlabelled)} patch store(s) have no label: {unlabelled[:20]}")
+    if parts:
+        raise ValueError(f"{labels_path}: labels and slides do not match: " + "; ".join(parts))
+
+
+def _task_for(task: str, targets: list[str], values: pd.DataFrame):
+    from mil import create_task
+
+    if task not in TASK_CHOICES:
+        raise ValueError(f"task must be one of {TASK_CHOICES}, got {task!r}")
+    if task == "survival":
+        if len(targets) != 2:
+            raise ValueError(f"a survival task needs two targets, TIME and EVENT, got {targets}")
+        return create_task("survival")
+    if task == "mutation":
+        return create_task("mutation", targets=list(targets))
+    if len(targets) != 1:
+        raise ValueError(f"a {task} task takes one target column, got {targets}")
+    if task == "grade":
+        grades = values[targets[0]].to_numpy(dtype=float)
+        if not np.all(grades == np.round(grades)):
+            raise ValueError(f"grades in {targets[0]!r} must be whole numbers")
+        return create_task("grade", levels=list(range(int(grades.min()), int(grades.max()) + 1)))
+    return create_task(task)
+
+
+def _encoder_of(store, feature: str) -> dict | None:
+    description = dict(store.features(feature).attrs).get("description")
+    return (
+        {k: description[k] for k in ("encoder", "weights_hash", "dim") if k in description}
+        if description
+        else None
+    )
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        return json.loads((path / _MANIFEST).read_text()).get("format") == MODEL_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def _write_csv(table: pd.DataFrame, path: Path, index: bool = False) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        table.to_csv(tmp, index=index)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_figure(fig, path: Path) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        fig.savefig(partial, format="png", dpi=110)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _plots(folder: Path, task_name: str, oof: pd.DataFrame, targets: list[str], tasks, columns) -> list[Path]:
+    """ROC per fold (binary, mutation), confusion matrix (multiclass, grade), KM of predicted risk groups."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import confusion_matrix, roc_curve
+
+    written = []
+    if task_name in ("binary", "mutation"):
+        pairs = [(t, "probability" if task_name == "binary" else f"p_{t}") for t in targets]
+        for target, column in pairs:
+            fig = Figure(figsize=(5, 5))
+            ax = fig.add_subplot()
+            for fold, part in oof.groupby("fold"):
+                y = part[f"true_{target}"].to_numpy(dtype=float)
+                keep = np.isfinite(y)
+                if len(np.unique(y[keep])) < 2:
+                    continue
+                fpr, tpr, _ = roc_curve(y[keep], part[column].to_numpy()[keep])
+                ax.plot(fpr, tpr, label=f"fold {fold}")
+            ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+            ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC per fold: {target}")
+            ax.legend(loc="lower right")
+            path = folder / f"roc_{target}.png"
+            _save_figure(fig, path)
+            written.append(path)
+    elif task_name in ("multiclass", "grade"):
+        target = targets[0]
+        predicted = [tasks[int(f)].decide(row[None, :])[0]
+                     for f, row in zip(oof["fold"], oof[columns].to_numpy(), strict=True)]  # fmt: skip
+        truth = oof[f"true_{target}"].to_numpy()
+        names = [c[2:] for c in columns]
+        truth_s = np.array([str(int(v)) if isinstance(v, float) and v == int(v) else str(v) for v in truth])
+        pred_s = np.array(
+            [str(int(v)) if isinstance(v, float) and v == int(v) else str(v) for v in predicted]
+        )
+        matrix = confusion_matrix(truth_s, pred_s, labels=names)
+        fig = Figure(figsize=(5, 4.5))
+        ax = fig.add_subplot()
+        image = ax.imshow(matrix, cmap="Blues")
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, str(v), ha="center", va="center", color="black")
+        ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
+               xlabel=f"predicted {target}", ylabel=f"true {target}", title="confusion matrix (out of fold)")  # fmt: skip
+        fig.colorbar(image, ax=ax)
+        path = folder / "confusion_matrix.png"
+        _save_figure(fig, path)
+        written.append(path)
+    elif task_name == "survival":
+        from survival.plot import plot_kaplan_meier
+
+        risk = oof["risk"].to_numpy()
+        groups = np.where(risk > np.median(risk), 1, 0)
+        path = folder / "kaplan_meier_risk_groups.png"
+        plot_kaplan_meier(path, oof[f"true_{targets[0]}"], oof[f"true_{targets[1]}"], groups,
+                          labels={0: "predicted low risk", 1: "predicted high risk"},
+                          title="")  # fmt: skip
+        written.append(path)
+    return written
+
+
+def _training_curves(path: Path, histories: list, monitor: str) -> None:
+    """Per fold: training and validation loss, and the monitored validation metric, by epoch."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    loss_ax, metric_ax = fig.subplots(1, 2)
+    for k, history in enumerate(histories):
+        (line,) = loss_ax.plot(history["epoch"], history["train_loss"], label=f"fold {k} train")
+        if "val_loss" in history:
+            loss_ax.plot(history["epoch"], history["val_loss"], linestyle="--", color=line.get_color(),
+                         label=f"fold {k} validation")  # fmt: skip
+        if f"val_{monitor}" in history:
+            metric_ax.plot(
+                history["epoch"], history[f"val_{monitor}"], color=line.get_color(), label=f"fold {k}"
+            )
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    metric_ax.set(xlabel="epoch", ylabel=f"validation {monitor}", title=f"validation {monitor}")
+    loss_ax.legend(fontsize=7)
+    metric_ax.legend(fontsize=7)
+    _save_figure(fig, path)
+
+
+def train_slides(results: str | Path, labels: str | Path, task: str, targets, out: str | Path,
+                 model: str = "abmil", feature: str = "stain_stats", folds: int = 5, group: str | None = None,
+                 seed: int = 0, config="auto", progress: bool = False) -> TrainResult:  # fmt: skip
+    """Cross-validate `model` for `task` on the stores of `results` labelled by `labels` (column `slide_id`, the
+    `targets` columns and, for patient-grouped folds, `group`); write the model folder `out` (module doc).
+
+    Slides whose target is empty (e.g. the grade of a benign slide) or whose store has no tile are left out
+    and listed. `config` is
+    "auto" (planned from the data) or a `mil.FitConfig`. Refuses an `out` that exists and is not a model folder.
+    """
+    from dataclasses import replace
+
+    from mil import BagDataset, FitConfig, cross_validate, save_model
+    from mil.train import write_json
+    from tiling import PatchStore
+
+    out = Path(out)
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    if out.exists() and not _is_ours(out):
+        raise FileExistsError(f"{out} exists and is not a MIL model folder; not overwriting it")
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+    stores = find_stores(results)
+    table = _read_table(labels)
+    _match(table, stores, labels)
+    missing = [c for c in [*targets, *([group] if group else [])] if c not in table.columns]
+    if missing:
+        raise ValueError(f"{labels}: no column(s) {missing} (columns: {list(table.columns)})")
+    table = table.set_index(table["slide_id"].astype(str))
+    empty = table[targets].isna().any(axis=1)
+    left_out = sorted(table.index[empty])
+    table = table[~empty]
+    if len(table) < folds:
+        raise ValueError(f"{len(table)} slide(s) with a value of {targets}, fewer than {folds} folds")
+    opened = {s: PatchStore.open(stores[s]) for s in table.index}
+    no_tiles = sorted(s for s, store in opened.items() if len(store) == 0)
+    left_out = sorted(left_out + no_tiles)
+    table = table.drop(index=no_tiles)
+    opened = [opened[s] for s in table.index]
+    bag_task = _task_for(task, targets, table)
+    dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed)
+    if config != "auto" and isinstance(config, FitConfig):
+        config = replace(config, progress=progress)
+    cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed)
+    encoder = _encoder_of(opened[0], feature)
+    true = table.loc[cv.oof["slide_id"], targets].reset_index(drop=True).add_prefix("true_")
+    oof = pd.concat([cv.oof.reset_index(drop=True), true], axis=1)
+    summary = cv.summary
+    metrics = {
+        "task": task, "targets": targets, "model": model, "feature": feature, "folds": folds,
+        "n_slides": len(table), "left_out": left_out,
+        "per_fold": json.loads(cv.folds.to_json(orient="records")),
+        "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},
+    }  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        for k, (fold_model, fold_task) in enumerate(zip(cv.models, cv.tasks, strict=True)):
+            save_model(tmp / f"fold_{k}", fold_model, fold_task, feature=feature, encoder=encoder, plan=cv.plan,
+                       metrics=metrics["per_fold"][k])  # fmt: skip
+        write_json(tmp / "plan.json", cv.plan)
+        write_json(tmp / "metrics.json", metrics)
+        _write_csv(cv.folds, tmp / "folds.csv")
+        _write_csv(oof, tmp / "oof_predictions.csv")
+        _plots(tmp, task, oof, targets, cv.tasks, cv.tasks[0].columns())
+        _training_curves(tmp / "training_curves.png", cv.histories, cv.tasks[0].monitor)
+        write_json(tmp / _MANIFEST, {"format": MODEL_FORMAT, "name": out.name, "task": task, "targets": targets,
+                                     "model": model, "feature": feature, "encoder": encoder,
+                                     "folds": [f"fold_{k}" for k in range(len(cv.models))],
+                                     "columns": cv.tasks[0].columns()})  # fmt: skip
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return TrainResult(out, cv.folds, summary, left_out)
+
+
+def _load_model_folder(model_dir: Path) -> tuple[dict, list]:
+    from mil import load_model
+
+    if not _is_ours(model_dir):
+        raise FileNotFoundError(f"{model_dir}: not a MIL model folder (no {_MANIFEST}); train one with "
+                                "`slidestream mil train`")  # fmt: skip
+    manifest = json.loads((model_dir / _MANIFEST).read_text())
+    return manifest, [load_model(model_dir / name) for name in manifest["folds"]]
+
+
+def _check_encoder(manifest: dict, store, slide_id: str) -> None:
+    """A model trained on another feature encoder than the store's is refused with both named."""
+    given, saved = _encoder_of(store, manifest["feature"]), manifest.get("encoder")
+    if given is None or saved is None:
+        return
+    if given.get("encoder") != saved.get("encoder") or given.get("weights_hash") != saved.get("weights_hash"):
+        raise ValueError(f"the model was trained on features of encoder {saved.get('encoder')!r} (weights "
+                         f"{saved.get('weights_hash')}), but slide {slide_id}'s features/{manifest['feature']} come "
+                         f"from {given.get('encoder')!r} (weights {given.get('weights_hash')})")  # fmt: skip
+
+
+def _rank(values: np.ndarray) -> np.ndarray:
+    """Ranks scaled to (0, 1]: the largest value gets 1."""
+    from scipy.stats import rankdata
+
+    return rankdata(values, method="average") / max(1, len(values))
+
+
+def _write_scores(
+    store_path: Path, name: str, table: np.ndarray, columns: list[str], model_dir: Path
+) -> None:
+    from tiling import PatchStore
+
+    store = PatchStore.open(store_path, mode="r+")
+    try:
+        source = dict(store.scores(name).attrs).get("source")
+    except KeyError:
+        source = SCORES_SOURCE  # none yet
+    if source != SCORES_SOURCE:
+        raise FileExistsError(
+            f"{store_path}: scores/{name} was not written by `{SCORES_SOURCE}`; not overwriting it"
+        )
+    array = store.create_rows("scores", name, len(columns), "float32",
+                              {"columns": columns, "source": SCORES_SOURCE, "model_dir": str(model_dir)})  # fmt: skip
+    array[:] = table.astype(np.float32)
+    array.attrs["complete"] = True
+
+
+def _heatmap_png(path: Path, store, folder: Path, values: np.ndarray, title: str, label: str) -> None:
+    """Thumbnail with per-tile values (viridis), tissue outline, colour bar and a title."""
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from tiling import TileSpec, tile_heatmap
+    from wsi import qupath
+
+    slide = store.attrs["slide"]
+    dimensions = tuple(slide["dimensions"])
+    thumbnail = None
+    try:
+        import wsi
+
+        with wsi.open_slide(slide["path"], backend=slide.get("backend")) as opened:
+            thumbnail = opened.thumbnail(1024)
+    except Exception:  # the slide may have moved: fall back to the run's thumbnail
+        if (folder / "thumbnail.png").exists():
+            thumbnail = np.asarray(Image.open(folder / "thumbnail.png").convert("RGB"))
+    if thumbnail is None:
+        scale = 1024 / max(dimensions)
+        thumbnail = np.full(
+            (max(1, int(dimensions[1] * scale)), max(1, int(dimensions[0] * scale)), 3), 255, np.uint8
+        )
+    extent = TileSpec.from_dict(store.attrs["tiling"]).extent
+    heat = tile_heatmap(values, store.coords, extent, dimensions, thumbnail.shape[:2])
+    fig = Figure(figsize=(7, 7 * thumbnail.shape[0] / thumbnail.shape[1] + 0.6))
+    ax = fig.add_subplot()
+    ax.imshow(thumbnail)
+    image = ax.imshow(np.ma.masked_invalid(heat), cmap="viridis", alpha=0.6, vmin=float(np.nanmin(values)),
+                      vmax=float(np.nanmax(values)), interpolation="nearest")  # fmt: skip
+    tissue = folder / "tissue.geojson"
+    if tissue.exists():
+        sx, sy = thumbnail.shape[1] / dimensions[0], thumbnail.shape[0] / dimensions[1]
+        for obj in qupath.read_geojson(tissue):
+            for part in getattr(obj.geometry, "geoms", [obj.geometry]):
+                if part.geom_type != "Polygon":
+                    continue
+                x, y = part.exterior.xy
+                ax.plot(np.asarray(x) * sx, np.asarray(y) * sy, color="#00aa3c", linewidth=1)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.04, label=label)
+    _save_figure(fig, path)
+
+
+def _heatmap_geojson(path: Path, store, table: np.ndarray, columns: list[str], high: np.ndarray) -> None:
+    from shapely.geometry import box
+
+    from tiling import TileSpec
+    from wsi.qupath import QuPathObject, write_geojson
+
+    extent = TileSpec.from_dict(store.attrs["tiling"]).extent
+    objects = [
+        QuPathObject(box(float(x), float(y), float(x + extent), float(y + extent)), object_type="tile",
+                     classification="High attention" if h else None,
+                     measurements={c: float(v) for c, v in zip(columns, row, strict=True)})
+        for (x, y), row, h in zip(store.coords, table, high, strict=True)
+    ]  # fmt: skip
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial.geojson")
+    try:
+        write_geojson(tmp, objects, compress=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def predict_slides(results: str | Path, model_dir: str | Path, out: str | Path, high_fraction: float = 0.1,
+                   raw_attention: bool = False, name: str | None = None) -> PredictResult:  # fmt: skip
+    """Predict every store of `results` with the fold ensemble of `model_dir` (see the README section).
+
+    Writes OUT/predictions.csv (slide_id, each prediction's fold mean and sd, tiles), OUT/slide_features.csv
+    (predictions, attention-weighted mean tile features, fraction of high-attention tiles),
+    OUT/slides/<slide_id>/heatmap_<name>.png and .geojson, OUT/predict_manifest.jsonl (one record per slide,
+    with the reason of each failure) and scores/<name> into each store (attention mean and sd over folds, its
+    rank within the slide, high-attention flag). Tiles in the top `high_fraction` of attention are "High
+    attention". `raw_attention` colours the heatmap by raw attention instead of its rank. A store made with
+    another encoder than the model's is refused with both named; stores lacking the features fail, the rest go on.
+    """
+    import torch
+
+    from mil import predict_logits
+    from tiling import PatchStore
+
+    if not 0 < high_fraction < 1:
+        raise ValueError(f"high_fraction must be between 0 and 1, got {high_fraction}")
+    model_dir, out = Path(model_dir), Path(out)
+    if (out / "predictions.csv").exists() and not (out / "predict_manifest.jsonl").exists():
+        raise FileExistsError(
+            f"{out} holds a predictions.csv that `mil predict` did not write; not overwriting it"
+        )
+    manifest, checkpoints = _load_model_folder(model_dir)
+    name = name or manifest["name"]
+    feature, columns = manifest["feature"], manifest["columns"]
+    stores = find_stores(results)
+    opened = {}
+    failed = {}
+    for slide_id, path in stores.items():
+        store = PatchStore.open(path)
+        if feature not in store.feature_names() or not store.features(feature).attrs.get("complete"):
+            failed[slide_id] = f"no complete features/{feature} in {path} (has {store.feature_names()})"
+            continue
+        _check_encoder(manifest, store, slide_id)
+        opened[slide_id] = store
+    out.mkdir(parents=True, exist_ok=True)
+    rows, feature_rows, records = [], [], []
+    score_columns = ["attention", "attention_sd", "attention_rank", "high_attention"]
+    for slide_id, store in opened.items():
+        try:
+            bag = torch.from_numpy(np.asarray(store.features(feature)[:], dtype=np.float32))
+            if bag.shape[1] != checkpoints[0].model.in_dim:
+                raise ValueError(f"features/{feature} have {bag.shape[1]} dimensions, the model takes "
+                                 f"{checkpoints[0].model.in_dim}")  # fmt: skip
+            if len(bag) == 0:
+                raise ValueError("the store has no tiles")
+            predictions, attentions = [], []
+            for checkpoint in checkpoints:
+                logits, scores = predict_logits(checkpoint.model, ([bag], np.zeros(1), [slide_id]), device="cpu",
+                                                attention=True)  # fmt: skip
+                predictions.append(checkpoint.task.predict(logits).reshape(-1))
+                attentions.append(np.asarray(scores[0], dtype=np.float64)[:, 0])
+            predictions, attentions = np.stack(predictions), np.stack(attentions)
+            mean = predictions.mean(axis=0)
+            sd = predictions.std(axis=0, ddof=1) if len(checkpoints) > 1 else np.zeros_like(mean)
+            attention = attentions.mean(axis=0)
+            attention_sd = (
+                attentions.std(axis=0, ddof=1) if len(checkpoints) > 1 else np.zeros_like(attention)
+            )
+            rank = _rank(attention)
+            high = rank > 1 - high_fraction
+            table = np.column_stack([attention, attention_sd, rank, high.astype(float)])
+            _write_scores(stores[slide_id], name, table, score_columns, model_dir)
+            row = {"slide_id": slide_id}
+            for k, column in enumerate(columns):
+                row[f"{column}_mean"], row[f"{column}_sd"] = float(mean[k]), float(sd[k])
+            row["tiles"] = len(bag)
+            rows.append(row)
+            weights = attention / attention.sum() if attention.sum() > 0 else np.full(len(bag), 1 / len(bag))
+            pooled = weights @ bag.numpy().astype(np.float64)
+            feature_rows.append({**row, "high_attention_fraction": float(high.mean()),
+                                 **{f"{feature}_{j}": float(v) for j, v in enumerate(pooled)}})  # fmt: skip
+            folder = out / "slides" / slide_id
+            folder.mkdir(parents=True, exist_ok=True)
+            summary = ", ".join(f"{c} {mean[k]:.3f} ± {sd[k]:.3f}" for k, c in enumerate(columns))
+            shown = attention if raw_attention else rank
+            _heatmap_png(folder / f"heatmap_{name}.png", store, stores[slide_id].parent, shown,
+                         f"{slide_id} — {name}: {summary}", "attention" if raw_attention else "attention rank")  # fmt: skip
+            _heatmap_geojson(folder / f"heatmap_{name}.geojson", store, table, score_columns, high)
+            records.append({"slide_id": slide_id, "status": "done", "tiles": len(bag)})
+        except (OSError, ValueError, KeyError) as exc:
+            failed[slide_id] = str(exc)
+    records.extend({"slide_id": s, "status": "failed", "reason": r} for s, r in sorted(failed.items()))
+    predictions = pd.DataFrame(rows, columns=["slide_id", *[f"{c}_{s}" for c in columns for s in ("mean", "sd")],
+                                              "tiles"])  # fmt: skip
+    _write_csv(predictions, out / "predictions.csv")
+    _write_csv(pd.DataFrame(feature_rows), out / "slide_features.csv")
+    text = "".join(json.dumps(r) + "\n" for r in sorted(records, key=lambda r: r["slide_id"]))
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".predict_manifest.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, out / "predict_manifest.jsonl")
+    return PredictResult(predictions, failed)

@@ -1,0 +1,187 @@
+"""`slidestream synth-cohort`, `mil train` and `mil predict` end to end on a small synthetic cohort."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from slidestream.cli import main
+
+N_SLIDES = 8
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """A cohort of 8 slides of 768 px at 0.5 um/px, tiled at 128 px with stain_stats features."""
+    root = tmp_path_factory.mktemp("cohort")
+    assert main(["synth-cohort", str(root / "cohort"), "--n", str(N_SLIDES), "--seed", "3", "--dimensions", "768",
+                 "--slide-mpp", "0.5", "-q"]) == 0  # fmt: skip
+    results = root / "results"
+    assert main(["tile", str(root / "cohort" / "slides"), "-o", str(results), "--size", "128", "--mpp", "0.5",
+                 "-q"]) == 0  # fmt: skip
+    assert main(["features", str(results), "-q"]) == 0
+    return root
+
+
+def _train(root, out, task, *targets, extra=()):
+    return main(["mil", "train", str(root / "results"), "--labels", str(root / "cohort" / "labels.csv"), "--task",
+                 task, "--target", *targets, "--group", "patient_id", "--folds", "2", "--epochs", "3", "-o",
+                 str(out), "-q", *extra])  # fmt: skip
+
+
+def test_cohort_labels_follow_the_ground_truth(cohort):
+    labels = pd.read_csv(cohort / "cohort" / "labels.csv")
+    assert list(labels.columns[:8]) == [
+        "slide_id",
+        "patient_id",
+        "cancer",
+        "grade",
+        "mut_a",
+        "mut_b",
+        "time",
+        "event",
+    ]
+    assert len(labels) == N_SLIDES and labels["slide_id"].is_unique
+    assert sorted(p.name for p in (cohort / "cohort" / "slides").glob("*.svs")) == [
+        f"{s}.svs" for s in labels.slide_id
+    ]
+    for row in labels.itertuples():
+        truth = json.loads((cohort / "cohort" / "slides" / f"{row.slide_id}.truth.json").read_text())
+        assert row.cancer == int(truth["tumor_fraction"] > 0)
+    assert labels.loc[labels.cancer == 0, "grade"].isna().all()
+    assert labels.loc[labels.cancer == 1, "grade"].between(1, 5).all()
+    assert 0 < labels.cancer.sum() < N_SLIDES
+    assert set(labels.event) <= {0, 1} and (labels.time > 0).all()
+    # Another run into the same folder is refused: it never overwrites a cohort.
+    assert main(["synth-cohort", str(cohort / "cohort"), "--n", "2", "--dimensions", "128", "-q"]) == 2
+
+
+def test_train_then_predict_binary(cohort, tmp_path):
+    from mil import load_model
+    from tiling import PatchStore
+    from wsi import qupath
+
+    model = tmp_path / "cancer"
+    assert _train(cohort, model, "binary", "cancer") == 0
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["task"] == "binary" and len(metrics["per_fold"]) == 2 and "auc" in metrics["summary"]
+    oof = pd.read_csv(model / "oof_predictions.csv")
+    assert len(oof) == N_SLIDES and {"slide_id", "fold", "probability", "true_cancer"} <= set(oof.columns)
+    assert oof["probability"].between(0, 1).all()
+    assert (model / "roc_cancer.png").stat().st_size > 0 and (model / "plan.json").exists()
+    assert (model / "training_curves.png").stat().st_size > 0
+    checkpoint = load_model(model / "fold_1")
+    assert (
+        checkpoint.config["feature"] == "stain_stats"
+        and checkpoint.config["encoder"]["encoder"] == "stain_stats"
+    )
+
+    out = tmp_path / "predicted"
+    assert main(["mil", "predict", str(cohort / "results"), "--model", str(model), "-o", str(out), "-q"]) == 0
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"slide_id": str})
+    assert list(predictions.columns) == ["slide_id", "probability_mean", "probability_sd", "tiles"]
+    assert len(predictions) == N_SLIDES and predictions.slide_id.is_unique
+    assert (predictions.probability_sd >= 0).all()
+    features = pd.read_csv(out / "slide_features.csv")
+    assert (
+        len(features) == N_SLIDES and "high_attention_fraction" in features and "stain_stats_52" in features
+    )
+    for row in predictions.itertuples():
+        store = PatchStore.open(cohort / "results" / "slides" / row.slide_id / "patches.zarr")
+        scores = store.scores("cancer")
+        assert scores.shape == (len(store), 4) == (row.tiles, 4)
+        assert scores.attrs["columns"] == ["attention", "attention_sd", "attention_rank", "high_attention"]
+        attention = scores[:, 0]
+        assert np.all(attention >= 0) and np.isclose(attention.sum(), 1, atol=1e-3)  # softmax, fold mean
+        objects = qupath.read_geojson(out / "slides" / row.slide_id / "heatmap_cancer.geojson")
+        assert len(objects) == len(store) and all(o.object_type == "tile" for o in objects)
+        high = [o for o in objects if o.classification == "High attention"]
+        assert len(high) == int(scores[:, 3].sum()) and 1 <= len(high) <= max(
+            1, int(np.ceil(0.1 * len(store)))
+        )
+        assert set(objects[0].measurements) == set(scores.attrs["columns"])
+        assert (out / "slides" / row.slide_id / "heatmap_cancer.png").stat().st_size > 0
+
+
+def test_grade_and_survival(cohort, tmp_path, capsys):
+    # The cohort is too small for five grades in two folds: grade 1 benign, 2 cancer; one benign slide unlabelled.
+    labels = pd.read_csv(cohort / "cohort" / "labels.csv", dtype={"slide_id": str})
+    labels["grade"] = (1 + labels.cancer).astype("Int64")
+    labels.loc[labels.index[labels.cancer == 0][0], "grade"] = pd.NA
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    code = main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
+                 "grade", "--target", "grade", "--folds", "2", "--epochs", "3", "-o", str(tmp_path / "grade"),
+                 "-q"])  # fmt: skip
+    assert code == 0
+    assert "left out 1 slide(s)" in capsys.readouterr().out
+    assert (tmp_path / "grade" / "confusion_matrix.png").stat().st_size > 0
+    oof = pd.read_csv(tmp_path / "grade" / "oof_predictions.csv")
+    assert len(oof) == N_SLIDES - 1 and {"p_1", "p_2"} <= set(oof.columns)
+    assert _train(cohort, tmp_path / "surv", "survival", "time", "event") == 0
+    assert (tmp_path / "surv" / "kaplan_meier_risk_groups.png").stat().st_size > 0
+    assert "c_index" in json.loads((tmp_path / "surv" / "metrics.json").read_text())["summary"]
+
+
+def test_bad_labels_one_error_listing_them(cohort, tmp_path, capsys):
+    labels = pd.read_csv(cohort / "cohort" / "labels.csv", dtype={"slide_id": str})
+    bad = pd.concat([labels.iloc[1:], labels.iloc[[1]]])  # S000 missing, S001 repeated
+    bad.loc[len(bad)] = ["NOPE", "P999", 1, 1, 0, 0, 1.0, 1, 0.1]
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    code = main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "bad.csv"), "--task",
+                 "binary", "--target", "cancer", "--folds", "2", "-o", str(tmp_path / "m"), "-q"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (
+        "more than once: ['S001']" in err
+        and "no patch store: ['NOPE']" in err
+        and "no label: ['S000']" in err
+    )
+    assert not (tmp_path / "m").exists()
+
+
+def test_refuses_to_overwrite_a_foreign_folder(cohort, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert _train(cohort, tmp_path / "mine", "binary", "cancer") == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_predict_failures_and_encoder_mismatch(cohort, tmp_path, capsys):
+    import zarr
+
+    # Two mutation targets, one tied to cancer, so every fold of this small cohort has positives of each.
+    labels = pd.read_csv(cohort / "cohort" / "labels.csv", dtype={"slide_id": str})
+    labels["mut_a"], labels["mut_b"] = labels.cancer, 1 - labels.cancer
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    model = tmp_path / "model"
+    code = main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
+                 "mutation", "--target", "mut_a", "mut_b", "--folds", "2", "--epochs", "3", "-o", str(model),
+                 "-q"])  # fmt: skip
+    assert code == 0
+    assert (model / "roc_mut_a.png").exists() and (model / "roc_mut_b.png").exists()
+    results = tmp_path / "results"
+    shutil.copytree(cohort / "results", results)
+    del zarr.open_group(results / "slides" / "S002" / "patches.zarr", mode="r+")["features/stain_stats"]
+    out = tmp_path / "out"
+    assert main(["mil", "predict", str(results), "--model", str(model), "-o", str(out), "-q"]) == 1
+    records = {
+        r["slide_id"]: r for r in map(json.loads, (out / "predict_manifest.jsonl").read_text().splitlines())
+    }
+    assert records["S002"]["status"] == "failed" and "features/stain_stats" in records["S002"]["reason"]
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == N_SLIDES - 1 and "S002" not in set(predictions.slide_id)
+    assert list(predictions.columns[:3]) == ["slide_id", "p_mut_a_mean", "p_mut_a_sd"]
+    # A model whose encoder differs from the stores' is refused, both named.
+    manifest = json.loads((model / "mil_model.json").read_text())
+    manifest["encoder"]["encoder"] = "resnet50"
+    (model / "mil_model.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert (
+        main(["mil", "predict", str(results), "--model", str(model), "-o", str(tmp_path / "o2"), "-q"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "'resnet50'" in err and "'stain_stats'" in err
