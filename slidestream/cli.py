@@ -10,7 +10,7 @@ import sys
 from slidestream import __version__
 
 # Subcommand modules, in the order --help lists them. Each has `register(subparsers)` setting `func`.
-COMMANDS = ("demo", "run", "info", "synth", "tile", "features", "survival")
+COMMANDS = ("demo", "run", "info", "synth", "tile", "features", "survival", "nuclei")
 
 
 def build_parser() -> argparse.ArgumentParser:
