@@ -49,7 +49,8 @@ class ModelConfig:
     """Architecture and preprocessing of a nuclei model (saved beside its weights as JSON)."""
 
     encoder: str = "regnetx_002"
-    decoder_channels: tuple[int, ...] = (64, 48, 32, 24, 16)
+    decoder_channels: tuple[int, ...] = (64, 48, 32, 24)  # strides 16, 8, 4, 2 (+ 1 if full_resolution)
+    full_resolution: bool = False  # a stride-1 decoder stage; off: heads at stride 2, upsampled (4x cheaper)
     n_types: int = (
         6  # PanNuke: background + neoplastic, inflammatory, connective, dead, epithelial; 0 = no head
     )
@@ -66,8 +67,10 @@ class ModelConfig:
     )
 
     def __post_init__(self):
-        if len(self.decoder_channels) != 5:
-            raise ValueError(f"decoder_channels needs 5 entries (strides 16..1), got {self.decoder_channels}")
+        n = 5 if self.full_resolution else 4
+        if len(self.decoder_channels) != n:
+            raise ValueError(f"decoder_channels needs {n} entries (strides 16..{1 if n == 5 else 2}), got "
+                             f"{self.decoder_channels}")  # fmt: skip
         if self.n_types and len(self.classes) != self.n_types:
             raise ValueError(f"classes must name n_types={self.n_types} classes, got {len(self.classes)}")
         if not 0.05 <= self.mpp <= 10:
@@ -103,7 +106,7 @@ class _Block(nn.Sequential):
 
 
 class NucleiNet(nn.Module):
-    """U-Net on a timm encoder with a full-resolution stem skip (nucleus borders are 1-2 px features)."""
+    """U-Net on a timm encoder; heads at stride 2 upsampled, or at stride 1 with a full-resolution stem skip."""
 
     stride = 32
 
@@ -120,11 +123,14 @@ class NucleiNet(nn.Module):
             raise ModelError(f"encoder {config.encoder!r} must give strides 2..32, gives {reductions}")
         enc = self.encoder.feature_info.channels()[-5:]
         dec = config.decoder_channels
-        stem = dec[-1]
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(True)
-        )
-        skips = [enc[3], enc[2], enc[1], enc[0], stem]  # strides 16, 8, 4, 2, 1
+        skips = [enc[3], enc[2], enc[1], enc[0]]  # strides 16, 8, 4, 2
+        self.stem = None
+        if config.full_resolution:  # a stride-1 skip from the image itself
+            stem = dec[-1]
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(True)
+            )
+            skips.append(stem)
         blocks, cin = [], enc[4]
         # One conv at strides 2 and 1, where pixels are many and a CPU spends most of its time.
         for i, (skip, cout) in enumerate(zip(skips, dec, strict=True)):
@@ -144,13 +150,20 @@ class NucleiNet(nn.Module):
                 f"expected (B, 3, H, W) with H, W multiples of {self.stride}, got {tuple(x.shape)}"
             )
         feats = self.encoder(x)[-5:]
-        skips = [feats[3], feats[2], feats[1], feats[0], self.stem(x)]
+        skips = [feats[3], feats[2], feats[1], feats[0]]
+        if self.stem is not None:
+            skips.append(self.stem(x))
         y = feats[4]
         for block, skip in zip(self.decoder, skips, strict=True):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = block(torch.cat([y, skip], dim=1))
-        types = self.type_head(y) if self.type_head is not None else None
-        return NucleiOutput(logits=self.np_head(y), hv=torch.tanh(self.hv_head(y)), types=types)
+        heads = [self.np_head(y), self.hv_head(y)]
+        if self.type_head is not None:
+            heads.append(self.type_head(y))
+        if self.stem is None:
+            heads = [F.interpolate(h, size=x.shape[-2:], mode="bilinear", align_corners=False) for h in heads]
+        types = heads[2] if self.type_head is not None else None
+        return NucleiOutput(logits=heads[0], hv=torch.tanh(heads[1]), types=types)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> normalised float input."""

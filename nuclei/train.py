@@ -11,6 +11,7 @@ kept as `out_dir/` itself, every epoch's metrics go to `out_dir/history.json`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,7 @@ class TrainConfig:
     num_workers: int = 1
     threads: int | None = None
     init: str | None = None
+    time_budget_s: float | None = None  # stop after this long; the learning-rate schedule follows the clock
 
 
 class _TrainSet(Dataset):
@@ -130,8 +132,7 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
     steps = config.steps_per_epoch or max(1, len(tiles) // config.batch_size)
     dataset = _TrainSet(tiles, config.augment, config.seed, steps * config.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps * config.epochs,
-                                                pct_start=0.1)  # fmt: skip
+    schedule = _Schedule(config.lr, steps * config.epochs, config.time_budget_s)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
@@ -160,13 +161,15 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
             parts = losses(out, fg, hv, typ, config.type_weight)
             opt.zero_grad(set_to_none=True)
             parts["total"].backward()
+            for group in opt.param_groups:
+                group["lr"] = schedule.lr()
             opt.step()
-            sched.step()
+            schedule.step()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             if progress:
-                bar.set_postfix(loss=f"{float(parts['total']):.3f}")
-        record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 1)}
+                bar.set_postfix(loss=f"{float(parts['total'].detach()):.3f}")
+        record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 1), "lr": round(schedule.lr(), 6)}
         record.update({f"loss_{k}": round(v / steps, 4) for k, v in sums.items()})
         model.eval()
         if val is not None and len(val):
@@ -185,7 +188,35 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
             best = metric
             save_model(model, out_dir, provenance=prov)
         _write_json(out_dir / "history.json", history)
+        if schedule.done():
+            break
     return history
+
+
+class _Schedule:
+    """Warm-up then cosine decay, over steps or, with a time budget, over the wall clock (shared CPUs make
+    step times unpredictable; the budget still ends at a low learning rate)."""
+
+    def __init__(self, lr: float, total_steps: int, budget_s: float | None):
+        self.max_lr, self.total, self.budget = lr, max(total_steps, 1), budget_s
+        self.steps, self.start = 0, time.monotonic()
+
+    def fraction(self) -> float:
+        f = self.steps / self.total
+        if self.budget:
+            f = max(f, (time.monotonic() - self.start) / self.budget)
+        return min(f, 1.0)
+
+    def lr(self) -> float:
+        f = self.fraction()
+        warm = min(1.0, f / 0.05)
+        return self.max_lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * f)))
+
+    def step(self) -> None:
+        self.steps += 1
+
+    def done(self) -> bool:
+        return self.fraction() >= 1.0
 
 
 def _write_json(path: Path, obj) -> None:

@@ -9,10 +9,11 @@ from nuclei.datasets.base import DatasetError, NucleiTiles
 from nuclei.datasets.monuseg import rasterize_polygons, read_geojson_polygons, read_xml_polygons
 from nuclei.datasets.pannuke import pannuke_instances
 from nuclei.datasets.registry import list_layouts, load_dataset, register_layout
-from nuclei.datasets.synthetic import synthetic_tiles
+from nuclei.datasets.synthetic import cached_synthetic_tiles, synthetic_tiles
 
 __all__ = [
     "DatasetError",
+    "cached_synthetic_tiles",
     "NucleiTiles",
     "list_layouts",
     "load_dataset",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from nuclei.datasets.base import NucleiTiles
 from wsi.synthetic.cells import CELL_TYPES, render_cells
 
-__all__ = ["synthetic_tiles"]
+__all__ = ["cached_synthetic_tiles", "synthetic_tiles"]
 
 
 def synthetic_tiles(n: int, size: int = 256, mpp: float = 0.5, seed: int = 0, size_jitter: float = 0.15,
@@ -32,3 +35,22 @@ def synthetic_tiles(n: int, size: int = 256, mpp: float = 0.5, seed: int = 0, si
     return NucleiTiles(
         images, instances, types, mpp=mpp, classes=CELL_TYPES, source=f"synthetic(seed={seed})"
     )
+
+
+def cached_synthetic_tiles(cache: str | os.PathLike, n: int, size: int = 256, mpp: float = 0.5, seed: int = 0,
+                           progress: bool = False) -> NucleiTiles:  # fmt: skip
+    """`synthetic_tiles`, kept in an .npz file `cache` (reused when its n, size, mpp and seed match)."""
+    cache = Path(cache)
+    key = np.array([n, size, mpp, seed], dtype=np.float64)
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            if "key" in z and np.array_equal(z["key"], key):
+                return NucleiTiles(list(z["images"]), list(z["instances"]), list(z["types"]), mpp=mpp,
+                                   classes=CELL_TYPES, source=f"synthetic(seed={seed})")  # fmt: skip
+    tiles = synthetic_tiles(n, size=size, mpp=mpp, seed=seed, progress=progress)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.tmp.npz")
+    np.savez(tmp, key=key, images=np.stack(tiles.images), instances=np.stack(tiles.instances),
+             types=np.stack(tiles.types))  # fmt: skip
+    os.replace(tmp, cache)
+    return tiles

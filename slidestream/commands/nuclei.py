@@ -34,10 +34,14 @@ def register(sub) -> None:
     t.add_argument("--crop", type=int, default=160, help="training crop side in px (multiple of 32)")
     t.add_argument("--n-synthetic", type=int, default=1000, help="synthetic training tiles (256 px)")
     t.add_argument("--n-val", type=int, default=32, help="held-out synthetic validation tiles")
+    t.add_argument("--tile-cache", type=Path, help="keep the rendered synthetic tiles in this .npz (reused)")
     t.add_argument("--val-fraction", type=float, default=0.1, help="share of a dataset folder held out")
     t.add_argument("--mpp", type=float, help="resolution of a dataset folder without one (um/px)")
     t.add_argument("--encoder", default=None, help="timm encoder name (default: the ModelConfig default)")
     t.add_argument("--init", help="continue from this model folder")
+    t.add_argument(
+        "--time-budget", type=float, help="stop after this many minutes (schedule follows the clock)"
+    )
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--workers", type=int, default=1, help="data-loading processes")
     t.add_argument("--seed", type=int, default=0)
@@ -84,14 +88,18 @@ class TrainCommand:
     mpp: float | None
     seed: int
     encoder: str | None
+    tile_cache: Path | None
 
 
 def load_training_data(cmd: TrainCommand, progress: bool):
     """(train, val) NucleiTiles for `--data`."""
-    from nuclei.datasets import synthetic_tiles
+    from nuclei.datasets import cached_synthetic_tiles, synthetic_tiles
 
     if cmd.data == "synthetic":
-        train = synthetic_tiles(cmd.n_synthetic, seed=cmd.seed, progress=progress)
+        if cmd.tile_cache:
+            train = cached_synthetic_tiles(cmd.tile_cache, cmd.n_synthetic, seed=cmd.seed, progress=progress)
+        else:
+            train = synthetic_tiles(cmd.n_synthetic, seed=cmd.seed, progress=progress)
         val = synthetic_tiles(cmd.n_val, seed=cmd.seed + 10_000, progress=progress)
         return train, val
     from nuclei.datasets import load_dataset
@@ -110,7 +118,7 @@ def run_train(args) -> int:
 
     progress = show_progress(args)
     cmd = TrainCommand(args.data, Path(args.out), args.n_synthetic, args.n_val, args.val_fraction, args.mpp,
-                       args.seed, args.encoder)  # fmt: skip
+                       args.seed, args.encoder, args.tile_cache)  # fmt: skip
     if args.crop % 32:
         raise SystemExit(f"--crop must be a multiple of 32, got {args.crop}")
     train_tiles, val_tiles = load_training_data(cmd, progress)
@@ -122,7 +130,8 @@ def run_train(args) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
                          augment=AugmentConfig(crop=args.crop), seed=args.seed, num_workers=args.workers,
                          threads=args.threads, init=args.init,
-                         steps_per_epoch=args.steps_per_epoch)  # fmt: skip
+                         steps_per_epoch=args.steps_per_epoch,
+                         time_budget_s=args.time_budget * 60 if args.time_budget else None)  # fmt: skip
     provenance = {
         "command": "slidestream nuclei " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["nuclei"] else ""
     }

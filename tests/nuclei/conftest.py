@@ -9,4 +9,4 @@ def tiny_model():
     import torch
 
     torch.manual_seed(0)
-    return nuclei.create_model(decoder_channels=(16, 16, 8, 8, 8)).eval()
+    return nuclei.create_model(decoder_channels=(16, 16, 8, 8)).eval()

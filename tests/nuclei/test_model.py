@@ -16,8 +16,10 @@ def test_forward_shapes(tiny_model):
     assert out.types.shape == (2, 6, 64, 96)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\) with H, W multiples of 32"):
         tiny_model(torch.zeros(1, 3, 50, 64))
-    no_types = nuclei.create_model(decoder_channels=(16, 16, 8, 8, 8), n_types=0, classes=()).eval()
+    no_types = nuclei.create_model(decoder_channels=(16, 16, 8, 8), n_types=0, classes=()).eval()
     assert no_types(torch.zeros(1, 3, 32, 32)).types is None
+    full = nuclei.create_model(decoder_channels=(16, 16, 8, 8, 8), full_resolution=True).eval()
+    assert full(torch.zeros(1, 3, 64, 32)).hv.shape == (1, 2, 64, 32)
 
 
 def test_predict_maps_tiles_agree_with_one_pass(tiny_model):
@@ -44,7 +46,7 @@ def test_weights_for_another_architecture_refused(tmp_path, tiny_model):
     nuclei.save_model(tiny_model, tmp_path / "m")
     cfg_path = tmp_path / "m" / "config.json"
     meta = json.loads(cfg_path.read_text())
-    meta["config"]["decoder_channels"] = [32, 16, 8, 8, 8]
+    meta["config"]["decoder_channels"] = [32, 16, 8, 8]
     cfg_path.write_text(json.dumps(meta))
     with pytest.raises(nuclei.ModelError, match=r"wrong shapes \['decoder.0"):
         nuclei.load_model(tmp_path / "m")
@@ -59,7 +61,7 @@ def test_weights_for_another_architecture_refused(tmp_path, tiny_model):
 def test_bad_config_and_missing_files(tmp_path):
     with pytest.raises(nuclei.ModelError, match="unknown ModelConfig fields"):
         nuclei.create_model(widht=3)
-    with pytest.raises(ValueError, match="decoder_channels needs 5"):
+    with pytest.raises(ValueError, match="decoder_channels needs 4"):
         ModelConfig(decoder_channels=(8, 8))
     with pytest.raises(nuclei.ModelError, match="cannot build timm encoder"):
         nuclei.create_model(encoder="no_such_net")
