@@ -62,8 +62,9 @@ def _smooth_noise(rng: np.random.Generator, shape, sigma) -> np.ndarray:
     return (n - n.mean()) / (n.std() + 1e-9)
 
 
-def _fibres(rng: np.random.Generator, shape, um: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
-    """Wavy collagen along `angle`: eosin density in [0, 1] and thin pale clefts between bundles in [0, 1]."""
+def _fibres(rng: np.random.Generator, shape, um: float, angle: float) -> tuple[np.ndarray, ...]:
+    """Wavy collagen along `angle`: eosin density, thin pale clefts between bundles and thin dark strands
+    (purple fibres, cell processes: the look-alikes a nuclei model must learn to ignore), each in [0, 1]."""
     h, w = shape
     side = int(math.ceil(math.hypot(h, w))) + 4
     oy, ox = (side - h) // 2, (side - w) // 2
@@ -84,7 +85,9 @@ def _fibres(rng: np.random.Generator, shape, um: float, angle: float) -> tuple[n
     fine = oriented(0.3 * um, rng.uniform(2, 5) * um)
     density = 1.0 / (1.0 + np.exp(-(1.2 * bundles + 0.5 * fine)))
     clefts = np.exp(-((oriented(rng.uniform(1, 3) * um, rng.uniform(6, 14) * um) / 0.25) ** 2))
-    return density, clefts
+    strands = np.exp(-((oriented(rng.uniform(1, 3) * um, rng.uniform(4, 10) * um) / 0.2) ** 2))
+    strands *= np.clip(_smooth_noise(rng, shape, rng.uniform(4, 10) * um) + 0.3, 0, 1)  # broken, not endless
+    return density, clefts, strands
 
 
 def _outline_radius(theta, a, b, harmonics) -> np.ndarray:
@@ -281,11 +284,13 @@ def render_cells(size: tuple[int, int], mpp: float = 0.5, rng: np.random.Generat
 
     # Stroma everywhere first; nests are carved out of it.
     angle = rng.uniform(0, np.pi)
-    fib, clefts = _fibres(rng, (h, w), um, angle)
+    fib, clefts, strands = _fibres(rng, (h, w), um, angle)
     cleft_strength = rng.uniform(0.3, 1.0)
     stroma_e = (0.1 + 1.2 * fib**1.5) * (1 - cleft_strength * clefts) * rng.uniform(0.6, 1.2)
     canvas.eosin += stroma_e
-    canvas.hema += rng.uniform(0.02, 0.2) * stroma_e  # bluish stroma (mucoid, or a strong haematoxylin)
+    canvas.hema += rng.uniform(0.02, 0.5) * stroma_e  # bluish stroma (mucoid, or a strong haematoxylin)
+    canvas.hema += rng.uniform(0.1, 1.0) * strands
+    canvas.eosin += rng.uniform(0.0, 0.5) * strands
     orient = np.full((h, w), angle)
 
     if scene in ("nests", "mixed"):
@@ -302,7 +307,7 @@ def render_cells(size: tuple[int, int], mpp: float = 0.5, rng: np.random.Generat
     else:
         stroma = np.ones((h, w), bool)
 
-    density = {"stroma": rng.uniform(0.5, 2.2), "inflamed": rng.uniform(0.2, 0.8)}.get(
+    density = {"stroma": rng.uniform(0.2, 1.6), "inflamed": rng.uniform(0.2, 0.8)}.get(
         scene, rng.uniform(0.3, 1.2)
     )
     _stroma_nuclei(rng, canvas, stroma, orient, um, density)
