@@ -31,11 +31,12 @@ def _tile_starts(n: int, tile: int, margin: int) -> list[int]:
 
 @torch.no_grad()
 def predict_maps(model: NucleiNet, image: np.ndarray, device: str | torch.device = "cpu", tile: int = 512,
-                 margin: int = 32, batch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                 margin: int = 32, batch_size: int = 4, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Nucleus probability (H, W) and HV maps (2, H, W) of an (H, W, 3) uint8 image at the model's mpp.
 
     Large images run in `tile`-px tiles overlapping by 2 * `margin`; each pixel is taken from the tile in which
-    it lies deepest inside, so nuclei up to `margin` px from a tile edge see their whole context.
+    it lies deepest inside, so nuclei up to `margin` px from a tile edge see their whole context. `tta`
+    averages the four flips (4x the forward cost).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.dtype} {image.shape}")
@@ -51,10 +52,9 @@ def predict_maps(model: NucleiNet, image: np.ndarray, device: str | torch.device
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i : i + batch_size]
         batch = np.stack([padded[y : y + th, x : x + tw] for y, x in chunk])
-        x_t = torch.from_numpy(batch).permute(0, 3, 1, 2).to(device)
-        out = model(model.normalise(x_t))
-        p = torch.sigmoid(out.logits[:, 0]).float().cpu().numpy()
-        v = out.hv.float().cpu().numpy()
+        x_t = model.normalise(torch.from_numpy(batch).permute(0, 3, 1, 2).to(device))
+        p_t, v_t = _forward(model, x_t, tta)
+        p, v = p_t.float().cpu().numpy(), v_t.float().cpu().numpy()
         for (y, x), pi, vi in zip(chunk, p, v, strict=True):
             # Inner region this tile owns: up to the midpoint of the overlap with each neighbour.
             y0 = 0 if y == 0 else y + margin
@@ -64,6 +64,24 @@ def predict_maps(model: NucleiNet, image: np.ndarray, device: str | torch.device
             prob[y0:y1, x0:x1] = pi[y0 - y : y1 - y, x0 - x : x1 - x]
             hv[:, y0:y1, x0:x1] = vi[:, y0 - y : y1 - y, x0 - x : x1 - x]
     return prob[:h, :w], hv[:, :h, :w]
+
+
+def _forward(model: NucleiNet, x: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probability (B, H, W) and HV (B, 2, H, W); with `tta`, the mean over flips (HV signs flipped back)."""
+    if not tta:
+        out = model(x)
+        return torch.sigmoid(out.logits[:, 0]), out.hv
+    probs, hvs = [], []
+    for fy, fx in ((False, False), (False, True), (True, False), (True, True)):
+        dims = [d for d, f in ((2, fy), (3, fx)) if f]
+        out = model(torch.flip(x, dims) if dims else x)
+        p, hv = torch.sigmoid(out.logits[:, 0]), out.hv
+        if dims:
+            p, hv = torch.flip(p, [d - 1 for d in dims]), torch.flip(hv, dims)
+        sign = torch.tensor([-1.0 if fx else 1.0, -1.0 if fy else 1.0], device=x.device).view(1, 2, 1, 1)
+        probs.append(p)
+        hvs.append(hv * sign)
+    return torch.stack(probs).mean(0), torch.stack(hvs).mean(0)
 
 
 def predict_instances(model: NucleiNet, image: np.ndarray, device: str | torch.device = "cpu",

@@ -67,3 +67,12 @@ def test_bad_config_and_missing_files(tmp_path):
         nuclei.create_model(encoder="no_such_net")
     with pytest.raises(nuclei.ModelError, match="config.json is missing"):
         nuclei.load_model(tmp_path)
+
+
+def test_tta_maps_are_flip_equivariant(tiny_model):
+    img = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    p, hv = predict_maps(tiny_model, img, tta=True)
+    pf, hvf = predict_maps(tiny_model, np.ascontiguousarray(img[:, ::-1]), tta=True)
+    np.testing.assert_allclose(pf[:, ::-1], p, atol=1e-5)
+    np.testing.assert_allclose(-hvf[0][:, ::-1], hv[0], atol=1e-5)  # x offsets change sign
+    np.testing.assert_allclose(hvf[1][:, ::-1], hv[1], atol=1e-5)
