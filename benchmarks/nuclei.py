@@ -66,7 +66,8 @@ def main() -> None:
     maps = [predict_maps(model, img, device=device) for img in tiles.images[:8]]
     t_post = best_of(args.repeat, lambda: [instances_from_maps(p, hv) for p, hv in maps]) / len(maps)
 
-    big = np.concatenate([np.concatenate(tiles.images[r * 4 : r * 4 + 4], axis=1) for r in range(4)], axis=0)
+    grid = [tiles.images[i % len(tiles)] for i in range(16)]
+    big = np.concatenate([np.concatenate(grid[r * 4 : r * 4 + 4], axis=1) for r in range(4)], axis=0)
     t_seg = best_of(
         args.repeat, lambda: nuclei.segment(big, mpp=model.config.mpp, model=model, device=device)
     )
