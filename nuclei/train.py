@@ -54,18 +54,24 @@ class TrainConfig:
 class _TrainSet(Dataset):
     """Random augmented crops of the tiles, with their targets as tensors."""
 
-    def __init__(self, tiles: NucleiTiles, config: AugmentConfig, seed: int, length: int):
+    def __init__(self, tiles: NucleiTiles, config: AugmentConfig, seed: int, length: int, use_types: bool):
         self.tiles, self.config, self.seed, self.length = tiles, config, seed, length
+        self.use_types = use_types
         self.epoch = 0
 
     def __len__(self) -> int:
         return self.length
 
+    def _types(self, k: int) -> np.ndarray:
+        if self.use_types:
+            return self.tiles.type_map(k)
+        return np.zeros(self.tiles.instances[k].shape, np.uint8)  # type head not trained on these tiles
+
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         k = int(rng.integers(len(self.tiles)))
         img, inst, typ = augment(
-            self.tiles.images[k], self.tiles.instances[k], self.tiles.type_map(k), rng, self.config
+            self.tiles.images[k], self.tiles.instances[k], self._types(k), rng, self.config
         )
         return (
             torch.from_numpy(img.transpose(2, 0, 1).copy()),
@@ -130,7 +136,9 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
     else:
         model = create_model(model_config).to(device)
     steps = config.steps_per_epoch or max(1, len(tiles) // config.batch_size)
-    dataset = _TrainSet(tiles, config.augment, config.seed, steps * config.batch_size)
+    # Types train the type head only when the dataset's classes are the model's (e.g. PanNuke, synthetic).
+    use_types = tiles.types is not None and tuple(tiles.classes or ()) == tuple(model.config.classes)
+    dataset = _TrainSet(tiles, config.augment, config.seed, steps * config.batch_size, use_types)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = _Schedule(config.lr, steps * config.epochs, config.time_budget_s)
     out_dir = Path(out_dir)

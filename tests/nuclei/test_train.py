@@ -71,3 +71,17 @@ def test_cli_train_and_segment(tmp_path, capsys):
 def test_cli_train_bad_crop(tmp_path):
     with pytest.raises(SystemExit, match="multiple of 32"):
         main(["nuclei", "train", "--data", "synthetic", "--crop", "50", "-o", str(tmp_path / "m")])
+
+
+def test_foreign_type_classes_do_not_train_the_type_head(tmp_path):
+    """CoNSeP types (1-7) are not PanNuke's: the model trains on the instances and leaves types alone."""
+    from nuclei.datasets import NucleiTiles
+    from nuclei.datasets.consep import CONSEP_CLASSES
+
+    base = synthetic_tiles(2, size=64, seed=6)
+    types = [np.where(i > 0, 7, 0).astype(np.uint8) for i in base.instances]
+    tiles = NucleiTiles(base.images, base.instances, types, mpp=0.5, classes=CONSEP_CLASSES)
+    cfg = TrainConfig(epochs=1, batch_size=2, steps_per_epoch=1, augment=AugmentConfig(crop=64), num_workers=0,
+                      device="cpu")  # fmt: skip
+    history = train(tiles, cfg, tmp_path / "m", model_config=nuclei.ModelConfig(**TINY), progress=False)
+    assert "loss_type_ce" not in history[0]
