@@ -19,6 +19,7 @@ COMMANDS = (
     "synth_cohort",
     "tile",
     "features",
+    "nuclei",
     "mil",
     "survival",
     "export",

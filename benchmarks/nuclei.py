@@ -1,0 +1,87 @@
+"""Nuclei model speed: forward throughput (MPix/s) and post-processing time per 256 px tile, same run.
+
+    python -m benchmarks.nuclei [--device auto] [--batch-size 8] [--tiles 32] [--repeat 3] [--model DIR]
+
+The model is the shipped default (nuclei/weights) unless --model names another; inputs are synthetic H&E
+tiles of 256 px at the model's mpp. Printed: forward MPix/s (batches of 256 px tiles, no post-processing),
+post-processing ms per tile (marker watershed on the maps), and `segment` end to end on one 1024 px image
+(resampling, tiling with overlap, forward, post-processing). Ratios: post-processing / forward time per tile
+(limit 1.0: post-processing should not cost more than the network) and end-to-end / forward throughput
+(limit 0.5: the tiling overlap and post-processing should cost at most half). Best of --repeat runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+import nuclei
+from nuclei.datasets import synthetic_tiles
+from nuclei.inference import predict_maps, resolve_device
+from nuclei.postprocess import instances_from_maps
+
+
+def best_of(repeat: int, fn) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--tiles", type=int, default=32, help="256 px tiles per forward measurement")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--model", help="model folder (default: the shipped weights)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    model = nuclei.load_model(args.model, device=device) if args.model else nuclei.default_model(device)
+    tiles = synthetic_tiles(args.tiles, size=256, mpp=model.config.mpp, seed=123)
+    batch = torch.from_numpy(np.stack(tiles.images)).permute(0, 3, 1, 2).contiguous()
+
+    @torch.inference_mode()
+    def forward():
+        for i in range(0, len(batch), args.batch_size):
+            x = batch[i : i + args.batch_size].to(device)
+            out = model(model.normalise(x))
+            out.logits.float().cpu(), out.hv.float().cpu()
+
+    forward()  # warm-up
+    t_fwd = best_of(args.repeat, forward)
+    mpix = len(batch) * 256 * 256 / 1e6 / t_fwd
+    per_tile_fwd = t_fwd / len(batch)
+
+    maps = [predict_maps(model, img, device=device) for img in tiles.images[:8]]
+    t_post = best_of(args.repeat, lambda: [instances_from_maps(p, hv) for p, hv in maps]) / len(maps)
+
+    grid = [tiles.images[i % len(tiles)] for i in range(16)]
+    big = np.concatenate([np.concatenate(grid[r * 4 : r * 4 + 4], axis=1) for r in range(4)], axis=0)
+    t_seg = best_of(
+        args.repeat, lambda: nuclei.segment(big, mpp=model.config.mpp, model=model, device=device)
+    )
+    seg_mpix = big.shape[0] * big.shape[1] / 1e6 / t_seg
+
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"device {device}, threads {torch.get_num_threads()}, model {model.config.encoder} ({params:.2f} M "
+          f"parameters), batch {args.batch_size}, best of {args.repeat}")  # fmt: skip
+    print(f"forward:          {mpix:7.3f} MPix/s   ({per_tile_fwd * 1000:7.1f} ms per 256 px tile)")
+    print(f"post-processing:  {t_post * 1000:7.1f} ms per 256 px tile")
+    print(f"segment 1024 px:  {seg_mpix:7.3f} MPix/s end to end")
+    print(f"ratio post-processing / forward per tile: {t_post / per_tile_fwd:.2f} (limit 1.0)")
+    print(f"ratio end-to-end / forward throughput:   {seg_mpix / mpix:.2f} (limit 0.5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Synthetic H&E training tiles with exact instance and PanNuke type masks (from `wsi.synthetic.cells`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from nuclei.datasets.base import NucleiTiles
+from wsi.synthetic.cells import CELL_TYPES, render_cells
+
+__all__ = ["cached_synthetic_tiles", "synthetic_tiles"]
+
+
+def synthetic_tiles(n: int, size: int = 256, mpp: float = 0.5, seed: int = 0, size_jitter: float = 0.15,
+                    progress: bool = False) -> NucleiTiles:  # fmt: skip
+    """`n` tiles of (size, size) px labelled as `mpp`; each is rendered at mpp * U(1 - j, 1 + j) so that
+    nucleus sizes vary as between labs and scanners. The same seed gives the same tiles."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    images, instances, types = [], [], []
+    iterator = range(n)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="synthetic tiles", unit="tile")
+    for i in iterator:
+        rng = np.random.default_rng([seed, i])
+        render_mpp = mpp * rng.uniform(1 - size_jitter, 1 + size_jitter)
+        field = render_cells((size, size), mpp=render_mpp, rng=rng)
+        images.append(field.image)
+        instances.append(field.instances)
+        types.append(field.types)
+    return NucleiTiles(
+        images, instances, types, mpp=mpp, classes=CELL_TYPES, source=f"synthetic(seed={seed})"
+    )
+
+
+def cached_synthetic_tiles(cache: str | os.PathLike, n: int, size: int = 256, mpp: float = 0.5, seed: int = 0,
+                           progress: bool = False) -> NucleiTiles:  # fmt: skip
+    """`synthetic_tiles`, kept in an .npz file `cache` (reused when its n, size, mpp and seed match)."""
+    cache = Path(cache)
+    key = np.array([n, size, mpp, seed], dtype=np.float64)
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            if "key" in z and np.array_equal(z["key"], key):
+                return NucleiTiles(list(z["images"]), list(z["instances"]), list(z["types"]), mpp=mpp,
+                                   classes=CELL_TYPES, source=f"synthetic(seed={seed})")  # fmt: skip
+    tiles = synthetic_tiles(n, size=size, mpp=mpp, seed=seed, progress=progress)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.tmp.npz")
+    np.savez(tmp, key=key, images=np.stack(tiles.images), instances=np.stack(tiles.instances),
+             types=np.stack(tiles.types))  # fmt: skip
+    os.replace(tmp, cache)
+    return tiles

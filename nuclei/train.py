@@ -1,0 +1,233 @@
+"""Training the nuclei CNN: augmented tiles -> HoVer-Net losses -> per-epoch validation -> checkpoints.
+
+    history = nuclei.train.train(tiles, TrainConfig(epochs=30), out_dir="model_dir", val=val_tiles)
+
+Losses: nucleus probability with BCE + soft Dice; HV maps with MSE + mean squared gradient error inside nuclei
+(HoVer-Net); types with cross-entropy on nucleus pixels. After each epoch the model is scored on `val` (instances
+from the same post-processing `segment` uses) and saved to `out_dir` with its metrics; the best epoch by PQ is
+kept as `out_dir/` itself, every epoch's metrics go to `out_dir/history.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from nuclei.augment import AugmentConfig, augment
+from nuclei.datasets.base import NucleiTiles
+from nuclei.inference import predict_instances, resolve_device
+from nuclei.metrics import aggregate, score
+from nuclei.model import ModelConfig, NucleiNet, create_model, load_model, save_model
+from nuclei.targets import hv_maps
+
+__all__ = ["TrainConfig", "train"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; `init` continues from a saved model directory."""
+
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    steps_per_epoch: int | None = None  # None: one pass over the tiles (each a random crop)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    type_weight: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 1
+    threads: int | None = None
+    init: str | None = None
+    time_budget_s: float | None = None  # stop after this long; the learning-rate schedule follows the clock
+
+
+class _TrainSet(Dataset):
+    """Random augmented crops of the tiles, with their targets as tensors."""
+
+    def __init__(self, tiles: NucleiTiles, config: AugmentConfig, seed: int, length: int, use_types: bool):
+        self.tiles, self.config, self.seed, self.length = tiles, config, seed, length
+        self.use_types = use_types
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _types(self, k: int) -> np.ndarray:
+        if self.use_types:
+            return self.tiles.type_map(k)
+        return np.zeros(self.tiles.instances[k].shape, np.uint8)  # type head not trained on these tiles
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        k = int(rng.integers(len(self.tiles)))
+        img, inst, typ = augment(
+            self.tiles.images[k], self.tiles.instances[k], self._types(k), rng, self.config
+        )
+        return (
+            torch.from_numpy(img.transpose(2, 0, 1).copy()),
+            torch.from_numpy((inst > 0).astype(np.float32))[None],
+            torch.from_numpy(hv_maps(inst)),
+            torch.from_numpy(typ.astype(np.int64)),
+        )
+
+
+def _sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """d/dx of channel 0 and d/dy of channel 1 of a (B, 2, H, W) tensor."""
+    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], device=x.device) / 4
+    gx = F.conv2d(x[:, :1], kx.view(1, 1, 3, 3), padding=1)
+    gy = F.conv2d(x[:, 1:], kx.t().contiguous().view(1, 1, 3, 3), padding=1)
+    return gx, gy
+
+
+def losses(model_out, fg: torch.Tensor, hv: torch.Tensor, types: torch.Tensor, type_weight: float) -> dict:
+    """The HoVer-Net loss terms (dict of scalars; 'total' is what is minimised)."""
+    logits = model_out.logits
+    bce = F.binary_cross_entropy_with_logits(logits, fg)
+    p = torch.sigmoid(logits)
+    dice = 1 - (2 * (p * fg).sum() + 1) / (p.sum() + fg.sum() + 1)
+    mse = F.mse_loss(model_out.hv, hv)
+    pgx, pgy = _sobel(model_out.hv)
+    tgx, tgy = _sobel(hv)
+    denom = fg.sum() + 1
+    msge = (((pgx - tgx) ** 2 + (pgy - tgy) ** 2) * fg).sum() / denom
+    out = {"bce": bce, "dice": dice, "mse": mse, "msge": msge}
+    total = bce + dice + mse + 2 * msge
+    if model_out.types is not None and type_weight > 0 and int(types.max()) > 0:
+        ce = F.cross_entropy(model_out.types, types)
+        out["type_ce"] = ce
+        total = total + type_weight * ce
+    out["total"] = total
+    return out
+
+
+def evaluate(model: NucleiNet, tiles: NucleiTiles, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Pooled instance metrics of `model` over `tiles` (same post-processing as `segment`)."""
+    scores = []
+    for img, inst in zip(tiles.images, tiles.instances, strict=True):
+        pred = predict_instances(model, img, device=device)
+        scores.append(score(inst, pred))
+    agg = aggregate(scores)
+    return {k: round(float(v), 4) for k, v in agg.as_dict().items() if k in ("f1", "dice", "aji", "pq", "sq")}
+
+
+def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | os.PathLike = "nuclei_model",
+          val: NucleiTiles | None = None, model_config: ModelConfig | None = None, progress: bool = True,
+          provenance: dict | None = None) -> list[dict]:  # fmt: skip
+    """Train on `tiles` and write the best model (by validation PQ, else the last) to `out_dir`."""
+    config = config or TrainConfig()
+    if len(tiles) == 0:
+        raise ValueError("no training tiles")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    if config.init:
+        model = load_model(config.init, device=device)
+    else:
+        model = create_model(model_config).to(device)
+    steps = config.steps_per_epoch or max(1, len(tiles) // config.batch_size)
+    # Types train the type head only when the dataset's classes are the model's (e.g. PanNuke, synthetic).
+    use_types = tiles.types is not None and tuple(tiles.classes or ()) == tuple(model.config.classes)
+    dataset = _TrainSet(tiles, config.augment, config.seed, steps * config.batch_size, use_types)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = _Schedule(config.lr, steps * config.epochs, config.time_budget_s)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history: list[dict] = []
+    best = -1.0
+    base_prov = {
+        "train_config": json.loads(json.dumps(asdict(config), default=str)),
+        "train_source": tiles.source,
+        "n_train_tiles": len(tiles),
+        **(provenance or {}),
+    }
+    for epoch in range(config.epochs):
+        dataset.epoch = epoch
+        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
+                            persistent_workers=False)  # fmt: skip
+        model.train()
+        t0 = time.time()
+        sums: dict[str, float] = {}
+        bar = loader
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+        for img, fg, hv, typ in bar:
+            img, fg, hv, typ = img.to(device), fg.to(device), hv.to(device), typ.to(device)
+            out = model(model.normalise(img))
+            parts = losses(out, fg, hv, typ, config.type_weight)
+            opt.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            for group in opt.param_groups:
+                group["lr"] = schedule.lr()
+            opt.step()
+            schedule.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if progress:
+                bar.set_postfix(loss=f"{float(parts['total'].detach()):.3f}")
+        record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 1), "lr": round(schedule.lr(), 6)}
+        record.update({f"loss_{k}": round(v / steps, 4) for k, v in sums.items()})
+        model.eval()
+        if val is not None and len(val):
+            record.update({f"val_{k}": v for k, v in evaluate(model, val, device).items()})
+        history.append(record)
+        if progress:
+            print(json.dumps(record), flush=True)
+        metric = record.get("val_pq", epoch)
+        prov = {
+            **base_prov,
+            "epochs_done": epoch + 1,
+            "val": {k: v for k, v in record.items() if k.startswith("val_")},
+        }
+        save_model(model, out_dir / "last", provenance=prov)
+        if metric >= best:
+            best = metric
+            save_model(model, out_dir, provenance=prov)
+        _write_json(out_dir / "history.json", history)
+        if schedule.done():
+            break
+    return history
+
+
+class _Schedule:
+    """Warm-up then cosine decay, over steps or, with a time budget, over the wall clock (shared CPUs make
+    step times unpredictable; the budget still ends at a low learning rate)."""
+
+    def __init__(self, lr: float, total_steps: int, budget_s: float | None):
+        self.max_lr, self.total, self.budget = lr, max(total_steps, 1), budget_s
+        self.steps, self.start = 0, time.monotonic()
+
+    def fraction(self) -> float:
+        f = self.steps / self.total
+        if self.budget:
+            f = max(f, (time.monotonic() - self.start) / self.budget)
+        return min(f, 1.0)
+
+    def lr(self) -> float:
+        f = self.fraction()
+        warm = min(1.0, f / 0.05)
+        return self.max_lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * f)))
+
+    def step(self) -> None:
+        self.steps += 1
+
+    def done(self) -> bool:
+        return self.fraction() >= 1.0
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pytest
+
+import nuclei
+from nuclei.augment import AugmentConfig, augment
+from nuclei.datasets import cached_synthetic_tiles, synthetic_tiles
+from nuclei.train import TrainConfig, train
+from slidestream.cli import main
+
+TINY = {"decoder_channels": (8, 8, 8, 8)}
+
+
+def test_augment_keeps_image_and_labels_aligned():
+    tiles = synthetic_tiles(1, size=128, seed=2)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        img, inst, typ = augment(tiles.images[0], tiles.instances[0], tiles.types[0], rng, AugmentConfig(crop=64,
+                                 p_elastic=0.5))  # fmt: skip
+        assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and inst.shape == typ.shape == (64, 64)
+        assert ((inst > 0) == (typ > 0)).all()
+        if (inst > 0).any() and (inst == 0).any():  # nuclei stay darker than their surroundings
+            assert img.mean(-1)[inst > 0].mean() < img.mean(-1)[inst == 0].mean()
+
+
+def test_train_writes_best_model_and_history(tmp_path):
+    tiles = synthetic_tiles(4, size=64, seed=3)
+    val = synthetic_tiles(1, size=64, seed=4)
+    cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=1, augment=AugmentConfig(crop=64), num_workers=0,
+                      device="cpu")  # fmt: skip
+    history = train(
+        tiles, cfg, tmp_path / "m", val=val, model_config=nuclei.ModelConfig(**TINY), progress=False
+    )
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert {"loss_total", "loss_msge", "val_pq", "val_f1", "val_aji"} <= set(history[0])
+    model = nuclei.load_model(tmp_path / "m")
+    prov = model.provenance
+    assert prov["n_train_tiles"] == 4 and prov["train_source"] == "synthetic(seed=3)" and "val" in prov
+    assert json.loads((tmp_path / "m" / "history.json").read_text()) == history
+    assert (tmp_path / "m" / "last" / "model.safetensors").is_file()
+
+
+def test_tile_cache_reused(tmp_path):
+    a = cached_synthetic_tiles(tmp_path / "c.npz", 2, size=64, seed=1)
+    mtime = (tmp_path / "c.npz").stat().st_mtime_ns
+    b = cached_synthetic_tiles(tmp_path / "c.npz", 2, size=64, seed=1)
+    assert (tmp_path / "c.npz").stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(a.instances[1], b.instances[1])
+
+
+def test_cli_train_and_segment(tmp_path, capsys):
+    out = tmp_path / "model"
+    rc = main(["nuclei", "train", "--data", "synthetic", "--n-synthetic", "2", "--n-val", "1", "--epochs", "1",
+               "--steps-per-epoch", "1", "--batch-size", "2", "--crop", "64", "--workers", "0", "--device", "cpu",
+               "-q", "-o", str(out)])  # fmt: skip
+    assert rc == 0 and (out / "config.json").is_file()
+    assert "val_pq" in capsys.readouterr().out
+    from PIL import Image
+
+    Image.fromarray(synthetic_tiles(1, size=96, seed=9).images[0]).save(tmp_path / "tile.png")
+    rc = main(["nuclei", "segment", str(tmp_path / "tile.png"), "--mpp", "0.5", "--model", str(out),
+               "--device", "cpu", "-o", str(tmp_path / "labels.tif")])  # fmt: skip
+    assert rc == 0
+    import tifffile
+
+    labels = tifffile.imread(tmp_path / "labels.tif")
+    assert labels.shape == (96, 96) and labels.dtype == np.int32
+
+
+def test_cli_train_bad_crop(tmp_path):
+    with pytest.raises(SystemExit, match="multiple of 32"):
+        main(["nuclei", "train", "--data", "synthetic", "--crop", "50", "-o", str(tmp_path / "m")])
+
+
+def test_foreign_type_classes_do_not_train_the_type_head(tmp_path):
+    """CoNSeP types (1-7) are not PanNuke's: the model trains on the instances and leaves types alone."""
+    from nuclei.datasets import NucleiTiles
+    from nuclei.datasets.consep import CONSEP_CLASSES
+
+    base = synthetic_tiles(2, size=64, seed=6)
+    types = [np.where(i > 0, 7, 0).astype(np.uint8) for i in base.instances]
+    tiles = NucleiTiles(base.images, base.instances, types, mpp=0.5, classes=CONSEP_CLASSES)
+    cfg = TrainConfig(epochs=1, batch_size=2, steps_per_epoch=1, augment=AugmentConfig(crop=64), num_workers=0,
+                      device="cpu")  # fmt: skip
+    history = train(tiles, cfg, tmp_path / "m", model_config=nuclei.ModelConfig(**TINY), progress=False)
+    assert "loss_type_ce" not in history[0]
