@@ -103,7 +103,7 @@ def main() -> None:
             for _ in range(args.repeat):
                 start = time.perf_counter()
                 mil.extract_features(store, encoder, batch_size=batch_size, device=device,
-                                     num_workers=workers, amp=amp, overwrite=True)  # fmt: skip
+                                     loader_workers=workers, amp=amp, overwrite=True)  # fmt: skip
                 end_to_end = max(end_to_end, n / (time.perf_counter() - start))
             print(f"{name:14s} {n:5d} tiles, batch {batch_size:3d}: bare forward {bare:8.2f} patches/s   "
                   f"end to end {end_to_end:8.2f} patches/s   ratio {end_to_end / bare:.2f} (target >= 0.9)", flush=True)  # fmt: skip

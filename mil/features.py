@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from mil.encoders import Encoder, create_encoder
 from tiling import PatchBatches, PatchStore
+from wsi.deprecation import renamed_keywords
 
 __all__ = ["extract_features", "features_done", "resolve_device"]
 
@@ -119,12 +120,13 @@ def _collate_numpy(item):
     return item  # batches are already arrays; keep the DataLoader from stacking them again
 
 
+@renamed_keywords(num_workers="loader_workers")
 def extract_features(
     store: PatchStore | str | Path,
     encoder: Encoder | str,
     batch_size: int = 64,
     device: str | torch.device | None = "auto",
-    num_workers: int = 0,
+    loader_workers: int = 0,
     amp: bool | None = None,
     name: str | None = None,
     overwrite: bool = False,
@@ -136,7 +138,8 @@ def extract_features(
     `name` defaults to the encoder's name. Features already made by the same encoder, weights and
     preprocessing are kept; features of another encoder or other weights under that name are recomputed, never
     mixed. `amp` (default: on for CUDA) runs the encoder under bfloat16 autocast. Coords-only stores read the
-    tiles from their slide (`slide_path` overrides where it is).
+    tiles from their slide (`slide_path` overrides where it is). `loader_workers` are DataLoader processes reading
+    tiles (0: a background thread in this process).
     """
     store = store if isinstance(store, PatchStore) else PatchStore.open(store)
     if not store.is_complete:
@@ -169,8 +172,8 @@ def extract_features(
     rows_per_chunk = array.chunks[0]
     loader = DataLoader(
         PatchBatches(store, batch_size, slide_path=slide_path), batch_size=None, collate_fn=_collate_numpy,
-        num_workers=num_workers, pin_memory=device.type == "cuda",
-        prefetch_factor=4 if num_workers else None, persistent_workers=False,
+        num_workers=loader_workers, pin_memory=device.type == "cuda",
+        prefetch_factor=4 if loader_workers else None, persistent_workers=False,
     )  # fmt: skip
     buffer = np.empty((min(n, rows_per_chunk), encoder.dim), np.float16)
     filled = written = 0
@@ -179,7 +182,7 @@ def extract_features(
         total=n, desc=f"features {store.path.parent.name}", unit="tile", disable=not progress, leave=False
     )
     with torch.inference_mode(), autocast:
-        for patches, _start in loader if num_workers else _prefetch(loader):
+        for patches, _start in loader if loader_workers else _prefetch(loader):
             out = _encode(encoder, patches, device)
             offset = 0
             while offset < len(out):  # fill whole chunks, write each once

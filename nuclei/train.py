@@ -45,7 +45,7 @@ class TrainConfig:
     type_weight: float = 0.5
     seed: int = 0
     device: str = "auto"
-    num_workers: int = 1
+    loader_workers: int = 1
     threads: int | None = None
     init: str | None = None
     time_budget_s: float | None = None  # stop after this long; the learning-rate schedule follows the clock
@@ -153,7 +153,7 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
     }
     for epoch in range(config.epochs):
         dataset.epoch = epoch
-        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
+        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.loader_workers,
                             persistent_workers=False)  # fmt: skip
         model.train()
         t0 = time.time()

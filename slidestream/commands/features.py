@@ -124,7 +124,7 @@ def run(args) -> int:
         try:
             store = PatchStore.open(path)
             array = extract_features(store, encoder, batch_size=args.batch_size, device=device,
-                                     num_workers=workers, amp=None if not args.no_amp else False,
+                                     loader_workers=workers, amp=None if not args.no_amp else False,
                                      name=args.name, overwrite=args.overwrite, progress=show_progress(args))  # fmt: skip
         except (StoreError, ValueError, RuntimeError, OSError) as exc:
             failed.append(slide_id)

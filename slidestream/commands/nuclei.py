@@ -130,7 +130,7 @@ def run_train(args) -> int:
     if train_tiles.mpp:
         model_config = replace(model_config, mpp=train_tiles.mpp)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
-                         augment=AugmentConfig(crop=args.crop), seed=args.seed, num_workers=args.workers,
+                         augment=AugmentConfig(crop=args.crop), seed=args.seed, loader_workers=args.workers,
                          threads=args.threads, init=args.init,
                          steps_per_epoch=args.steps_per_epoch,
                          time_budget_s=args.time_budget * 60 if args.time_budget else None)  # fmt: skip

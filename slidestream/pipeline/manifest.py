@@ -142,8 +142,6 @@ def write_summary(path: str | Path, records: list[dict], slide_ids: set[str] | N
                                                    "status": "done", "seconds": 0.0, "error": ""})  # fmt: skip
         row.update({k: v for k, v in record.get("measurements", {}).items() if k in SUMMARY_COLUMNS})
         row["seconds"] = round(float(row["seconds"]) + float(record.get("seconds", 0.0)), 2)
-        if record["status"] in ("failed", "not-run") and row["status"] != "failed":
-            row["status"] = record["status"] if record["status"] == "failed" else row["status"]
         if record["status"] == "failed":
             row["status"] = "failed"
             row["error"] = f"{record['step']}: {record['error']}"

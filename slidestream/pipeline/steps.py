@@ -195,7 +195,7 @@ class FeatureStep:
             array = store.features(encoder.name)
         else:  # checked just above: extract_features need not check again
             array = mil.extract_features(store, encoder, batch_size=f.batch_size, device=f.device,
-                                         num_workers=f.loader_workers, overwrite=True)  # fmt: skip
+                                         loader_workers=f.loader_workers, overwrite=True)  # fmt: skip
         return StepOutcome("skipped" if skipped else "done",
                            {"encoder": encoder.name, "feature_dim": array.shape[1], "weights": encoder.weights_label},
                            caught)  # fmt: skip

@@ -32,9 +32,12 @@ def test_features_equal_the_encoder_on_the_patches(small_store):
 
 def test_workers_give_the_same_features(small_store):
     encoder = mil.create_encoder("stain_stats")
-    a = mil.extract_features(small_store, encoder, batch_size=8, num_workers=0, name="w0")[:]
-    b = mil.extract_features(small_store, encoder, batch_size=8, num_workers=2, name="w2")[:]
+    a = mil.extract_features(small_store, encoder, batch_size=8, loader_workers=0, name="w0")[:]
+    b = mil.extract_features(small_store, encoder, batch_size=8, loader_workers=2, name="w2")[:]
     np.testing.assert_array_equal(a, b)
+    with pytest.warns(DeprecationWarning, match="'num_workers' is deprecated.*'loader_workers'"):
+        c = mil.extract_features(small_store, encoder, batch_size=8, num_workers=0, name="w0")[:]
+    np.testing.assert_array_equal(a, c)
 
 
 def test_done_features_are_skipped_and_other_weights_recomputed(small_store, tmp_path, monkeypatch):

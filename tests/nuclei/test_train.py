@@ -27,7 +27,7 @@ def test_augment_keeps_image_and_labels_aligned():
 def test_train_writes_best_model_and_history(tmp_path):
     tiles = synthetic_tiles(4, size=64, seed=3)
     val = synthetic_tiles(1, size=64, seed=4)
-    cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=1, augment=AugmentConfig(crop=64), num_workers=0,
+    cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=1, augment=AugmentConfig(crop=64), loader_workers=0,
                       device="cpu")  # fmt: skip
     history = train(
         tiles, cfg, tmp_path / "m", val=val, model_config=nuclei.ModelConfig(**TINY), progress=False
@@ -81,7 +81,7 @@ def test_foreign_type_classes_do_not_train_the_type_head(tmp_path):
     base = synthetic_tiles(2, size=64, seed=6)
     types = [np.where(i > 0, 7, 0).astype(np.uint8) for i in base.instances]
     tiles = NucleiTiles(base.images, base.instances, types, mpp=0.5, classes=CONSEP_CLASSES)
-    cfg = TrainConfig(epochs=1, batch_size=2, steps_per_epoch=1, augment=AugmentConfig(crop=64), num_workers=0,
+    cfg = TrainConfig(epochs=1, batch_size=2, steps_per_epoch=1, augment=AugmentConfig(crop=64), loader_workers=0,
                       device="cpu")  # fmt: skip
     history = train(tiles, cfg, tmp_path / "m", model_config=nuclei.ModelConfig(**TINY), progress=False)
     assert "loss_type_ce" not in history[0]

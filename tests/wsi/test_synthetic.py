@@ -97,11 +97,15 @@ def test_writing_streams_with_bounded_memory(tmp_path):
     def peak(width: int) -> int:
         spec = SyntheticSpec(width, 1024, seed=1)
         tracemalloc.start()
-        write_slide(tmp_path / f"w{width}.svs", spec, tile_size=256, workers=1, progress=False)
+        write_slide(tmp_path / f"w{width}.svs", spec, tile_size=256, render_workers=1, progress=False)
         _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return top
 
     small, large = peak(1536), peak(6144)
+    with pytest.warns(DeprecationWarning, match="'workers' is deprecated.*'render_workers'"):
+        write_slide(
+            tmp_path / "old.svs", SyntheticSpec(256, 256, seed=1), tile_size=256, workers=1, progress=False
+        )
     assert large < 1.5 * small + 4e6, (small, large)
     assert large < 150e6

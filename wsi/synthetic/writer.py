@@ -21,6 +21,7 @@ import tifffile
 from PIL import Image
 from tqdm.auto import tqdm
 
+from wsi.deprecation import renamed_keywords
 from wsi.synthetic.content import SyntheticSpec, field_at, nuclei_in_box, render_region
 
 __all__ = ["SyntheticSlide", "pyramid_sizes", "truth_downsample", "write_slide"]
@@ -129,18 +130,19 @@ def _write_nuclei(spec: SyntheticSpec, path: Path) -> int:
     return len(objects)
 
 
+@renamed_keywords(workers="render_workers")
 def write_slide(
     path: str | Path,
     spec: SyntheticSpec,
     tile_size: int = 256,
     quality: int = 85,
-    workers: int | None = None,
+    render_workers: int | None = None,
     progress: bool = True,
 ) -> SyntheticSlide:
     """Write `spec` as an SVS-like slide at `path` plus ground truth beside it (<stem>.truth.json, masks, nuclei)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = render_workers or min(4, os.cpu_count() or 1)
     levels = pyramid_sizes(spec.width, spec.height, tile_size)
     w0, h0 = spec.width, spec.height
     mag = _power_text(spec.mpp)
