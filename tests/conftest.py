@@ -25,6 +25,18 @@ def openslide_rgb(path: Path, location, level: int, size) -> np.ndarray:
     return ((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests run tiny torch models (8-dim MIL bags, small CNNs): one intra-op thread is several times faster
+    than two, whose synchronisation dominates tensors this small (and collapses when the other core is busy)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def cmu_path() -> Path:
     return CMU
