@@ -7,7 +7,6 @@ description, the training plan, metrics and library versions. Loading never unpi
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import tempfile
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from mil.models import MILModel, create_model
 from mil.tasks import Task, task_from_state
 from mil.train import write_json
+from wsi.atomic import replace_dir
 
 __all__ = ["Checkpoint", "load_model", "save_model"]
 
@@ -87,14 +87,7 @@ def save_model(path: str | Path, model: MILModel, task: Task, feature: str | Non
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / _WEIGHTS), metadata={"format": FORMAT})
         write_json(tmp / _CONFIG, config)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

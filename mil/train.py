@@ -10,9 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import random
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -29,6 +27,7 @@ from mil.bags import BagDataset
 from mil.features import resolve_device
 from mil.models import MILModel, create_model
 from mil.tasks import Task, create_task
+from wsi.atomic import atomic_file
 
 __all__ = [
     "CVResult",
@@ -198,16 +197,8 @@ def plan(bags: InMemoryBags, task: Task, **overrides) -> dict:
 
 def write_json(path: str | Path, payload: dict) -> None:
     """Write JSON atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, default=_json_default)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=2, default=_json_default)
 
 
 def _json_default(value):
@@ -522,12 +513,5 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from wsi.atomic import atomic_file, replace_dir
+
 __all__ = ["MODEL_FORMAT", "PredictResult", "TASK_CHOICES", "TrainResult", "find_stores", "predict_slides",
            "train_slides"]  # fmt: skip
 
@@ -124,14 +126,8 @@ def _is_ours(path: Path) -> bool:
 
 
 def _write_csv(table: pd.DataFrame, path: Path, index: bool = False) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         table.to_csv(tmp, index=index)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _save_figure(fig, path: Path) -> None:
@@ -294,14 +290,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
                                      "model": model, "feature": feature, "encoder": encoder,
                                      "folds": [f"fold_{k}" for k in range(len(cv.models))],
                                      "columns": cv.tasks[0].columns()})  # fmt: skip
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -513,8 +502,6 @@ def predict_slides(results: str | Path, model_dir: str | Path, out: str | Path, 
     _write_csv(predictions, out / "predictions.csv")
     _write_csv(pd.DataFrame(feature_rows), out / "slide_features.csv")
     text = "".join(json.dumps(r) + "\n" for r in sorted(records, key=lambda r: r["slide_id"]))
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".predict_manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, out / "predict_manifest.jsonl")
+    with atomic_file(out / "predict_manifest.jsonl") as tmp:
+        tmp.write_text(text)
     return PredictResult(predictions, failed)

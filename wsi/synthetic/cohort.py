@@ -17,14 +17,13 @@ Rules (`write_cohort`), all drawn from one seed:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from wsi.atomic import atomic_file
 from wsi.synthetic.content import SyntheticSpec
 from wsi.synthetic.writer import write_slide
 
@@ -88,14 +87,8 @@ def cohort_labels(tumor_fraction: np.ndarray, patients: list[int], seed: int) ->
 
 
 def _write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_cohort(out: str | Path, n: int = 40, seed: int = 0, dimensions: tuple[int, int] = (8192, 8192),
