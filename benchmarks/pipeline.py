@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._slides import cached_slide_folder
 from slidestream.discovery import find_slides
 from slidestream.pipeline import load_config, read_manifest, run_batch
 
@@ -27,15 +28,7 @@ def main() -> None:
     parser.add_argument("--size", default="8192x6144")
     parser.add_argument("--data", default="bench-data")
     args = parser.parse_args()
-    from wsi.synthetic import SyntheticSpec, write_slide
-
-    w, h = (int(v) for v in args.size.split("x"))
-    folder = Path(args.data) / f"pipeline-{args.size}"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(args.slides):
-        path = folder / f"slide-{i}.svs"
-        if not path.exists():
-            write_slide(path, SyntheticSpec(w, h, mpp=0.25, seed=100 + i, tumor=i % 2 == 0), progress=False)
+    folder = cached_slide_folder(args.data, "pipeline", args.slides, args.size, first_seed=100)
     slides, _ = find_slides([folder])
     slides = slides[: args.slides]
     startup = {workers: cluster_startup(workers) for workers in (1, 2)}
@@ -56,7 +49,7 @@ def main() -> None:
                 if rss:
                     peaks[record["worker"]] = max(peaks.get(record["worker"], 0), rss)
             tiles = sum(r["measurements"].get("tiles", 0) for r in read_manifest(out / "manifest.jsonl"))
-            print(f"{workers} worker(s): {len(slides)} slides ({w} x {h}, {tiles} tiles) in {elapsed:.1f} s = "
+            print(f"{workers} worker(s): {len(slides)} slides ({args.size}, {tiles} tiles) in {elapsed:.1f} s = "
                   f"{rates[workers]:.0f} slides/hour; peak RSS per worker {sorted(round(v) for v in peaks.values())} MB")  # fmt: skip
             shutil.rmtree(out, ignore_errors=True)
     print(f"scaling 2 workers / 1 worker: {rates[2] / rates[1]:.2f} (target >= 1.7)")

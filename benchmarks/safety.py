@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._slides import cached_slide_folder
 from slidestream.discovery import find_slides
 from slidestream.pipeline import load_config, run_batch, verify_results
 
@@ -32,15 +33,7 @@ def main() -> None:
     parser.add_argument("--dimensions", default="8192x6144", help="level-0 WxH of each synthetic slide")
     parser.add_argument("--data", default="bench-data")
     args = parser.parse_args()
-    from wsi.synthetic import SyntheticSpec, write_slide
-
-    w, h = (int(v) for v in args.dimensions.split("x"))
-    folder = Path(args.data) / f"safety-{args.dimensions}"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(args.slides):
-        path = folder / f"slide-{i}.svs"
-        if not path.exists():
-            write_slide(path, SyntheticSpec(w, h, mpp=0.25, seed=200 + i, tumor=i % 2 == 0), progress=False)
+    folder = cached_slide_folder(args.data, "safety", args.slides, args.dimensions, first_seed=200)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         slides, _ = find_slides([folder])
