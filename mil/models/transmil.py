@@ -2,9 +2,11 @@
 
 Each bag is run on its own real tiles (the batch padding is dropped first, so it never changes a result); the
 tokens are then repeated up to the next square (PPEG convolves them on a square grid), a class token is put in
-front, and the Nystrom layers pad the sequence at the front to a multiple of the landmarks, with a mask.
-Tile order matters (the position encoding), so TransMIL is not permutation invariant. `instance_scores`
-(B, N, 1) are the class token's Nystrom-approximated attention over the tiles in the last layer, mean over heads.
+front, and the Nystrom layers pad the sequence at the front to a multiple of the landmarks, with a mask. A
+sequence no longer than the landmarks (a bag of up to about `landmarks` tiles) gets exact softmax attention,
+which is what Nystrom converges to there. Tile order matters (the position encoding), so TransMIL is not
+permutation invariant. `instance_scores` (B, N, 1) are the class token's attention over the tiles in the last
+layer (Nystrom-approximated for long sequences), mean over heads.
 """
 
 from __future__ import annotations
@@ -48,17 +50,39 @@ class NystromAttention(nn.Module):
                                   groups=heads, bias=False)  # fmt: skip
 
     def forward(self, x: torch.Tensor, return_first_row: bool = False):
-        """`x` (1, n, dim) -> (1, n, dim); with `return_first_row`, also token 0's attention (heads, n)."""
+        """`x` (1, n, dim) -> (1, n, dim); with `return_first_row`, also token 0's attention (heads, n).
+
+        A sequence of at most `landmarks` tokens gets exact softmax attention: Nystrom with one landmark per
+        token is exact (A A+ A = A), and padding such a sequence to `landmarks` would only add cost (a bag of
+        10 tiles would pay for 256 tokens and the 256 x 256 pseudo-inverse).
+        """
+        if x.shape[1] <= self.landmarks:
+            return self._exact(x, return_first_row)
+        return self._nystrom(x, return_first_row)
+
+    def _qkv(self, x: torch.Tensor):
+        q, k, v = (t.reshape(1, -1, self.heads, self.head_dim).transpose(1, 2)
+                   for t in self.to_qkv(x).chunk(3, dim=-1))  # fmt: skip
+        return q / math.sqrt(self.head_dim), k, v
+
+    def _output(self, out: torch.Tensor) -> torch.Tensor:
+        return self.to_out(out.transpose(1, 2).reshape(1, out.shape[2], -1))
+
+    def _exact(self, x: torch.Tensor, return_first_row: bool):
+        q, k, v = self._qkv(x)
+        attention = (q @ k.transpose(-1, -2)).softmax(-1)  # (1, heads, n, n)
+        out = self._output(attention @ v + self.residual(v))
+        return (out, attention[0, :, 0]) if return_first_row else out
+
+    def _nystrom(self, x: torch.Tensor, return_first_row: bool):
         n = x.shape[1]
         pad = (-n) % self.landmarks
         x = F.pad(x, (0, 0, pad, 0))
         mask = torch.ones(x.shape[1], dtype=torch.bool, device=x.device)
         mask[:pad] = False
-        q, k, v = (t.reshape(1, -1, self.heads, self.head_dim).transpose(1, 2)
-                   for t in self.to_qkv(x).chunk(3, dim=-1))  # fmt: skip
+        q, k, v = self._qkv(x)
         m = mask[None, None, :, None].to(x.dtype)
         q, k, v = q * m, k * m, v * m
-        q = q / math.sqrt(self.head_dim)
         per = x.shape[1] // self.landmarks
         counts = mask.reshape(self.landmarks, per).sum(dim=1)
         divisor = counts[None, None, :, None].to(x.dtype) + 1e-8
@@ -73,8 +97,7 @@ class NystromAttention(nn.Module):
         sim3 = (q_land @ k.transpose(-1, -2)).masked_fill(~(land_mask[:, None] & mask[None, :]), fill)
         attn1, attn2, attn3 = sim1.softmax(-1), sim2.softmax(-1), sim3.softmax(-1)
         left = attn1 @ _pinv(attn2, self.pinv_iterations)
-        out = left @ (attn3 @ v) + self.residual(v)
-        out = self.to_out(out.transpose(1, 2).reshape(1, x.shape[1], -1))[:, -n:]
+        out = self._output(left @ (attn3 @ v) + self.residual(v))[:, -n:]
         if not return_first_row:
             return out
         first = (left[0, :, pad : pad + 1] @ attn3[0])[:, 0, pad:]  # (heads, n)

@@ -161,3 +161,32 @@ def test_attention_weights_sum_to_one():
         x, mask = _bags()
         scores = _build(name, 2)(x, mask).instance_scores
         torch.testing.assert_close(torch.nansum(scores, dim=1), torch.ones(3, scores.shape[2]))
+
+
+def test_transmil_exact_attention_is_what_nystrom_converges_to():
+    from mil.models.transmil import NystromAttention
+
+    torch.manual_seed(0)
+    layer = NystromAttention(32, heads=4, landmarks=16, pinv_iterations=30, dropout=0.0).eval()
+    x = torch.randn(1, 11, 32)
+    exact, exact_first = layer(x, return_first_row=True)  # 11 <= 16 landmarks: the exact path
+    nystrom, nystrom_first = layer._nystrom(x, return_first_row=True)
+    torch.testing.assert_close(exact, nystrom, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(exact_first, nystrom_first, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(exact_first.sum(dim=1), torch.ones(4))
+
+
+def test_transmil_nystrom_path_keeps_padding_invariance():
+    # 8 landmarks: every bag (5, 17, 23 tiles: 10 or 26 tokens with the square and the class token) takes
+    # the Nystrom path, with its front padding to a multiple of 8.
+    model = _build("transmil", 2, landmarks=8)
+    x, mask = _bags()
+    padded = model(x, mask)
+    for i in range(3):
+        alone = model(x[i : i + 1, mask[i]])
+        torch.testing.assert_close(padded.logits[i], alone.logits[0], atol=1e-5, rtol=1e-4)
+        n = int(mask[i].sum())
+        torch.testing.assert_close(
+            padded.instance_scores[i, :n], alone.instance_scores[0], atol=1e-5, rtol=1e-4
+        )
+    assert torch.isfinite(padded.instance_scores[mask]).all()
