@@ -332,20 +332,27 @@ class MultiClassTask(Task):
 
 
 class GradeTask(Task):
-    """Ordered grades (Gleason / ISUP grade group 0-5, or any ordered labels) with a CORN head (Shi et al. 2023).
+    """Ordered grades (Gleason / ISUP grade group 0-5, or any ordered labels) with an ordinal head.
 
     `levels`: the number of grades (labels 0..levels-1) or the ordered labels themselves. The model gives
-    levels - 1 logits, logit k for P(grade > k | grade >= k); `predict` gives the class probabilities (n, levels)
-    and the predicted grade is the number of cumulative probabilities P(grade > k) above 0.5. Metrics: quadratic
+    levels - 1 logits. `link="corn"` (Shi et al. 2023): logit k is the log-odds of P(grade > k | grade >= k),
+    each learned on the slides that reached grade k, with any head. `link="cumulative"` (proportional odds,
+    McCullagh 1980): logit k = s - t_k is the log-odds of P(grade > k) for one slide score s and ordered
+    thresholds; the loss is the negative log-likelihood of the grade, and the model needs the cumulative-link
+    head (`model_kwargs()` gives `head="cumulative"`). `predict` gives the class probabilities (n, levels);
+    the predicted grade is the number of cumulative probabilities P(grade > k) above 0.5. Metrics: quadratic
     weighted kappa (monitored), accuracy, mean absolute error in grade steps.
     """
 
     name = "grade"
     monitor = "qwk"
 
-    def __init__(self, levels: int | Sequence = 6):
-        self.kwargs = {"levels": levels if isinstance(levels, int) else list(levels)}
+    def __init__(self, levels: int | Sequence = 6, link: str = "corn"):
+        if link not in ("corn", "cumulative"):
+            raise ValueError(f"link must be 'corn' or 'cumulative', got {link!r}")
+        self.kwargs = {"levels": levels if isinstance(levels, int) else list(levels), "link": link}
         self.levels = list(range(levels)) if isinstance(levels, int) else list(levels)
+        self.link = link
         if len(self.levels) < 2:
             raise ValueError(f"a grade task needs at least two levels, got {self.levels}")
 
@@ -363,6 +370,8 @@ class GradeTask(Task):
         return codes.astype(np.float32)
 
     def loss(self, logits, target):
+        if self.link == "cumulative":
+            return _cumulative_link_loss(logits, target.long())
         target = target.long()
         losses, count = [], 0
         for k in range(logits.shape[1]):
@@ -374,11 +383,17 @@ class GradeTask(Task):
         return torch.stack(losses).sum() / count
 
     def predict(self, logits):
-        conditional = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-        above = np.cumprod(conditional, axis=1)  # P(grade > k)
+        sigmoid = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        if self.link == "cumulative":  # P(grade > k) directly; already decreasing with the cumulative head
+            above = np.minimum.accumulate(sigmoid, axis=1)
+        else:  # CORN: chain the conditional probabilities
+            above = np.cumprod(sigmoid, axis=1)
         upper = np.concatenate([np.ones((len(above), 1)), above], axis=1)
         lower = np.concatenate([above, np.zeros((len(above), 1))], axis=1)
         return upper - lower
+
+    def model_kwargs(self):
+        return {"head": "cumulative"} if self.link == "cumulative" else {}
 
     def _grade(self, prediction):
         above = 1.0 - np.cumsum(prediction, axis=1)[:, :-1]
@@ -404,6 +419,24 @@ class GradeTask(Task):
 
     def fold_problem(self, target):
         return "all slides have the same grade" if len(np.unique(target)) < 2 else None
+
+
+def _cumulative_link_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of grades `target` (n,) under a cumulative logit model, `logits` (n, K) with
+    logit k = s - t_k decreasing in k: P(grade = k) = sigmoid(l_{k-1}) - sigmoid(l_k), computed in log space as
+    log sigmoid(l_{k-1}) + log sigmoid(-l_k) + log(1 - exp(l_k - l_{k-1}))."""
+    if logits.shape[1] > 1 and bool((logits[:, 1:] > logits[:, :-1]).any()):
+        raise ValueError("the cumulative-link grade task needs logits decreasing in k (P(grade > k)); build the "
+                         "model with head='cumulative' (task.model_kwargs())")  # fmt: skip
+    k, top = target[:, None], logits.shape[1]
+    below = logits.gather(1, k.clamp(max=top - 1))[:, 0]  # l_k
+    above = logits.gather(1, (k - 1).clamp(min=0))[:, 0]  # l_{k-1}
+    zero = torch.zeros_like(below)
+    log_p = (torch.where(target < top, F.logsigmoid(-below), zero)
+             + torch.where(target > 0, F.logsigmoid(above), zero)
+             + torch.where((target > 0) & (target < top),
+                           torch.log(-torch.expm1((below - above).clamp(max=-1e-6))), zero))  # fmt: skip
+    return -log_p.mean()
 
 
 class MutationTask(Task):

@@ -9,7 +9,16 @@ from torch import nn
 
 from survival import CoxHead
 
-__all__ = ["MILModel", "MILOutput", "ModelSpec", "make_head", "masked_softmax", "nan_masked", "tile_encoder"]
+__all__ = [
+    "CumulativeLinkHead",
+    "MILModel",
+    "MILOutput",
+    "ModelSpec",
+    "make_head",
+    "masked_softmax",
+    "nan_masked",
+    "tile_encoder",
+]
 
 
 @dataclass(frozen=True)
@@ -50,23 +59,48 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> to
 class _CoxOutput(nn.Module):
     """`survival.CoxHead` with a (B, 1) output, like the linear heads."""
 
-    def __init__(self, in_dim: int, dropout: float = 0.0):
+    def __init__(self, in_dim: int, n_outputs: int, dropout: float = 0.0):
         super().__init__()
+        if n_outputs != 1:
+            raise ValueError(f"a cox head gives one log-risk, so n_outputs must be 1, got {n_outputs}")
         self.cox = CoxHead(in_dim, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cox(x).unsqueeze(-1)
 
 
+class CumulativeLinkHead(nn.Module):
+    """Proportional odds (cumulative logit) head for K + 1 ordered grades: one score s = w.x and ordered
+    thresholds t_0 < ... < t_{K-1}; output k is s - t_k, the log-odds of P(grade > k).
+
+    The outputs are decreasing in k by construction (the thresholds are t_0 plus cumulative softplus gaps),
+    so the cumulative probabilities are consistent. Works on any leading dimensions: (..., in_dim) -> (..., K).
+    """
+
+    def __init__(self, in_dim: int, n_outputs: int):
+        super().__init__()
+        self.score = nn.Linear(in_dim, 1, bias=False)
+        self.first = nn.Parameter(torch.tensor(-(n_outputs - 1) / 2.0))
+        # softplus(0.5413) = 1: thresholds start one unit apart, centred on 0.
+        self.gaps = nn.Parameter(torch.full((n_outputs - 1,), 0.5413))
+
+    def thresholds(self) -> torch.Tensor:
+        steps = torch.nn.functional.softplus(self.gaps) + 1e-4
+        return torch.cat([self.first.reshape(1), self.first + torch.cumsum(steps, dim=0)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(x) - self.thresholds()
+
+
+_HEADS = {"linear": nn.Linear, "cox": _CoxOutput, "cumulative": CumulativeLinkHead}
+
+
 def make_head(kind: str, in_dim: int, n_outputs: int) -> nn.Module:
-    """The slide-level head: "linear" (logits) or "cox" (`survival.CoxHead`, one log-risk, no bias)."""
-    if kind == "linear":
-        return nn.Linear(in_dim, n_outputs)
-    if kind == "cox":
-        if n_outputs != 1:
-            raise ValueError(f"a cox head gives one log-risk, so n_outputs must be 1, got {n_outputs}")
-        return _CoxOutput(in_dim)
-    raise ValueError(f"head must be 'linear' or 'cox', got {kind!r}")
+    """The slide-level head: "linear" (logits), "cox" (`survival.CoxHead`, one log-risk, no bias) or
+    "cumulative" (`CumulativeLinkHead`: ordered log-odds of P(grade > k), for the grade task's cumulative link)."""
+    if kind not in _HEADS:
+        raise ValueError(f"head must be one of {sorted(_HEADS)}, got {kind!r}")
+    return _HEADS[kind](in_dim, n_outputs)
 
 
 class MILModel(nn.Module):

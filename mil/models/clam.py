@@ -41,6 +41,9 @@ class CLAM(MILModel):
         if multi_branch:
             if head == "cox" and n_outputs != 1:
                 raise ValueError(f"a cox head gives one log-risk, so n_outputs must be 1, got {n_outputs}")
+            if head == "cumulative":
+                raise ValueError("clam_mb has one head per class, but a cumulative-link head needs one shared "
+                                 "score: use clam_sb, or the grade task's CORN link (link='corn')")  # fmt: skip
             self.heads = nn.ModuleList(make_head(head, embed_dim, 1) for _ in range(self.n_classes))
         else:
             self.head = make_head(head, embed_dim, n_outputs)

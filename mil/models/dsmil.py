@@ -3,7 +3,7 @@ to the critical (highest scoring) tile of each class.
 
 `logits` are the bag stream's; the max-instance stream's logits are `aux_logits`, trained with the same task
 loss (the loop averages the two losses, as DSMIL does). `instance_scores` are the per-tile class scores
-(B, N, K).
+(B, N, K). With `head="cumulative"` the instance classifier is a cumulative-link head too.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ class DSMIL(MILModel):
                  dropout: float = 0.25, encoder_layers: int = 1, head: str = "linear"):  # fmt: skip
         super().__init__(in_dim, n_outputs)
         self.encoder = tile_encoder(in_dim, embed_dim, encoder_layers, dropout)
-        self.instance_classifier = nn.Linear(embed_dim, n_outputs)
+        # The max-instance stream is trained with the task loss too, so a cumulative-link task needs ordered
+        # instance logits as well.
+        self.instance_classifier = make_head("cumulative" if head == "cumulative" else "linear", embed_dim,
+                                             n_outputs)  # fmt: skip
         self.query = nn.Sequential(
             nn.Linear(embed_dim, query_dim), nn.ReLU(), nn.Linear(query_dim, query_dim), nn.Tanh()
         )

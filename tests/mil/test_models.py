@@ -190,3 +190,18 @@ def test_transmil_nystrom_path_keeps_padding_invariance():
             padded.instance_scores[i, :n], alone.instance_scores[0], atol=1e-5, rtol=1e-4
         )
     assert torch.isfinite(padded.instance_scores[mask]).all()
+
+
+@pytest.mark.parametrize("name", mil.list_models())
+def test_cumulative_head_gives_ordered_logits(name):
+    if name == "clam_mb":
+        with pytest.raises(ValueError, match="cumulative-link head needs one shared score"):
+            _build(name, 3, head="cumulative")
+        return
+    model = _build(name, 3, head="cumulative").train()
+    x, mask = _bags()
+    out = model(x, mask, instance_labels=torch.tensor([0, 2, 1]))
+    assert out.logits.shape == (3, 3)
+    for logits in (out.logits, out.aux_logits):
+        if logits is not None:  # P(grade > k) falls with k: DSMIL's max-instance stream too
+            assert (logits[:, 1:] < logits[:, :-1]).all()

@@ -9,19 +9,20 @@ import torch
 import mil
 from tests.mil.synthetic_bags import DIM, synthetic_bags
 
-# task -> (task kwargs, batch size, metric, floor on 80 held-out bags)
+# case -> (task, task kwargs, batch size, metric, floor on 80 held-out bags)
 EXPECTED = {
-    "binary": ({}, 8, "auc", 0.95),
-    "multiclass": ({}, 8, "auc", 0.95),
-    "grade": ({"levels": 4}, 8, "qwk", 0.6),
-    "mutation": ({"targets": ["a", "b"]}, 8, "auc", 0.9),
-    "survival": ({}, 16, "c_index", 0.65),
+    "binary": ("binary", {}, 8, "auc", 0.95),
+    "multiclass": ("multiclass", {}, 8, "auc", 0.95),
+    "grade": ("grade", {"levels": 4}, 8, "qwk", 0.6),
+    "grade_cumulative": ("grade", {"levels": 4, "link": "cumulative"}, 8, "qwk", 0.6),
+    "mutation": ("mutation", {"targets": ["a", "b"]}, 8, "auc", 0.9),
+    "survival": ("survival", {}, 16, "c_index", 0.65),
 }
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_each_task_learns_its_synthetic_bags(name):
-    kwargs, batch_size, metric, floor = EXPECTED[name]
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+def test_each_task_learns_its_synthetic_bags(case):
+    name, kwargs, batch_size, metric, floor = EXPECTED[case]
     train, val, test = (synthetic_bags(name, n, seed) for n, seed in ((120, 0), (30, 1), (80, 2)))
     task = mil.create_task(name, **kwargs).fit_labels(train[1])
     torch.manual_seed(0)
@@ -105,3 +106,23 @@ def test_state_round_trip():
     task = mil.create_task("multiclass", class_weight="balanced").fit_labels(["b", "a", "a"])
     again = mil.tasks.task_from_state(task.state())
     assert again.classes_ == ["a", "b"] and again.weight_ == task.weight_
+
+
+def test_cumulative_link_loss_is_the_grade_likelihood():
+    task = mil.create_task("grade", levels=["G1", "G2", "G3", "G4"], link="cumulative")
+    assert task.model_kwargs() == {"head": "cumulative"} and task.n_outputs == 3
+    logits = torch.tensor([[2.0, 0.5, -1.0], [1.0, -3.0, -3.5], [0.3, 0.2, -4.0], [9.0, 8.0, 7.0]])
+    target = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    above = torch.cat([torch.ones(4, 1), torch.sigmoid(logits.double()), torch.zeros(4, 1)], dim=1)
+    p = above[:, :-1] - above[:, 1:]  # P(grade = k) = P(grade > k - 1) - P(grade > k)
+    expected = -torch.log(p[torch.arange(4), target.long()]).mean()
+    torch.testing.assert_close(task.loss(logits, target).double(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(task.predict(logits.numpy()), p.numpy(), rtol=1e-6)
+    # The grade is the number of P(grade > k) above 0.5.
+    assert task.decide(task.predict(logits.numpy())).tolist() == ["G3", "G2", "G3", "G4"]
+    with pytest.raises(ValueError, match="head='cumulative'"):
+        task.loss(torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="link must be 'corn' or 'cumulative'"):
+        mil.create_task("grade", link="probit")
+    again = mil.tasks.task_from_state(task.state())
+    assert again.link == "cumulative" and again.levels == task.levels
