@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
 import time
 import warnings
@@ -227,6 +228,14 @@ def _pad(bags: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, 
     return x.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
 
+def _subsample(bag: torch.Tensor, max_tiles: int, rng: np.random.Generator) -> torch.Tensor:
+    """`max_tiles` tiles of `bag` drawn without replacement, in their original order (a bag within the cap
+    is returned as it is)."""
+    if len(bag) <= max_tiles:
+        return bag
+    return bag[torch.from_numpy(np.sort(rng.choice(len(bag), max_tiles, replace=False)))]
+
+
 def _check_model(model: MILModel, task: Task, dim: int) -> None:
     if model.in_dim != dim:
         raise ValueError(f"the model takes {model.in_dim}-dimensional features but the bags have {dim}")
@@ -313,6 +322,9 @@ def fit(model: MILModel, task: Task, train_bags, val_bags=None, config: FitConfi
         raise ValueError(f"validation bags have {val.dim}-dimensional features, training bags {train.dim}")
 
     device = resolve_device(config.device)
+    if config.deterministic and device.type == "cuda":
+        # cuBLAS refuses deterministic mode without a fixed workspace (read when its handle is created).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     _seed_everything(config.seed)
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(config.deterministic, warn_only=False)
@@ -340,33 +352,33 @@ def _train(model, task, train, y_train, val, y_val, config: FitConfig, device) -
     scheduler = _scheduler(optimizer, config)
     rng = np.random.default_rng(config.seed)
     rows, best, best_state, best_epoch, stale = [], (-math.inf, -math.inf), None, -1, 0
+    y_train = y_train.to(device)  # once, not per step
     bar = tqdm(range(config.epochs), desc=f"{type(model).__name__} {task.name}", unit="epoch",
                disable=None if config.progress else True, leave=False)  # fmt: skip
     for epoch in bar:
         start = time.perf_counter()
         model.train()
-        order = rng.permutation(len(train))
-        total, count = 0.0, 0
+        order = torch.from_numpy(rng.permutation(len(train)))
+        # The running loss stays on the device: reading it each step would wait for the GPU every step.
+        total = torch.zeros((), device=device)
         optimizer.zero_grad(set_to_none=True)
         for step in range(steps_per_epoch):
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
-            bags = [train.features[i] for i in index]
+            bags = [train.features[i] for i in index.tolist()]
             if config.max_tiles is not None:
-                bags = [b[np.sort(rng.choice(len(b), config.max_tiles, replace=False))]
-                        if len(b) > config.max_tiles else b for b in bags]  # fmt: skip
+                bags = [_subsample(b, config.max_tiles, rng) for b in bags]
             x, mask = _pad(bags, device)
-            target = y_train[index].to(device)
+            target = y_train[index.to(device)]
             with _autocast(device, config.mixed_precision):
                 loss = step_loss(model, task, x, mask, target)
-            (loss / config.accumulate).backward()
+            (loss / config.accumulate if config.accumulate > 1 else loss).backward()
             if (step + 1) % config.accumulate == 0 or step + 1 == steps_per_epoch:
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            total += float(loss.detach()) * len(index)
-            count += len(index)
-        row = {"epoch": epoch, "train_loss": total / count, "lr": optimizer.param_groups[0]["lr"]}
+            total += loss.detach() * len(index)
+        row = {"epoch": epoch, "train_loss": float(total) / len(train), "lr": optimizer.param_groups[0]["lr"]}
         monitored = None
         if val is not None:
             logits = predict_logits(model, val, device)
