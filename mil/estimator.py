@@ -7,6 +7,8 @@ can run; a one-tile bag is an ordinary MLP sample).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
@@ -66,7 +68,8 @@ class MILEstimator(BaseEstimator):
         tags.non_deterministic = self.device != "cpu"
         return tags
 
-    def _bags(self, X, reset: bool) -> list[np.ndarray]:
+    def _bags(self, X, reset: bool) -> tuple[list[np.ndarray], list[int]]:
+        """The bags of `X` as float32 arrays and the positions kept (fit skips bags without tiles)."""
         table = isinstance(X, (list, tuple)) and len(X) > 0 and np.ndim(X[0]) == 1
         if table or isinstance(X, np.ndarray) and X.ndim == 2 or not isinstance(X, (list, tuple, np.ndarray)):
             X = check_array(X, dtype=np.float32)
@@ -74,17 +77,26 @@ class MILEstimator(BaseEstimator):
         elif isinstance(X, np.ndarray) and X.ndim == 3:
             bags = list(np.asarray(X, dtype=np.float32))
         else:
-            bags = [check_array(bag, dtype=np.float32) for bag in X]
+            bags = list(X)
         if not bags:
             raise ValueError("no bags given")
-        bags = [check_array(bag, dtype=np.float32) for bag in bags]
+        empty = [i for i, bag in enumerate(bags) if np.ndim(bag) == 2 and np.shape(bag)[0] == 0]
+        if empty and not reset:
+            raise ValueError(f"bag(s) {empty[:20]} have no tiles: there is nothing to predict from")
+        if len(empty) == len(bags):
+            raise ValueError("no bag has any tile")
+        if empty:
+            warnings.warn(f"skipping {len(empty)} bag(s) without tiles: {empty[:20]} (positions in X)",
+                          stacklevel=3)  # fmt: skip
+        kept = [i for i in range(len(bags)) if i not in set(empty)]
+        bags = [check_array(bags[i], dtype=np.float32) for i in kept]
         dim = bags[0].shape[1]
         if reset:
             self.n_features_in_ = dim
         elif dim != self.n_features_in_:
             raise ValueError(f"X has {dim} features, but MILEstimator is expecting {self.n_features_in_} "
                              "features as input (features per tile)")  # fmt: skip
-        return bags
+        return bags, kept
 
     def _config(self) -> FitConfig:
         return FitConfig(epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size,
@@ -92,11 +104,12 @@ class MILEstimator(BaseEstimator):
                          device=self.device, seed=self.seed, progress=self.progress)  # fmt: skip
 
     def fit(self, X, y):
-        """Train on bags `X` with labels `y`; returns self."""
-        bags = self._bags(X, reset=True)
+        """Train on bags `X` with labels `y`; returns self. Bags without tiles are skipped with a warning."""
         y = np.asarray(y)
-        if len(y) != len(bags):
-            raise ValueError(f"{len(bags)} bags but {len(y)} labels")
+        if len(y) != len(X):
+            raise ValueError(f"{len(X)} bags but {len(y)} labels")
+        bags, kept = self._bags(X, reset=True)
+        y = y[kept]
         task = create_task(self.task, **(self.task_kwargs or {}))
         target = y
         if self.task in _CLASSIFIERS:
@@ -128,7 +141,7 @@ class MILEstimator(BaseEstimator):
     def decision_function(self, X) -> np.ndarray:
         """The model's logits: (n,) for one output (binary, survival), else (n, K)."""
         check_is_fitted(self)
-        bags = self._bags(X, reset=False)
+        bags, _ = self._bags(X, reset=False)
         logits = predict_logits(self.model_, (bags, np.zeros(len(bags))), self.device)
         return logits[:, 0] if logits.shape[1] == 1 else logits
 
@@ -164,5 +177,5 @@ class MILEstimator(BaseEstimator):
     def attention(self, X) -> list[np.ndarray]:
         """Each bag's `instance_scores`, an (n_i, K or 1) array (attention weights or per-tile scores)."""
         check_is_fitted(self)
-        bags = self._bags(X, reset=False)
+        bags, _ = self._bags(X, reset=False)
         return predict_logits(self.model_, (bags, np.zeros(len(bags))), self.device, attention=True)[1]

@@ -58,7 +58,7 @@ class InMemoryBags:
 
     @property
     def dim(self) -> int:
-        return int(self.features[0].shape[1])
+        return int(next((f for f in self.features if len(f)), self.features[0]).shape[1])
 
     def subset(self, index: Sequence[int]) -> InMemoryBags:
         index = list(index)
@@ -72,11 +72,13 @@ def _take(labels, index: list[int]):
     return np.asarray(labels)[index]
 
 
-def as_bags(data, ids: Sequence[str] | None = None, groups: Sequence | None = None) -> InMemoryBags:
+def as_bags(data, ids: Sequence[str] | None = None, groups: Sequence | None = None,
+            drop_empty: bool = True) -> InMemoryBags:  # fmt: skip
     """`InMemoryBags` from a `BagDataset`, a `(bags, y)` / `(bags, y, ids)` tuple or `InMemoryBags`.
 
-    Bags are (n_i, D) arrays or tensors. Bags without tiles are dropped with a warning naming them; bags whose
-    feature dimension differs from the first one's are an error naming both.
+    Bags are (n_i, D) arrays or tensors. Bags without tiles are dropped with a warning naming them (kept, still
+    with the warning, when not `drop_empty`: prediction gives them NaN); bags whose feature dimension differs
+    from the first one's are an error naming both.
     """
     if isinstance(data, InMemoryBags):
         return data
@@ -103,8 +105,9 @@ def as_bags(data, ids: Sequence[str] | None = None, groups: Sequence | None = No
         tensors.append(bag)
     empty = [i for i, bag in enumerate(tensors) if bag.shape[0] == 0]
     if empty:
+        what = "skipping" if drop_empty else "no prediction (NaN) for"
         warnings.warn(
-            f"skipping {len(empty)} bag(s) without tiles: {[ids[i] for i in empty][:20]}", stacklevel=2
+            f"{what} {len(empty)} bag(s) without tiles: {[ids[i] for i in empty][:20]}", stacklevel=2
         )
     keep = [i for i in range(len(tensors)) if tensors[i].shape[0] > 0]
     if not keep:
@@ -116,7 +119,7 @@ def as_bags(data, ids: Sequence[str] | None = None, groups: Sequence | None = No
         raise ValueError(f"feature dimensions differ between bags: {ids[first]} has {tensors[first].shape[1]}, "
                          f"{ids[other]} has {tensors[other].shape[1]}")  # fmt: skip
     bags = InMemoryBags(tensors, labels, ids, groups)
-    return bags.subset(keep) if len(keep) < len(tensors) else bags
+    return bags.subset(keep) if drop_empty and len(keep) < len(tensors) else bags
 
 
 @dataclass(frozen=True)
@@ -264,14 +267,17 @@ def step_loss(model: MILModel, task: Task, x, mask, target) -> torch.Tensor:
 def predict_logits(model: MILModel, bags, device: str | torch.device = "auto", batch_size: int = 1,
                    attention: bool = False):  # fmt: skip
     """Logits (n, K) of every bag (all tiles), in eval mode; with `attention`, also each bag's
-    `instance_scores` as an (n_i, K or 1) array."""
-    bags = as_bags(bags)
+    `instance_scores` as an (n_i, K or 1) array. A bag without tiles gets NaN logits (and a warning naming it),
+    so the rows stay aligned with the bags given."""
+    bags = as_bags(bags, drop_empty=False)
     device = resolve_device(device)
     model.eval().to(device)
     if bags.dim != model.in_dim:
         raise ValueError(f"the model takes {model.in_dim}-dimensional features but the bags have {bags.dim}")
     logits, scores = [], []
-    order = np.argsort([len(f) for f in bags.features])  # similar sizes together: less padding
+    sizes = np.array([len(f) for f in bags.features])
+    order = np.argsort(sizes, kind="stable")  # similar sizes together: less padding
+    order = order[sizes[order] > 0]
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         x, mask = _pad([bags.features[i] for i in index], device)
@@ -280,11 +286,11 @@ def predict_logits(model: MILModel, bags, device: str | torch.device = "auto", b
         if attention:
             s = out.instance_scores.float().cpu()
             scores.extend(s[j, : len(bags.features[i])].numpy() for j, i in enumerate(index))
-    result = np.empty((len(bags), model.n_outputs), dtype=np.float32)
+    result = np.full((len(bags), model.n_outputs), np.nan, dtype=np.float32)
     result[order] = torch.cat(logits).numpy()
     if not attention:
         return result
-    ordered = [None] * len(bags)
+    ordered = [np.zeros((0, 1), dtype=np.float32)] * len(bags)
     for j, i in enumerate(order):
         ordered[i] = scores[j]
     return result, ordered

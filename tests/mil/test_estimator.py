@@ -105,3 +105,14 @@ def test_scikit_learn_api_checks(check):
 @pytest.mark.slow
 def test_scikit_learn_common_checks():
     check_estimator(clone(CHECKED))
+
+
+def test_empty_bags_skipped_in_fit_and_refused_in_predict():
+    bags, y = _data(12)
+    bags[4] = np.zeros((0, bags[0].shape[1]), np.float32)
+    est = mil.MILEstimator(**{**SMALL, "epochs": 1})
+    with pytest.warns(UserWarning, match=r"skipping 1 bag\(s\) without tiles: \[4\]"):
+        est.fit(bags, y)
+    assert est.predict(bags[:4]).shape == (4,)
+    with pytest.raises(ValueError, match=r"bag\(s\) \[4\] have no tiles"):
+        est.predict(bags)

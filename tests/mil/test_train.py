@@ -165,3 +165,30 @@ def test_survival_cross_validation_reports_hazard_ratio():
     )
     assert {"c_index", "hazard_ratio", "logrank_p"} <= set(result.folds.columns)
     assert list(result.oof.columns[-1:]) == ["risk"]
+
+
+def test_prediction_keeps_rows_aligned_and_names_empty_bags():
+    bags, y = synthetic_bags("binary", 5, 0)
+    task = mil.create_task("binary")
+    model = _model(task)
+    full = mil.predict_logits(model, (bags, y))
+    bags[1] = np.zeros((0, DIM), np.float32)
+    with pytest.warns(UserWarning, match=r"no prediction \(NaN\) for 1 bag\(s\) without tiles: \['b1'\]"):
+        logits, scores = mil.predict_logits(model, (bags, y, [f"b{i}" for i in range(5)]), attention=True)
+    assert logits.shape == (5, 1) and np.isnan(logits[1]).all()
+    np.testing.assert_allclose(logits[[0, 2, 3, 4]], full[[0, 2, 3, 4]], rtol=1e-5, atol=1e-6)
+    assert [len(s) for s in scores] == [len(b) for b in bags]
+
+
+def test_mismatched_validation_bags_and_eventless_survival_fold_are_named():
+    task = mil.create_task("binary")
+    train, val = synthetic_bags("binary", 8, 0), synthetic_bags("binary", 4, 1, dim=DIM + 3)
+    with pytest.raises(
+        ValueError, match=rf"validation bags have {DIM + 3}-dimensional features, training bags {DIM}"
+    ):
+        mil.fit(_model(task), task, train, val, FAST)
+    bags, y = synthetic_bags("survival", 12, 0)
+    y[:, 1] = 0
+    y[:2, 1] = 1  # two events among twelve slides: three folds cannot each hold one
+    with pytest.raises(ValueError, match=r"fold \d of 3 has no event \(every slide censored\).*fewer folds"):
+        mil.cross_validate("mean", "survival", (bags, y), n_splits=3, config=FAST)
