@@ -2,8 +2,8 @@
 
 The target case is 500 bags x 2,000 tiles x 768 features. `--bags` trains on fewer bags of that size and scales
 the epoch time to `--scale-to` bags (an epoch is one step per bag, so the time is linear in the number of
-bags). For each model, the same tensors go through (a) a bare loop: forward, task loss, backward, AdamW step,
-per bag, and (b) one epoch of `mil.fit` (no validation, its setup included); runs alternate, best of
+bags). For each model, the same tensors go through (a) a bare loop: forward (given the bag's class, so that CLAM
+computes its instance loss as it does in training), task loss, backward, AdamW step, per bag, and (b) one epoch of `mil.fit` (no validation, its setup included); runs alternate, best of
 `--repeats` each. The ratio (b) / (a) - 1 is the loop's overhead (target <= 10%), measured on the process's
 CPU time, which other processes on a shared machine do not inflate the way they inflate wall time (both are
 printed). `--tiles 10 --dim 64` measures the per-step cost on tiny bags, where any Python overhead would show.
@@ -35,7 +35,8 @@ def bare_epoch(model, task, bags, labels, optimizer) -> tuple[float, float]:
     start = _clock()
     model.train()
     for x, y in zip(bags, labels, strict=True):
-        out = model(x[None])
+        # The same training computation as the loop's: with the bag's class, CLAM adds its instance loss.
+        out = model(x[None], None, task.instance_labels(y[None]))
         loss = task.loss(out.logits, y[None])
         if out.aux_logits is not None:
             loss = 0.5 * (loss + task.loss(out.aux_logits, y[None]))

@@ -74,15 +74,17 @@ class CLAM(MILModel):
             if label >= self.n_classes:
                 raise ValueError(f"instance label {label} is outside 0..{self.n_classes - 1}")
             valid = mask[i]
-            k = min(self.k_sample, int(valid.sum()) // 2)
+            n_valid = int(valid.sum())
+            k = min(self.k_sample, n_valid // 2)
             if k == 0:
                 continue
-            hi = h[i][valid]
+            # An unpadded bag is used as it is: a boolean index would copy it and scatter its gradient back.
+            hi, ri = (h[i], raw[i]) if n_valid == len(valid) else (h[i][valid], raw[i][valid])
             for c in range(self.n_classes):
                 if c != label and not self.subtyping:
                     continue
                 branch = c if self.multi_branch and c < raw.shape[2] else 0
-                scores = raw[i][valid][:, branch]
+                scores = ri[:, branch]
                 top = torch.topk(scores, k).indices
                 if c == label:
                     bottom = torch.topk(-scores, k).indices
