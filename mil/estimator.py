@@ -69,7 +69,7 @@ class MILEstimator(BaseEstimator):
         return tags
 
     def _bags(self, X, reset: bool) -> tuple[list[np.ndarray], list[int]]:
-        """The bags of `X` as float32 arrays and the positions kept (fit skips bags without tiles)."""
+        """The bags of `X` with tiles, as float32 arrays, and the positions of those without (fit skips them)."""
         table = isinstance(X, (list, tuple)) and len(X) > 0 and np.ndim(X[0]) == 1
         if table or isinstance(X, np.ndarray) and X.ndim == 2 or not isinstance(X, (list, tuple, np.ndarray)):
             X = check_array(X, dtype=np.float32)
@@ -88,15 +88,15 @@ class MILEstimator(BaseEstimator):
         if empty:
             warnings.warn(f"skipping {len(empty)} bag(s) without tiles: {empty[:20]} (positions in X)",
                           stacklevel=3)  # fmt: skip
-        kept = [i for i in range(len(bags)) if i not in set(empty)]
-        bags = [check_array(bags[i], dtype=np.float32) for i in kept]
+        skip = set(empty)
+        bags = [check_array(bag, dtype=np.float32) for i, bag in enumerate(bags) if i not in skip]
         dim = bags[0].shape[1]
         if reset:
             self.n_features_in_ = dim
         elif dim != self.n_features_in_:
             raise ValueError(f"X has {dim} features, but MILEstimator is expecting {self.n_features_in_} "
                              "features as input (features per tile)")  # fmt: skip
-        return bags, kept
+        return bags, empty
 
     def _config(self) -> FitConfig:
         return FitConfig(epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size,
@@ -105,11 +105,11 @@ class MILEstimator(BaseEstimator):
 
     def fit(self, X, y):
         """Train on bags `X` with labels `y`; returns self. Bags without tiles are skipped with a warning."""
+        bags, empty = self._bags(X, reset=True)
         y = np.asarray(y)
-        if len(y) != len(X):
-            raise ValueError(f"{len(X)} bags but {len(y)} labels")
-        bags, kept = self._bags(X, reset=True)
-        y = y[kept]
+        if len(y) != len(bags) + len(empty):
+            raise ValueError(f"{len(bags) + len(empty)} bags but {len(y)} labels")
+        y = np.delete(y, empty, axis=0)
         task = create_task(self.task, **(self.task_kwargs or {}))
         target = y
         if self.task in _CLASSIFIERS:
