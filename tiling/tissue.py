@@ -51,11 +51,13 @@ class TissueParams:
 
 @dataclass(frozen=True)
 class TissueResult:
-    """The tissue geometry (level-0 px), the mask it came from and the mask's level-0 pixels per mask pixel."""
+    """The tissue geometry (level-0 px), the mask it came from and the mask's level-0 pixels per mask pixel;
+    `image` is the RGB work image the mask was computed on (same downsample), e.g. for a thumbnail."""
 
     geometry: BaseGeometry
     mask: np.ndarray
     downsample: float
+    image: np.ndarray | None = None
 
 
 def _pen_mask(rgb: np.ndarray, saturation: np.ndarray, value: np.ndarray, rows: int = 256) -> np.ndarray:
@@ -197,7 +199,7 @@ def detect_tissue_result(slide: wsi.Slide, params: TissueParams | None = None, *
     geometry = mask_to_geometry(mask, downsample)
     if geometry.is_empty:
         warnings.warn(f"{slide.path}: no tissue found", stacklevel=2)
-    return TissueResult(geometry, mask, downsample)
+    return TissueResult(geometry, mask, downsample, image)
 
 
 def load_roi(path: str | Path, classes: tuple[str, ...] | None = None) -> BaseGeometry:

@@ -64,10 +64,11 @@ def _check_steps(config: RunConfig) -> None:
 
 def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
     """Run the configured steps on one slide; a failing step is recorded and later steps are not run."""
-    import torch
+    if any(getattr(STEPS[s], "uses_torch", True) for s in config.steps if s in STEPS):
+        import torch  # only then: importing it costs seconds and hundreds of MB per worker
 
-    # One worker's share of the machine: without this each worker's torch would use every core.
-    torch.set_num_threads(max(1, config.threads_per_worker))
+        # One worker's share of the machine: without this each worker's torch would use every core.
+        torch.set_num_threads(max(1, config.threads_per_worker))
     folder = config.out / "slides" / item.slide_id
     worker = f"{socket.gethostname()}:{os.getpid()}"
     # Another run working on this slide: wait for it; then the steps it finished are skipped.
