@@ -1,6 +1,7 @@
 """Tiling throughput: resampled, unaligned and overlapping grids (default) and the aligned case (--native).
 
     python -m benchmarks.tiling [--size 24576] [--data bench-data] [--naive-tiles 200]
+    python -m benchmarks.tiling --memory [--size 100000] [--data bench-data]
     python -m benchmarks.tiling --native [--size 50000] [--big] [--data bench-data]
 
 Default (issue 13): an Aperio-style SVS (0.25 um/px, 256 px JPEG tiles, 4x pyramid) whose pixels repeat the
@@ -15,6 +16,9 @@ For each grid (256 px at 0.5 um/px; 224 px at 0.5 um/px; 256 px at 0.5 um/px wit
 - pixel differences of the default mode from read_region + area resize and from read_region + resize_rgb;
 - the decoders compared, ms per native tile on one thread (what decided the DCT decoder);
 - a non-JPEG (deflate) tiled TIFF: TileReader's tile-by-tile decode against read_region + resize, one thread.
+
+--memory [--size 100000]: peak RSS of `tile_slide` (fresh process) on a mosaic slide of that side and on a
+20,000 px one, for the resampled grids (256 px at 0.5 um/px, default and exact, and stride 128); target < 1.5 GB.
 
 --native, on a synthetic slide tiled at its native level (mpp 0.25, 256 px: JPEG streams copied):
 - tiles/s and MPix/s of `tile_slide` end to end (tissue detection included), in a fresh process;
@@ -439,11 +443,27 @@ def native_main(args) -> None:
         print(f"  growth {rss[-1] / rss[0] - 1:+.0%} (target < 25%, and under 1,500 MB)")
 
 
+def memory_main(args) -> None:
+    """Peak RSS of resampled tiling on a large mosaic against a 20,000 px one (the caches are bounded; what
+    grows with the slide is the grid and the tissue work image)."""
+    folder = Path(args.data)
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = [(256, None, "fast"), (256, None, "exact"), (256, 128, "fast")]
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in (20_000, args.size):
+            slide = ensure_slide(folder, side)
+            for size, stride, mode in runs:
+                run = tile_in_child(slide, Path(tmp) / "m.zarr", size, stride, mode)
+                print(f"{side:>7} px, {size} px at 0.5 um/px, stride {stride or size}, {mode:5s}: {run['tiles']} tiles "
+                      f"in {run['seconds']:.0f} s, peak RSS {run['rss_mb']:.0f} MB (target < 1,500)", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--native", action="store_true", help="the aligned case instead (see above)")
+    parser.add_argument("--memory", action="store_true", help="peak RSS on a large mosaic (see above)")
     parser.add_argument("--size", type=int, help="side of the slide (default 24,576; 50,000 with --native)")
     parser.add_argument("--big", action="store_true", help="--native: peak RSS on a 100,000 px slide too")
     parser.add_argument("--data", default="bench-data", help="folder caching the slides")
@@ -452,6 +472,9 @@ def main() -> None:
     if args.native:
         args.size = args.size or 50_000
         native_main(args)
+    elif args.memory:
+        args.size = args.size or 100_000
+        memory_main(args)
     else:
         args.size = args.size or 24_576
         resampled_main(args)
