@@ -64,13 +64,18 @@ print(json.dumps({"tiles": r.tiles, "seconds": seconds, "rss_mb": int(hwm) / 102
 """
 
 
-def ensure_slide(folder: Path, size: int) -> Path:
-    """An SVS of `size` x `size` px at 0.25 um/px tiled with mirrored copies of CMU-1-Small-Region's pixels."""
+def ensure_slide(folder: Path, size: int, bank: int | None = None) -> Path:
+    """An SVS of `size` x `size` px at 0.25 um/px tiled with mirrored copies of CMU-1-Small-Region's pixels.
+
+    `bank`: each level repeats its first `bank` x `bank` tiles, encoded once (a 100,000 px slide is then
+    written in about a minute, I/O bound, instead of an hour of JPEG encoding); tissue all over, with seams
+    every `bank` tiles.
+    """
     from PIL import Image
 
     from wsi.synthetic.writer import pyramid_sizes
 
-    path = folder / f"cmu-mosaic-{size}.svs"
+    path = folder / (f"cmu-mosaic-{size}.svs" if bank is None else f"cmu-bank{bank}-{size}.svs")
     if path.exists():
         return path
     print(f"writing {path} ...", flush=True)
@@ -92,14 +97,47 @@ def ensure_slide(folder: Path, size: int) -> Path:
     with tifffile.TiffWriter(tmp, bigtiff=size * size * 3 > 2**31) as tif:
         for index, (w, h, d) in enumerate(pyramid_sizes(size, size, 256)):
             text = desc.format(size) + ("" if index == 0 else f" -> {w}x{h}")
-            tif.write(tiles(w, h, d), shape=(h, w, 3), dtype=np.uint8, tile=(256, 256), description=text,
-                      subfiletype=0, **jpeg)  # fmt: skip
+            data = (
+                tiles(w, h, d)
+                if bank is None
+                else _repeat_bank(list(tiles(*_bank_size(w, h, bank), d)), w, h, bank)
+            )
+            tif.write(data, shape=(h, w, 3), dtype=np.uint8, tile=(256, 256), description=text, subfiletype=0,
+                      **jpeg)  # fmt: skip
             if index == 0:
                 thumb = np.asarray(Image.fromarray(pattern).resize((768, 768 * ph // pw)))
                 tif.write(thumb, description=f"{desc.format(size)} -> thumbnail", rowsperstrip=16, subfiletype=0,
                           **jpeg)  # fmt: skip
     tmp.replace(path)
     return path
+
+
+def _bank_size(w: int, h: int, bank: int) -> tuple[int, int]:
+    return min(w, bank * 256), min(h, bank * 256)
+
+
+def _repeat_bank(tiles: list[np.ndarray], w: int, h: int, bank: int):
+    """Encoded tiles of a w x h level (row-major) cycling through the bank's tiles, each JPEG-encoded once the
+    way tifffile encodes them (a small TIFF written in memory)."""
+    import io
+
+    bw, bh = _bank_size(w, h, bank)
+    across, down = -(-bw // 256), -(-bh // 256)
+    image = np.zeros((down * 256, across * 256, 3), np.uint8)
+    for i, tile in enumerate(tiles):
+        ty, tx = divmod(i, across)
+        image[ty * 256 : ty * 256 + 256, tx * 256 : tx * 256 + 256] = tile
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, image, tile=(256, 256), compression="jpeg", compressionargs={"level": 85},
+                     photometric="rgb", metadata=None)  # fmt: skip
+    with tifffile.TiffFile(io.BytesIO(buffer.getvalue())) as tif:
+        page = tif.pages[0]
+        assert not page.jpegtables, "bank tiles must be self-contained JPEG streams"
+        data = buffer.getvalue()
+        encoded = [data[o : o + n] for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
+    for ty in range(-(-h // 256)):
+        for tx in range(-(-w // 256)):
+            yield encoded[(ty % down) * across + tx % across]
 
 
 def tile_in_child(slide: Path, store: Path, size: int, stride: int | None, mode: str) -> dict:
@@ -451,7 +489,7 @@ def memory_main(args) -> None:
     runs = [(256, None, "fast"), (256, None, "exact"), (256, 128, "fast")]
     with tempfile.TemporaryDirectory() as tmp:
         for side in (20_000, args.size):
-            slide = ensure_slide(folder, side)
+            slide = ensure_slide(folder, side, bank=16)
             for size, stride, mode in runs:
                 run = tile_in_child(slide, Path(tmp) / "m.zarr", size, stride, mode)
                 print(f"{side:>7} px, {size} px at 0.5 um/px, stride {stride or size}, {mode:5s}: {run['tiles']} tiles "
