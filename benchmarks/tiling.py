@@ -1,6 +1,8 @@
 """Tiling throughput: resampled, unaligned and overlapping grids (default) and the aligned case (--native).
 
     python -m benchmarks.tiling [--size 24576] [--data bench-data] [--naive-tiles 200]
+    python -m benchmarks.tiling --memory [--size 100000] [--data bench-data]
+    python -m benchmarks.tiling --strips
     python -m benchmarks.tiling --native [--size 50000] [--big] [--data bench-data]
 
 Default (issue 13): an Aperio-style SVS (0.25 um/px, 256 px JPEG tiles, 4x pyramid) whose pixels repeat the
@@ -15,6 +17,13 @@ For each grid (256 px at 0.5 um/px; 224 px at 0.5 um/px; 256 px at 0.5 um/px wit
 - pixel differences of the default mode from read_region + area resize and from read_region + resize_rgb;
 - the decoders compared, ms per native tile on one thread (what decided the DCT decoder);
 - a non-JPEG (deflate) tiled TIFF: TileReader's tile-by-tile decode against read_region + resize, one thread.
+
+--memory [--size 100000]: peak RSS of `tile_slide` (fresh process) on a mosaic slide of that side (256 px at
+0.5 um/px, default mode) and on a 20,000 px one (also exact, and stride 128); target < 1.5 GB.
+
+--strips: the read_region path (slides tifffile cannot read tile by tile) on CMU-1-Small-Region through
+openslide: `TileReader.read_many` (overlapping neighbours of a row read as one strip) against one read_region
+per tile, one thread, best of 3, for grids with and without overlap.
 
 --native, on a synthetic slide tiled at its native level (mpp 0.25, 256 px: JPEG streams copied):
 - tiles/s and MPix/s of `tile_slide` end to end (tissue detection included), in a fresh process;
@@ -60,13 +69,18 @@ print(json.dumps({"tiles": r.tiles, "seconds": seconds, "rss_mb": int(hwm) / 102
 """
 
 
-def ensure_slide(folder: Path, size: int) -> Path:
-    """An SVS of `size` x `size` px at 0.25 um/px tiled with mirrored copies of CMU-1-Small-Region's pixels."""
+def ensure_slide(folder: Path, size: int, bank: int | None = None) -> Path:
+    """An SVS of `size` x `size` px at 0.25 um/px tiled with mirrored copies of CMU-1-Small-Region's pixels.
+
+    `bank`: each level repeats its first `bank` x `bank` tiles, encoded once (a 100,000 px slide is then
+    written in about a minute, I/O bound, instead of an hour of JPEG encoding); tissue all over, with seams
+    every `bank` tiles.
+    """
     from PIL import Image
 
     from wsi.synthetic.writer import pyramid_sizes
 
-    path = folder / f"cmu-mosaic-{size}.svs"
+    path = folder / (f"cmu-mosaic-{size}.svs" if bank is None else f"cmu-bank{bank}-{size}.svs")
     if path.exists():
         return path
     print(f"writing {path} ...", flush=True)
@@ -88,14 +102,47 @@ def ensure_slide(folder: Path, size: int) -> Path:
     with tifffile.TiffWriter(tmp, bigtiff=size * size * 3 > 2**31) as tif:
         for index, (w, h, d) in enumerate(pyramid_sizes(size, size, 256)):
             text = desc.format(size) + ("" if index == 0 else f" -> {w}x{h}")
-            tif.write(tiles(w, h, d), shape=(h, w, 3), dtype=np.uint8, tile=(256, 256), description=text,
-                      subfiletype=0, **jpeg)  # fmt: skip
+            data = (
+                tiles(w, h, d)
+                if bank is None
+                else _repeat_bank(list(tiles(*_bank_size(w, h, bank), d)), w, h, bank)
+            )
+            tif.write(data, shape=(h, w, 3), dtype=np.uint8, tile=(256, 256), description=text, subfiletype=0,
+                      **jpeg)  # fmt: skip
             if index == 0:
                 thumb = np.asarray(Image.fromarray(pattern).resize((768, 768 * ph // pw)))
                 tif.write(thumb, description=f"{desc.format(size)} -> thumbnail", rowsperstrip=16, subfiletype=0,
                           **jpeg)  # fmt: skip
     tmp.replace(path)
     return path
+
+
+def _bank_size(w: int, h: int, bank: int) -> tuple[int, int]:
+    return min(w, bank * 256), min(h, bank * 256)
+
+
+def _repeat_bank(tiles: list[np.ndarray], w: int, h: int, bank: int):
+    """Encoded tiles of a w x h level (row-major) cycling through the bank's tiles, each JPEG-encoded once the
+    way tifffile encodes them (a small TIFF written in memory)."""
+    import io
+
+    bw, bh = _bank_size(w, h, bank)
+    across, down = -(-bw // 256), -(-bh // 256)
+    image = np.zeros((down * 256, across * 256, 3), np.uint8)
+    for i, tile in enumerate(tiles):
+        ty, tx = divmod(i, across)
+        image[ty * 256 : ty * 256 + 256, tx * 256 : tx * 256 + 256] = tile
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, image, tile=(256, 256), compression="jpeg", compressionargs={"level": 85},
+                     photometric="rgb", metadata=None)  # fmt: skip
+    with tifffile.TiffFile(io.BytesIO(buffer.getvalue())) as tif:
+        page = tif.pages[0]
+        assert not page.jpegtables, "bank tiles must be self-contained JPEG streams"
+        data = buffer.getvalue()
+        encoded = [data[o : o + n] for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
+    for ty in range(-(-h // 256)):
+        for tx in range(-(-w // 256)):
+            yield encoded[(ty % down) * across + tx % across]
 
 
 def tile_in_child(slide: Path, store: Path, size: int, stride: int | None, mode: str) -> dict:
@@ -439,11 +486,58 @@ def native_main(args) -> None:
         print(f"  growth {rss[-1] / rss[0] - 1:+.0%} (target < 25%, and under 1,500 MB)")
 
 
+def memory_main(args) -> None:
+    """Peak RSS of resampled tiling on a large mosaic against a 20,000 px one (the caches are bounded; what
+    grows with the slide is the grid and the tissue work image)."""
+    folder = Path(args.data)
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = [(256, None, "fast"), (256, None, "exact"), (256, 128, "fast")]
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in (20_000, args.size):
+            slide = ensure_slide(folder, side, bank=16)
+            for size, stride, mode in (
+                runs if side == 20_000 else runs[:1]
+            ):  # the large one: about 20 min each
+                run = tile_in_child(slide, Path(tmp) / "m.zarr", size, stride, mode)
+                print(f"{side:>7} px, {size} px at 0.5 um/px, stride {stride or size}, {mode:5s}: {run['tiles']} tiles "
+                      f"in {run['seconds']:.0f} s, peak RSS {run['rss_mb']:.0f} MB (target < 1,500)", flush=True)  # fmt: skip
+
+
+def strips_main() -> None:
+    """read_region path: strips of overlapping neighbours against one read per tile (CMU-1-Small-Region)."""
+    import wsi
+    from tiling.config import TilingConfig
+    from tiling.grid import TileGrid
+    from tiling.reader import TileReader
+
+    grids = [(256, 0.499, None), (256, 0.499, 128), (128, 1.0, None), (128, 1.0, 64)]
+    with wsi.open_slide(CMU, backend="openslide") as slide:
+        for size, mpp, stride in grids:
+            grid = TileGrid.from_config(slide, TilingConfig(size=size, mpp=mpp, stride=stride, min_tissue=0))
+            reader = TileReader(CMU, grid.spec, backend="openslide", native=False)
+            batched = reader.read_many(grid.coords[:8])  # opens the slide, checks the first strip
+            best = {"strips": float("inf"), "tile by tile": float("inf")}
+            for _ in range(3):
+                start = time.perf_counter()
+                single = np.stack([reader.read(int(x), int(y)) for x, y in grid.coords])
+                best["tile by tile"] = min(best["tile by tile"], time.perf_counter() - start)
+                start = time.perf_counter()
+                batched = reader.read_many(grid.coords)
+                best["strips"] = min(best["strips"], time.perf_counter() - start)
+            assert np.array_equal(batched, single) and reader.path_name == "read_region"
+            rates = {k: len(grid) / v for k, v in best.items()}
+            print(f"{size} px at {mpp} um/px, stride {stride or size}: {len(grid)} tiles; read_many "
+                  f"{rates['strips']:.0f} tiles/s, one read_region per tile {rates['tile by tile']:.0f} tiles/s "
+                  f"-> {rates['strips'] / rates['tile by tile']:.2f}x (same pixels)", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--native", action="store_true", help="the aligned case instead (see above)")
+    parser.add_argument("--memory", action="store_true", help="peak RSS on a large mosaic (see above)")
+    parser.add_argument("--strips", action="store_true", help="the read_region path, strips (see above)")
     parser.add_argument("--size", type=int, help="side of the slide (default 24,576; 50,000 with --native)")
     parser.add_argument("--big", action="store_true", help="--native: peak RSS on a 100,000 px slide too")
     parser.add_argument("--data", default="bench-data", help="folder caching the slides")
@@ -452,6 +546,11 @@ def main() -> None:
     if args.native:
         args.size = args.size or 50_000
         native_main(args)
+    elif args.strips:
+        strips_main()
+    elif args.memory:
+        args.size = args.size or 100_000
+        memory_main(args)
     else:
         args.size = args.size or 24_576
         resampled_main(args)

@@ -4,7 +4,6 @@ Coordinates are level-0 (x, y) pixels of a tile's top-left corner; sizes are out
 """
 
 from tiling.config import TilingConfig
-from tiling.dataset import PatchBatches, PatchDataset, tile_reader_for
 from tiling.engine import TilingResult, tile_slide, tile_slide_result
 from tiling.grid import TileGrid, TileSpec, tile_region
 from tiling.heatmap import overlay, tile_heatmap
@@ -37,3 +36,19 @@ __all__ = [
     "tile_slide_result",
     "write_tissue_geojson",
 ]
+
+# Imported on first use: tiling.dataset imports torch (seconds, and hundreds of MB), which tiling a slide
+# does not need; every worker of a tile-only run would pay it.
+_LAZY = {
+    "PatchBatches": "tiling.dataset",
+    "PatchDataset": "tiling.dataset",
+    "tile_reader_for": "tiling.dataset",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tiling' has no attribute {name!r}")

@@ -25,22 +25,31 @@ from tiling.grid import TileGrid, TileSpec, tile_region
 from tiling.inputs import prepare_store_path, slide_identity, tiling_inputs
 from tiling.reader import TileReader
 from tiling.store import PatchStore, StoreError
-from tiling.tissue import load_roi, write_tissue_geojson
+from tiling.tissue import TissueResult, detect_tissue_result, load_roi, write_tissue_geojson
 
 __all__ = ["TilingConfig", "TilingResult", "tile_slide"]
 
 log = logging.getLogger(__name__)
 
+# Store attribute: how the tiles were read (`TileReader.path_name`); a partial store is resumed only by a run
+# that reads the same way, so that one store never holds tiles of two kinds.
+READ_PATH = "read_path"
+
 
 @dataclass(frozen=True)
 class TilingResult:
-    """What `tile_slide_result` did; `tissue_mm2` is None for a slide without mpp."""
+    """What `tile_slide_result` did; `tissue_mm2` is None for a slide without mpp.
+
+    `tissue` is the tissue detection of this call (its work image serves as a thumbnail without reading the
+    slide again); None when no tissue was detected here (skipped or resumed stores, a replacing ROI).
+    """
 
     store: PatchStore
     status: str  # "done", "resumed" or "skipped" (already complete)
     tiles: int
     seconds: float
     tissue_mm2: float | None
+    tissue: TissueResult | None = None
 
 
 def _slide_identity(path: Path) -> dict:
@@ -156,31 +165,44 @@ def tile_slide_result(
             log.info("%s: complete store with the same inputs, skipped", store_path)
             return TilingResult(store, "skipped", len(store), time.perf_counter() - start,
                                 store.attrs.get("tissue_mm2"))  # fmt: skip
+        reader = tissue = None
+        if store is not None:
+            reader = _reader(slide, TileSpec.from_dict(store.attrs["tiling"]), config)
+            if store.patches is not None and store.attrs.get(READ_PATH) != reader.path_name:
+                # Tiles read another way (a DCT-scaled or read_region tile next to an exact one) would mix
+                # in one store: start it again.
+                log.warning("%s: partial store written by the %r path, this run reads by %r: rewritten",
+                            store_path, store.attrs.get(READ_PATH), reader.path_name)  # fmt: skip
+                store = None
         status = "resumed" if store is not None else "done"
-        tissue_mm2 = None
         if store is None:
             prepare_store_path(store_path, inputs, overwrite)
-            store, tissue_mm2 = _create_store(slide, store_path, config, roi, fingerprint, tissue_geojson)
+            store, tissue, reader = _create_store(slide, store_path, config, roi, fingerprint, tissue_geojson)
         else:
-            tissue_mm2 = store.attrs.get("tissue_mm2")
             for stale in store.path.glob("patches/c/**/.*.tmp"):  # shard writes cut off by the interruption
                 stale.unlink()
-        spec = TileSpec.from_dict(store.attrs["tiling"])
-        reader = TileReader(slide.path, spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp,
-                            exact=config.exact)  # fmt: skip
         pending = [int(i) for i in np.flatnonzero(~store.shards_done())]
         _run_shards(store, reader, pending, config, progress, slide.path.name, on_tiles)
         store.mark_complete(inputs=inputs)
-        return TilingResult(
-            PatchStore.open(store_path), status, len(store), time.perf_counter() - start, tissue_mm2
-        )
+        return TilingResult(PatchStore.open(store_path), status, len(store), time.perf_counter() - start,
+                            store.attrs.get("tissue_mm2"), tissue)  # fmt: skip
     finally:
         if own:
             slide.close()
 
 
+def _reader(slide: wsi.Slide, spec: TileSpec, config: TilingConfig) -> TileReader:
+    return TileReader(
+        slide.path, spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp, exact=config.exact
+    )
+
+
 def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tissue_geojson):
-    region = tile_region(slide, roi, config.roi_mode)
+    """A new partial store, with the tissue detection it made (None with a replacing ROI) and its reader."""
+    tissue = None
+    if roi is None or config.roi_mode != "replace":
+        tissue = detect_tissue_result(slide)
+    region = tile_region(slide, roi, config.roi_mode, tissue=tissue.geometry if tissue is not None else None)
     grid = TileGrid.from_config(slide, config, roi=None, tissue=region)
     mpp0 = slide.meta.mpp
     tissue_mm2 = float(region.area * mpp0**2 / 1e6) if mpp0 else None
@@ -190,8 +212,8 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
         warnings.warn(f"{slide.path}: no tiles with at least {config.min_tissue:.0%} tissue; the store is empty",
                       stacklevel=3)  # fmt: skip
     codec, colorspace = config.codec, None
+    reader = _reader(slide, grid.spec, config)
     if codec in ("auto", "jpeg"):
-        reader = TileReader(slide.path, grid.spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp)
         copy = reader.can_copy_jpeg
         codec = "jpeg" if copy or codec == "jpeg" else "lz4"
         colorspace = reader.jpeg_colorspace if copy else None
@@ -205,10 +227,12 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
         "fingerprint": fingerprint,
         "tissue_mm2": tissue_mm2,
     }  # fmt: skip
+    if not config.coords_only:
+        attrs[READ_PATH] = reader.path_name
     store = PatchStore.create(store_path, grid.coords, grid.tissue, grid.edge, attrs,
                               None if config.coords_only else config.size, config.shard_tiles, codec,
                               jpeg_colorspace=colorspace)  # fmt: skip
-    return store, tissue_mm2
+    return store, tissue, reader
 
 
 def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on_tiles=None) -> None:

@@ -7,7 +7,6 @@ in level-0 pixels.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,11 +50,13 @@ class TissueParams:
 
 @dataclass(frozen=True)
 class TissueResult:
-    """The tissue geometry (level-0 px), the mask it came from and the mask's level-0 pixels per mask pixel."""
+    """The tissue geometry (level-0 px), the mask it came from and the mask's level-0 pixels per mask pixel;
+    `image` is the RGB work image the mask was computed on (same downsample), e.g. for a thumbnail."""
 
     geometry: BaseGeometry
     mask: np.ndarray
     downsample: float
+    image: np.ndarray | None = None
 
 
 def _pen_mask(rgb: np.ndarray, saturation: np.ndarray, value: np.ndarray, rows: int = 256) -> np.ndarray:
@@ -130,6 +131,27 @@ def _without_small_components(mask: np.ndarray, max_size: int) -> np.ndarray:
     return keep[labels]
 
 
+def even_odd(rings: list[BaseGeometry]) -> BaseGeometry:
+    """The area inside an odd number of `rings` (filled polygons whose boundaries do not cross, as a mask's
+    contours): a ring inside an even number of others is a shell, inside an odd number a hole of the ring just
+    around it. The same geometry as folding symmetric_difference over the rings, in about n log n instead of
+    n^2 (a 100,000 px slide of many tissue pieces has thousands of rings: minutes before, a second now)."""
+    if not rings:
+        return Polygon()
+    # Pairs (i, j): rings[i] contains rings[j] (and every ring itself).
+    container, contained = shapely.STRtree(rings).query(rings, predicate="contains")
+    keep = container != contained
+    container, contained = container[keep], contained[keep]
+    depth = np.bincount(contained, minlength=len(rings))
+    holes: dict[int, list[BaseGeometry]] = {}
+    for c, h in zip(container, contained, strict=True):
+        if depth[h] % 2 == 1 and depth[c] == depth[h] - 1:  # a hole of the ring just around it
+            holes.setdefault(int(c), []).append(rings[h])
+    pieces = [rings[i].difference(shapely.union_all(holes[i])) if i in holes else rings[i]
+              for i in np.flatnonzero(depth % 2 == 0)]  # fmt: skip
+    return shapely.union_all(pieces)
+
+
 def mask_to_geometry(mask: np.ndarray, downsample: float, simplify: float = 0.5) -> BaseGeometry:
     """Polygons (level-0 pixels) of a boolean mask whose pixel (i, j) covers level-0 [j*d, (j+1)*d) x [i*d, ...).
 
@@ -140,8 +162,7 @@ def mask_to_geometry(mask: np.ndarray, downsample: float, simplify: float = 0.5)
     padded = np.pad(mask.astype(np.uint8), 1)
     rings = [Polygon(c[:, ::-1] - 1) for c in measure.find_contours(padded, 0.5) if len(c) >= 4]
     rings = [r.buffer(0) if not r.is_valid else r for r in rings]
-    geometry = functools.reduce(shapely.symmetric_difference, rings, Polygon())
-    geometry = geometry.simplify(simplify)
+    geometry = even_odd(rings).simplify(simplify)
     # Contour coordinates are pixel centres of the mask grid.
     geometry = shapely.affinity.affine_transform(geometry, [downsample, 0, 0, downsample, 0.5 * downsample,
                                                             0.5 * downsample])  # fmt: skip
@@ -197,7 +218,7 @@ def detect_tissue_result(slide: wsi.Slide, params: TissueParams | None = None, *
     geometry = mask_to_geometry(mask, downsample)
     if geometry.is_empty:
         warnings.warn(f"{slide.path}: no tissue found", stacklevel=2)
-    return TissueResult(geometry, mask, downsample)
+    return TissueResult(geometry, mask, downsample, image)
 
 
 def load_roi(path: str | Path, classes: tuple[str, ...] | None = None) -> BaseGeometry:

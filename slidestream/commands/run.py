@@ -45,7 +45,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mil.encoders import EncoderError, require_weights
     from slidestream.discovery import find_slides
     from slidestream.pipeline import load_config, plan, run_batch
     from slidestream.pipeline.report import report
@@ -61,11 +60,16 @@ def run(args) -> int:
                "features.encoder_args": parse_encoder_args(args.encoder_arg),
                "features.random_weights": True if args.random_weights else None},
         )  # fmt: skip
-        if "features" in config.steps:  # refused here, not once per slide
+        if "features" in config.steps:  # refused here, not once per slide; mil (torch) imported only then
+            from mil.encoders import EncoderError, require_weights
+
             f = config.features
-            require_weights(f.encoder, f.weights, f.random_weights)
+            try:
+                require_weights(f.encoder, f.weights, f.random_weights)
+            except EncoderError as exc:
+                raise ValueError(str(exc)) from exc
         slides, skipped = find_slides(args.slides)
-    except (ValueError, EncoderError) as exc:
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path in skipped:

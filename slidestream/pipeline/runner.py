@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dask
 from tqdm.auto import tqdm
 
 from slidestream.discovery import SlideInput
@@ -64,10 +65,11 @@ def _check_steps(config: RunConfig) -> None:
 
 def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
     """Run the configured steps on one slide; a failing step is recorded and later steps are not run."""
-    import torch
+    if any(getattr(STEPS[s], "uses_torch", True) for s in config.steps if s in STEPS):
+        import torch  # only then: importing it costs seconds and hundreds of MB per worker
 
-    # One worker's share of the machine: without this each worker's torch would use every core.
-    torch.set_num_threads(max(1, config.threads_per_worker))
+        # One worker's share of the machine: without this each worker's torch would use every core.
+        torch.set_num_threads(max(1, config.threads_per_worker))
     folder = config.out / "slides" / item.slide_id
     worker = f"{socket.gethostname()}:{os.getpid()}"
     # Another run working on this slide: wait for it; then the steps it finished are skipped.
@@ -249,9 +251,26 @@ def _client(config: RunConfig):
             client.close()
         return
     workers = config.slide_workers or os.cpu_count() or 1
-    with LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:  # fmt: skip
+    with dask.config.set(LOCAL_WORKER_CONFIG):  # read when the workers are made
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)  # fmt: skip
+    with cluster, Client(cluster) as client:
         yield client
+
+
+# Workers of the local cluster, set up for tile work (benchmarks/RESULTS.md, issue 13: the two together cost
+# about 0.3 s of CPU per small slide, 60% more than tiling it): no statistical profiler (it samples every
+# thread every 10 ms, for a dashboard we do not start), and glibc's own malloc trimming instead of dask's
+# MALLOC_TRIM_THRESHOLD_=65536 (which also fixes the mmap threshold, so that every large buffer a slide
+# reader allocates is mapped, zeroed by page faults and unmapped again).
+LOCAL_WORKER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.nanny.pre-spawn-environ": {
+        "OMP_NUM_THREADS": 1,
+        "MKL_NUM_THREADS": 1,
+        "OPENBLAS_NUM_THREADS": 1,
+    },
+}
 
 
 def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:

@@ -77,6 +77,7 @@ class TileStep:
     """Tissue detection and the patch store; tissue.geojson (QuPath annotations) and thumbnail.png."""
 
     name = "tile"
+    uses_torch = False  # a step without this attribute is taken to use torch (the runner limits its threads)
 
     def outputs(self, ctx: SlideContext) -> list[Path]:
         return [ctx.store_path, ctx.folder / "tissue.geojson", ctx.folder / "thumbnail.png"]
@@ -91,7 +92,9 @@ class TileStep:
         ))  # fmt: skip
         store = result.store
         if result.status != "skipped" or not (ctx.folder / "thumbnail.png").exists():
-            write_thumbnail(ctx, store)
+            tissue = result.tissue  # its work image: no second read of the slide
+            write_thumbnail(ctx, store, tissue.image if tissue is not None else None,
+                            tissue.downsample if tissue is not None else None)  # fmt: skip
         slide = store.attrs["slide"]
         return StepOutcome(
             "skipped" if result.status == "skipped" else "done",
@@ -128,16 +131,39 @@ def tile_into(folder: Path, slide_path: Path, slide_id: str, options: TileOption
                              on_tiles=on_tiles)  # fmt: skip
 
 
-def write_thumbnail(ctx: SlideContext, store) -> Path:
-    """thumbnail.png: the slide with its tissue outline (green) and tile boxes (blue), written atomically."""
+THUMBNAIL_SIZE = 1024  # longest side at most
+# A smaller image given is enlarged (whole pixels) so that outlines and boxes stay legible.
+THUMBNAIL_MIN = 512
+
+
+def write_thumbnail(ctx: SlideContext, store, image: np.ndarray | None = None,
+                    downsample: float | None = None) -> Path:  # fmt: skip
+    """thumbnail.png: the slide with its tissue outline (green) and tile boxes (blue), written atomically.
+
+    `image` (level-0 pixels per pixel: `downsample`) is the whole slide already read, e.g. tissue detection's
+    work image (about 8 um/px), shrunk to THUMBNAIL_SIZE if larger, each pixel repeated to reach THUMBNAIL_MIN
+    if much smaller; without it the slide is read again.
+    """
     from PIL import Image
 
     import wsi
     from tiling import TileSpec
 
-    with wsi.open_slide(ctx.slide_path, backend=store.attrs["slide"].get("backend")) as slide:
-        image = Image.fromarray(slide.thumbnail(1024))
-        scale = image.width / slide.meta.dimensions[0]
+    if image is None:
+        with wsi.open_slide(ctx.slide_path, backend=store.attrs["slide"].get("backend")) as slide:
+            image = slide.thumbnail(THUMBNAIL_SIZE)
+            downsample = slide.meta.dimensions[0] / image.shape[1]
+    shrink = min(1.0, THUMBNAIL_SIZE / max(image.shape[:2]))
+    if shrink < 1:
+        h, w = image.shape[:2]
+        image = wsi.resize_rgb(image, (max(1, round(w * shrink)), max(1, round(h * shrink))))
+        downsample *= w / image.shape[1]
+    repeat = max(1, THUMBNAIL_MIN // max(image.shape[:2]))
+    if repeat > 1:
+        image = image.repeat(repeat, axis=0).repeat(repeat, axis=1)
+        downsample /= repeat
+    image = Image.fromarray(image)
+    scale = 1 / downsample
     tissue = ctx.folder / "tissue.geojson"
     draw_tiles(image, scale, store.coords, TileSpec.from_dict(store.attrs["tiling"]).extent,
                tissue if tissue.exists() else None)  # fmt: skip

@@ -10,10 +10,11 @@ import pytest
 import shapely
 from PIL import Image
 
+import tiling
 import wsi
 from slidestream.discovery import SlideInput
 from slidestream.pipeline import RunConfig, TileOptions, load_config, process_slide
-from slidestream.pipeline.steps import TILE_OUTLINE, TISSUE_OUTLINE
+from slidestream.pipeline.steps import THUMBNAIL_MIN, TILE_OUTLINE, TISSUE_OUTLINE
 from tiling import PatchStore, TilingConfig
 
 
@@ -24,8 +25,11 @@ def test_thumbnail_shows_the_slide_its_tiles_and_its_tissue(synthetic_slide, tmp
     assert record.status == "done"
     folder = config.out / "slides" / "alpha"
     shown = np.asarray(Image.open(folder / "thumbnail.png").convert("RGB")).astype(int)
-    with wsi.open_slide(synthetic_slide.path) as slide:
-        raw = slide.thumbnail(1024).astype(int)
+    with wsi.open_slide(synthetic_slide.path) as slide:  # the image tissue detection read: not read again
+        raw = tiling.detect_tissue_result(slide).image.astype(int)
+    repeat = shown.shape[1] // raw.shape[1]  # a small image is enlarged by whole pixels
+    assert repeat >= 2 and max(shown.shape[:2]) > THUMBNAIL_MIN // 2
+    raw = raw.repeat(repeat, axis=0).repeat(repeat, axis=1)
     assert shown.shape == raw.shape
     scale = raw.shape[1] / 2560
     store = PatchStore.open(folder / "patches.zarr")
@@ -42,7 +46,7 @@ def test_thumbnail_shows_the_slide_its_tiles_and_its_tissue(synthetic_slide, tmp
     boundary = shapely.affinity.scale(tissue.boundary, scale, scale, origin=(0, 0))
     distance = shapely.distance(boundary, shapely.points(cols + 0.5, rows + 0.5))
     assert np.percentile(distance, 99) < 2.5
-    # Everywhere else it is the slide's own thumbnail, pixel for pixel.
+    # Everywhere else it is the slide's own pixels, pixel for pixel.
     drawn = np.zeros(raw.shape[:2], bool)
     for x, y in store.coords * scale:
         x0, y0, x1, y1 = (int(np.floor(v)) for v in (x - 2, y - 2, x + side + 3, y + side + 3))

@@ -74,6 +74,31 @@ def test_mask_to_geometry_keeps_holes_and_scale():
     assert geometry.bounds == pytest.approx((50, 50, 350, 350), abs=6)
 
 
+def test_even_odd_equals_folding_symmetric_difference_over_the_rings():
+    """Nested rings (islands in holes in tissue) and many small pieces: the same geometry as the quadratic
+    fold it replaced."""
+    import functools
+
+    from scipy import ndimage
+    from shapely.geometry import Polygon
+    from skimage import measure
+
+    from tiling.tissue import even_odd
+
+    yy, xx = np.mgrid[:120, :120]
+    r = np.hypot(yy - 60, xx - 60)
+    annuli = (r < 55) & ~((r > 40) & (r < 48)) & ~((r > 20) & (r < 30)) | (r < 8)
+    noisy = ndimage.binary_opening(np.random.default_rng(0).random((120, 120)) > 0.55)
+    for mask in (annuli, noisy):
+        padded = np.pad(mask.astype(np.uint8), 1)
+        rings = [Polygon(c[:, ::-1]) for c in measure.find_contours(padded, 0.5) if len(c) >= 4]
+        rings = [ring.buffer(0) if not ring.is_valid else ring for ring in rings]
+        assert len(rings) >= 5
+        folded = functools.reduce(shapely.symmetric_difference, rings, Polygon())
+        assert even_odd(rings).symmetric_difference(folded).area < 1e-6
+        assert even_odd(rings).area == pytest.approx(folded.area) and folded.area > 100
+
+
 def test_roi_from_qupath_and_tissue_geojson(tmp_path):
     roi_path = wsi.qupath.write_geojson(tmp_path / "roi.geojson", [
         wsi.qupath.QuPathObject(box(0, 0, 100, 100), "annotation", "Tumor"),
