@@ -192,6 +192,7 @@ def detect_tissue(slide: wsi.Slide, params: TissueParams | None = None, **overri
 def detect_tissue_result(slide: wsi.Slide, params: TissueParams | None = None, **overrides) -> TissueResult:
     """`detect_tissue` with the mask and its downsample (for thumbnails and checks)."""
     params = replace(params or TissueParams(), **overrides)
+    wsi.require_brightfield(slide.meta, "tissue detection")
     image, downsample, mpp = _work_image(slide, params)
     mask = detect_tissue_mask(image, mpp, params)
     geometry = mask_to_geometry(mask, downsample)
