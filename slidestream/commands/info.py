@@ -27,6 +27,8 @@ def _table(meta: wsi.SlideMeta) -> str:
         f"  dimensions   {meta.dimensions[0]} x {meta.dimensions[1]} px",
         f"  mpp          {meta.mpp if meta.mpp is not None else 'missing (pass --slide-mpp)'}",
         f"  objective    {meta.objective_power if meta.objective_power else 'unknown'}",
+        f"  channels     {meta.channels} ({meta.modality}{': ' + ', '.join(meta.channel_names) if meta.channel_names else ''})",
+        *([f"  intensity    {meta.intensity}"] if meta.intensity else []),
         "  levels       level  width x height  downsample  mpp",
     ]
     for level, ((w, h), d) in enumerate(zip(meta.level_dimensions, meta.level_downsamples, strict=True)):
@@ -36,18 +38,38 @@ def _table(meta: wsi.SlideMeta) -> str:
     return "\n".join(lines)
 
 
+def _paths(given: str, report) -> list[str]:
+    """A file as it is (opening it says what is wrong); a folder searched for slides like `tile` and `run` do."""
+    from slidestream.discovery import find_slides
+
+    if wsi.file_kind(given) != "directory":
+        return [given]
+    try:
+        slides, _ = find_slides([given])
+    except ValueError as exc:  # NoSlidesFound names the extensions searched
+        report(given, exc)
+        return []
+    return [str(s.path) for s in slides]
+
+
 def run(args) -> int:
     failed = 0
-    for path in args.slides:
-        try:
-            with wsi.open_slide(path, backend=args.backend, slide_mpp=args.slide_mpp) as slide:
-                meta = slide.meta
-        except (wsi.SlideError, ValueError) as exc:
-            failed += 1
-            if args.json:
-                print(json.dumps({"path": path, "error": str(exc)}))
-            else:
-                print(f"error: {exc}", file=sys.stderr)
-            continue
-        print(json.dumps(meta.to_dict()) if args.json else _table(meta))
+
+    def report(path, exc) -> None:
+        nonlocal failed
+        failed += 1
+        if args.json:
+            print(json.dumps({"path": str(path), "error": str(exc)}))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+
+    for given in args.slides:
+        for path in _paths(given, report):
+            try:
+                with wsi.open_slide(path, backend=args.backend, slide_mpp=args.slide_mpp) as slide:
+                    meta = slide.meta
+            except (wsi.SlideError, ValueError) as exc:
+                report(path, exc)
+                continue
+            print(json.dumps(meta.to_dict()) if args.json else _table(meta))
     return 1 if failed else 0

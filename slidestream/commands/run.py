@@ -65,14 +65,11 @@ def run(args) -> int:
             f = config.features
             require_weights(f.encoder, f.weights, f.random_weights)
         slides, skipped = find_slides(args.slides)
-    except (ValueError, EncoderError) as exc:
+    except (ValueError, EncoderError) as exc:  # NoSlidesFound is a ValueError naming the extensions searched
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for path in skipped:
-        print(f"skipped (not a slide file): {path}", file=sys.stderr)
-    if not slides:
-        print("error: no slides found", file=sys.stderr)
-        return 2
+    for item in skipped:
+        print(f"skipped: {item.path}: {item.reason}", file=sys.stderr)
     if args.dry_run:
         try:
             print("\n".join(plan(slides, config)))
@@ -83,7 +80,7 @@ def run(args) -> int:
     if "features" in config.steps and config.features.random_weights:
         print(random_weights_notice(config.features.encoder, "summary.csv and the stores"), file=sys.stderr)
     try:
-        result = run_batch(slides, config)
+        result = run_batch(slides, config, skipped=skipped)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
