@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from types import MappingProxyType
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 from wsi.backends import backend_order, get_backend
 from wsi.deprecation import renamed_keywords
-from wsi.errors import MissingMppError, UnreadableSlideError, UnsupportedSlideError
+from wsi.errors import MissingMppError, SlideWarning, UnreadableSlideError, UnsupportedSlideError
 from wsi.files import check_slide_file
 from wsi.meta import SlideMeta, plausible_mpp
 from wsi.tiff_probe import probe_tiff
@@ -158,6 +159,8 @@ def open_slide(path: str | Path, backend: str | None = None, slide_mpp: float | 
     if layout is not None and layout.truncated:
         raise UnreadableSlideError(path, f"looks truncated (cut short, e.g. by an interrupted copy; copy it again): "
                                          f"{layout.truncated}")  # fmt: skip
+    for message in layout.complaints if layout is not None else ():
+        warnings.warn(f"{path}: tifffile: {message}", SlideWarning, stacklevel=2)
     names = [backend] if backend else backend_order()
     problems = []
     for name in names:

@@ -17,7 +17,7 @@ __all__ = ["tifffile_messages"]
 
 _local = threading.local()
 _install_lock = threading.Lock()
-_ADDRESS = re.compile(r"<tifffile\.\w+ @\d+>\s*")
+_ADDRESS = re.compile(r"<tifffile\.\w+[^<>]*? @\d+>\s*")
 
 
 class _Collect(logging.Filter):

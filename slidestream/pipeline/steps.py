@@ -70,7 +70,8 @@ def _collect_warnings(fn: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = fn()
-    return result, tuple(str(w.message) for w in caught if issubclass(w.category, UserWarning))
+    # Once each: a slide is opened several times per step (tissue, tiles, thumbnail), each open warning again.
+    return result, tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
 
 
 class TileStep:

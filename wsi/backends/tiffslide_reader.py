@@ -47,7 +47,7 @@ class TiffSlideReader:
     def __init__(self, path: Path):
         self.path = path
         layout = probe_tiff(path)  # a truncated file was refused before (wsi.open_slide)
-        self._said: set[str] = set()
+        self._said: set[str] = set(layout.complaints) if layout else set()  # open_slide warned of those
         with tifffile_messages() as complaints:
             try:
                 self._slide = tiffslide.TiffSlide(str(path))
