@@ -90,7 +90,9 @@ def test_empty_input_says_no_slides_found_and_fails(tmp_path, capsys, command):
         assert main(argv) != 0
         err = capsys.readouterr().err
         assert f"no slides found in {given} (extensions searched: .svs .tif" in err and ".qptiff" in err
-    with pytest.raises(NoSlidesFound, match=r"1 file\(s\) skipped: .*notes\.txt \(not a slide file \(\.txt\)\)"):
+    with pytest.raises(
+        NoSlidesFound, match=r"1 file\(s\) skipped: .*notes\.txt \(not a slide file \(\.txt\)\)"
+    ):
         find_slides([folder_svs])
     assert not (tmp_path / "out" / "slides").exists()
 
@@ -119,7 +121,9 @@ def _bad_folder(tmp_path, synthetic_slide):
         "gone": "SlideNotFoundError: .*gone.svs: dangling symbolic link",
         "lone": "UnsupportedSlideError: .*lone.dcm: not a supported slide",
         # root reads anything: then its corrupt tiles are what fails it
-        "locked": "permission denied" if not os.access(locked, os.R_OK) else "UnreadableSlideError: .*Bogus marker",
+        "locked": "permission denied"
+        if not os.access(locked, os.R_OK)
+        else "UnreadableSlideError: .*Bogus marker",
     }
     ignored = {"...svs": "hidden file", "empty.svs": "an empty folder named like a slide file"}
     return folder, failed, ignored
@@ -142,7 +146,9 @@ def test_batch_over_every_bad_file(tmp_path, synthetic_slide, cluster_address, c
         assert rows[good]["status"] == "done", rows[good]
     assert int(rows["cmu"]["tiles"]) > 0 and int(rows["synthetic"]["tiles"]) > 0
     for slide_id, reason in failed.items():
-        assert rows[slide_id]["status"] == "failed" and re.search(reason, rows[slide_id]["error"]), rows[slide_id]
+        assert rows[slide_id]["status"] == "failed" and re.search(reason, rows[slide_id]["error"]), rows[
+            slide_id
+        ]
         assert f"FAILED {slide_id} (tile)" in captured.err
     manifest = read_manifest(out / "manifest.jsonl")
     inputs = {os.path.basename(r["path"]): r for r in manifest if r["step"] == "input"}
@@ -152,7 +158,9 @@ def test_batch_over_every_bad_file(tmp_path, synthetic_slide, cluster_address, c
         assert f"skipped: {folder / name}: {reason}" in captured.err
     assert "2 input file(s) not processed" in captured.out
     assert "tifffile" not in captured.err and "Traceback" not in captured.err
-    assert sorted(p.name for p in (out / "slides").iterdir()) == sorted(rows)  # nothing outside OUT/slides/<id>
+    assert sorted(p.name for p in (out / "slides").iterdir()) == sorted(
+        rows
+    )  # nothing outside OUT/slides/<id>
 
     # `tile` over the same folder: the same slides done, the same reasons, the batch goes on.
     tiles = tmp_path / "tiles"

@@ -14,7 +14,7 @@ CHANNELS = ("DAPI", "CD8", "PanCK")
 
 
 def gray16_tiff(
-    path: Path, size=(800, 600), tiled: bool = False, lo: int = 1000, hi: int = 5000
+    path: Path, size=(2000, 1500), tiled: bool = False, lo: int = 1000, hi: int = 5000
 ) -> np.ndarray:
     """A 16-bit one-channel LZW TIFF at 0.5 um/px: a bright field with dark blobs, values in [lo, hi]. Stripped
     (the default) is what openslide refuses and tiffslide used to read as (h, w, 1)."""
