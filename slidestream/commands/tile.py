@@ -106,8 +106,8 @@ def run(args) -> int:
                 warnings.simplefilter("always")
                 result = tile_into(folder, item.path, item.slide_id, options, overwrite=args.overwrite,
                                    progress=show_progress(args))  # fmt: skip
-            for w in caught:
-                print(f"warning: {w.message}", file=sys.stderr)
+            for message in dict.fromkeys(str(w.message) for w in caught):  # once each: the slide opens often
+                print(f"warning: {message}", file=sys.stderr)
         except (wsi.SlideError, StoreError, ValueError, OSError) as exc:
             failed.append(item.slide_id)
             print(f"failed: {item.slide_id}: {disk_full(exc, folder) or exc}", file=sys.stderr)

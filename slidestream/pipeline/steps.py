@@ -86,13 +86,17 @@ class TileStep:
         options = ctx.config.tiling
         if options.shard_workers is None:  # inside a dask worker: its own threads, not every core of the host
             options = replace(options, shard_workers=ctx.config.threads_per_worker)
-        result, caught = _collect_warnings(lambda: tile_into(
-            ctx.folder, ctx.slide_path, ctx.slide_id, options, overwrite=ctx.config.overwrite, progress=False,
-            on_tiles=ctx.on_tiles,
-        ))  # fmt: skip
+
+        def tile_and_thumbnail():
+            result = tile_into(ctx.folder, ctx.slide_path, ctx.slide_id, options, overwrite=ctx.config.overwrite,
+                               progress=False, on_tiles=ctx.on_tiles)  # fmt: skip
+            if result.status != "skipped" or not (ctx.folder / "thumbnail.png").exists():
+                write_thumbnail(ctx, result.store)
+            return result
+
+        # Every open of the slide (tissue, each tiling thread, thumbnail) warns again: kept once each.
+        result, caught = _collect_warnings(tile_and_thumbnail)
         store = result.store
-        if result.status != "skipped" or not (ctx.folder / "thumbnail.png").exists():
-            write_thumbnail(ctx, store)
         slide = store.attrs["slide"]
         return StepOutcome(
             "skipped" if result.status == "skipped" else "done",

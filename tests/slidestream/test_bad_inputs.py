@@ -12,7 +12,7 @@ import pytest
 
 from slidestream.cli import main
 from slidestream.discovery import NoSlidesFound, SlideInput, find_slides, slide_id_for
-from slidestream.pipeline import read_manifest
+from slidestream.pipeline import load_config, process_slide, read_manifest
 from tests.conftest import CMU, OPENSLIDE_DATA
 from tests.wsi import bad_files
 
@@ -185,3 +185,14 @@ def test_info_json_lists_channels_and_reasons(tmp_path, capsys):
     assert lines["multiplex.qptiff"]["channel_names"] == list(bad_files.CHANNELS)
     assert lines["gray16.tif"]["channels"] == 1 and lines["gray16.tif"]["intensity"].startswith("uint16")
     assert "named pipe" in lines["pipe.svs"]["error"]
+
+
+def test_tifffile_complaints_reach_the_manifest_once(tmp_path, capfd):
+    path = bad_files.complaining_tiff(tmp_path / "odd.tif")
+    config = load_config(out=tmp_path / "out", progress=False, steps=("tile",),
+                         **{"tiling.mpp": 2.0, "tiling.size": 64})  # fmt: skip
+    (record,) = process_slide(SlideInput("odd", path), config)
+    assert record.status == "done" and record.measurements["tiles"] > 0
+    said = [w for w in record.warnings if "tifffile" in w]
+    assert len(said) == 1 and "invalid value offset" in said[0] and said[0].startswith(str(path))
+    assert "tifffile" not in capfd.readouterr().err

@@ -57,6 +57,24 @@ def truncated_copy(path: Path, source: Path = CMU, fraction: float = 0.5) -> Pat
     return path
 
 
+def complaining_tiff(path: Path, size=(1024, 768)) -> Path:
+    """A good 8-bit RGB TIFF at 0.5 um/px (a purple square on white) whose ImageDescription value lies past the end
+    of the file: tifffile logs a complaint on every parse, the pixels read fine."""
+    import struct
+
+    w, h = size
+    image = np.full((h, w, 3), 240, np.uint8)
+    image[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = (150, 80, 160)
+    tifffile.imwrite(path, image, tile=(256, 256), description="a description", resolution=(1e4 / 0.5, 1e4 / 0.5),
+                     resolutionunit="CENTIMETER", metadata=None)  # fmt: skip
+    with tifffile.TiffFile(path) as tif:
+        tag_offset = tif.pages[0].tags["ImageDescription"].offset
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, tag_offset + 8, len(data) + 1000)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def fifo(path: Path) -> Path:
     os.mkfifo(path)
     return path
