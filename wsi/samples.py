@@ -2,8 +2,9 @@
 
 The intensity mapping, for samples that are not 8-bit (16-bit grey, float): each channel is mapped linearly from
 a window [lo, hi] to 0..255 and clipped, where lo and hi are the 0.1st and 99.9th percentiles of that channel's
-values in the slide's coarsest level (read once, when the slide opens, so every tile of a slide uses the same
-mapping). A MinIsWhite file is inverted after mapping. Channel planes (multiplex fluorescence) show their first
+values in the slide's coarsest level (the whole level up to 1024 x 1024 pixels, else an 8 x 8 grid of 128-pixel
+boxes spread over it; read when the slide is first opened and remembered per file, so every tile of a slide
+uses the same mapping). A MinIsWhite file is inverted after mapping. Channel planes (multiplex fluorescence) show their first
 three channels as red, green and blue (a missing third as 0); one grey channel fills all three.
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 __all__ = ["IntensityWindow", "WINDOW_PERCENTILES", "to_display"]
 
 WINDOW_PERCENTILES = (0.1, 99.9)
-_MAX_SAMPLE = 4096 * 4096  # values looked at to set a window; larger levels are read as a grid of windows
+_MAX_SAMPLE = 1024 * 1024  # pixels looked at to set a window; a larger level is read as a grid of boxes
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class IntensityWindow:
         return f"linear {ranges} -> 0..255 (percentiles {WINDOW_PERCENTILES[0]}-{WINDOW_PERCENTILES[1]})"
 
 
-def sample_level(read, size: tuple[int, int], grid: int = 8, side: int = 512) -> np.ndarray:
+def sample_level(read, size: tuple[int, int], grid: int = 8, side: int = 128) -> np.ndarray:
     """Values of a level of `size` (w, h) for a window: the whole level when small, else a grid of boxes.
 
     `read((x, y), (w, h))` returns the level's (h, w, C) samples there.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from wsi.tifflog import tifffile_messages
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import tiffslide
+
+
+_WINDOWS: dict[tuple, IntensityWindow] = {}  # per file (path, size, mtime, inode), oldest dropped first
 
 
 def _check_codecs(slide: tiffslide.TiffSlide, path: Path) -> None:
@@ -72,7 +76,13 @@ class TiffSlideReader:
         power = props.get("tiffslide.objective-power")
         self.objective_power = float(power) if power else None
         if self._layout is not None and self._layout.dtype != "uint8":
-            self._window = self._intensity_window()
+            st = os.stat(path)
+            key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+            if key not in _WINDOWS:  # every tiling thread opens the slide: measure once per file
+                if len(_WINDOWS) >= 64:
+                    _WINDOWS.pop(next(iter(_WINDOWS)))
+                _WINDOWS[key] = self._intensity_window()
+            self._window = _WINDOWS[key]
             self.intensity = f"{self._layout.dtype}: {self._window.describe()}"
 
     def _warn(self, complaints: list[str]) -> None:
