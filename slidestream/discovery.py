@@ -88,6 +88,10 @@ def _skip_reason(path: Path, kind: str) -> str:
     return f"a {kind}, not a slide file"
 
 
+def _readable_folder(folder: Path) -> bool:
+    return os.access(folder, os.R_OK | os.X_OK)
+
+
 def _scan(folder: Path, found: list[Path], skipped: list[SkippedInput]) -> None:
     """Slide files under `folder` (recursively) into `found`; everything else into `skipped` with its reason.
 
@@ -99,7 +103,11 @@ def _scan(folder: Path, found: list[Path], skipped: list[SkippedInput]) -> None:
             continue  # our outputs, and files that belong to a slide
         kind = file_kind(child)
         if kind == "directory":
-            if _is_slide_name(child.name) and not any(child.iterdir()):
+            if not _readable_folder(child):  # rglob passes over it without a word
+                skipped.append(
+                    SkippedInput(child, "a folder this user cannot read (permission denied): not searched")
+                )
+            elif _is_slide_name(child.name) and not any(child.iterdir()):
                 skipped.append(SkippedInput(child, "an empty folder named like a slide file"))
             continue
         if not _is_slide_name(child.name):
@@ -146,6 +154,8 @@ def find_slides(paths: list[str | Path]) -> tuple[list[SlideInput], list[Skipped
         if kind == "missing":
             raise ValueError(f"{path}: no such file or folder")
         if kind == "directory":
+            if not _readable_folder(path):
+                raise ValueError(f"{path}: permission denied: this user cannot read the folder")
             inside: list[Path] = []
             _scan(path, inside, skipped)
             found.extend((p, False) for p in inside)

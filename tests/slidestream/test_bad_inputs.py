@@ -78,6 +78,27 @@ def test_every_skipped_file_is_listed_with_why(tmp_path):
     assert reasons["empty.svs"] == "an empty folder named like a slide file"
 
 
+def test_unreadable_folders_are_reported(tmp_path, monkeypatch):
+    import slidestream.discovery as discovery
+
+    locked = tmp_path / "in" / "locked"
+    locked.mkdir(parents=True)
+    shutil.copy(CMU, tmp_path / "in" / "cmu.svs")
+    if os.geteuid() != 0:
+        locked.chmod(0)
+    else:  # root reads anything: simulate what another user sees
+        monkeypatch.setattr(discovery, "_readable_folder", lambda folder: folder.name != "locked")
+    try:
+        slides, skipped = find_slides([tmp_path / "in"])
+        assert [s.slide_id for s in slides] == ["cmu"]
+        assert [(s.path, s.reason) for s in skipped] == [(locked, "a folder this user cannot read (permission denied): "
+                                                                   "not searched")]  # fmt: skip
+        with pytest.raises(ValueError, match="locked: permission denied: this user cannot read the folder"):
+            find_slides([locked])
+    finally:
+        locked.chmod(0o755)
+
+
 @pytest.mark.parametrize("command", ["tile", "run", "info"])
 def test_empty_input_says_no_slides_found_and_fails(tmp_path, capsys, command):
     empty = tmp_path / "empty"
