@@ -38,9 +38,10 @@ _FILTER = _Collect()
 def tifffile_messages() -> Iterator[list[str]]:
     """Collect what tifffile logs in this thread meanwhile, each message once, into the yielded list."""
     logger = logging.getLogger("tifffile")
-    with _install_lock:  # installed on first use, never at import
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
+    if _FILTER not in logger.filters:
+        with _install_lock:  # installed on first use, never at import
+            if _FILTER not in logger.filters:
+                logger.addFilter(_FILTER)
     outer = getattr(_local, "sink", None)
     sink: list[str] = []
     _local.sink = sink

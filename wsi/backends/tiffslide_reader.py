@@ -81,7 +81,11 @@ class TiffSlideReader:
             if key not in _WINDOWS:  # every tiling thread opens the slide: measure once per file
                 if len(_WINDOWS) >= 64:
                     _WINDOWS.pop(next(iter(_WINDOWS)))
-                _WINDOWS[key] = self._intensity_window()
+                try:
+                    _WINDOWS[key] = self._intensity_window()
+                except Exception as exc:  # codec errors come from imagecodecs with many types
+                    raise UnreadableSlideError(path, f"reading the coarsest level to set the intensity window "
+                                                     f"failed: {exc}") from exc  # fmt: skip
             self._window = _WINDOWS[key]
             self.intensity = f"{self._layout.dtype}: {self._window.describe()}"
 
