@@ -12,7 +12,7 @@ from slidestream.commands._common import add_deprecated_alias
 def register(sub) -> None:
     p = sub.add_parser("info", help="describe slides (size, levels, mpp, vendor, backend)",
                        description="Print what each slide holds. Unreadable files are reported, not fatal.")  # fmt: skip
-    p.add_argument("slides", nargs="+", metavar="SLIDE")
+    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files, or folders to search for them")
     p.add_argument("--backend", choices=wsi.backends.list_backends(), help="force a reader (default: auto)")
     p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
     add_deprecated_alias(p, "--mpp", "--slide-mpp", dest="slide_mpp", type=float)
