@@ -4,8 +4,8 @@
 
 Per slide: the file checks (`wsi.check_slide_file`: stat, kind, readable) and the uncached TIFF probe
 (`wsi.tiff_probe`: truncation, pixel layout) against the whole `wsi.open_slide` (checks included), for the bundled
-CMU-1-Small-Region.svs, a synthetic 4-level pyramid and a 16-bit grey TIFF (whose open also sets its intensity
-window). Target: checks + probe <= 10 ms per open (printed as a ratio to that limit) on a file that is not cached.
+CMU-1-Small-Region.svs, a synthetic 4-level pyramid and a 16-bit grey TIFF (its intensity window is remembered
+per file: set in the first open only). Target: checks + probe <= 10 ms per open (printed as a ratio to that limit) on a file that is not cached.
 """
 
 from __future__ import annotations
