@@ -45,10 +45,12 @@ def _paths(given: str, report) -> list[str]:
     if wsi.file_kind(given) != "directory":
         return [given]
     try:
-        slides, _ = find_slides([given])
+        slides, skipped = find_slides([given])
     except ValueError as exc:  # NoSlidesFound names the extensions searched
         report(given, exc)
         return []
+    for item in skipped:
+        print(f"skipped: {item.path}: {item.reason}", file=sys.stderr)
     return [str(s.path) for s in slides]
 
 

@@ -200,8 +200,11 @@ def test_info_json_lists_channels_and_reasons(tmp_path, capsys):
     bad_files.qptiff(tmp_path / "multiplex.qptiff")
     bad_files.gray16_tiff(tmp_path / "gray16.tif")
     bad_files.fifo(tmp_path / "pipe.svs")
+    (tmp_path / "notes.txt").write_text("not a slide")
     assert main(["info", "--json", str(tmp_path)]) == 1
-    lines = {os.path.basename(d["path"]): d for d in map(json.loads, capsys.readouterr().out.splitlines())}
+    captured = capsys.readouterr()
+    assert f"skipped: {tmp_path / 'notes.txt'}: not a slide file (.txt)" in captured.err
+    lines = {os.path.basename(d["path"]): d for d in map(json.loads, captured.out.splitlines())}
     assert lines["multiplex.qptiff"]["modality"] == "fluorescence"
     assert lines["multiplex.qptiff"]["channel_names"] == list(bad_files.CHANNELS)
     assert lines["gray16.tif"]["channels"] == 1 and lines["gray16.tif"]["intensity"].startswith("uint16")
