@@ -17,6 +17,7 @@ from tiling.jpeg_codec import decode_jpeg, encode_lossless
 from tiling.resample import ResampledTiles, area_resize, decode_scaled, sample_location
 from wsi.deprecation import renamed_keywords, warn_renamed
 from wsi.errors import UnreadableSlideError
+from wsi.tifflog import tifffile_messages  # complaints were warned of once by wsi.open_slide
 
 __all__ = ["NativeTiles", "TileReader"]
 
@@ -39,7 +40,7 @@ class NativeTiles:
         self.downsample = downsample
         self.width, self.height = level_dimensions
         self.level = level
-        with tifffile.TiffFile(path) as tif:
+        with tifffile_messages(), tifffile.TiffFile(path) as tif:
             page = tif.series[0].levels[level].pages[0]
             self.jpeg = page.compression == tifffile.COMPRESSION.JPEG
             self._page_decode = None if self.jpeg else page.decode  # works on bytes, without the file
@@ -77,7 +78,7 @@ class NativeTiles:
         if abs(downsample - round(downsample)) > 1e-9:
             return None
         try:
-            with tifffile.TiffFile(path) as tif:
+            with tifffile_messages(), tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
                 if level >= len(series.levels):
                     return None
@@ -105,7 +106,7 @@ class NativeTiles:
         self.__dict__.update(state)
         self._fd, self._fd_lock = None, threading.Lock()
         if not self.jpeg:
-            with tifffile.TiffFile(self.path) as tif:
+            with tifffile_messages(), tifffile.TiffFile(self.path) as tif:
                 self._page_decode = tif.series[0].levels[self.level].pages[0].decode
 
     def __del__(self) -> None:

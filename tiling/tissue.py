@@ -100,16 +100,19 @@ def detect_tissue_mask(rgb: np.ndarray, mpp: float | None, params: TissueParams)
     sample = rgb[::step, ::step]
     saturation, od, _ = _saturation_od(sample)
     candidates = sample.min(axis=-1) <= params.max_brightness * 255  # brighter in every channel is glass
-    if candidates.sum() < 16 or np.ptp(saturation[candidates]) < 1e-3:
+    if candidates.sum() < 16:
         return np.zeros(rgb.shape[:2], bool)
-    sat_t = max(params.min_saturation, float(threshold_otsu(saturation)))
+    grey = np.ptp(saturation[candidates]) < 1e-3  # a grey slide (one channel, 16-bit): optical density alone
+    if grey and np.ptp(od[candidates]) < 1e-3:
+        return np.zeros(rgb.shape[:2], bool)
+    sat_t = np.inf if grey else max(params.min_saturation, float(threshold_otsu(saturation)))
     od_t = max(params.min_od, float(threshold_otsu(od)))
     mask = np.zeros(rgb.shape[:2], bool)
     for r0 in range(0, rgb.shape[0], 256):
         block = rgb[r0 : r0 + 256]
         saturation, od, top = _saturation_od(block)
         keep = ((saturation > sat_t) | (od > od_t)) & (block.min(axis=-1) <= params.max_brightness * 255)
-        if params.reject_pen:
+        if params.reject_pen and not grey:  # grey has no hue: dark tissue would read as black ink
             keep &= ~_pen_mask(block, saturation, top)
         mask[r0 : r0 + 256] = keep
     radius = max(1, round(params.closing_um / mpp)) if mpp else 1
@@ -213,6 +216,7 @@ def detect_tissue(slide: wsi.Slide, params: TissueParams | None = None, **overri
 def detect_tissue_result(slide: wsi.Slide, params: TissueParams | None = None, **overrides) -> TissueResult:
     """`detect_tissue` with the mask and its downsample (for thumbnails and checks)."""
     params = replace(params or TissueParams(), **overrides)
+    wsi.require_brightfield(slide.meta, "tissue detection")
     image, downsample, mpp = _work_image(slide, params)
     mask = detect_tissue_mask(image, mpp, params)
     geometry = mask_to_geometry(mask, downsample)

@@ -6,9 +6,11 @@ from pathlib import Path
 
 __all__ = [
     "MissingMppError",
+    "ModalityError",
     "SlideError",
     "SlideNotFoundError",
     "UnreadableSlideError",
+    "SlideWarning",
     "UnsupportedSlideError",
 ]
 
@@ -22,15 +24,26 @@ class SlideError(Exception):
 
 
 class SlideNotFoundError(SlideError, FileNotFoundError):
-    """The path does not exist or is not a regular file."""
+    """The path does not exist, is a dangling symbolic link, or is a directory."""
 
 
 class UnsupportedSlideError(SlideError):
-    """No backend can open the file (not a slide, or an unsupported encoding)."""
+    """No backend can open the file: not a slide, an unsupported encoding, or not a regular file (a FIFO, a
+    socket, a device: refused without being opened, since reading a FIFO can block for ever)."""
 
 
 class UnreadableSlideError(SlideError):
-    """The slide opened but pixel data could not be read (corrupt tiles); the message names the region."""
+    """The file is there but its pixels cannot be read: permission denied, a truncated file (an interrupted
+    copy), or corrupt tiles (the message then names the region)."""
+
+
+class ModalityError(SlideError):
+    """An operation made for brightfield (RGB, H&E) slides was asked of another modality (fluorescence)."""
+
+
+class SlideWarning(UserWarning):
+    """Something odd in a slide file that does not stop reading it (e.g. what tifffile complained about);
+    the batch pipeline records these in the slide's manifest warnings."""
 
 
 class MissingMppError(SlideError):

@@ -8,7 +8,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["MPP_RANGE", "SlideMeta", "magnification_to_mpp", "plausible_mpp"]
+from wsi.errors import ModalityError
+
+__all__ = ["MPP_RANGE", "SlideMeta", "magnification_to_mpp", "plausible_mpp", "require_brightfield"]
 
 # Microscope scans lie between about 0.05 (very high NA) and 20 um/px (a macro photo). TIFF writers default to
 # 72 dpi (352.8 um/px) or 96 / 300 dpi; those say nothing about the specimen and are treated as missing.
@@ -39,7 +41,13 @@ def magnification_to_mpp(magnification: float) -> float:
 @dataclass(frozen=True)
 class SlideMeta:
     """What is known about a slide. Sizes are (w, h) in pixels; `mpp` is level-0 microns per pixel or None
-    (the file's own, or the `slide_mpp` override it was opened with)."""
+    (the file's own, or the `slide_mpp` override it was opened with).
+
+    `channels` counts colour samples (3 for RGB, 1 for grey) or, for multiplex fluorescence, channel planes;
+    `channel_names` are the file's names for them where it has any. `modality` is "brightfield" or
+    "fluorescence". `intensity` says how samples that are not 8-bit were mapped to 0..255 (None when they are 8-bit;
+    see `wsi.samples`).
+    """
 
     path: Path
     dimensions: tuple[int, int]
@@ -50,6 +58,10 @@ class SlideMeta:
     vendor: str | None
     backend: str
     properties: MappingProxyType = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    channels: int = 3
+    channel_names: tuple[str, ...] = ()
+    modality: str = "brightfield"
+    intensity: str | None = None
 
     @property
     def level_count(self) -> int:
@@ -71,4 +83,21 @@ class SlideMeta:
             "level_downsamples": [round(d, 6) for d in self.level_downsamples],
             "mpp": self.mpp,
             "objective_power": self.objective_power,
+            "channels": self.channels,
+            "channel_names": list(self.channel_names),
+            "modality": self.modality,
+            "intensity": self.intensity,
         }
+
+
+def require_brightfield(meta: SlideMeta, what: str) -> None:
+    """Raise `ModalityError` naming the slide, its channels and `what` needs brightfield, unless it is one."""
+    if meta.modality == "brightfield":
+        return
+    names = f": {', '.join(meta.channel_names)}" if meta.channel_names else ""
+    raise ModalityError(
+        meta.path,
+        f"a {meta.modality} slide ({meta.channels} channels{names}); {what} works on brightfield (RGB, H&E) slides "
+        "only. To tile it anyway give the tissue as a ROI (--roi FILE --roi-mode replace): tiles then show "
+        "channels 0, 1, 2 as red, green, blue",
+    )

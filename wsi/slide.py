@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from types import MappingProxyType
 
@@ -11,8 +12,10 @@ from PIL import Image
 
 from wsi.backends import backend_order, get_backend
 from wsi.deprecation import renamed_keywords
-from wsi.errors import MissingMppError, SlideNotFoundError, UnsupportedSlideError
+from wsi.errors import MissingMppError, SlideWarning, UnreadableSlideError, UnsupportedSlideError
+from wsi.files import check_slide_file
 from wsi.meta import SlideMeta, plausible_mpp
+from wsi.tiff_probe import probe_tiff
 
 __all__ = ["Slide", "open_slide", "resize_rgb"]
 
@@ -61,6 +64,10 @@ class Slide:
             vendor=reader.vendor,
             backend=reader.name,
             properties=MappingProxyType(dict(reader.properties)),
+            channels=reader.channels,
+            channel_names=tuple(reader.channel_names),
+            modality=reader.modality,
+            intensity=reader.intensity,
         )
 
     # -- context management -------------------------------------------------------------------------------
@@ -142,13 +149,18 @@ def open_slide(path: str | Path, backend: str | None = None, slide_mpp: float | 
     """Open a slide with `backend` ("openslide", "tiffslide"), or in auto mode try each in registry order.
 
     `slide_mpp` overrides the file's level-0 resolution (for slides without one). The old keyword `mpp=` is
-    accepted with a DeprecationWarning.
+    accepted with a DeprecationWarning. Before any backend opens it the file is checked (`wsi.files`: missing,
+    dangling link, directory, FIFO or device, permission) and, for TIFF files, refused as `UnreadableSlideError`
+    when it looks truncated.
     """
     path = Path(path)
-    if not path.exists():
-        raise SlideNotFoundError(path, "no such file")
-    if path.is_dir():
-        raise SlideNotFoundError(path, "is a directory, not a slide file")
+    check_slide_file(path)
+    layout = probe_tiff(path)
+    if layout is not None and layout.truncated:
+        raise UnreadableSlideError(path, f"looks truncated (cut short, e.g. by an interrupted copy; copy it again): "
+                                         f"{layout.truncated}")  # fmt: skip
+    for message in layout.complaints if layout is not None else ():
+        warnings.warn(f"{path}: tifffile: {message}", SlideWarning, stacklevel=2)
     names = [backend] if backend else backend_order()
     problems = []
     for name in names:

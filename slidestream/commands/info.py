@@ -12,7 +12,7 @@ from slidestream.commands._common import add_deprecated_alias
 def register(sub) -> None:
     p = sub.add_parser("info", help="describe slides (size, levels, mpp, vendor, backend)",
                        description="Print what each slide holds. Unreadable files are reported, not fatal.")  # fmt: skip
-    p.add_argument("slides", nargs="+", metavar="SLIDE")
+    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files, or folders to search for them")
     p.add_argument("--backend", choices=wsi.backends.list_backends(), help="force a reader (default: auto)")
     p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
     add_deprecated_alias(p, "--mpp", "--slide-mpp", dest="slide_mpp", type=float)
@@ -27,6 +27,8 @@ def _table(meta: wsi.SlideMeta) -> str:
         f"  dimensions   {meta.dimensions[0]} x {meta.dimensions[1]} px",
         f"  mpp          {meta.mpp if meta.mpp is not None else 'missing (pass --slide-mpp)'}",
         f"  objective    {meta.objective_power if meta.objective_power else 'unknown'}",
+        f"  channels     {meta.channels} ({meta.modality}{': ' + ', '.join(meta.channel_names) if meta.channel_names else ''})",
+        *([f"  intensity    {meta.intensity}"] if meta.intensity else []),
         "  levels       level  width x height  downsample  mpp",
     ]
     for level, ((w, h), d) in enumerate(zip(meta.level_dimensions, meta.level_downsamples, strict=True)):
@@ -36,18 +38,40 @@ def _table(meta: wsi.SlideMeta) -> str:
     return "\n".join(lines)
 
 
+def _paths(given: str, report) -> list[str]:
+    """A file as it is (opening it says what is wrong); a folder searched for slides like `tile` and `run` do."""
+    from slidestream.discovery import find_slides
+
+    if wsi.file_kind(given) != "directory":
+        return [given]
+    try:
+        slides, skipped = find_slides([given])
+    except ValueError as exc:  # NoSlidesFound names the extensions searched
+        report(given, exc)
+        return []
+    for item in skipped:
+        print(f"skipped: {item.path}: {item.reason}", file=sys.stderr)
+    return [str(s.path) for s in slides]
+
+
 def run(args) -> int:
     failed = 0
-    for path in args.slides:
-        try:
-            with wsi.open_slide(path, backend=args.backend, slide_mpp=args.slide_mpp) as slide:
-                meta = slide.meta
-        except (wsi.SlideError, ValueError) as exc:
-            failed += 1
-            if args.json:
-                print(json.dumps({"path": path, "error": str(exc)}))
-            else:
-                print(f"error: {exc}", file=sys.stderr)
-            continue
-        print(json.dumps(meta.to_dict()) if args.json else _table(meta))
+
+    def report(path, exc) -> None:
+        nonlocal failed
+        failed += 1
+        if args.json:
+            print(json.dumps({"path": str(path), "error": str(exc)}))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+
+    for given in args.slides:
+        for path in _paths(given, report):
+            try:
+                with wsi.open_slide(path, backend=args.backend, slide_mpp=args.slide_mpp) as slide:
+                    meta = slide.meta
+            except (wsi.SlideError, ValueError) as exc:
+                report(path, exc)
+                continue
+            print(json.dumps(meta.to_dict()) if args.json else _table(meta))
     return 1 if failed else 0

@@ -69,14 +69,11 @@ def run(args) -> int:
             except EncoderError as exc:
                 raise ValueError(str(exc)) from exc
         slides, skipped = find_slides(args.slides)
-    except ValueError as exc:
+    except ValueError as exc:  # NoSlidesFound is a ValueError naming the extensions searched
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for path in skipped:
-        print(f"skipped (not a slide file): {path}", file=sys.stderr)
-    if not slides:
-        print("error: no slides found", file=sys.stderr)
-        return 2
+    for item in skipped:
+        print(f"skipped: {item.path}: {item.reason}", file=sys.stderr)
     if args.dry_run:
         try:
             print("\n".join(plan(slides, config)))
@@ -87,7 +84,7 @@ def run(args) -> int:
     if "features" in config.steps and config.features.random_weights:
         print(random_weights_notice(config.features.encoder, "summary.csv and the stores"), file=sys.stderr)
     try:
-        result = run_batch(slides, config)
+        result = run_batch(slides, config, skipped=skipped)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

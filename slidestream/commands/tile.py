@@ -82,11 +82,11 @@ def run(args) -> int:
 
     try:
         slides, skipped = find_slides(args.slides)
-    except ValueError as exc:
+    except ValueError as exc:  # a missing path, clashing ids, or no slides at all (NoSlidesFound)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for path in skipped:
-        print(f"skipped (not a slide file): {path}", file=sys.stderr)
+    for item in skipped:
+        print(f"skipped: {item.path}: {item.reason}", file=sys.stderr)
     try:
         options = TileOptions(size=args.size, mpp=args.mpp, stride=args.stride, min_tissue=args.min_tissue,
                               coords_only=args.coords_only, codec=args.codec, roi_mode=args.roi_mode,
@@ -106,8 +106,8 @@ def run(args) -> int:
                 warnings.simplefilter("always")
                 result = tile_into(folder, item.path, item.slide_id, options, overwrite=args.overwrite,
                                    progress=show_progress(args))  # fmt: skip
-            for w in caught:
-                print(f"warning: {w.message}", file=sys.stderr)
+            for message in dict.fromkeys(str(w.message) for w in caught):  # once each: the slide opens often
+                print(f"warning: {message}", file=sys.stderr)
         except (wsi.SlideError, StoreError, ValueError, OSError) as exc:
             failed.append(item.slide_id)
             print(f"failed: {item.slide_id}: {disk_full(exc, folder) or exc}", file=sys.stderr)

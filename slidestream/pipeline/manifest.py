@@ -99,7 +99,7 @@ class StepRecord:
     slide_id: str
     path: str
     step: str
-    status: str  # done / skipped / failed / not-run
+    status: str  # done / skipped / failed / not-run; "ignored" for an input file that is not a slide
     seconds: float = 0.0
     error: str | None = None
     measurements: dict[str, Any] = field(default_factory=dict)
@@ -134,6 +134,8 @@ def write_summary(path: str | Path, records: list[dict], slide_ids: set[str] | N
     the slides of this run, not every slide the manifest ever saw)."""
     latest: dict[tuple[str, str], dict] = {}
     for record in records:  # later runs supersede earlier lines of the same slide and step
+        if not record["slide_id"]:
+            continue  # an input file that is not a slide (step "input")
         if slide_ids is None or record["slide_id"] in slide_ids:
             latest[(record["slide_id"], record["step"])] = record
     rows: dict[str, dict] = {}

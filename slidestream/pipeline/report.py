@@ -20,6 +20,8 @@ def report(result, n_slides: int) -> int:
         for warning in record.warnings:
             if "another run" in warning or "stale lock" in warning:
                 print(f"{record.slide_id}: {warning}")
+    if result.skipped:
+        print(f"{len(result.skipped)} input file(s) not processed (listed in the manifest, step 'input')")
     if result.others:
         print(f"{len(result.others)} slide folder(s) in {result.out / 'slides'} belong to slides not in this input "
               f"(kept, not in this summary): {', '.join(result.others[:20])}")  # fmt: skip

@@ -21,7 +21,7 @@ from pathlib import Path
 import dask
 from tqdm.auto import tqdm
 
-from slidestream.discovery import SlideInput
+from slidestream.discovery import SkippedInput, SlideInput
 from slidestream.pipeline.config import RunConfig
 from slidestream.pipeline.lock import SlideLock
 from slidestream.pipeline.manifest import (
@@ -51,6 +51,7 @@ class BatchResult:
     disk_full: str | None = None  # "disk full at PATH (N bytes free)" when the run ended for lack of space
     not_started: tuple[str, ...] = ()  # slides left undone when the run ended early (disk full)
     started_cluster: bool = True
+    skipped: tuple[SkippedInput, ...] = ()  # input files that are not slides, with why (also in the manifest)
 
     @property
     def ok(self) -> bool:
@@ -273,9 +274,17 @@ LOCAL_WORKER_CONFIG = {
 }
 
 
-def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
+def run_batch(
+    slides: list[SlideInput],
+    config: RunConfig,
+    *,
+    skipped: tuple[SkippedInput, ...] | list[SkippedInput] = (),
+) -> BatchResult:
     """Process `slides` on a local dask cluster (or `config.scheduler_address`), appending to OUT/manifest.jsonl and
     rewriting OUT/summary.csv (this run's slides). Returns the records and the ids of slides with a failed step.
+
+    `skipped` (from `find_slides`) are recorded in the manifest too, one line each: step "input", status "ignored",
+    the reason in `error`, no slide id.
 
     Raises ValueError, before any work, for an output folder holding files that are not ours, or results made
     with other options (without `config.overwrite`). A full disk ends the run with `BatchResult.disk_full` set.
@@ -315,6 +324,11 @@ def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
     not_started: list[str] = []
     try:
         with ManifestWriter(manifest) as sink:
+            for item in skipped:
+                record = StepRecord("", str(item.path), "input", "ignored", error=item.reason, finished=_now(),
+                                    worker="(not a slide)")  # fmt: skip
+                sink.append(record.line(stamp))
+                log.info("ignored %s: %s", item.path, item.reason)
             for item in finished:  # nothing left to do: no cluster needed for these
                 slide_records = _skipped_records(item, config, previous)
                 if not config.progress:
@@ -337,7 +351,7 @@ def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
         full = full or exc
     failed = sorted({r.slide_id for r in records if r.status == "failed"})
     return BatchResult(records, failed, out, tuple(others), str(full) if full else None,
-                       tuple(not_started), bool(todo))  # fmt: skip
+                       tuple(not_started), bool(todo), tuple(skipped))  # fmt: skip
 
 
 class _BestEffortFileHandler(logging.FileHandler):

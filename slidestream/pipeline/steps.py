@@ -70,7 +70,8 @@ def _collect_warnings(fn: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = fn()
-    return result, tuple(str(w.message) for w in caught if issubclass(w.category, UserWarning))
+    # Once each: a slide is opened several times per step (tissue, tiles, thumbnail), each open warning again.
+    return result, tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
 
 
 class TileStep:
@@ -86,15 +87,19 @@ class TileStep:
         options = ctx.config.tiling
         if options.shard_workers is None:  # inside a dask worker: its own threads, not every core of the host
             options = replace(options, shard_workers=ctx.config.threads_per_worker)
-        result, caught = _collect_warnings(lambda: tile_into(
-            ctx.folder, ctx.slide_path, ctx.slide_id, options, overwrite=ctx.config.overwrite, progress=False,
-            on_tiles=ctx.on_tiles,
-        ))  # fmt: skip
+
+        def tile_and_thumbnail():
+            result = tile_into(ctx.folder, ctx.slide_path, ctx.slide_id, options, overwrite=ctx.config.overwrite,
+                               progress=False, on_tiles=ctx.on_tiles)  # fmt: skip
+            if result.status != "skipped" or not (ctx.folder / "thumbnail.png").exists():
+                tissue = result.tissue  # its work image: no second read of the slide
+                write_thumbnail(ctx, result.store, tissue.image if tissue is not None else None,
+                                tissue.downsample if tissue is not None else None)  # fmt: skip
+            return result
+
+        # Every open of the slide (tissue, each tiling thread, thumbnail) warns again: kept once each.
+        result, caught = _collect_warnings(tile_and_thumbnail)
         store = result.store
-        if result.status != "skipped" or not (ctx.folder / "thumbnail.png").exists():
-            tissue = result.tissue  # its work image: no second read of the slide
-            write_thumbnail(ctx, store, tissue.image if tissue is not None else None,
-                            tissue.downsample if tissue is not None else None)  # fmt: skip
         slide = store.attrs["slide"]
         return StepOutcome(
             "skipped" if result.status == "skipped" else "done",

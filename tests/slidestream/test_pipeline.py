@@ -152,9 +152,8 @@ def test_dry_run_and_config(slide_folder, tmp_path, capsys):
 
 def test_find_slides(slide_folder, tmp_path):
     slides, skipped = find_slides([slide_folder])
-    assert [s.slide_id for s in slides] == ["alpha", "beta", "corrupt"] and [p.name for p in skipped] == [
-        "readme.txt"
-    ]
+    assert [s.slide_id for s in slides] == ["alpha", "beta", "corrupt"]
+    assert [(s.path.name, s.reason) for s in skipped] == [("readme.txt", "not a slide file (.txt)")]
     with pytest.raises(ValueError, match="no such file"):
         find_slides([tmp_path / "nope"])
     (tmp_path / "other").mkdir()

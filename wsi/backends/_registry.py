@@ -22,6 +22,10 @@ class BackendReader(Protocol):
     vendor: str | None
     raw_mpp: float | None
     objective_power: float | None
+    channels: int  # colour samples (3 for RGB) or fluorescence channel planes
+    channel_names: tuple[str, ...]  # where the file names its channels, else ()
+    modality: str  # "brightfield" or "fluorescence"
+    intensity: str | None  # how samples that are not 8-bit map to 0..255 (None when they are 8-bit)
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         """(h, w, 4) RGBA or (h, w, 3) RGB uint8; the caller composites transparency."""

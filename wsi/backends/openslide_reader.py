@@ -9,6 +9,7 @@ import openslide
 
 from wsi.backends._registry import register_backend
 from wsi.errors import UnreadableSlideError, UnsupportedSlideError
+from wsi.tiff_probe import probe_tiff
 
 
 def _float_or_none(value: str | None) -> float | None:
@@ -23,6 +24,18 @@ class OpenSlideReader:
 
     def __init__(self, path: Path):
         self.path = path
+        layout = probe_tiff(path)
+        if layout is not None and not layout.rgb8:
+            # openslide would keep the high byte of 16-bit samples, or only the first channel page.
+            what = (f"{layout.channels} channel planes" if layout.planar_channels
+                    else f"{layout.dtype} samples")  # fmt: skip
+            raise UnsupportedSlideError(
+                path, f"openslide reads only 8-bit RGB or grey pixels, this TIFF has {what}"
+            )
+        self.channels = layout.channels if layout else 3
+        self.channel_names: tuple[str, ...] = ()
+        self.modality = "brightfield"
+        self.intensity = None
         try:
             self._slide = openslide.OpenSlide(str(path))
         except (openslide.OpenSlideError, openslide.OpenSlideUnsupportedFormatError) as exc:
