@@ -58,12 +58,14 @@ class TileSpec:
 
     @classmethod
     def for_slide(cls, slide: wsi.Slide, config: TilingConfig) -> TileSpec:
-        """The spec of `config`'s tiles on `slide`, read from the finest level not coarser than `config.mpp`."""
+        """The spec of `config`'s tiles on `slide`, read from the finest level not coarser than the target mpp
+        (`config.target_mpp`: `config.mpp`, or what `config.magnification` means on this slide)."""
         slide_mpp = slide.mpp  # raises MissingMppError naming --slide-mpp
-        level = slide.best_level_for_mpp(config.mpp)
+        mpp = config.target_mpp(slide.meta)
+        level = slide.best_level_for_mpp(mpp)
         stride = config.size if config.stride is None else config.stride
         downsample = float(slide.meta.level_downsamples[level])
-        return cls(config.size, stride, config.mpp, slide_mpp, level, downsample)
+        return cls(config.size, stride, mpp, slide_mpp, level, downsample)
 
     @classmethod
     def from_dict(cls, data: dict) -> TileSpec:

@@ -242,7 +242,14 @@ def _client(config: RunConfig):
     from dask.distributed import Client, LocalCluster
 
     if config.scheduler_address:
-        client = Client(config.scheduler_address, timeout="20s")
+        try:
+            client = Client(config.scheduler_address, timeout=f"{config.scheduler_timeout}s")
+        except (OSError, TimeoutError) as exc:  # unreachable, refused, or no answer in time
+            raise ValueError(
+                f"could not reach the dask scheduler at {config.scheduler_address} within "
+                f"{config.scheduler_timeout:g} s ({type(exc).__name__}: {exc}); check the address, or wait longer "
+                "with --scheduler-timeout"
+            ) from None
         try:
             yield client
         finally:
