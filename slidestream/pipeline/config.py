@@ -9,9 +9,10 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from tiling import TilingConfig
+from tiling import TilingConfig, load_roi
 from tiling.config import check_target_mpp
 from wsi.deprecation import renamed_keywords, warn_renamed
+from wsi.meta import MPP_RANGE, plausible_mpp
 
 __all__ = ["FeatureOptions", "RunConfig", "TileOptions", "load_config", "tile_options"]
 
@@ -194,8 +195,23 @@ def _device(value: str) -> str | None:
     return "must be auto, cpu, cuda or cuda:N"
 
 
-# Allowed ranges of values (types and choices come from the dataclasses' annotations); TilingConfig checks its own.
-_ranges = {"slide_workers": _positive, "workers": _positive, "threads_per_worker": _positive,
+def _fraction(value) -> str | None:
+    return None if 0 <= value <= 1 else "must be a fraction between 0 and 1"
+
+
+def _scan_mpp(value) -> str | None:
+    return (
+        None
+        if plausible_mpp(value)
+        else f"must be a scan resolution between {MPP_RANGE[0]} and {MPP_RANGE[1]} um/px"
+    )
+
+
+# Allowed ranges of values (types and choices come from the dataclasses' annotations); TilingConfig checks them
+# again, in its own words, for values from elsewhere.
+_ranges = {"slide_workers": _positive, "workers": _positive, "threads_per_worker": _positive, "size": _positive,
+           "stride": _positive, "shard_tiles": _positive, "shard_workers": _positive, "magnification": _positive,
+           "min_tissue": _fraction, "slide_mpp": _scan_mpp,
            "scheduler_timeout": _positive, "batch_size": _positive, "loader_workers": _not_negative,
            "overlap": _not_negative, "device": _device, "mpp": check_target_mpp}  # fmt: skip
 
@@ -224,7 +240,14 @@ def tile_options(where: str = "tiling options", **values: Any) -> TileOptions:
     mpp = values.get("mpp")
     if mpp is not None and check_target_mpp(mpp):
         raise ValueError(f"{where}: mpp {check_target_mpp(mpp)}")
-    return _section(TileOptions, values, where)
+    options = _section(TileOptions, values, where)
+    if options.roi is not None:  # a bad ROI is refused once, before any slide, not once per slide
+        roi = Path(options.roi)
+        if not roi.exists():
+            raise ValueError(f"{where}: roi {options.roi}: no such file or folder")
+        if roi.is_file():
+            load_roi(roi)
+    return options
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
