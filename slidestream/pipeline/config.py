@@ -161,14 +161,14 @@ def _closest(word: str, candidates) -> str:
 def _check_table(values: dict[str, Any], table: str, cls, renamed: dict[str, str], source: str) -> None:
     """Refuse a key `cls` does not take and a value of the wrong type or outside the allowed values, naming
     `source` (the file), the table, the key, the value given and what is allowed."""
-    keys = _keys(cls)
+    keys = _keys(cls) | ({"overlap": int} if table == "tiling" else {})  # overlap: turned into a stride
     for key, value in values.items():
         where = f"{source}: [{table}] {key}"
-        if key not in keys and key not in renamed and not (table == "tiling" and key == "overlap"):
+        if key not in keys and key not in renamed:
             raise ValueError(
                 f"{where}: unknown key{_closest(key, keys)}; known keys: {', '.join(sorted(keys))}"
             )
-        kind = int if key == "overlap" else keys[renamed.get(key, key)]
+        kind = keys[renamed.get(key, key)]
         what, choices = _allowed(kind)
         if not _has_type(value, kind):
             raise ValueError(f"{where} = {value!r}: must be {what}")

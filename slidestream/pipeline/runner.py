@@ -168,11 +168,17 @@ def _done_in_manifest(out: Path) -> set[tuple[str, str]]:
     }
 
 
+def _resolution(tiling) -> str:
+    if tiling.magnification is not None:
+        return f"{tiling.magnification:g}x (the mpp from each slide's objective power)"
+    return f"{tiling.mpp} um/px"
+
+
 def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
     """Human-readable lines saying what a run would do (for --dry-run): the same checks `run_batch` makes."""
     _check_steps(config)
     lines = [f"{len(slides)} slide(s) -> {config.out}/slides/<slide_id>/; steps: {', '.join(config.steps)}",
-             f"tiling: {config.tiling.size} px at {config.tiling.mpp} um/px, min tissue {config.tiling.min_tissue}",
+             f"tiling: {config.tiling.size} px at {_resolution(config.tiling)}, min tissue {config.tiling.min_tissue}",
              f"features: {config.features.encoder} on {config.features.device}",
              f"scheduler: {config.scheduler_address or f'local dask cluster, {config.slide_workers or os.cpu_count()} worker(s)'}"]  # fmt: skip
     done = _done_in_manifest(config.out)

@@ -160,3 +160,10 @@ def test_unreachable_scheduler_is_named_with_its_timeout(cmu_path, tmp_path, cap
     err = capsys.readouterr().err
     assert "could not reach the dask scheduler at tcp://127.0.0.1:9 within 1 s" in err
     assert "Traceback" not in err
+
+
+def test_run_dry_run_with_the_tiling_options(cmu_path, tmp_path, capsys):
+    code = main(["run", str(cmu_path), "-o", str(tmp_path / "o"), "--magnification", "20", "--size", "128",
+                 "--overlap", "16", "--codec", "zstd", "--coords-only", "--roi-mode", "replace", "--dry-run"])  # fmt: skip
+    assert code == 0
+    assert "tiling: 128 px at 20x (the mpp from each slide's objective power)" in capsys.readouterr().out
