@@ -8,6 +8,7 @@ import logging
 import sys
 
 from slidestream import __version__
+from slidestream.commands._help import finish_help
 
 # Subcommand modules, in the order --help lists them. Each has `register(subparsers)` setting `func`.
 COMMANDS = (
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"slidestream.commands.{name}").register(sub)
+    finish_help(parser)
     return parser
 
 

@@ -9,6 +9,7 @@ from tiling.grid import TileGrid, TileSpec, tile_region
 from tiling.heatmap import overlay, tile_heatmap
 from tiling.jpeg_codec import JpegCodec
 from tiling.reader import TileReader
+from tiling.roi import RoiError
 from tiling.store import CODECS, PatchStore, StoreError
 from tiling.tissue import TissueParams, detect_tissue, detect_tissue_result, load_roi, write_tissue_geojson
 
@@ -18,6 +19,7 @@ __all__ = [
     "PatchBatches",
     "PatchDataset",
     "PatchStore",
+    "RoiError",
     "StoreError",
     "TileGrid",
     "TileReader",

@@ -11,7 +11,8 @@ import numpy as np
 import wsi
 from wsi.deprecation import warn_renamed
 
-__all__ = ["CODEC_CHOICES", "ROI_MODES", "SCHEDULERS", "TilingConfig", "resolve_config"]
+__all__ = ["CODEC_CHOICES", "MAX_TARGET_MPP", "ROI_MODES", "SCHEDULERS", "TilingConfig", "check_target_mpp",
+           "resolve_config"]  # fmt: skip
 
 RoiMode = Literal["restrict", "replace"]
 Scheduler = Literal["threads", "processes", "synchronous"]
@@ -20,10 +21,13 @@ ROI_MODES: tuple[str, ...] = get_args(RoiMode)
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 CODEC_CHOICES: tuple[str, ...] = get_args(Codec)
 
+# Tiles coarser than this (2.5x) are not what tiling is for; such a value is a magnification typed as an mpp.
+MAX_TARGET_MPP = 4.0
+
 # Fields that say how the work runs, not what the store holds: changing them never rewrites a store.
 _EXECUTION = ("backend", "shard_workers", "scheduler")
 # Fields added after stores were first made, with their defaults (left out of `content()` at the default).
-_LATER_FIELDS = {"exact": False}
+_LATER_FIELDS = {"exact": False, "magnification": None}
 # Keywords of the old 19-parameter tile_slide, renamed here.
 _RENAMED = {"workers": "shard_workers"}
 
@@ -46,6 +50,9 @@ class TilingConfig:
       by default, from JPEG-tiled slides they are decoded with libjpeg-turbo's DCT scaling, close to an area
       average and faster (1.3 - 2.8x end to end in benchmarks/RESULTS.md; see tiling.resample). Tiles at the
       slide's own resolution are exact either way.
+    - `magnification`: the target resolution as an objective magnification (20 for 20x) instead of `mpp`
+      (which it then replaces): per slide, the slide's mpp x its objective power / magnification, or
+      10 um / magnification (the usual convention, 20x ~ 0.5 um/px) when the slide has no objective power.
     - `shard_tiles`: tiles per shard file (the unit of writing and of resume).
     - `backend`: slide reader ("openslide", "tiffslide"; None: auto); `shard_workers`: shards tiled at once
       (default: all cores) by the dask `scheduler` ("threads", "processes" or "synchronous").
@@ -63,7 +70,8 @@ class TilingConfig:
     backend: str | None = None
     shard_workers: int | None = None
     scheduler: Scheduler = "threads"
-    exact: bool = False  # last: added later, so positional uses of the fields before it keep working
+    exact: bool = False  # added later, so positional uses of the fields before it keep working
+    magnification: float | None = None  # added later
 
     def __post_init__(self) -> None:
         def positive_int(name: str, optional: bool = False) -> None:
@@ -88,6 +96,10 @@ class TilingConfig:
             raise ValueError(
                 f"TilingConfig.slide_mpp={self.slide_mpp!r} is not a plausible resolution in microns per pixel"
             )
+        if self.magnification is not None and (not _is_number(self.magnification) or self.magnification <= 0):
+            raise ValueError(
+                f"TilingConfig.magnification must be a positive number (20 for 20x), got {self.magnification!r}"
+            )
         if not isinstance(self.exact, bool | np.bool_):
             raise ValueError(f"TilingConfig.exact must be True or False, got {self.exact!r}")
         object.__setattr__(self, "exact", bool(self.exact))
@@ -101,6 +113,16 @@ class TilingConfig:
         object.__setattr__(self, "min_tissue", float(self.min_tissue))
         if self.slide_mpp is not None:
             object.__setattr__(self, "slide_mpp", float(self.slide_mpp))
+        if self.magnification is not None:
+            object.__setattr__(self, "magnification", float(self.magnification))
+
+    def target_mpp(self, meta: wsi.SlideMeta) -> float:
+        """The tiles' resolution (um/px) on a slide: `mpp`, or what `magnification` means on that slide."""
+        if self.magnification is None:
+            return self.mpp
+        if meta.objective_power and meta.mpp:
+            return float(meta.mpp * meta.objective_power / self.magnification)
+        return wsi.magnification_to_mpp(self.magnification)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -151,6 +173,21 @@ def resolve_config(
         raise TypeError(f"unknown tiling option(s) {unknown}; known: {list(TilingConfig.field_names())}")
     config = config or TilingConfig()
     return replace(config, **overrides) if overrides else config
+
+
+def check_target_mpp(value: float) -> str | None:
+    """Why `value` is not a target resolution in um/px for tiles (None when it is one).
+
+    TilingConfig itself takes any positive mpp; the command line and the run config refuse values above
+    `MAX_TARGET_MPP`, which are magnifications typed as mpp (--mpp 20 for 20x).
+    """
+    if not _is_number(value) or not value > 0:
+        return f"must be a positive resolution in microns per pixel, got {value!r}"
+    if value > MAX_TARGET_MPP:
+        return (f"{value:g} um/px is coarser than {MAX_TARGET_MPP:g} um/px (2.5x) and looks like a magnification: "
+                f"for {value:g}x ask for magnification {value:g} (--magnification {value:g}, about "
+                f"{wsi.magnification_to_mpp(value):g} um/px)")  # fmt: skip
+    return None
 
 
 def _is_number(value: Any) -> bool:

@@ -11,6 +11,7 @@ from shapely.geometry.base import BaseGeometry
 
 import wsi
 from tiling.config import ROI_MODES, TilingConfig
+from tiling.roi import clip_roi
 from tiling.tissue import detect_tissue
 
 __all__ = ["TileGrid", "TileSpec", "tile_region"]
@@ -58,12 +59,14 @@ class TileSpec:
 
     @classmethod
     def for_slide(cls, slide: wsi.Slide, config: TilingConfig) -> TileSpec:
-        """The spec of `config`'s tiles on `slide`, read from the finest level not coarser than `config.mpp`."""
+        """The spec of `config`'s tiles on `slide`, read from the finest level not coarser than the target mpp
+        (`config.target_mpp`: `config.mpp`, or what `config.magnification` means on this slide)."""
         slide_mpp = slide.mpp  # raises MissingMppError naming --slide-mpp
-        level = slide.best_level_for_mpp(config.mpp)
+        mpp = config.target_mpp(slide.meta)
+        level = slide.best_level_for_mpp(mpp)
         stride = config.size if config.stride is None else config.stride
         downsample = float(slide.meta.level_downsamples[level])
-        return cls(config.size, stride, config.mpp, slide_mpp, level, downsample)
+        return cls(config.size, stride, mpp, slide_mpp, level, downsample)
 
     @classmethod
     def from_dict(cls, data: dict) -> TileSpec:
@@ -164,9 +167,12 @@ def tile_region(
     slide: wsi.Slide, roi: BaseGeometry | None, roi_mode: str = "restrict", tissue: BaseGeometry | None = None
 ) -> BaseGeometry:
     """Where tiles are kept (level-0 geometry): the tissue (`tissue`, else `detect_tissue(slide)`) restricted
-    to `roi`, or `roi` itself when `roi_mode` is "replace" (then no tissue is detected)."""
+    to `roi`, or `roi` itself when `roi_mode` is "replace" (then no tissue is detected). The ROI is clipped to
+    the slide; one lying wholly outside it is a ValueError ("ROI outside the slide")."""
     if roi_mode not in ROI_MODES:
         raise ValueError(f"roi_mode must be one of {list(ROI_MODES)}, got {roi_mode!r}")
+    if roi is not None:  # clipped to the slide; one that misses the slide is an error
+        roi = clip_roi(roi, slide.meta.dimensions, str(slide.path))
     if roi is not None and roi_mode == "replace":
         return roi
     region = detect_tissue(slide) if tissue is None else tissue

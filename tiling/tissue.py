@@ -21,6 +21,7 @@ from skimage.color import rgb2hsv
 from skimage.filters import threshold_otsu
 
 import wsi
+from tiling.roi import load_roi  # re-exported: ROI loading lived here first
 from wsi import qupath
 from wsi.deprecation import renamed_keywords
 
@@ -223,18 +224,6 @@ def detect_tissue_result(slide: wsi.Slide, params: TissueParams | None = None, *
     if geometry.is_empty:
         warnings.warn(f"{slide.path}: no tissue found", stacklevel=2)
     return TissueResult(geometry, mask, downsample, image)
-
-
-def load_roi(path: str | Path, classes: tuple[str, ...] | None = None) -> BaseGeometry:
-    """Union of the annotation polygons in a QuPath GeoJSON file (optionally only the named classes)."""
-    objects = [o for o in qupath.read_geojson(path) if o.object_type == "annotation"]
-    if classes:
-        objects = [o for o in objects if o.classification in classes]
-    polygons = [qupath.clean_geometry(o.geometry) for o in objects]
-    polygons = [p for p in polygons if p.geom_type in ("Polygon", "MultiPolygon") and not p.is_empty]
-    if not polygons:
-        raise ValueError(f"{path}: no polygon annotations to use as a region of interest")
-    return qupath.clean_geometry(shapely.union_all(polygons))
 
 
 def write_tissue_geojson(path: str | Path, geometry: BaseGeometry, mpp: float | None = None) -> Path:

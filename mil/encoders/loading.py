@@ -4,8 +4,10 @@ when a checkpoint does not fit the one asked for."""
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from mil.encoders.weights import KeyCheck, check_keys, file_hash, key_pattern, l
 
 __all__ = [
     "closest_recipes",
+    "closest_timm_architectures",
     "empty_from_meta",
     "fit_checkpoint",
     "recipe_encoder",
@@ -28,6 +31,8 @@ __all__ = [
     "timm_encoder",
 ]
 
+_SIZES = ("atto", "femto", "pico", "nano", "micro", "tiny", "small", "medium", "base", "large", "huge", "giant",
+          "gigantic")  # fmt: skip
 _HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_dist.", "last_linear.")
 
 
@@ -87,6 +92,54 @@ def _suggestion(state: dict[str, torch.Tensor], exclude: str) -> str:
     if not names:
         return ""
     return f"; its keys match recipe {' or '.join(repr(n) for n in names)}: use --encoder {names[0]}"
+
+
+def _near_names(asked: str, names: list[str], limit: int) -> list[str]:
+    """Architectures named like `asked` but for one '_'-separated part (vit_small_patch16_224 ->
+    vit_base_patch16_224; resnet34 -> resnet18): the family a checkpoint for the wrong size comes from."""
+    parts = asked.split("_")
+    family = re.match(r"[a-z]+", parts[0])
+    if family is None:
+        return []
+    ranked = []
+    for name in names:
+        other = name.split("_")
+        if name == asked or len(other) != len(parts) or not name.startswith(family.group(0)):
+            continue
+        differ = [(a, b) for a, b in zip(parts, other, strict=True) if a != b]
+        if len(differ) == 1:
+            # Another size of the same model first (resnet18 for resnet34, vit_tiny_... for vit_small_...).
+            a, b = differ[0]
+            size = b in _SIZES or re.sub(r"\d+", "", a) == re.sub(r"\d+", "", b)
+            ranked.append((not size, -difflib.SequenceMatcher(None, asked, name).ratio(), name))
+    return [name for *_, name in sorted(ranked)[:limit]]
+
+
+def closest_timm_architectures(state: dict[str, torch.Tensor], asked: str, expected: dict[str, tuple[int, ...]],
+                               limit: int = 6) -> list[str]:  # fmt: skip
+    """The first of the timm architectures near `asked` (see `_near_names`; `limit` of them, the most similar
+    names first) whose keys and shapes `state` fits exactly, classifier heads aside; [] at once when `state` is
+    not of the same family as `asked`'s `expected` layout (under half of the key patterns shared)."""
+    timm = import_timm()
+    have = {(k, tuple(v.shape)) for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
+    have = {(k, s) for k, s in have if not k.endswith("num_batches_tracked")}
+    mine, theirs = {key_pattern(k) for k, _ in have}, {key_pattern(k) for k in expected}
+    if len(mine & theirs) < 0.5 * len(mine | theirs):
+        return []
+    for name in _near_names(asked, timm.list_models(), limit):
+        try:
+            with torch.device("meta"):
+                model = timm.create_model(name, num_classes=0)
+        except Exception:  # an architecture that needs arguments to build: not a suggestion
+            continue
+        want = {
+            (k, tuple(v.shape))
+            for k, v in model.state_dict().items()
+            if not k.endswith("num_batches_tracked")
+        }
+        if want == have:
+            return [name]  # the most similar name that fits: enough for a suggestion
+    return []
 
 
 def fit_checkpoint(recipe: Recipe, published: dict[str, torch.Tensor], model: nn.Module
@@ -187,8 +240,14 @@ def timm_encoder(
         fitting = {k: v for k, v in state.items() if k in expected or not k.startswith(_HEAD_PREFIXES)}
         check = check_keys(fitting, expected)
         if not check.ok:
+            suggestion = _suggestion(state, name)
+            if not suggestion and not kwargs:
+                fits = closest_timm_architectures(state, name, expected)
+                suggestion = (
+                    f"; the file fits timm architecture {fits[0]}: use --encoder {fits[0]}" if fits else ""
+                )
             raise EncoderError(f"{weights}: weights do not fit timm {name!r} with {dict(kwargs)}: "
-                               f"{check.message()}{_suggestion(state, name)}")  # fmt: skip
+                               f"{check.message()}{suggestion}")  # fmt: skip
         model.load_state_dict(fitting, strict=True)
         weights_hash = file_hash(weights)
     elif hub:

@@ -56,7 +56,8 @@ def key_pattern(key: str) -> str:
     return re.sub(r"(?<=\.)\d+(?=\.)", "#", key)
 
 
-def show_keys(keys: list[str], limit: int = 8) -> str:
+def show_keys(keys: list[str], limit: int = 6) -> str:
+    """A few keys and how many there are in all."""
     return ", ".join(keys[:limit]) + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
@@ -73,10 +74,12 @@ class KeyCheck:
         return not (self.missing or self.unexpected or self.wrong_shape)
 
     def message(self) -> str:
-        parts = [
-            f"missing keys [{show_keys(self.missing)}]",
-            f"unexpected keys [{show_keys(self.unexpected)}]",
-        ]
+        """The keys that differ, a few of each kind with their counts; kinds with none are left out."""
+        parts = []
+        if self.missing:
+            parts.append(f"missing keys [{show_keys(self.missing)}]")
+        if self.unexpected:
+            parts.append(f"unexpected keys [{show_keys(self.unexpected)}]")
         if self.wrong_shape:
             parts.append(f"keys with other shapes [{show_keys(self.wrong_shape, 4)}]")
         return "; ".join(parts)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
+from pathlib import Path
 
 
 def parse_dimensions(text: str) -> tuple[int, int]:
@@ -31,7 +33,7 @@ def add_slides_and_out(parser) -> None:
     parser.add_argument(
         "slides", nargs="+", metavar="SLIDE", help="slide files, or folders to search for them"
     )
-    parser.add_argument("-o", "--out", required=True, help="output folder")
+    parser.add_argument("-o", "--out", required=True, type=output_folder, help="output folder")
 
 
 def add_quiet(parser) -> None:
@@ -58,3 +60,116 @@ def add_deprecated_alias(parser, old: str, new: str, dest: str, type=None) -> No
     """Accept `old` as a hidden alias of the option `new`, whose destination is `dest`."""
     parser.add_argument(old, dest=dest, action=_DeprecatedAlias, new=new, type=type, default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)  # fmt: skip
+
+
+# --- Checked argument types: a bad value is a usage error (exit status 2) naming the option, before any slide
+# is opened. argparse adds "argument --mpp: " in front of each message.
+
+
+def _number(text: str, kind: type) -> float | int:
+    try:
+        value = kind(text)
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer > 0."""
+    value = _number(text, int)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    value = _number(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def target_mpp(text: str) -> float:
+    """An argparse type: the tiles' resolution in um/px, refusing magnifications typed as mpp (20)."""
+    from tiling.config import check_target_mpp  # at parse time only: building the parser imports no tiling
+
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive resolution in microns per pixel, got {text!r}")
+    problem = check_target_mpp(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def slide_mpp(text: str) -> float:
+    """An argparse type: a slide's own um/px (a believable scan resolution)."""
+    from wsi.meta import MPP_RANGE  # wsi.meta imports nothing heavy
+
+    value = _number(text, float)
+    if not MPP_RANGE[0] <= value <= MPP_RANGE[1]:
+        raise argparse.ArgumentTypeError(
+            f"must be a scan resolution between {MPP_RANGE[0]:g} and {MPP_RANGE[1]:g} um/px, got {text!r}"
+        )
+    return value
+
+
+def magnification(text: str) -> float:
+    """An argparse type: an objective magnification such as 20 or 40 (x)."""
+    value = _number(text, float)
+    if not 0.5 <= value <= 200:
+        raise argparse.ArgumentTypeError(f"must be an objective magnification such as 20 or 40, got {text!r}")
+    return value
+
+
+def output_folder(text: str) -> str:
+    """An argparse type: a folder to write into; refuses an existing file (which is never replaced)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text} exists and is not a folder; it is left as it is (name a folder)"
+        )
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
+            break
+    return text
+
+
+def tiff_tile_side(text: str) -> int:
+    """An argparse type: the side of a TIFF file's tiles, a positive multiple of 16 (the TIFF rule)."""
+    value = _number(text, int)
+    if value < 16 or value % 16:
+        raise argparse.ArgumentTypeError(
+            f"must be a multiple of 16 of at least 16 (the TIFF rule), got {text!r}"
+        )
+    return value
+
+
+def jpeg_quality(text: str) -> int:
+    """An argparse type: a JPEG quality, 1 to 100."""
+    value = _number(text, int)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a JPEG quality from 1 to 100, got {text!r}")
+    return value

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from slidestream.commands._common import add_quiet, parse_dimensions, show_progress
+from slidestream.commands._common import (
+    add_quiet,
+    non_negative_int,
+    output_folder,
+    parse_dimensions,
+    show_progress,
+)
 
 
 def register(sub) -> None:
@@ -13,9 +19,15 @@ def register(sub) -> None:
         "(CMU-1-Small-Region.svs) and runs every pipeline step on them. Prints where to look.",
     )
     p.add_argument(
-        "-o", "--out", default="slidestream-demo", help="output folder (default ./slidestream-demo)"
+        "-o",
+        "--out",
+        type=output_folder,
+        default="slidestream-demo",
+        help="output folder (default ./slidestream-demo)",
     )
-    p.add_argument("--slides", type=int, default=2, help="number of synthetic slides (default 2)")
+    p.add_argument(
+        "--slides", type=non_negative_int, default=2, help="number of synthetic slides (default 2)"
+    )
     p.add_argument(
         "--dimensions",
         type=parse_dimensions,

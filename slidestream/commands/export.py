@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from slidestream.commands._common import output_folder
+
 EXAMPLES = """examples:
   slidestream export results --format clam -o clam_input
   slidestream export results --format clam -o clam_input --features stain_stats --overwrite
@@ -29,7 +31,7 @@ def register(sub) -> None:
     )
     p.add_argument("results", metavar="RESULTS", help="run folder written by `slidestream tile` or `run`")
     p.add_argument("--format", choices=list_export_formats(), default="clam", help="layout (default clam)")
-    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("-o", "--out", required=True, type=output_folder, metavar="DIR", help="output folder")
     p.add_argument("--features", help="feature set in the stores (default: the only one; none: coords only)")
     p.add_argument("--overwrite", action="store_true", help="replace files already in DIR")
     p.set_defaults(func=run)

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from slidestream.commands._common import add_quiet, show_progress
+from slidestream.commands._common import add_quiet, non_negative_int, positive_int, show_progress
 
 
 def parse_encoder_args(items: list[str] | None) -> dict[str, Any] | None:
@@ -64,10 +64,10 @@ def register(sub) -> None:
     add_encoder_options(p, default="stain_stats")
     p.add_argument("--name", help="feature name in the store (default: the encoder name)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="tiles per encoder batch")
     p.add_argument(
         "--workers",
-        type=int,
+        type=non_negative_int,
         help="DataLoader worker processes reading tiles (default: none on CPU, "
         "where a reading thread overlaps the encoder; 8 on a GPU)",
     )

@@ -6,7 +6,7 @@ import json
 import sys
 
 import wsi
-from slidestream.commands._common import add_deprecated_alias
+from slidestream.commands._common import add_deprecated_alias, slide_mpp
 
 
 def register(sub) -> None:
@@ -14,8 +14,10 @@ def register(sub) -> None:
                        description="Print what each slide holds. Unreadable files are reported, not fatal.")  # fmt: skip
     p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files, or folders to search for them")
     p.add_argument("--backend", choices=wsi.backends.list_backends(), help="force a reader (default: auto)")
-    p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
-    add_deprecated_alias(p, "--mpp", "--slide-mpp", dest="slide_mpp", type=float)
+    p.add_argument(
+        "--slide-mpp", type=slide_mpp, help="the slides' own um/px, for files whose metadata lacks it"
+    )
+    add_deprecated_alias(p, "--mpp", "--slide-mpp", dest="slide_mpp", type=slide_mpp)
     p.add_argument("--json", action="store_true", help="one JSON object per slide, one per line")
     p.set_defaults(func=run)
 

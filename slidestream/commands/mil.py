@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import sys
 
-from slidestream.commands._common import add_quiet, show_progress
+from slidestream.commands._common import (
+    add_quiet,
+    fraction,
+    non_negative_int,
+    output_folder,
+    positive_int,
+    show_progress,
+)
 
 
 def register(sub) -> None:
@@ -31,15 +38,19 @@ def register(sub) -> None:
     train.add_argument(
         "--features", default="stain_stats", help="feature name in the stores (default stain_stats)"
     )
-    train.add_argument("--folds", type=int, default=5, help="cross-validation folds, at least 2 (default 5)")
+    train.add_argument(
+        "--folds", type=positive_int, default=5, help="cross-validation folds, at least 2 (default 5)"
+    )
     train.add_argument("--group", help="column of patient ids: folds keep a patient's slides together")
     train.add_argument(
         "--epochs",
-        type=int,
+        type=positive_int,
         help="train N epochs (patience N/3) with FitConfig defaults; default: settings planned from the data",
     )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    train.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and the training")
+    train.add_argument(
+        "-o", "--out", required=True, type=output_folder, metavar="MODEL_DIR", help="model folder to write"
+    )
     add_quiet(train)
     train.set_defaults(func=run_train)
     predict = actions.add_parser(
@@ -51,8 +62,8 @@ def register(sub) -> None:
     )
     predict.add_argument("results", metavar="RESULTS", help="run folder with patch stores and features")
     predict.add_argument("--model", required=True, metavar="MODEL_DIR", help="folder written by `mil train`")
-    predict.add_argument("-o", "--out", required=True, help="output folder")
-    predict.add_argument("--high-fraction", type=float, default=0.1,
+    predict.add_argument("-o", "--out", required=True, type=output_folder, help="output folder")
+    predict.add_argument("--high-fraction", type=fraction, default=0.1,
                          help="fraction of tiles per slide classified 'High attention' (default 0.1)")  # fmt: skip
     predict.add_argument(
         "--raw-attention", action="store_true", help="heatmaps of raw attention, not its rank"

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from slidestream.commands._common import add_quiet, show_progress
+from slidestream.commands._common import (
+    add_quiet,
+    output_folder,
+    positive_float,
+    positive_int,
+    show_progress,
+    slide_mpp,
+)
 
 
 def register(sub) -> None:
@@ -25,11 +32,11 @@ def register(sub) -> None:
         "config.json + model.safetensors (best epoch by validation PQ), last/ and history.json into -o.",
     )
     t.add_argument("--data", required=True, help="'synthetic' or a dataset folder")
-    t.add_argument("-o", "--out", required=True, help="model folder")
-    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("-o", "--out", required=True, type=output_folder, help="model folder")
+    t.add_argument("--epochs", type=positive_int, default=20)
     t.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--batch-size", type=positive_int, default=8)
+    t.add_argument("--lr", type=positive_float, default=2e-3, help="learning rate")
     t.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass over the tiles)")
     t.add_argument("--crop", type=int, default=160, help="training crop side in px (multiple of 32)")
     t.add_argument("--n-synthetic", type=int, default=1000, help="synthetic training tiles (256 px)")
@@ -55,7 +62,7 @@ def register(sub) -> None:
         "(0 = background) as a TIFF.",
     )
     s.add_argument("image")
-    s.add_argument("--mpp", type=float, required=True, help="resolution of IMAGE in um/px")
+    s.add_argument("--mpp", type=slide_mpp, required=True, help="resolution of IMAGE in um/px")
     s.add_argument("-o", "--out", required=True, help="output label TIFF")
     s.add_argument("--model", help="model folder (default: the shipped weights)")
     s.add_argument("--classical", action="store_true", help="use the classical baseline instead of the CNN")
@@ -72,7 +79,7 @@ def register(sub) -> None:
     )
     e.add_argument("image", nargs="?")
     e.add_argument("reference", nargs="?")
-    e.add_argument("--mpp", type=float, help="resolution of IMAGE in um/px")
+    e.add_argument("--mpp", type=slide_mpp, help="resolution of IMAGE in um/px")
     e.add_argument("--synthetic", type=int, metavar="N", help="score N held-out synthetic 256 px tiles")
     e.add_argument("--model", help="model folder (default: the shipped weights)")
     e.add_argument("--device", default="auto")

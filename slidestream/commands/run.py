@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from slidestream.commands._common import add_deprecated_alias, add_quiet, add_slides_and_out, show_progress
+from slidestream.commands._common import (
+    add_deprecated_alias,
+    add_quiet,
+    add_slides_and_out,
+    positive_float,
+    positive_int,
+    show_progress,
+)
+from slidestream.commands._tiling import add_tiling_options, tiling_values
 from slidestream.commands.features import add_encoder_options, parse_encoder_args, random_weights_notice
 
 
@@ -23,19 +31,18 @@ def register(sub) -> None:
     add_slides_and_out(p)
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--steps", help="comma-separated steps (default: all: tile,features)")
-    p.add_argument("--mpp", type=float, help="target resolution of the tiles in um/px (default 0.5)")
-    p.add_argument("--size", type=int, help="tile side in px at the target mpp (default 256)")
-    p.add_argument("--min-tissue", type=float, help="minimum tissue fraction per tile (default 0.5)")
-    p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
-    p.add_argument("--roi", help="QuPath GeoJSON ROI file, or a folder of <slide_id>.geojson")
+    add_tiling_options(p, from_config=True)
     add_encoder_options(p, default=None)
     p.add_argument("--device", help="cpu, cuda or auto")
-    p.add_argument("--workers", type=int, help="slides in parallel: dask worker processes of the local cluster, "
+    p.add_argument("--workers", type=positive_int, help="slides in parallel: dask worker processes of the local cluster, "
                    "each tiling with one thread (default: one per core)")  # fmt: skip
     p.add_argument(
         "--scheduler-address", help="run on an existing dask.distributed cluster (tcp://HOST:PORT)"
     )
     add_deprecated_alias(p, "--scheduler", "--scheduler-address", dest="scheduler_address")
+    p.add_argument("--scheduler-timeout", type=positive_float, metavar="SECONDS",
+                   help="how long to wait for --scheduler-address to answer (default: [run] scheduler_timeout of "
+                   "--config, else 20)")  # fmt: skip
     p.add_argument(
         "--overwrite", action="store_true", help="redo every step, replacing results made with other options"
     )
@@ -52,11 +59,10 @@ def run(args) -> int:
     try:
         config = load_config(
             args.config, out=args.out, slide_workers=args.workers, scheduler_address=args.scheduler_address,
-            overwrite=True if args.overwrite else None, progress=show_progress(args),
-            steps=tuple(s.strip() for s in args.steps.split(",")) if args.steps else None,
-            **{"tiling.mpp": args.mpp, "tiling.size": args.size, "tiling.min_tissue": args.min_tissue,
-               "tiling.slide_mpp": args.slide_mpp, "tiling.roi": args.roi, "features.encoder": args.encoder,
-               "features.weights": args.weights, "features.device": args.device,
+            scheduler_timeout=args.scheduler_timeout, overwrite=True if args.overwrite else None,
+            progress=show_progress(args), steps=tuple(s.strip() for s in args.steps.split(",")) if args.steps else None,
+            **{f"tiling.{k}": v for k, v in tiling_values(args).items()},
+            **{"features.encoder": args.encoder, "features.weights": args.weights, "features.device": args.device,
                "features.encoder_args": parse_encoder_args(args.encoder_arg),
                "features.random_weights": True if args.random_weights else None},
         )  # fmt: skip

@@ -5,7 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from slidestream.commands._common import add_deprecated_alias, add_quiet, parse_dimensions, show_progress
+from slidestream.commands._common import (
+    add_deprecated_alias,
+    add_quiet,
+    jpeg_quality,
+    non_negative_int,
+    parse_dimensions,
+    show_progress,
+    slide_mpp,
+    tiff_tile_side,
+)
 from wsi.synthetic import SyntheticSpec, write_slide
 
 
@@ -24,14 +33,16 @@ def register(sub) -> None:
         help="level-0 WxH of the slide in pixels (default 20000x20000)",
     )
     p.add_argument(
-        "--slide-mpp", type=float, default=0.25, help="the slide's level-0 um/px (default 0.25 = 40x)"
+        "--slide-mpp", type=slide_mpp, default=0.25, help="the slide's level-0 um/px (default 0.25 = 40x)"
     )
     add_deprecated_alias(p, "--size", "--dimensions", dest="dimensions", type=parse_dimensions)
-    add_deprecated_alias(p, "--mpp", "--slide-mpp", dest="slide_mpp", type=float)
-    p.add_argument("--seed", type=int, default=0, help="content and stain seed (default 0)")
+    add_deprecated_alias(p, "--mpp", "--slide-mpp", dest="slide_mpp", type=slide_mpp)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="content and stain seed (default 0)")
     p.add_argument("--tumor", action="store_true", help="add tumor regions (denser, larger, darker nuclei)")
-    p.add_argument("--tile-size", type=int, default=256, help="side of the file's JPEG tiles (default 256)")
-    p.add_argument("--quality", type=int, default=85, help="JPEG quality (default 85)")
+    p.add_argument(
+        "--tile-size", type=tiff_tile_side, default=256, help="side of the file's JPEG tiles (default 256)"
+    )
+    p.add_argument("--quality", type=jpeg_quality, default=85, help="JPEG quality (default 85)")
     add_quiet(p)
     p.set_defaults(func=run)
 

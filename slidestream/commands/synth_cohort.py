@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from slidestream.commands._common import add_quiet, parse_dimensions, show_progress
+from slidestream.commands._common import (
+    add_quiet,
+    non_negative_int,
+    output_folder,
+    parse_dimensions,
+    positive_int,
+    show_progress,
+    slide_mpp,
+)
 
 
 def register(sub) -> None:
@@ -15,12 +23,14 @@ def register(sub) -> None:
         "cancer, grade, mut_a, mut_b, time, event, tumor_fraction); the README describes how each label follows "
         "from the slide's ground truth. Refuses an OUT that already holds a cohort.",
     )
-    p.add_argument("out", metavar="OUT")
-    p.add_argument("--n", type=int, default=40, help="number of slides (default 40)")
-    p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    p.add_argument("out", metavar="OUT", type=output_folder)
+    p.add_argument("--n", type=positive_int, default=40, help="number of slides (default 40)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="cohort seed (default 0)")
     p.add_argument("--dimensions", type=parse_dimensions, default=(8192, 8192),
                    help="level-0 WxH of each slide (default 8192x8192)")  # fmt: skip
-    p.add_argument("--slide-mpp", type=float, default=0.25, help="the slides' level-0 um/px (default 0.25)")
+    p.add_argument(
+        "--slide-mpp", type=slide_mpp, default=0.25, help="the slides' level-0 um/px (default 0.25)"
+    )
     add_quiet(p)
     p.set_defaults(func=run)
 

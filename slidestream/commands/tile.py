@@ -7,12 +7,11 @@ import warnings
 from pathlib import Path
 
 import wsi
-from slidestream.commands._common import add_quiet, add_slides_and_out, show_progress
+from slidestream.commands._common import add_quiet, add_slides_and_out, positive_int, show_progress
+from slidestream.commands._tiling import CODEC_CHOICES, ROI_MODES, add_tiling_options, tiling_values
 from slidestream.discovery import find_slides
 
-# As tiling.config has them (a test checks); spelled out so that building the parser does not import tiling.
-ROI_MODES = ("restrict", "replace")
-CODEC_CHOICES = ("auto", "jpeg", "lz4", "zstd", "zstd3", "none")
+__all__ = ["CODEC_CHOICES", "ROI_MODES", "register", "run"]
 
 
 def register(sub) -> None:
@@ -25,44 +24,11 @@ def register(sub) -> None:
         "resume; complete ones made with other options are kept unless --overwrite.",
     )
     add_slides_and_out(p)
+    add_tiling_options(p)
     p.add_argument(
-        "--mpp", type=float, default=0.5, help="target microns per pixel of the tiles (default 0.5 = 20x)"
-    )
-    p.add_argument(
-        "--size", type=int, default=256, help="tile side in pixels at the target mpp (default 256)"
-    )
-    p.add_argument(
-        "--stride", type=int, help="step between tiles in pixels (default: the tile size, no overlap)"
-    )
-    p.add_argument(
-        "--min-tissue", type=float, default=0.5, help="minimum tissue fraction of a kept tile (default 0.5)"
-    )
-    p.add_argument(
-        "--roi", help="QuPath GeoJSON annotations restricting the tissue; a folder holds <slide_id>.geojson"
-    )
-    p.add_argument(
-        "--roi-mode",
-        choices=ROI_MODES,
-        default="restrict",
-        help="restrict: tissue inside the ROI (default); replace: the ROI instead of detected tissue",
-    )
-    p.add_argument(
-        "--coords-only", action="store_true", help="store coordinates only; read pixels from the slide later"
-    )
-    p.add_argument(
-        "--codec",
-        choices=CODEC_CHOICES,
-        default="auto",
-        help="patch codec (default auto: the slide's own JPEG tiles when aligned, else lz4)",
-    )
-    p.add_argument(
-        "--exact",
-        action="store_true",
-        help="resampled tiles equal to read_region + resize (default: JPEG DCT scaling, faster, an area average)",
-    )
-    p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
-    p.add_argument(
-        "--workers", type=int, help="shards (batches of tiles) tiled at once, in threads (default: all cores)"
+        "--workers",
+        type=positive_int,
+        help="shards (batches of tiles) tiled at once, in threads (default: all cores)",
     )
     p.add_argument(
         "--overwrite",
@@ -74,7 +40,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from slidestream.pipeline.config import TileOptions
+    from slidestream.pipeline.config import tile_options
     from slidestream.pipeline.lock import SlideLock
     from slidestream.pipeline.manifest import disk_full
     from slidestream.pipeline.steps import tile_into
@@ -88,10 +54,7 @@ def run(args) -> int:
     for item in skipped:
         print(f"skipped: {item.path}: {item.reason}", file=sys.stderr)
     try:
-        options = TileOptions(size=args.size, mpp=args.mpp, stride=args.stride, min_tissue=args.min_tissue,
-                              coords_only=args.coords_only, codec=args.codec, roi_mode=args.roi_mode,
-                              slide_mpp=args.slide_mpp, shard_workers=args.workers, roi=args.roi,
-                              exact=args.exact)  # fmt: skip
+        options = tile_options(**tiling_values(args), shard_workers=args.workers)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -171,11 +171,17 @@ def _done_in_manifest(out: Path) -> set[tuple[str, str]]:
     }
 
 
+def _resolution(tiling) -> str:
+    if tiling.magnification is not None:
+        return f"{tiling.magnification:g}x (the mpp from each slide's objective power)"
+    return f"{tiling.mpp} um/px"
+
+
 def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
     """Human-readable lines saying what a run would do (for --dry-run): the same checks `run_batch` makes."""
     _check_steps(config)
     lines = [f"{len(slides)} slide(s) -> {config.out}/slides/<slide_id>/; steps: {', '.join(config.steps)}",
-             f"tiling: {config.tiling.size} px at {config.tiling.mpp} um/px, min tissue {config.tiling.min_tissue}",
+             f"tiling: {config.tiling.size} px at {_resolution(config.tiling)}, min tissue {config.tiling.min_tissue}",
              f"features: {config.features.encoder} on {config.features.device}",
              f"scheduler: {config.scheduler_address or f'local dask cluster, {config.slide_workers or os.cpu_count()} worker(s)'}"]  # fmt: skip
     done = _done_in_manifest(config.out)
@@ -245,7 +251,14 @@ def _client(config: RunConfig):
     from dask.distributed import Client, LocalCluster
 
     if config.scheduler_address:
-        client = Client(config.scheduler_address, timeout="20s")
+        try:
+            client = Client(config.scheduler_address, timeout=f"{config.scheduler_timeout}s")
+        except (OSError, TimeoutError) as exc:  # unreachable, refused, or no answer in time
+            raise ValueError(
+                f"could not reach the dask scheduler at {config.scheduler_address} within "
+                f"{config.scheduler_timeout:g} s ({type(exc).__name__}: {exc}); check the address, or wait longer "
+                "with --scheduler-timeout"
+            ) from None
         try:
             yield client
         finally:

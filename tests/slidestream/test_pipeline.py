@@ -142,7 +142,7 @@ def test_dry_run_and_config(slide_folder, tmp_path, capsys):
     assert not (tmp_path / "o" / "slides").exists()
     toml.write_text("[tiling]\nmpp_target = 1\n")
     assert main(["run", str(slide_folder), "-o", str(tmp_path / "o"), "--config", str(toml)]) == 2
-    assert "unknown option(s) ['mpp_target']" in capsys.readouterr().err
+    assert "[tiling] mpp_target: unknown key (did you mean 'mpp'?)" in capsys.readouterr().err
     assert (
         main(["run", str(slide_folder), "-o", str(tmp_path / "o"), "--steps", "tile,nuclei", "--dry-run"])
         == 2
