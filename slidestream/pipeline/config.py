@@ -10,7 +10,7 @@ from typing import Any
 from tiling import TilingConfig
 from wsi.deprecation import renamed_keywords, warn_renamed
 
-__all__ = ["FeatureOptions", "RunConfig", "TileOptions", "load_config"]
+__all__ = ["FeatureOptions", "NucleiOptions", "RunConfig", "TileOptions", "load_config"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,29 @@ class FeatureOptions:
     loader_workers: int = 0
 
 
+@dataclass(frozen=True)
+class NucleiOptions:
+    """What the nuclei step runs: the CNN (`model` folder, default the shipped weights) or the `classical`
+    baseline, on `device`; `object_type` "cell" or "detection" in nuclei.geojson.gz; `batch_size` tiles per
+    forward pass; `workers` post-processing workers per slide; `tile` / `halo` in pixels at the model's mpp
+    (`nuclei.SlideNucleiConfig`)."""
+
+    classical: bool = False
+    model: str | None = None
+    device: str = "auto"
+    object_type: str = "cell"
+    batch_size: int = 8
+    workers: int = 1
+    tile: int = 256
+    halo: int = 32
+
+    def __post_init__(self):
+        if self.object_type not in ("cell", "detection"):
+            raise ValueError(f"[nuclei] object_type must be 'cell' or 'detection', got {self.object_type!r}")
+        if self.classical and self.model:
+            raise ValueError("[nuclei]: classical and model exclude each other (the baseline has no model)")
+
+
 # Old names of RunConfig fields (and [run] keys), accepted with a DeprecationWarning.
 _RUN_RENAMED = {"workers": "slide_workers", "scheduler": "scheduler_address"}
 
@@ -62,6 +85,7 @@ class RunConfig:
     progress: bool = True
     tiling: TileOptions = field(default_factory=TileOptions)
     features: FeatureOptions = field(default_factory=FeatureOptions)
+    nuclei: NucleiOptions = field(default_factory=NucleiOptions)
 
     @property
     def workers(self) -> int | None:
@@ -100,7 +124,7 @@ def _section(cls, values: dict[str, Any], where: str, renamed: dict[str, str] | 
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
-    """Defaults, then the TOML file ([run], [tiling], [features] tables), then `overrides` that are not None.
+    """Defaults, then the TOML file ([run], [tiling], [features], [nuclei] tables), then `overrides` that are not None.
 
     Overrides use dotted names for sections: {"tiling.mpp": 0.25, "features.encoder": "resnet50"}. Bad values
     are errors here, where the config is built (TilingConfig checks its own). Old names (`workers`,
@@ -116,17 +140,18 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
                 data = tomllib.load(f)
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"{path}: not valid TOML ({exc})") from exc
-    unknown = sorted(set(data) - {"run", "tiling", "features"})
+    unknown = sorted(set(data) - {"run", "tiling", "features", "nuclei"})
     if unknown:
-        raise ValueError(f"{path}: unknown table(s) {unknown}; use [run], [tiling] and [features]")
+        raise ValueError(f"{path}: unknown table(s) {unknown}; use [run], [tiling], [features] and [nuclei]")
     run = dict(data.get("run", {}))
     tiling = dict(data.get("tiling", {}))
     feats = dict(data.get("features", {}))
+    nuclei = dict(data.get("nuclei", {}))
     for key, value in overrides.items():
         if value is None:
             continue
         section, _, name = key.rpartition(".")
-        target = {"": run, "tiling": tiling, "features": feats}[section]
+        target = {"": run, "tiling": tiling, "features": feats, "nuclei": nuclei}[section]
         if isinstance(value, dict) and isinstance(target.get(name), dict):
             value = {**target[name], **value}  # e.g. --encoder-arg on top of [features.encoder_args]
         target[name] = value
@@ -136,4 +161,5 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
         run["out"] = Path(run["out"])
     config = _section(RunConfig, run, "[run]", _RUN_RENAMED)
     return replace(config, tiling=_section(TileOptions, tiling, "[tiling]"),
-                   features=_section(FeatureOptions, feats, "[features]"))  # fmt: skip
+                   features=_section(FeatureOptions, feats, "[features]"),
+                   nuclei=_section(NucleiOptions, nuclei, "[nuclei]"))  # fmt: skip
