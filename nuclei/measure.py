@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
+from scipy import ndimage as ndi
 from shapely.geometry import Polygon
 from skimage.color import rgb2hed
-from skimage.measure import find_contours, regionprops
+from skimage.measure import find_contours
 
 __all__ = ["MEASUREMENTS", "TABLE_COLUMNS", "Placement", "measure_instances"]
 
@@ -40,6 +41,23 @@ def _outline(mask: np.ndarray) -> np.ndarray | None:
     return ring if len(ring) >= 4 else None
 
 
+def _valid(polygon: Polygon) -> Polygon | None:
+    """`polygon` made valid (its largest part), or None when nothing areal is left."""
+    if polygon.is_valid and not polygon.is_empty:
+        return polygon
+    parts = [g for g in shapely.get_parts(shapely.make_valid(polygon)) if g.geom_type == "Polygon"]
+    return max(parts, key=lambda g: g.area) if parts else None
+
+
+def _eccentricity(rows: np.ndarray, cols: np.ndarray) -> float:
+    """Eccentricity of the ellipse with the pixels' second moments (as skimage's regionprops)."""
+    if len(rows) < 2:
+        return 0.0
+    cov = np.cov(np.stack([rows, cols]).astype(np.float64), bias=True)
+    small, large = np.linalg.eigvalsh(cov)
+    return float(np.sqrt(max(0.0, 1 - small / large))) if large > 0 else 0.0
+
+
 def measure_instances(labels: np.ndarray, image: np.ndarray, placement: Placement,
                       type_probs: np.ndarray | None = None, classes: tuple[str, ...] = (),
                       simplify: float = 0.3) -> dict[str, list]:  # fmt: skip
@@ -49,8 +67,9 @@ def measure_instances(labels: np.ndarray, image: np.ndarray, placement: Placemen
     `image` (H, W, 3) uint8 gives the mean hematoxylin optical density (Ruifrok-Johnston deconvolution).
     `type_probs` (K, H, W) are per-pixel class probabilities with `classes` naming them, index 0 background;
     a nucleus gets the non-background class of highest mean probability, and that class's share of the
-    non-background mean as its probability. Without them `type` is "" and the probability NaN. Outlines are
-    simplified by `simplify` image pixels (shape-preserving) and mapped to level-0 pixels.
+    non-background mean as its probability. Without them `type` is "" and the probability NaN. Outlines run
+    along the pixel-edge midpoints, are simplified by `simplify` image pixels and mapped to level-0 pixels;
+    area is the pixel count, perimeter the outline's length, solidity the outline's share of its convex hull.
     """
     if labels.ndim != 2 or image.shape != (*labels.shape, 3):
         raise ValueError(f"labels must be (H, W) and image (H, W, 3); got {labels.shape} and {image.shape}")
@@ -61,43 +80,40 @@ def measure_instances(labels: np.ndarray, image: np.ndarray, placement: Placemen
         return columns
     hema = rgb2hed(image)[..., 0]
     p = placement
-    px_area = p.um_per_px**2
-    for region in regionprops(labels, intensity_image=hema):
-        r, c = region.centroid
-        x, y = p.x0 + (c + 0.5) * p.scale, p.y0 + (r + 0.5) * p.scale
+    for index, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        crop = labels[box] == index
+        rows, cols = np.nonzero(crop)
+        r0, c0 = box[0].start, box[1].start
+        x = p.x0 + (cols.mean() + c0 + 0.5) * p.scale
+        y = p.y0 + (rows.mean() + r0 + 0.5) * p.scale
         if p.owns is not None and not (p.owns[0] <= x < p.owns[2] and p.owns[1] <= y < p.owns[3]):
             continue
-        ring = _outline(region.image)
+        ring = _outline(crop)
         if ring is None:
             continue
-        r0, c0 = region.bbox[:2]
-        xs = p.x0 + (ring[:, 1] + c0 + 0.5) * p.scale
-        ys = p.y0 + (ring[:, 0] + r0 + 0.5) * p.scale
-        polygon = Polygon(np.stack([xs, ys], axis=1))
-        if simplify:
-            polygon = polygon.simplify(simplify * p.scale, preserve_topology=True)
-        if not polygon.is_valid:
-            polygon = shapely.make_valid(polygon)
-            parts = [g for g in shapely.get_parts(polygon) if g.geom_type == "Polygon"]
-            if not parts:
-                continue
-            polygon = max(parts, key=lambda g: g.area)
-        if polygon.is_empty:
+        outline = Polygon(np.stack([p.x0 + (ring[:, 1] + c0 + 0.5) * p.scale,
+                                    p.y0 + (ring[:, 0] + r0 + 0.5) * p.scale], axis=1))  # fmt: skip
+        polygon = _valid(outline.simplify(simplify * p.scale, preserve_topology=False)) if simplify else None
+        polygon = polygon or _valid(outline)
+        if polygon is None:
             continue
         kind, probability = "", float("nan")
         if type_probs is not None:
-            mean = type_probs[:, region.coords[:, 0], region.coords[:, 1]].mean(axis=1)
+            mean = type_probs[:, rows + r0, cols + c0].mean(axis=1)
             best = 1 + int(np.argmax(mean[1:]))
             kind = classes[best] if best < len(classes) else str(best)
             probability = float(mean[best] / max(mean[1:].sum(), 1e-12))
+        hull = polygon.convex_hull.area
         columns["x"].append(x)
         columns["y"].append(y)
         columns["geometry"].append(shapely.to_wkb(polygon))
-        columns["area_um2"].append(region.area * px_area)
-        columns["perimeter_um"].append(region.perimeter * p.um_per_px)
-        columns["eccentricity"].append(region.eccentricity)
-        columns["solidity"].append(region.solidity)
-        columns["hematoxylin_od"].append(region.intensity_mean)
+        columns["area_um2"].append(len(rows) * p.um_per_px**2)
+        columns["perimeter_um"].append(outline.length / p.scale * p.um_per_px)
+        columns["eccentricity"].append(_eccentricity(rows, cols))
+        columns["solidity"].append(min(1.0, polygon.area / hull) if hull > 0 else 1.0)
+        columns["hematoxylin_od"].append(float(hema[rows + r0, cols + c0].mean()))
         columns["type_probability"].append(probability)
         columns["type"].append(kind)
     return columns

@@ -1,6 +1,11 @@
 """What runs on each slide tile: the CNN (batched forward here, post-processing in workers) or the classical
 baseline (all in workers). A segmenter's `maps` runs in the calling process; `postprocess_tile` is a plain
-function of picklable arguments, so a process pool can run it."""
+function of picklable arguments, so a process pool can run it.
+
+A segmenter has `kind`, `mpp`, `classes` (type names, index 0 background; empty: no types), `postprocess`,
+`describe()` (a JSON-able dict that identifies its results) and `maps(images)` -> one `TileWork` per image;
+any other segmenter can hand over finished instance labels as `TileWork("labels", image, labels=...)`.
+"""
 
 from __future__ import annotations
 
@@ -15,18 +20,19 @@ from nuclei.measure import Placement, measure_instances
 from nuclei.model import NucleiNet, pad_to_stride
 from nuclei.postprocess import PostprocessConfig, instances_from_maps
 
-__all__ = ["ClassicalSegmenter", "CnnSegmenter", "postprocess_tile"]
+__all__ = ["ClassicalSegmenter", "CnnSegmenter", "TileWork", "postprocess_tile"]
 
 
 @dataclass(frozen=True)
 class TileWork:
     """What a worker needs for one tile: the maps (or None for the classical baseline) and the image."""
 
-    kind: str  # "cnn" or "classical"
+    kind: str  # "cnn", "classical" or "labels"
     image: np.ndarray  # (H, W, 3) uint8 at the segmenter's mpp
     prob: np.ndarray | None = None  # (H, W) float32
     hv: np.ndarray | None = None  # (2, H, W) float32
     types: np.ndarray | None = None  # (K, H, W) float16 class probabilities
+    labels: np.ndarray | None = None  # (H, W) int32 instances, for kind "labels"
 
 
 class CnnSegmenter:
@@ -104,10 +110,11 @@ def _weights_digest(model: NucleiNet) -> str:
 def postprocess_tile(work: TileWork, placement: Placement, classes: tuple[str, ...], mpp: float,
                      postprocess: PostprocessConfig | None) -> dict[str, list]:  # fmt: skip
     """Instances of one tile and the table columns of those whose centroid the tile owns (runs in a worker)."""
-    if work.kind == "classical":
+    types = work.types.astype(np.float32) if work.types is not None else None
+    if work.kind == "labels":
+        labels = work.labels
+    elif work.kind == "classical":
         labels = segment_classical(work.image, mpp=mpp)
-        types = None
     else:
         labels = instances_from_maps(work.prob, work.hv, postprocess)
-        types = None if work.types is None else work.types.astype(np.float32)
     return measure_instances(labels, work.image, placement, types, classes)

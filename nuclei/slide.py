@@ -95,8 +95,9 @@ class SlidePlan:
 
 
 def make_segmenter(model=None, device: str = "auto", mpp: float | None = None):
-    """A segmenter from `model`: None (the shipped CNN), a NucleiNet, "classical", or a segmenter already."""
-    if isinstance(model, CnnSegmenter | ClassicalSegmenter):
+    """A segmenter from `model`: None (the shipped CNN), a NucleiNet, "classical", or a segmenter already (an
+    object with `maps`, see `nuclei.segmenters`)."""
+    if hasattr(model, "maps"):
         return model
     if isinstance(model, str):
         if model != "classical":
@@ -240,8 +241,6 @@ def segment_slide(slide: wsi.Slide, model=None, roi: BaseGeometry | None = None,
     segmenter = make_segmenter(model, device=device, mpp=mpp)
     config = replace(config or SlideNucleiConfig(), batch_size=batch_size)
     plan = plan_slide(slide, mpp if mpp is not None else segmenter.mpp, config, roi=roi, tissue=tissue)
-    if mpp is not None and isinstance(segmenter, ClassicalSegmenter):
-        segmenter = ClassicalSegmenter(mpp)
     with tqdm(total=len(plan), desc=f"nuclei {slide.path.name}", unit="tile", disable=not progress) as bar:
         parts = [part for _, part in iter_slide_nuclei(plan, segmenter, on_tiles=bar.update)]
     return pd.concat(parts, ignore_index=True) if parts else empty_table()
