@@ -102,6 +102,9 @@ def register(sub) -> None:
     r.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
     r.add_argument("--workers", type=int, default=1, help="slides in parallel (dask worker processes)")
     r.add_argument("--threads", type=int, help="torch threads per slide (default: cores / workers)")
+    r.add_argument(
+        "--scheduler-address", help="run on an existing dask.distributed cluster (tcp://HOST:PORT)"
+    )
     r.add_argument("--overwrite", action="store_true", help="redo slides whose nuclei are already done")
     add_quiet(r)
     r.set_defaults(func=run_slides)
@@ -259,6 +262,7 @@ def run_slides(args) -> int:
         threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
         config = load_config(
             None, out=args.results, steps=("nuclei",), slide_workers=args.workers, threads_per_worker=threads,
+            scheduler_address=args.scheduler_address,
             overwrite=True if args.overwrite else None, progress=show_progress(args),
             **{"tiling.slide_mpp": args.slide_mpp, "nuclei.classical": args.classical or None,
                "nuclei.model": args.model, "nuclei.device": args.device, "nuclei.batch_size": args.batch_size,
