@@ -2,7 +2,7 @@
 
     python -m benchmarks.nuclei slide-quality [--slide S.svs] [--box 1024] [--classical]
     python -m benchmarks.nuclei slide-speed [--slide S.svs] [--box 1024] [--threads 2]
-    python -m benchmarks.nuclei slide-memory --slide S.svs [--classical]       # one slide, this process
+    python -m benchmarks.nuclei slide-memory --slide S.svs [--classical] [--virtual 100000] [--max-shards 4]
 
 slide-quality: a held-out synthetic slide with tumor (written if missing: 4096 px at 0.25 um/px, seed 2024,
 never used for training), a --box px square (at 0.5 um/px) of tissue with tumor cut into 256 px tiles. Each
@@ -15,7 +15,10 @@ slide-speed: the same box, same run: `segment_slide` end to end (reading, forwar
 process, ownership) against the model-only forward on the same input tiles already in memory; ratio
 end-to-end / forward MPix/s (limit 0.7), and the classical baseline's MPix/s. MPix are core pixels at 0.5 um/px.
 
-slide-memory: `write_slide_nuclei` over the whole slide's tissue; peak resident memory of this process.
+slide-memory: `write_slide_nuclei` over the whole slide's tissue; peak resident memory of this process. With
+--virtual N, the slide is an N x N px slide repeating --slide's pixels (held in memory, so no N x N file has to
+be written); with --max-shards K only the first K shards of its plan are segmented (`iter_slide_nuclei`):
+tissue detection and the plan cover the whole slide, the segmentation a bounded part of it.
 """
 
 from __future__ import annotations
@@ -167,25 +170,64 @@ def speed(args) -> None:
     print(f"ratio end-to-end / forward: {t_fwd / t_e2e:.2f} (target >= 0.7)")
 
 
+class PeriodicReader:
+    """A `wsi.Slide` reader of an n x n px slide that repeats every level of a source slide (held in memory)."""
+
+    name = "periodic"
+    vendor = "synthetic"
+    objective_power = None
+    properties: dict = {}
+
+    def __init__(self, source: wsi.Slide, n: int):
+        self.raw_mpp = source.mpp
+        self.level_downsamples = source.meta.level_downsamples
+        self.levels = [source.read_region((0, 0), i, d) for i, d in enumerate(source.meta.level_dimensions)]
+        self.dimensions = (n, n)
+        self.level_dimensions = tuple((int(n / d), int(n / d)) for d in self.level_downsamples)
+
+    def read_region(self, location, level, size) -> np.ndarray:
+        image = self.levels[level]
+        d = self.level_downsamples[level]
+        x0, y0 = int(location[0] / d), int(location[1] / d)
+        rows = np.arange(y0, y0 + size[1]) % image.shape[0]
+        cols = np.arange(x0, x0 + size[0]) % image.shape[1]
+        return image[rows][:, cols]
+
+    def close(self) -> None:
+        pass
+
+
 def memory(args) -> None:
     import tempfile
 
+    from nuclei.slide import iter_slide_nuclei, make_segmenter
     from slidestream.pipeline.runner import peak_rss_mb
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model = "classical" if args.classical else None
+    config = SlideNucleiConfig(workers=1)
+    source = wsi.open_slide(args.slide)
+    slide = wsi.Slide(PeriodicReader(source, args.virtual), source.path) if args.virtual else source
     before = peak_rss_mb()
-    with wsi.open_slide(args.slide) as slide, tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        result = nuclei.write_slide_nuclei(slide, out, model=model, device=args.device,
-                                           config=SlideNucleiConfig(workers=1))  # fmt: skip
-        seconds = time.perf_counter() - start
-        dims = slide.meta.dimensions
-    print(f"{args.slide} ({dims[0]} x {dims[1]} px): {result.tiles} tiles, {result.nuclei} nuclei, "
-          f"{result.region_mm2:.1f} mm^2 of tissue, {seconds:.0f} s "
-          f"({result.tiles * 256 * 256 / 1e6 / seconds:.2f} MPix/s); peak RSS {peak_rss_mb():.0f} MB "
-          f"(after imports and model: {before:.0f} MB)")  # fmt: skip
+    start = time.perf_counter()
+    dims = slide.meta.dimensions
+    if args.max_shards:
+        segmenter = make_segmenter(model, device=args.device)
+        plan = plan_slide(slide, segmenter.mpp, config)
+        shards = list(range(min(args.max_shards, plan.n_shards)))
+        count = sum(len(t) for _, t in iter_slide_nuclei(plan, segmenter, shards=shards))
+        tiles = sum(len(plan.shard_range(s)) for s in shards)
+        what = f"plan {len(plan)} tiles over {plan.region_mm2:.0f} mm^2 of tissue; first {len(shards)} shards"
+    else:
+        with tempfile.TemporaryDirectory() as out:
+            result = nuclei.write_slide_nuclei(slide, out, model=model, device=args.device, config=config)
+        count, tiles = result.nuclei, result.tiles
+        what = f"whole slide, {result.region_mm2:.1f} mm^2 of tissue"
+    seconds = time.perf_counter() - start
+    print(f"{'virtual ' if args.virtual else ''}{dims[0]} x {dims[1]} px ({args.slide}): {what}: {tiles} tiles, "
+          f"{count} nuclei, {seconds:.0f} s ({tiles * 256 * 256 / 1e6 / seconds:.2f} MPix/s); "
+          f"peak RSS {peak_rss_mb():.0f} MB (before segmenting: {before:.0f} MB)")  # fmt: skip
 
 
 def main(argv: list[str]) -> None:
@@ -201,5 +243,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--virtual", type=int, help="slide-memory: an N x N px slide repeating --slide")
+    parser.add_argument("--max-shards", type=int, help="slide-memory: segment only the first K shards")
     args = parser.parse_args(argv)
     {"slide-quality": quality, "slide-speed": speed, "slide-memory": memory}[args.what](args)

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from slidestream.pipeline.config import NucleiOptions
-from slidestream.pipeline.manifest import SUMMARY_COLUMNS
 from slidestream.pipeline.steps import SlideContext, StepOutcome, _collect_warnings, register_step, roi_for
 
 __all__ = ["NUCLEI_COLUMNS", "SCORES_NAME", "SCORES_SOURCE", "NucleiStep", "nuclei_measurements"]
@@ -138,9 +137,15 @@ def _write_scores(store_path: Path, result, options: NucleiOptions) -> None:
 
 def _add_summary_columns() -> None:
     """summary.csv gets this step's columns before its timing columns (once, however often imported)."""
-    at = SUMMARY_COLUMNS.index("seconds") if "seconds" in SUMMARY_COLUMNS else len(SUMMARY_COLUMNS)
-    for offset, name in enumerate(c for c in NUCLEI_COLUMNS if c not in SUMMARY_COLUMNS):
-        SUMMARY_COLUMNS.insert(at + offset, name)
+    from slidestream.pipeline import manifest
+
+    columns = list(manifest.SUMMARY_COLUMNS)
+    at = columns.index("seconds") if "seconds" in columns else len(columns)
+    columns[at:at] = [c for c in NUCLEI_COLUMNS if c not in columns]
+    if isinstance(manifest.SUMMARY_COLUMNS, list):
+        manifest.SUMMARY_COLUMNS[:] = columns  # the list other modules imported by name
+    else:
+        manifest.SUMMARY_COLUMNS = type(manifest.SUMMARY_COLUMNS)(columns)
 
 
 register_step(NucleiStep())

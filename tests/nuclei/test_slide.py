@@ -195,3 +195,48 @@ def test_cnn_and_classical_on_a_slide_in_process_workers(slide_path, tiny_model)
     assert set(table["type"]) <= set(tiny_model.config.classes[1:])
     assert len(classical) > 10 and (classical["type"] == "").all()
     assert classical["x"].between(0, 384).all() and classical["y"].between(0, 384).all()
+
+
+def test_tile_stats_count_each_nucleus_in_every_tile_holding_it():
+    rng = np.random.default_rng(0)
+    coords = np.array([[x, y] for y in range(0, 1024, 128) for x in range(0, 1024, 128)])[::3]  # gaps
+    table = pd.DataFrame({"x": rng.uniform(0, 1200, 500), "y": rng.uniform(0, 1200, 500),
+                          "area_um2": rng.uniform(10, 50, 500), "type": rng.choice(["a", "b", ""], 500)})  # fmt: skip
+    stats = nuclei.TileStats(coords, 128, 256, slide_mpp=0.5, classes=("background", "a", "b"))
+    stats.add(table.iloc[:200])
+    stats.add(table.iloc[200:])
+    values = stats.values()
+    assert stats.columns == ["count", "density_mm2", "mean_area_um2", "fraction_a", "fraction_b"]
+    for row, (x, y) in enumerate(coords):
+        inside = table["x"].between(x, x + 256, inclusive="left") & table["y"].between(
+            y, y + 256, inclusive="left"
+        )
+        assert values[row, 0] == inside.sum()
+        if inside.any():
+            assert values[row, 2] == pytest.approx(table["area_um2"][inside].mean(), rel=1e-5)
+            assert values[row, 3] == pytest.approx((table["type"][inside] == "a").mean(), rel=1e-5)
+
+
+def test_measurements_of_an_ellipse():
+    from skimage.draw import ellipse
+    from skimage.measure import regionprops
+
+    from nuclei.measure import Placement, measure_instances
+
+    labels = np.zeros((64, 64), np.int32)
+    labels[ellipse(30, 33, 10, 5, rotation=0.4)] = 1
+    image = np.full((64, 64, 3), 255, np.uint8)
+    image[labels > 0] = (80, 40, 140)
+    cols = measure_instances(labels, image, Placement(1000.0, 2000.0, 2.0, 0.5))
+    region = regionprops(labels)[0]
+    assert cols["x"][0] == pytest.approx(1000 + (region.centroid[1] + 0.5) * 2)
+    assert cols["y"][0] == pytest.approx(2000 + (region.centroid[0] + 0.5) * 2)
+    assert cols["area_um2"][0] == pytest.approx(region.area * 0.25)
+    assert cols["eccentricity"][0] == pytest.approx(region.eccentricity, abs=1e-6)
+    assert cols["solidity"][0] == pytest.approx(region.solidity, abs=0.05)
+    assert cols["perimeter_um"][0] == pytest.approx(region.perimeter * 0.5, rel=0.1)
+    assert (
+        cols["hematoxylin_od"][0] > 0.05 and np.isnan(cols["type_probability"][0]) and cols["type"][0] == ""
+    )
+    polygon = shapely.from_wkb(cols["geometry"][0])
+    assert polygon.is_valid and polygon.area == pytest.approx(region.area * 4, rel=0.1)
