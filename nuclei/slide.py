@@ -20,11 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import shapely
 from shapely.geometry.base import BaseGeometry
 
 import wsi
 from nuclei.measure import TABLE_COLUMNS, Placement
 from nuclei.segmenters import ClassicalSegmenter, CnnSegmenter, postprocess_tile
+from nuclei.stitch import near_seam, seam_duplicates
 
 __all__ = ["SlideNucleiConfig", "SlidePlan", "empty_table", "iter_slide_nuclei", "make_segmenter", "plan_slide",
            "segment_slide"]  # fmt: skip
@@ -47,11 +49,13 @@ class SlideNucleiConfig:
     shard_tiles: int = 64
     workers: int = 1
     min_tissue: float = 1 / 64
+    guard: int = 4
 
     def __post_init__(self):
-        if self.tile < 32 or self.halo < 0 or self.batch_size < 1 or self.shard_tiles < 1 or self.workers < 0:
+        if (self.tile < 32 or self.halo < 0 or self.batch_size < 1 or self.shard_tiles < 1 or self.workers < 0
+                or not 0 <= self.guard <= self.halo):  # fmt: skip
             raise ValueError(f"bad SlideNucleiConfig {self}: tile >= 32, halo >= 0, batch_size >= 1, "
-                             "shard_tiles >= 1 and workers >= 0 are needed")  # fmt: skip
+                             "shard_tiles >= 1, workers >= 0 and 0 <= guard <= halo are needed")  # fmt: skip
         if not 0 <= self.min_tissue <= 1:
             raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
 
@@ -84,7 +88,24 @@ class SlidePlan:
         """Level-0 (x0, y0, x1, y1) owned by tile `index`: neighbouring cores share edges, never pixels."""
         x, y = self.coords[index]
         col, row = round(x / self.stride0), round(y / self.stride0)
-        return (int(x), int(y), round((col + 1) * self.stride0), round((row + 1) * self.stride0))
+        return (
+            int(x),
+            int(y),
+            int(np.round((col + 1) * self.stride0)),
+            int(np.round((row + 1) * self.stride0)),
+        )
+
+    def cores(self) -> np.ndarray:
+        """(N, 4) level-0 core boxes of every tile (see `core_box`)."""
+        col = np.round(self.coords[:, 0] / self.stride0)
+        row = np.round(self.coords[:, 1] / self.stride0)
+        x1, y1 = np.round((col + 1) * self.stride0), np.round((row + 1) * self.stride0)
+        return np.column_stack([self.coords[:, 0], self.coords[:, 1], x1, y1]).astype(np.float64)
+
+    @property
+    def guard0(self) -> float:
+        """The guard band in level-0 px."""
+        return self.config.guard * self.stride0 / self.config.tile
 
     def read_box(self, index: int) -> tuple[int, int, int, int]:
         """Level-0 (x, y, w, h) read for tile `index`: the core grown by the halo on every side."""
@@ -168,9 +189,22 @@ def empty_table() -> pd.DataFrame:
     return table.astype({"geometry": object, "type": object, "tile": "int64"})
 
 
-def _table(columns: dict[str, list], tile: int) -> pd.DataFrame:
+def _table(columns: dict[str, list], tile: int, dimensions: tuple[int, int]) -> pd.DataFrame:
+    """One tile's nuclei as a table, outlines clipped to the slide (edge pixels may reach past it)."""
     table = pd.DataFrame(columns) if columns["x"] else empty_table().drop(columns="tile")
     table["tile"] = np.int64(tile)
+    if len(table):
+        polygons = shapely.from_wkb(table["geometry"].to_numpy())
+        bounds = shapely.bounds(polygons)
+        out = (
+            (bounds[:, 0] < 0)
+            | (bounds[:, 1] < 0)
+            | (bounds[:, 2] > dimensions[0])
+            | (bounds[:, 3] > dimensions[1])
+        )
+        if out.any():
+            clipped = shapely.clip_by_rect(polygons[out], 0, 0, *dimensions)
+            table.loc[out, "geometry"] = pd.Series(list(shapely.to_wkb(clipped)), index=table.index[out])
     return table
 
 
@@ -194,10 +228,14 @@ def iter_slide_nuclei(plan: SlidePlan, segmenter, shards: list[int] | None = Non
         with lock:
             return np.stack([_read_tile(plan.slide, plan.read_box(i), size, mpp) for i in indices])
 
+    g = plan.guard0
+    w0, h0 = plan.slide.meta.dimensions
+
     def placement(index: int) -> Placement:
         x, y, w, _ = plan.read_box(index)
         scale = w / size
-        return Placement(x, y, scale, scale * plan.slide_mpp, owns=plan.core_box(index))
+        cx0, cy0, cx1, cy1 = plan.core_box(index)
+        return Placement(x, y, scale, scale * plan.slide_mpp, owns=(cx0 - g, cy0 - g, cx1 + g, cy1 + g))
 
     try:
         for shard in shards:
@@ -215,7 +253,7 @@ def iter_slide_nuclei(plan: SlidePlan, segmenter, shards: list[int] | None = Non
                     )
                 if on_tiles:
                     on_tiles(len(batch))
-            parts = [_table(job.result() if pool else job, index) for index, job in jobs]
+            parts = [_table(job.result() if pool else job, index, (w0, h0)) for index, job in jobs]
             yield shard, (pd.concat(parts, ignore_index=True) if parts else empty_table())
     finally:
         reader.shutdown(wait=True, cancel_futures=True)
@@ -243,4 +281,8 @@ def segment_slide(slide: wsi.Slide, model=None, roi: BaseGeometry | None = None,
     plan = plan_slide(slide, mpp if mpp is not None else segmenter.mpp, config, roi=roi, tissue=tissue)
     with tqdm(total=len(plan), desc=f"nuclei {slide.path.name}", unit="tile", disable=not progress) as bar:
         parts = [part for _, part in iter_slide_nuclei(plan, segmenter, on_tiles=bar.update)]
-    return pd.concat(parts, ignore_index=True) if parts else empty_table()
+    table = pd.concat(parts, ignore_index=True) if parts else empty_table()
+    cores = plan.cores()
+    near = np.flatnonzero(near_seam(table, cores, plan.guard0))
+    drop = near[seam_duplicates(table.iloc[near], cores)]
+    return table.drop(index=drop).reset_index(drop=True)

@@ -25,6 +25,7 @@ from shapely.geometry.base import BaseGeometry
 import wsi
 from nuclei.export import read_parquet, write_geojson, write_parquet
 from nuclei.slide import SlideNucleiConfig, make_segmenter, plan_slide
+from nuclei.stitch import near_seam, seam_duplicates
 from nuclei.tile_stats import TileStats
 from wsi.atomic import atomic_file
 
@@ -123,10 +124,23 @@ def write_slide_nuclei(slide: wsi.Slide, folder: str | Path, model=None, roi: Ba
         write_parquet(parts / f"shard_{shard:05d}.parquet", [table])
 
     shard_files = [parts / f"shard_{s:05d}.parquet" for s in range(plan.n_shards)]
+    cores = plan.cores()
+    # Seams: the rows near core edges of every shard (a few percent) are compared for copies found twice.
+    near = []
+    for shard, path in enumerate(shard_files):
+        table = read_parquet(path)
+        rows = np.flatnonzero(near_seam(table, cores, plan.guard0))
+        near.append(table.iloc[rows].assign(shard=shard, row=rows))
+    near = pd.concat(near, ignore_index=True) if near else pd.DataFrame(columns=["shard", "row"])
+    dropped = near.iloc[seam_duplicates(near, cores)] if len(near) else near
+    drop = {s: set(dropped["row"][dropped["shard"] == s]) for s in set(dropped["shard"])}
 
     def tables() -> Iterator[pd.DataFrame]:
-        for path in shard_files:
-            yield read_parquet(path)
+        for shard, path in enumerate(shard_files):
+            table = read_parquet(path)
+            if drop.get(shard):
+                table = table.drop(index=sorted(drop[shard])).reset_index(drop=True)
+            yield table
 
     stats = TileStats(*store_tiles, plan.slide_mpp, segmenter.classes) if store_tiles is not None else None
     types: dict[str, int] = {}
@@ -143,7 +157,8 @@ def write_slide_nuclei(slide: wsi.Slide, folder: str | Path, model=None, roi: Ba
     fractions = {c: (types.get(c, 0) / total if total else 0.0) for c in segmenter.classes[1:]}
     result = SlideNucleiResult(total, plan.region_mm2, len(plan), fractions, files, len(done),
                                stats.columns if stats else [], stats.values() if stats else None)  # fmt: skip
-    summary = {"format": RESULT_FORMAT, "nuclei": total, "region_mm2": plan.region_mm2,
+    summary = {"format": RESULT_FORMAT, "nuclei": total, "seam_copies_removed": len(dropped),
+               "region_mm2": plan.region_mm2,
                "density_mm2": result.density_mm2, "tiles": len(plan), "fractions": fractions,
                "object_type": object_type, "plan": fingerprint}  # fmt: skip
     with atomic_file(files["nuclei.json"]) as tmp:

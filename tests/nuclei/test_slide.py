@@ -194,7 +194,8 @@ def test_cnn_and_classical_on_a_slide_in_process_workers(slide_path, tiny_model)
     assert list(table.columns) == list(nuclei.TABLE_COLUMNS)
     assert set(table["type"]) <= set(tiny_model.config.classes[1:])
     assert len(classical) > 10 and (classical["type"] == "").all()
-    assert classical["x"].between(0, 384).all() and classical["y"].between(0, 384).all()
+    # Tiles cover 0..384; each keeps centroids up to its guard band (4 px) past its core.
+    assert classical["x"].between(0, 388).all() and classical["y"].between(0, 388).all()
 
 
 def test_tile_stats_count_each_nucleus_in_every_tile_holding_it():
@@ -240,3 +241,20 @@ def test_measurements_of_an_ellipse():
     )
     polygon = shapely.from_wkb(cols["geometry"][0])
     assert polygon.is_valid and polygon.area == pytest.approx(region.area * 4, rel=0.1)
+
+
+def test_seam_copies_are_removed_once():
+    from nuclei.stitch import near_seam, seam_duplicates
+
+    cores = np.array([[0, 0, 100, 100], [100, 0, 200, 100]], dtype=float)
+    disc = shapely.Point(100, 50).buffer(5)
+    table = pd.DataFrame({
+        "x": [99.8, 100.3, 50.0, 101.0], "y": [50.0, 50.1, 50.0, 80.0], "tile": [0, 1, 0, 1],
+        "geometry": [shapely.to_wkb(disc), shapely.to_wkb(shapely.affinity.translate(disc, 0.5, 0.1)),
+                     shapely.to_wkb(shapely.Point(50, 50).buffer(5)), shapely.to_wkb(shapely.Point(101, 80).buffer(4))],
+    })  # fmt: skip
+    near = near_seam(table, cores, guard=4)
+    assert near.tolist() == [True, True, False, True]
+    candidates = table[near].reset_index(drop=True)
+    # The copy of tile 0 (centroid 0.2 px inside its core) goes; tile 1's (0.3 px inside) stays.
+    assert seam_duplicates(candidates, cores).tolist() == [0]
