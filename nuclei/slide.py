@@ -107,6 +107,12 @@ class SlidePlan:
         """The guard band in level-0 px."""
         return self.config.guard * self.stride0 / self.config.tile
 
+    @property
+    def seam_margin0(self) -> float:
+        """How far inside its core a nucleus is still compared with the neighbours' (level-0 px): 12 px at the
+        model's mpp (6 um at 0.5 um/px, about a nucleus radius) or the guard band, the larger."""
+        return max(12, self.config.guard) * self.stride0 / self.config.tile
+
     def read_box(self, index: int) -> tuple[int, int, int, int]:
         """Level-0 (x, y, w, h) read for tile `index`: the core grown by the halo on every side."""
         x, y = self.coords[index]
@@ -283,6 +289,6 @@ def segment_slide(slide: wsi.Slide, model=None, roi: BaseGeometry | None = None,
         parts = [part for _, part in iter_slide_nuclei(plan, segmenter, on_tiles=bar.update)]
     table = pd.concat(parts, ignore_index=True) if parts else empty_table()
     cores = plan.cores()
-    near = np.flatnonzero(near_seam(table, cores, plan.guard0))
+    near = np.flatnonzero(near_seam(table, cores, plan.seam_margin0))
     drop = near[seam_duplicates(table.iloc[near], cores)]
     return table.drop(index=drop).reset_index(drop=True)

@@ -129,7 +129,7 @@ def write_slide_nuclei(slide: wsi.Slide, folder: str | Path, model=None, roi: Ba
     near = []
     for shard, path in enumerate(shard_files):
         table = read_parquet(path)
-        rows = np.flatnonzero(near_seam(table, cores, plan.guard0))
+        rows = np.flatnonzero(near_seam(table, cores, plan.seam_margin0))
         near.append(table.iloc[rows].assign(shard=shard, row=rows))
     near = pd.concat(near, ignore_index=True) if near else pd.DataFrame(columns=["shard", "row"])
     dropped = near.iloc[seam_duplicates(near, cores)] if len(near) else near

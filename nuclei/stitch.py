@@ -13,19 +13,14 @@ import shapely
 __all__ = ["near_seam", "seam_duplicates"]
 
 
-def near_seam(table: pd.DataFrame, cores: np.ndarray, guard: float) -> np.ndarray:
-    """Boolean mask of the rows whose centroid lies within `guard` level-0 px of (or outside) their tile's
-    core; `cores` (N_tiles, 4) holds each tile's level-0 core box (x0, y0, x1, y1)."""
+def near_seam(table: pd.DataFrame, cores: np.ndarray, margin: float) -> np.ndarray:
+    """Boolean mask of the rows that could have a copy in another tile: centroid outside its tile's core (in
+    the guard band) or less than `margin` level-0 px inside it. `cores` (N_tiles, 4) holds each tile's level-0
+    core box (x0, y0, x1, y1). Two tiles' outlines of one nucleus can differ by pixels, so `margin` should be
+    about a nucleus radius, not just the guard band."""
     if not len(table):
         return np.zeros(0, bool)
-    box = cores[table["tile"].to_numpy()]
-    x, y = table["x"].to_numpy(), table["y"].to_numpy()
-    return (
-        (x < box[:, 0] + guard)
-        | (x >= box[:, 2] - guard)
-        | (y < box[:, 1] + guard)
-        | (y >= box[:, 3] - guard)
-    )
+    return _depth(table, cores) < margin
 
 
 def seam_duplicates(candidates: pd.DataFrame, cores: np.ndarray, min_iou: float = 0.3) -> np.ndarray:

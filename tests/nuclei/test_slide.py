@@ -253,7 +253,7 @@ def test_seam_copies_are_removed_once():
         "geometry": [shapely.to_wkb(disc), shapely.to_wkb(shapely.affinity.translate(disc, 0.5, 0.1)),
                      shapely.to_wkb(shapely.Point(50, 50).buffer(5)), shapely.to_wkb(shapely.Point(101, 80).buffer(4))],
     })  # fmt: skip
-    near = near_seam(table, cores, guard=4)
+    near = near_seam(table, cores, margin=4)
     assert near.tolist() == [True, True, False, True]
     candidates = table[near].reset_index(drop=True)
     # The copy of tile 0 (centroid 0.2 px inside its core) goes; tile 1's (0.3 px inside) stays.
