@@ -1,6 +1,7 @@
 """Nuclei model speed: forward throughput (MPix/s) and post-processing time per 256 px tile, same run.
 
     python -m benchmarks.nuclei [--device auto] [--batch-size 8] [--tiles 32] [--repeat 3] [--model DIR]
+    python -m benchmarks.nuclei slide-quality | slide-speed | slide-memory ...   (benchmarks/nuclei_slide.py)
 
 The model is the shipped default (nuclei/weights) unless --model names another; inputs are synthetic H&E
 tiles of 256 px at the model's mpp. Printed: forward MPix/s (batches of 256 px tiles, no post-processing),
@@ -84,4 +85,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] and sys.argv[1].startswith("slide"):
+        from benchmarks.nuclei_slide import main as slide_main
+
+        slide_main(sys.argv[1:])
+    else:
+        main()

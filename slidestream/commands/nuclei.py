@@ -1,4 +1,5 @@
-"""`slidestream nuclei train|segment|evaluate`: train the nuclei CNN, segment an image, score against a reference."""
+"""`slidestream nuclei train|segment|evaluate|slides`: train the nuclei CNN, segment an image, score against a
+reference, and segment every slide of a results folder."""
 
 from __future__ import annotations
 
@@ -85,6 +86,35 @@ def register(sub) -> None:
     e.add_argument("--device", default="auto")
     e.add_argument("--json", help="also write the scores to this JSON file")
     e.set_defaults(func=run_evaluate)
+
+    r = verbs.add_parser(
+        "slides",
+        help="nuclei of every slide of a results folder (slidestream run / tile output)",
+        description="Runs the nuclei step on every RESULTS/slides/<slide_id>/ that has a patch store, on dask, "
+        "as `slidestream run --steps nuclei` does: nuclei.parquet (GeoParquet), nuclei.geojson.gz (QuPath cells, "
+        "or detections), nuclei.json, scores/nuclei in the store and heatmap_nuclei.png per slide; RESULTS/"
+        "manifest.jsonl and summary.csv (nuclei count, density, type fractions) are updated. Finished slides are "
+        "skipped and interrupted ones resume per shard of tiles; a failing slide is recorded and the others go "
+        "on (exit status 1).",
+    )
+    r.add_argument(
+        "results", metavar="RESULTS", help="results folder of `slidestream run` or `slidestream tile`"
+    )
+    r.add_argument("--classical", action="store_true", help="the classical baseline instead of the CNN")
+    r.add_argument("--model", help="model folder (default: the shipped weights)")
+    r.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
+    r.add_argument("--detections", action="store_true",
+                   help="QuPath detections instead of cells in nuclei.geojson.gz")  # fmt: skip
+    r.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
+    r.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
+    r.add_argument("--workers", type=int, default=1, help="slides in parallel (dask worker processes)")
+    r.add_argument("--threads", type=int, help="torch threads per slide (default: cores / workers)")
+    r.add_argument(
+        "--scheduler-address", help="run on an existing dask.distributed cluster (tcp://HOST:PORT)"
+    )
+    r.add_argument("--overwrite", action="store_true", help="redo slides whose nuclei are already done")
+    add_quiet(r)
+    r.set_defaults(func=run_slides)
 
 
 @dataclass(frozen=True)
@@ -221,3 +251,32 @@ def run_evaluate(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def run_slides(args) -> int:
+    import os
+
+    from slidestream.discovery import SlideInput
+    from slidestream.mil_slides import find_stores
+    from slidestream.pipeline import load_config, run_batch
+    from slidestream.pipeline.report import report
+    from tiling import PatchStore
+
+    try:
+        stores = find_stores(args.results)
+        slides = [SlideInput(slide_id, Path(PatchStore.open(path).attrs["slide"]["path"]))
+                  for slide_id, path in stores.items()]  # fmt: skip
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+        config = load_config(
+            None, out=args.results, steps=("nuclei",), slide_workers=args.workers, threads_per_worker=threads,
+            scheduler_address=args.scheduler_address,
+            overwrite=True if args.overwrite else None, progress=show_progress(args),
+            **{"tiling.slide_mpp": args.slide_mpp, "nuclei.classical": args.classical or None,
+               "nuclei.model": args.model, "nuclei.device": args.device, "nuclei.batch_size": args.batch_size,
+               "nuclei.object_type": "detection" if args.detections else None},
+        )  # fmt: skip
+        result = run_batch(slides, config)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return report(result, len(slides))

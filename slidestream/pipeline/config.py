@@ -14,7 +14,7 @@ from tiling.config import check_target_mpp
 from wsi.deprecation import renamed_keywords, warn_renamed
 from wsi.meta import MPP_RANGE, plausible_mpp
 
-__all__ = ["FeatureOptions", "RunConfig", "TileOptions", "load_config", "tile_options"]
+__all__ = ["FeatureOptions", "NucleiOptions", "RunConfig", "TileOptions", "load_config", "tile_options"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,29 @@ class FeatureOptions:
     loader_workers: int = 0
 
 
+@dataclass(frozen=True)
+class NucleiOptions:
+    """What the nuclei step runs: the CNN (`model` folder, default the shipped weights) or the `classical`
+    baseline, on `device`; `object_type` "cell" or "detection" in nuclei.geojson.gz; `batch_size` tiles per
+    forward pass; `workers` post-processing workers per slide; `tile` / `halo` in pixels at the model's mpp
+    (`nuclei.SlideNucleiConfig`)."""
+
+    classical: bool = False
+    model: str | None = None
+    device: str = "auto"
+    object_type: str = "cell"
+    batch_size: int = 8
+    workers: int = 1
+    tile: int = 256
+    halo: int = 32
+
+    def __post_init__(self):
+        if self.object_type not in ("cell", "detection"):
+            raise ValueError(f"[nuclei] object_type must be 'cell' or 'detection', got {self.object_type!r}")
+        if self.classical and self.model:
+            raise ValueError("[nuclei]: classical and model exclude each other (the baseline has no model)")
+
+
 # Old names of RunConfig fields (and [run] keys), accepted with a DeprecationWarning.
 _RUN_RENAMED = {"workers": "slide_workers", "scheduler": "scheduler_address"}
 
@@ -68,6 +91,7 @@ class RunConfig:
     progress: bool = True
     tiling: TileOptions = field(default_factory=TileOptions)
     features: FeatureOptions = field(default_factory=FeatureOptions)
+    nuclei: NucleiOptions = field(default_factory=NucleiOptions)
 
     @property
     def workers(self) -> int | None:
@@ -251,7 +275,7 @@ def tile_options(where: str = "tiling options", **values: Any) -> TileOptions:
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
-    """Defaults, then the TOML file ([run], [tiling], [features] tables), then `overrides` that are not None.
+    """Defaults, then the TOML file ([run], [tiling], [features], [nuclei] tables), then `overrides` that are not None.
 
     Overrides use dotted names for sections: {"tiling.mpp": 0.25, "features.encoder": "resnet50"}. Every key
     of the file is checked here, where the config is built: its type, its allowed values (the message names
@@ -272,11 +296,12 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
                 data = tomllib.load(f)
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"{path}: not valid TOML ({exc})") from exc
-    tables = {"run": (RunConfig, _RUN_RENAMED), "tiling": (TileOptions, {}), "features": (FeatureOptions, {})}
+    tables = {"run": (RunConfig, _RUN_RENAMED), "tiling": (TileOptions, {}), "features": (FeatureOptions, {}),
+              "nuclei": (NucleiOptions, {})}
     for name, value in data.items():
         if name not in tables:
-            raise ValueError(f"{path}: unknown table [{name}]{_closest(name, tables)}; use [run], [tiling] and "
-                             "[features]")  # fmt: skip
+            raise ValueError(f"{path}: unknown table [{name}]{_closest(name, tables)}; use [run], [tiling], "
+                             "[features] and [nuclei]")  # fmt: skip
         if not isinstance(value, dict):
             raise ValueError(
                 f"{path}: {name} = {value!r} must be a table ([{name}] followed by key = value lines)"
@@ -287,11 +312,12 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     run = dict(data.get("run", {}))
     tiling = dict(data.get("tiling", {}))
     feats = dict(data.get("features", {}))
+    nuclei = dict(data.get("nuclei", {}))
     for key, value in overrides.items():
         if value is None:
             continue
         section, _, name = key.rpartition(".")
-        target = {"": run, "tiling": tiling, "features": feats}[section]
+        target = {"": run, "tiling": tiling, "features": feats, "nuclei": nuclei}[section]
         if isinstance(value, dict) and isinstance(target.get(name), dict):
             value = {**target[name], **value}  # e.g. --encoder-arg on top of [features.encoder_args]
         if section == "tiling" and name in ("mpp", "magnification"):
@@ -306,4 +332,5 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     where = f"{source}: " if path is not None else ""
     config = _section(RunConfig, run, "[run]", _RUN_RENAMED, source=where[:-2])
     return replace(config, tiling=tile_options(f"{where}[tiling]", **tiling),
-                   features=_section(FeatureOptions, feats, "[features]", source=where[:-2]))  # fmt: skip
+                   features=_section(FeatureOptions, feats, "[features]", source=where[:-2]),
+                   nuclei=_section(NucleiOptions, nuclei, "[nuclei]", source=where[:-2]))  # fmt: skip

@@ -144,10 +144,10 @@ def test_dry_run_and_config(slide_folder, tmp_path, capsys):
     assert main(["run", str(slide_folder), "-o", str(tmp_path / "o"), "--config", str(toml)]) == 2
     assert "[tiling] mpp_target: unknown key (did you mean 'mpp'?)" in capsys.readouterr().err
     assert (
-        main(["run", str(slide_folder), "-o", str(tmp_path / "o"), "--steps", "tile,nuclei", "--dry-run"])
+        main(["run", str(slide_folder), "-o", str(tmp_path / "o"), "--steps", "tile,mitoses", "--dry-run"])
         == 2
     )
-    assert "unknown step(s) ['nuclei']" in capsys.readouterr().err
+    assert "unknown step(s) ['mitoses']" in capsys.readouterr().err
 
 
 def test_find_slides(slide_folder, tmp_path):

@@ -1,0 +1,152 @@
+"""The `nuclei` pipeline step: every nucleus of a slide (CNN or classical baseline) into the slide's folder.
+
+Writes nuclei.parquet, nuclei.geojson.gz and nuclei.json (`nuclei.write_slide_nuclei`, resumable shard by
+shard); with a patch store, per-tile nuclear features into the store as `scores/nuclei` and
+heatmap_nuclei.png (nuclei per mm^2). Adds nuclei count, density and type fractions to summary.csv.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from slidestream.pipeline.config import NucleiOptions
+from slidestream.pipeline.steps import SlideContext, StepOutcome, _collect_warnings, register_step, roi_for
+
+__all__ = ["NUCLEI_COLUMNS", "SCORES_NAME", "SCORES_SOURCE", "NucleiStep", "nuclei_measurements"]
+
+SCORES_NAME = "nuclei"
+SCORES_SOURCE = "slidestream nuclei"
+PANNUKE_TYPES = ("neoplastic", "inflammatory", "connective", "dead", "epithelial")
+# summary.csv columns of this step (the shipped model's types; other models' fractions are in the manifest).
+NUCLEI_COLUMNS = ("nuclei", "nuclei_density_mm2", *[f"nuclei_{t}" for t in PANNUKE_TYPES])
+
+
+def nuclei_measurements(summary: dict) -> dict:
+    """Manifest / summary.csv measurements from a slide's nuclei.json."""
+    out = {"nuclei": summary["nuclei"], "nuclei_density_mm2": round(summary["density_mm2"], 2),
+           "nuclei_region_mm2": round(summary["region_mm2"], 4), "nuclei_tiles": summary["tiles"],
+           "nuclei_segmenter": summary["plan"]["segmenter"]["kind"]}  # fmt: skip
+    out.update({f"nuclei_{k}": round(v, 4) for k, v in summary["fractions"].items()})
+    return out
+
+
+def _segmenter_and_config(options: NucleiOptions):
+    import nuclei
+
+    config = nuclei.SlideNucleiConfig(tile=options.tile, halo=options.halo, batch_size=options.batch_size,
+                                      workers=options.workers)  # fmt: skip
+    if options.classical:
+        return "classical", config
+    return (nuclei.load_model(options.model) if options.model else None), config
+
+
+class NucleiStep:
+    """Nuclei of the slide (see the module docstring); reads the slide the patch store was made from."""
+
+    name = "nuclei"
+
+    def outputs(self, ctx: SlideContext) -> list[Path]:
+        return [ctx.folder / "nuclei.json", ctx.folder / "nuclei.parquet", ctx.folder / "nuclei.geojson.gz"]
+
+    def _same(self, summary: dict, options: NucleiOptions) -> bool:
+        plan = summary["plan"]
+        kind = "classical" if options.classical else "cnn"
+        config = plan["config"]
+        return (plan["segmenter"]["kind"] == kind and config.get("tile") == options.tile
+                and config.get("halo") == options.halo and summary.get("object_type") == options.object_type
+                and (options.classical or plan["segmenter"].get("weights") == self._weights(options)))  # fmt: skip
+
+    @staticmethod
+    def _weights(options: NucleiOptions) -> str:
+        import nuclei
+        from nuclei.segmenters import _weights_digest
+
+        model = nuclei.load_model(options.model) if options.model else nuclei.default_model("cpu")
+        return _weights_digest(model)
+
+    def run(self, ctx: SlideContext) -> StepOutcome:
+        import nuclei
+        import wsi
+        from nuclei.slide_results import read_summary
+
+        options = ctx.config.nuclei
+        summary = read_summary(ctx.folder)
+        if summary is not None and not ctx.config.overwrite and self._same(summary, options):
+            return StepOutcome("skipped", nuclei_measurements(summary))
+        store = _open_store(ctx.store_path)
+        backend, slide_mpp = None, ctx.config.tiling.slide_mpp
+        if store is not None:  # read the slide as it was tiled (the store's backend and resolution)
+            backend = store.attrs["slide"].get("backend")
+            slide_mpp = slide_mpp or store.attrs["slide"].get("mpp")
+        model, config = _segmenter_and_config(options)
+        roi = roi_for(ctx.config.tiling.roi, ctx.slide_id)
+        with wsi.open_slide(ctx.slide_path, backend=backend, slide_mpp=slide_mpp) as slide:
+            store_tiles = _store_tiles(store) if store is not None else None
+            result, caught = _collect_warnings(lambda: nuclei.write_slide_nuclei(
+                slide, ctx.folder, model=model, roi=roi, device=options.device, config=config,
+                object_type=options.object_type, store_tiles=store_tiles, on_tiles=ctx.on_tiles))  # fmt: skip
+        if store is not None:
+            _write_scores(ctx.store_path, result, options)
+            from slidestream.mil_slides import _heatmap_png
+
+            values = result.tile_values[:, result.tile_columns.index("density_mm2")]
+            if len(values):
+                _heatmap_png(ctx.folder / "heatmap_nuclei.png", store, ctx.folder, values,
+                             f"{ctx.slide_id}: nuclei per mm² ({result.nuclei} nuclei)", "nuclei / mm²")  # fmt: skip
+        return StepOutcome("done", nuclei_measurements(read_summary(ctx.folder)), caught)
+
+
+def _open_store(path: Path):
+    from tiling import PatchStore
+    from tiling.store import is_patch_store
+
+    if not path.exists() or not is_patch_store(path):
+        return None
+    return PatchStore.open(path)
+
+
+def _store_tiles(store) -> tuple[np.ndarray, float, float]:
+    from tiling import TileSpec
+
+    spec = TileSpec.from_dict(store.attrs["tiling"])
+    return np.asarray(store.coords), spec.stride_level0, spec.extent
+
+
+def _write_scores(store_path: Path, result, options: NucleiOptions) -> None:
+    """scores/nuclei (N, K) into the store; an array of that name we did not write is refused."""
+    from tiling import PatchStore
+
+    store = PatchStore.open(store_path, mode="r+")
+    try:
+        source = dict(store.scores(SCORES_NAME).attrs).get("source")
+    except KeyError:
+        source = SCORES_SOURCE  # none yet
+    if source != SCORES_SOURCE:
+        raise FileExistsError(
+            f"{store_path}: scores/{SCORES_NAME} was not written by `{SCORES_SOURCE}`; not overwriting it"
+        )
+    array = store.create_rows("scores", SCORES_NAME, len(result.tile_columns), "float32",
+                              {"columns": result.tile_columns, "source": SCORES_SOURCE,
+                               "options": asdict(options)})  # fmt: skip
+    array[:] = result.tile_values
+    store.finish_rows("scores", SCORES_NAME)
+
+
+def _add_summary_columns() -> None:
+    """summary.csv gets this step's columns before its timing columns (once, however often imported)."""
+    from slidestream.pipeline import manifest
+
+    columns = list(manifest.SUMMARY_COLUMNS)
+    at = columns.index("seconds") if "seconds" in columns else len(columns)
+    columns[at:at] = [c for c in NUCLEI_COLUMNS if c not in columns]
+    if isinstance(manifest.SUMMARY_COLUMNS, list):
+        manifest.SUMMARY_COLUMNS[:] = columns  # the list other modules imported by name
+    else:
+        manifest.SUMMARY_COLUMNS = type(manifest.SUMMARY_COLUMNS)(columns)
+
+
+register_step(NucleiStep())
+_add_summary_columns()

@@ -1,0 +1,94 @@
+"""The nuclei pipeline step and `slidestream nuclei slides RESULTS`: outputs, store scores, summary, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from slidestream.cli import main
+from slidestream.discovery import SlideInput
+from slidestream.pipeline import load_config, process_slide
+from tests.conftest import OPENSLIDE_DATA
+from tiling import PatchStore
+from wsi.qupath_check import check_feature, check_geojson
+
+
+@pytest.fixture(scope="module")
+def small_slide(tmp_path_factory):
+    from wsi.synthetic import SyntheticSpec, write_slide
+
+    spec = SyntheticSpec(1024, 768, mpp=0.5, seed=5, tumor=True, tissue_fraction=0.6)
+    return write_slide(tmp_path_factory.mktemp("nuc") / "small.svs", spec, tile_size=128, progress=False).path
+
+
+def _config(tmp_path, **kw):
+    kw = {"steps": ("tile", "nuclei"), **kw}
+    return load_config(out=tmp_path / "out", progress=False,
+                       **{"tiling.mpp": 1.0, "tiling.size": 128, "nuclei.classical": True, "nuclei.workers": 0,
+                          **kw})  # fmt: skip
+
+
+def test_nuclei_step_writes_every_output(small_slide, tmp_path):
+    config = _config(tmp_path)
+    records = process_slide(SlideInput("alpha", small_slide), config)
+    assert [(r.step, r.status) for r in records] == [("tile", "done"), ("nuclei", "done")], records
+    folder = config.out / "slides" / "alpha"
+    m = records[1].measurements
+    assert m["nuclei"] > 100 and m["nuclei_segmenter"] == "classical"
+    assert m["nuclei_density_mm2"] == pytest.approx(m["nuclei"] / m["nuclei_region_mm2"], rel=1e-3)
+    assert check_geojson(folder / "nuclei.geojson.gz") == []
+    assert (folder / "heatmap_nuclei.png").stat().st_size > 1000
+    store = PatchStore.open(folder / "patches.zarr")
+    scores = store.scores("nuclei")
+    assert scores.shape[0] == len(store) and scores.attrs["columns"][:3] == [
+        "count",
+        "density_mm2",
+        "mean_area_um2",
+    ]
+    assert store.rows_intact("scores", "nuclei")
+    # Store tiles cover the tissue: (almost) every nucleus lies in one of them.
+    assert 0.8 * m["nuclei"] <= np.asarray(scores[:, 0]).sum() <= m["nuclei"]
+    again = process_slide(SlideInput("alpha", small_slide), config)
+    assert [r.status for r in again] == ["skipped", "skipped"] and again[1].measurements["nuclei"] == m[
+        "nuclei"
+    ]
+
+
+def test_check_feature_names_what_is_wrong():
+    feature = {"type": "Feature", "id": "x", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1]]]},
+               "properties": {"objectType": "cell", "classification": {"name": "Tumor"},
+                              "measurements": {"a": "1"}}}  # fmt: skip
+    problems = " | ".join(check_feature(feature))
+    for expected in ("not a UUID", "not closed", "nucleusGeometry", "colour", "'a'"):
+        assert expected in problems
+
+
+def test_missing_mpp_fails_the_nuclei_step_naming_the_option(tmp_path):
+    records = process_slide(
+        SlideInput("boxes", OPENSLIDE_DATA / "boxes.tiff"), _config(tmp_path, steps=("nuclei",))
+    )
+    assert records[0].status == "failed" and "--slide-mpp" in records[0].error
+
+
+def test_nuclei_slides_command_over_a_results_folder(small_slide, tmp_path, cluster_address, capsys):
+    config = _config(tmp_path, steps=("tile",))
+    process_slide(SlideInput("alpha", small_slide), config)
+    folder = config.out / "slides" / "alpha"
+    (config.out / "slides" / "empty").mkdir()  # a slide folder without a store is not a slide of the results
+    args = ["nuclei", "slides", str(config.out), "--classical", "--detections", "--scheduler-address", cluster_address,
+            "-q"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((folder / "nuclei.json").read_text())
+    assert summary["object_type"] == "detection" and summary["nuclei"] > 100
+    assert check_geojson(folder / "nuclei.geojson.gz") == []
+    with open(config.out / "summary.csv") as f:
+        rows = {row["slide_id"]: row for row in csv.DictReader(f)}
+    assert list(rows) == ["alpha"] and int(rows["alpha"]["nuclei"]) == summary["nuclei"]
+    assert float(rows["alpha"]["nuclei_density_mm2"]) > 0 and rows["alpha"]["status"] == "done"
+    assert main(args) == 0  # finished: skipped, the files untouched
+    assert json.loads((folder / "nuclei.json").read_text()) == summary
+    assert main(["nuclei", "slides", str(tmp_path / "nothing"), "-q"]) == 2
+    assert "no patch stores" in capsys.readouterr().err
