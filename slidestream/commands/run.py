@@ -18,11 +18,14 @@ def register(sub) -> None:
         "OUT/run.log the details. Re-running skips finished steps and redoes partial or damaged ones; results made "
         "with other options are kept unless --overwrite. A failing slide is recorded and the others go on; the exit "
         "status is 1 when any failed, 3 when the disk filled up. Options come from --config "
-        "(TOML with [run], [tiling], [features] tables) and are overridden by the flags below.",
+        "(TOML with [run], [tiling], [features], [predict] tables) and are overridden by the flags below.",
     )
     add_slides_and_out(p)
     p.add_argument("--config", help="TOML configuration file")
-    p.add_argument("--steps", help="comma-separated steps (default: all: tile,features)")
+    p.add_argument("--steps", help="comma-separated steps (default: tile,features, and predict with --model)")
+    p.add_argument("--model", metavar="MODEL_DIR",
+                   help="MIL model folder (`slidestream mil train`): adds the predict step (scores/<model> in each "
+                   "store, heatmap_<model>.png/.geojson per slide, predictions in summary.csv)")  # fmt: skip
     p.add_argument("--mpp", type=float, help="target resolution of the tiles in um/px (default 0.5)")
     p.add_argument("--size", type=int, help="tile side in px at the target mpp (default 256)")
     p.add_argument("--min-tissue", type=float, help="minimum tissue fraction per tile (default 0.5)")
@@ -44,6 +47,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _steps(args) -> tuple[str, ...] | None:
+    if args.steps:
+        return tuple(s.strip() for s in args.steps.split(","))
+    return ("tile", "features", "predict") if args.model else None
+
+
 def run(args) -> int:
     from mil.encoders import EncoderError, require_weights
     from slidestream.discovery import find_slides
@@ -54,12 +63,12 @@ def run(args) -> int:
         config = load_config(
             args.config, out=args.out, slide_workers=args.workers, scheduler_address=args.scheduler_address,
             overwrite=True if args.overwrite else None, progress=show_progress(args),
-            steps=tuple(s.strip() for s in args.steps.split(",")) if args.steps else None,
+            steps=_steps(args),
             **{"tiling.mpp": args.mpp, "tiling.size": args.size, "tiling.min_tissue": args.min_tissue,
                "tiling.slide_mpp": args.slide_mpp, "tiling.roi": args.roi, "features.encoder": args.encoder,
                "features.weights": args.weights, "features.device": args.device,
                "features.encoder_args": parse_encoder_args(args.encoder_arg),
-               "features.random_weights": True if args.random_weights else None},
+               "features.random_weights": True if args.random_weights else None, "predict.model": args.model},
         )  # fmt: skip
         if "features" in config.steps:  # refused here, not once per slide
             f = config.features

@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--dimensions", type=parse_dimensions, default=(8192, 8192),
                    help="level-0 WxH of each slide (default 8192x8192)")  # fmt: skip
     p.add_argument("--slide-mpp", type=float, default=0.25, help="the slides' level-0 um/px (default 0.25)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="slides written at once, in separate processes (default 1)"
+    )
     add_quiet(p)
     p.set_defaults(func=run)
 
@@ -30,7 +33,7 @@ def run(args) -> int:
 
     try:
         cohort = write_cohort(args.out, n=args.n, seed=args.seed, dimensions=args.dimensions,
-                              slide_mpp=args.slide_mpp, progress=show_progress(args))  # fmt: skip
+                              slide_mpp=args.slide_mpp, progress=show_progress(args), workers=args.workers)  # fmt: skip
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

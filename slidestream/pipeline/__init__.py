@@ -1,6 +1,7 @@
 """The batch pipeline: steps over slides on dask, with a manifest, a summary and resume."""
 
-from slidestream.pipeline.config import FeatureOptions, RunConfig, TileOptions, load_config
+from slidestream.pipeline import predict_step  # noqa: F401  (registers the predict step, after tile and features)
+from slidestream.pipeline.config import FeatureOptions, PredictOptions, RunConfig, TileOptions, load_config
 from slidestream.pipeline.manifest import StepRecord, read_manifest, write_summary
 from slidestream.pipeline.runner import BatchResult, plan, process_slide, run_batch
 from slidestream.pipeline.steps import STEPS, SlideContext, StepOutcome, register_step, step_names
@@ -10,6 +11,7 @@ __all__ = [
     "STEPS",
     "BatchResult",
     "FeatureOptions",
+    "PredictOptions",
     "RunConfig",
     "SlideContext",
     "StepOutcome",

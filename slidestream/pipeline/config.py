@@ -10,7 +10,7 @@ from typing import Any
 from tiling import TilingConfig
 from wsi.deprecation import renamed_keywords, warn_renamed
 
-__all__ = ["FeatureOptions", "RunConfig", "TileOptions", "load_config"]
+__all__ = ["FeatureOptions", "PredictOptions", "RunConfig", "TileOptions", "load_config"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,20 @@ class FeatureOptions:
     loader_workers: int = 0
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """What the predict step runs: a MIL model folder written by `slidestream mil train` (`model`), the fraction
+    of each slide's tiles classified "High attention", and whether heatmaps show raw attention (not its rank)."""
+
+    model: str | None = None
+    high_fraction: float = 0.1
+    raw_attention: bool = False
+
+    def __post_init__(self):
+        if not 0 < self.high_fraction < 1:
+            raise ValueError(f"[predict] high_fraction must be between 0 and 1, got {self.high_fraction}")
+
+
 # Old names of RunConfig fields (and [run] keys), accepted with a DeprecationWarning.
 _RUN_RENAMED = {"workers": "slide_workers", "scheduler": "scheduler_address"}
 
@@ -62,6 +76,7 @@ class RunConfig:
     progress: bool = True
     tiling: TileOptions = field(default_factory=TileOptions)
     features: FeatureOptions = field(default_factory=FeatureOptions)
+    predict: PredictOptions = field(default_factory=PredictOptions)
 
     @property
     def workers(self) -> int | None:
@@ -100,7 +115,7 @@ def _section(cls, values: dict[str, Any], where: str, renamed: dict[str, str] | 
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
-    """Defaults, then the TOML file ([run], [tiling], [features] tables), then `overrides` that are not None.
+    """Defaults, then the TOML file ([run], [tiling], [features], [predict] tables), then `overrides` that are not None.
 
     Overrides use dotted names for sections: {"tiling.mpp": 0.25, "features.encoder": "resnet50"}. Bad values
     are errors here, where the config is built (TilingConfig checks its own). Old names (`workers`,
@@ -116,17 +131,18 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
                 data = tomllib.load(f)
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"{path}: not valid TOML ({exc})") from exc
-    unknown = sorted(set(data) - {"run", "tiling", "features"})
+    unknown = sorted(set(data) - {"run", "tiling", "features", "predict"})
     if unknown:
-        raise ValueError(f"{path}: unknown table(s) {unknown}; use [run], [tiling] and [features]")
+        raise ValueError(f"{path}: unknown table(s) {unknown}; use [run], [tiling], [features] and [predict]")
     run = dict(data.get("run", {}))
     tiling = dict(data.get("tiling", {}))
     feats = dict(data.get("features", {}))
+    predict = dict(data.get("predict", {}))
     for key, value in overrides.items():
         if value is None:
             continue
         section, _, name = key.rpartition(".")
-        target = {"": run, "tiling": tiling, "features": feats}[section]
+        target = {"": run, "tiling": tiling, "features": feats, "predict": predict}[section]
         if isinstance(value, dict) and isinstance(target.get(name), dict):
             value = {**target[name], **value}  # e.g. --encoder-arg on top of [features.encoder_args]
         target[name] = value
@@ -136,4 +152,5 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
         run["out"] = Path(run["out"])
     config = _section(RunConfig, run, "[run]", _RUN_RENAMED)
     return replace(config, tiling=_section(TileOptions, tiling, "[tiling]"),
-                   features=_section(FeatureOptions, feats, "[features]"))  # fmt: skip
+                   features=_section(FeatureOptions, feats, "[features]"),
+                   predict=_section(PredictOptions, predict, "[predict]"))  # fmt: skip
