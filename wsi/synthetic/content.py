@@ -270,7 +270,8 @@ def _draw_nuclei(spec: SyntheticSpec, nuclei: Nuclei, x0, y0, w, h, d, texture):
     canvas = _Canvas(np.zeros((h, w)), np.zeros((h, w)), np.zeros((h, w)), np.zeros((h, w), np.int32),
                      np.zeros((h, w), np.uint8), texture)  # fmt: skip
     a, b = nuclei.ra / d, nuclei.rb / d
-    big = np.maximum(a, b) >= 0.8
+    # Downsampled levels and thumbnails: only nuclei of a few pixels get drawn one by one.
+    big = np.maximum(a, b) >= (0.8 if d <= 1 else 2.5)
     # Nuclei under a pixel or so: their stain averaged into the pixel that holds the centre.
     small = np.nonzero(~big)[0]
     if len(small):
