@@ -239,3 +239,15 @@ def test_predict_step_of_a_run(cohort, cancer_model, tmp_path):
     no_model = load_config(out=results, steps=("predict",), progress=False)
     (failed,) = process_slide(SlideInput("S000", slides / "S000.svs"), no_model)
     assert failed.status == "failed" and "--model" in failed.error
+
+
+def test_run_with_a_model_adds_the_predict_step(cohort, cancer_model, tmp_path, capsys):
+    slide = cohort / "cohort" / "slides" / "S000.svs"
+    assert (
+        main(["run", str(slide), "-o", str(tmp_path / "o"), "--model", str(cancer_model), "--dry-run"]) == 0
+    )
+    assert "steps: tile, features, predict" in capsys.readouterr().out
+    toml = tmp_path / "run.toml"
+    toml.write_text("[predict]\nhigh_fraction = 1.5\n")
+    assert main(["run", str(slide), "-o", str(tmp_path / "o"), "--config", str(toml), "--dry-run"]) == 2
+    assert "high_fraction must be between 0 and 1" in capsys.readouterr().err
