@@ -105,12 +105,17 @@ def main(argv=None) -> int:
     for key in args.tasks.split(","):
         task, targets = TASKS[key]
         start = time.perf_counter()
-        try:
-            trained = train_slides(args.train_results, args.train_labels, task, targets, out / f"model_{key}",
-                                   feature=args.features, folds=args.folds, group="patient_id")  # fmt: skip
-        except ValueError as exc:  # e.g. a cohort too small for the folds of this task
-            print(f"{key}: not trained: {exc}")
+        trained = None
+        for folds in range(args.folds, 1, -1):  # fewer folds when a fold would lack a positive slide
+            try:
+                trained = train_slides(args.train_results, args.train_labels, task, targets, out / f"model_{key}",
+                                       feature=args.features, folds=folds, group="patient_id")  # fmt: skip
+                break
+            except ValueError as exc:  # e.g. a cohort too small for the folds of this task
+                print(f"{key}: not trained with {folds} folds: {exc}")
+        if trained is None:
             continue
+        print(f"{key}: {folds} folds")
         predicted = predict_slides(args.test_results, trained.model_dir, out / f"predicted_{key}")
         seconds = time.perf_counter() - start
         pred = predicted.predictions.set_index("slide_id")
