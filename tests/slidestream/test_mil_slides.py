@@ -233,6 +233,15 @@ def test_predict_step_of_a_run(cohort, cancer_model, tmp_path):
     from tiling import PatchStore
 
     assert PatchStore.open(folder / "patches.zarr").scores("cancer").shape[1] == 4
+    # The prediction lands in summary.csv (plug-in measurements after the fixed columns).
+    from dataclasses import asdict
+
+    from slidestream.pipeline import write_summary
+
+    summary = pd.read_csv(write_summary(tmp_path / "summary.csv", [asdict(record)]))
+    assert summary.loc[0, "cancer_probability_mean"] == pytest.approx(
+        record.measurements["cancer_probability_mean"]
+    )
     # A store without the model's features fails with the reason; so does a run without a model.
     (failed,) = process_slide(SlideInput("S001", slides / "S001.svs"), config)
     assert failed.status == "failed" and "features/stain_stats" in failed.error
