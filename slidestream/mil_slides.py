@@ -266,7 +266,8 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     table = table.drop(index=no_tiles)
     opened = [opened[s] for s in table.index]
     bag_task = _task_for(task, targets, table)
-    dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed)
+    dataset, scale = _standardized(BagDataset(opened, table, feature, label_columns=targets, group_column=group,
+                                              seed=seed))  # fmt: skip
     if config != "auto" and isinstance(config, FitConfig):
         config = replace(config, progress=progress)
     if folds == 1:
@@ -298,12 +299,32 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         write_json(tmp / _MANIFEST, {"format": MODEL_FORMAT, "name": out.name, "task": task, "targets": targets,
                                      "model": model, "feature": feature, "encoder": encoder,
                                      "folds": [f"fold_{k}" for k in range(len(cv.models))],
-                                     "columns": cv.tasks[0].columns()})  # fmt: skip
+                                     "columns": cv.tasks[0].columns(), "feature_scale": scale})  # fmt: skip
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return TrainResult(out, cv.folds, summary, left_out)
+
+
+def _standardized(dataset):
+    """The bags with every feature dimension standardised by the mean and sd over all tiles of the training
+    slides (label-free statistics), and those statistics (saved with the model, applied again at prediction).
+
+    Encoders such as stain_stats give features with sds of 0.01-0.2: unscaled, a MIL model sees slides that
+    differ by a few thousandths, learns slowly and predicts nearly the same value for every slide.
+    """
+    import torch
+
+    from mil import InMemoryBags, as_bags
+
+    bags = as_bags(dataset)
+    tiles = torch.cat([torch.as_tensor(f, dtype=torch.float32) for f in bags.features]).double()
+    mean, sd = tiles.mean(dim=0), tiles.std(dim=0)
+    sd = torch.where(sd > 1e-6, sd, torch.ones_like(sd))  # a constant dimension stays as it is, centred
+    scaled = [((torch.as_tensor(f, dtype=torch.float32).double() - mean) / sd).float() for f in bags.features]
+    scale = {"mean": mean.tolist(), "sd": sd.tolist()}
+    return InMemoryBags(scaled, bags.labels, bags.ids, bags.groups), scale
 
 
 VALIDATION_PARTS = 4  # --folds 1: one part in four (grouped by patient, stratified) is the validation set
@@ -523,7 +544,13 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     from mil import predict_logits
 
     feature, columns, checkpoints = model.feature, model.manifest["columns"], model.checkpoints
-    bag = torch.from_numpy(np.asarray(store.features(feature)[:], dtype=np.float32))
+    raw = np.asarray(store.features(feature)[:], dtype=np.float32)
+    bag = torch.from_numpy(raw)
+    scale = model.manifest.get("feature_scale")
+    if scale is not None and len(scale["mean"]) == raw.shape[1]:  # the training slides' standardisation
+        bag = torch.from_numpy(
+            ((raw - np.asarray(scale["mean"])) / np.asarray(scale["sd"])).astype(np.float32)
+        )
     if bag.shape[1] != checkpoints[0].model.in_dim:
         raise ValueError(f"features/{feature} have {bag.shape[1]} dimensions, the model takes "
                          f"{checkpoints[0].model.in_dim}")  # fmt: skip
@@ -549,7 +576,7 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
         row[f"{column}_mean"], row[f"{column}_sd"] = float(mean[k]), float(sd[k])
     row["tiles"] = len(bag)
     weights = attention / attention.sum() if attention.sum() > 0 else np.full(len(bag), 1 / len(bag))
-    pooled = weights @ bag.numpy().astype(np.float64)
+    pooled = weights @ raw.astype(np.float64)
     feature_row = {**row, "high_attention_fraction": float(high.mean()),
                    **{f"{feature}_{j}": float(v) for j, v in enumerate(pooled)}}  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)

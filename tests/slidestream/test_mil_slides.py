@@ -81,6 +81,8 @@ def test_train_then_predict_binary(cohort, cancer_model, tmp_path):
     assert oof["probability"].between(0, 1).all()
     assert (model / "roc_cancer.png").stat().st_size > 0 and (model / "plan.json").exists()
     assert (model / "training_curves.png").stat().st_size > 0
+    scale = json.loads((model / "mil_model.json").read_text())["feature_scale"]  # applied again by predict
+    assert len(scale["mean"]) == len(scale["sd"]) == 53 and min(scale["sd"]) > 0
     checkpoint = load_model(model / "fold_1")
     assert (
         checkpoint.config["feature"] == "stain_stats"
