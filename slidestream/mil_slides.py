@@ -22,8 +22,8 @@ import pandas as pd
 
 from wsi.atomic import atomic_file, replace_dir
 
-__all__ = ["MODEL_FORMAT", "PredictResult", "TASK_CHOICES", "TrainResult", "find_stores", "predict_slides",
-           "train_slides"]  # fmt: skip
+__all__ = ["MODEL_FORMAT", "LoadedModel", "PredictResult", "TASK_CHOICES", "TrainResult", "check_store", "find_stores",
+           "load_model_folder", "predict_slides", "predict_store", "train_slides"]  # fmt: skip
 
 MODEL_FORMAT = "slidestream.mil-model/1"
 SCORES_SOURCE = "slidestream mil predict"
@@ -226,8 +226,10 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     """Cross-validate `model` for `task` on the stores of `results` labelled by `labels` (column `slide_id`, the
     `targets` columns and, for patient-grouped folds, `group`); write the model folder `out` (module doc).
 
-    Slides whose target is empty (e.g. the grade of a benign slide) or whose store has no tile are left out
-    and listed. `config` is
+    `folds` 1 trains one model on a grouped, stratified train/validation split (3:1) and reports the validation
+    slides' figures (optimistic: they also choose the epoch); `oof_predictions.csv` then holds the validation
+    slides only. Slides whose target is empty (e.g. the grade of a benign slide) or whose store has no tile are
+    left out and listed. `config` is
     "auto" (planned from the data) or a `mil.FitConfig`. Refuses an `out` that exists and is not a model folder.
     """
     from dataclasses import replace
@@ -240,8 +242,10 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     targets = [targets] if isinstance(targets, str) else list(targets)
     if out.exists() and not _is_ours(out):
         raise FileExistsError(f"{out} exists and is not a MIL model folder; not overwriting it")
-    if folds < 2:
-        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+    if folds < 1:
+        raise ValueError(
+            f"folds must be 1 (a train/validation split) or more (cross-validation), got {folds}"
+        )
     stores = find_stores(results)
     table = _read_table(labels)
     _match(table, stores, labels)
@@ -252,18 +256,24 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     empty = table[targets].isna().any(axis=1)
     left_out = sorted(table.index[empty])
     table = table[~empty]
-    if len(table) < folds:
-        raise ValueError(f"{len(table)} slide(s) with a value of {targets}, fewer than {folds} folds")
+    if len(table) < max(2, folds):
+        raise ValueError(
+            f"{len(table)} slide(s) with a value of {targets}, fewer than {max(2, folds)} needed"
+        )
     opened = {s: PatchStore.open(stores[s]) for s in table.index}
     no_tiles = sorted(s for s, store in opened.items() if len(store) == 0)
     left_out = sorted(left_out + no_tiles)
     table = table.drop(index=no_tiles)
     opened = [opened[s] for s in table.index]
     bag_task = _task_for(task, targets, table)
-    dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed)
+    dataset, scale = _standardized(BagDataset(opened, table, feature, label_columns=targets, group_column=group,
+                                              seed=seed))  # fmt: skip
     if config != "auto" and isinstance(config, FitConfig):
         config = replace(config, progress=progress)
-    cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed)
+    if folds == 1:
+        cv = _train_validation(model, bag_task, dataset, config=config, seed=seed)
+    else:
+        cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed)
     encoder = _encoder_of(opened[0], feature)
     true = table.loc[cv.oof["slide_id"], targets].reset_index(drop=True).add_prefix("true_")
     oof = pd.concat([cv.oof.reset_index(drop=True), true], axis=1)
@@ -289,12 +299,90 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         write_json(tmp / _MANIFEST, {"format": MODEL_FORMAT, "name": out.name, "task": task, "targets": targets,
                                      "model": model, "feature": feature, "encoder": encoder,
                                      "folds": [f"fold_{k}" for k in range(len(cv.models))],
-                                     "columns": cv.tasks[0].columns()})  # fmt: skip
+                                     "columns": cv.tasks[0].columns(), "feature_scale": scale})  # fmt: skip
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return TrainResult(out, cv.folds, summary, left_out)
+
+
+def _standardized(dataset):
+    """The bags with every feature dimension standardised by the mean and sd over all tiles of the training
+    slides (label-free statistics), and those statistics (saved with the model, applied again at prediction).
+
+    Encoders such as stain_stats give features with sds of 0.01-0.2: unscaled, a MIL model sees slides that
+    differ by a few thousandths, learns slowly and predicts nearly the same value for every slide.
+    """
+    import torch
+
+    from mil import InMemoryBags, as_bags
+
+    bags = as_bags(dataset)
+    tiles = torch.cat([torch.as_tensor(f, dtype=torch.float32) for f in bags.features]).double()
+    mean, sd = tiles.mean(dim=0), tiles.std(dim=0)
+    sd = torch.where(sd > 1e-6, sd, torch.ones_like(sd))  # a constant dimension stays as it is, centred
+    scaled = [((torch.as_tensor(f, dtype=torch.float32).double() - mean) / sd).float() for f in bags.features]
+    scale = {"mean": mean.tolist(), "sd": sd.tolist()}
+    return InMemoryBags(scaled, bags.labels, bags.ids, bags.groups), scale
+
+
+VALIDATION_PARTS = 4  # --folds 1: one part in four (grouped by patient, stratified) is the validation set
+
+
+def _train_validation(model: str, task, dataset, config="auto", seed: int = 0):
+    """One grouped, stratified train/validation split (`--folds 1`): a `mil.CVResult` with one "fold" whose
+    test slides are the validation slides. They also pick the best epoch (early stopping), so the reported
+    figures are optimistic: cross-validation (folds >= 2) gives unbiased ones."""
+    import copy
+    import warnings
+    from dataclasses import asdict
+
+    import torch
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from mil import CVResult, FitConfig, as_bags, create_model, fit, plan, predict_logits
+
+    bags = as_bags(dataset)
+    task.fit_labels(bags.labels, bags.ids)
+    target = task.encode(bags.labels, bags.ids)
+    strata = task.strata(target)
+    parts = min(VALIDATION_PARTS, len(np.unique(bags.groups)))
+    if parts < 2:
+        raise ValueError("a train/validation split needs slides of at least 2 patients")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splitter = StratifiedGroupKFold(n_splits=parts, shuffle=True, random_state=seed)
+        train_index, val_index = next(splitter.split(np.zeros(len(bags)), strata, bags.groups))
+    problem = task.fold_problem(target[val_index])
+    if problem:
+        raise ValueError(f"the validation split has {problem} among its {len(val_index)} slides; "
+                         "add slides or use cross-validation")  # fmt: skip
+    if isinstance(config, str):
+        if config != "auto":
+            raise ValueError(f"config must be a FitConfig or 'auto', got {config!r}")
+        config = FitConfig(**plan(bags.subset(train_index), task)["config"])
+    planned = {"config": asdict(config), "n_splits": 1, "validation_parts": parts, "seed": seed, "model": model,
+               "model_kwargs": {}, "task": task.state()}  # fmt: skip
+    torch.manual_seed(config.seed)
+    fold_task = copy.deepcopy(task)
+    fold_model = create_model(model, bags.dim, task.n_outputs, **fold_task.model_kwargs())
+    validation = bags.subset(val_index)
+    history = fit(fold_model, fold_task, bags.subset(train_index), validation, config)
+    prediction = fold_task.predict(predict_logits(fold_model, validation, config.device))
+    metrics = fold_task.evaluate(target[val_index], prediction)
+    folds = pd.DataFrame([{"fold": 0, "n_train": len(train_index), "n_val": len(val_index),
+                           "n_test": len(val_index), "best_epoch": history.attrs["best_epoch"],
+                           **{m: v for m, v in metrics.items() if np.isscalar(v)}}])  # fmt: skip
+    metric_columns = [
+        c for c in folds.columns if c not in ("fold", "n_train", "n_val", "n_test", "best_epoch")
+    ]
+    summary = pd.DataFrame({"mean": folds[metric_columns].iloc[0], "sd": np.nan})
+    oof = pd.DataFrame(prediction.reshape(len(val_index), -1), columns=fold_task.columns())
+    oof.insert(0, "fold", 0)
+    oof.insert(0, "group", bags.groups[val_index])
+    oof.insert(0, "slide_id", validation.ids)
+    return CVResult(folds, summary, oof, [fold_model], [fold_task], planned, [history])
 
 
 def _load_model_folder(model_dir: Path) -> tuple[dict, list]:
@@ -412,6 +500,94 @@ def _heatmap_geojson(path: Path, store, table: np.ndarray, columns: list[str], h
         tmp.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model folder read once: its manifest, fold checkpoints, folder and the name its outputs carry."""
+
+    manifest: dict
+    checkpoints: list
+    model_dir: Path
+    name: str
+
+    @property
+    def feature(self) -> str:
+        return self.manifest["feature"]
+
+
+def load_model_folder(model_dir: str | Path, name: str | None = None) -> LoadedModel:
+    """Read a folder written by `train_slides` (an error naming it when it is not one)."""
+    model_dir = Path(model_dir)
+    manifest, checkpoints = _load_model_folder(model_dir)
+    return LoadedModel(manifest, checkpoints, model_dir, name or manifest["name"])
+
+
+SCORE_COLUMNS = ["attention", "attention_sd", "attention_rank", "high_attention"]
+
+
+def check_store(model: LoadedModel, store, slide_id: str, path: Path) -> str | None:
+    """Why `store` cannot be predicted by `model` (no complete features of its kind), or None. A store whose
+    features come from another encoder raises ValueError naming both."""
+    feature = model.feature
+    if feature not in store.feature_names() or not store.features(feature).attrs.get("complete"):
+        return f"no complete features/{feature} in {path} (has {store.feature_names()})"
+    _check_encoder(model.manifest, store, slide_id)
+    return None
+
+
+def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, folder: Path,
+                  high_fraction: float = 0.1, raw_attention: bool = False) -> tuple[dict, dict]:  # fmt: skip
+    """Predict one store with the fold ensemble: scores/<name> into the store, heatmap_<name>.png and .geojson
+    into `folder`. Returns the predictions row (slide_id, each column's fold mean and sd, tiles) and the
+    slide-features row (the row, the high-attention fraction and the attention-weighted mean tile features)."""
+    import torch
+
+    from mil import predict_logits
+
+    feature, columns, checkpoints = model.feature, model.manifest["columns"], model.checkpoints
+    raw = np.asarray(store.features(feature)[:], dtype=np.float32)
+    bag = torch.from_numpy(raw)
+    scale = model.manifest.get("feature_scale")
+    if scale is not None and len(scale["mean"]) == raw.shape[1]:  # the training slides' standardisation
+        bag = torch.from_numpy(
+            ((raw - np.asarray(scale["mean"])) / np.asarray(scale["sd"])).astype(np.float32)
+        )
+    if bag.shape[1] != checkpoints[0].model.in_dim:
+        raise ValueError(f"features/{feature} have {bag.shape[1]} dimensions, the model takes "
+                         f"{checkpoints[0].model.in_dim}")  # fmt: skip
+    if len(bag) == 0:
+        raise ValueError("the store has no tiles")
+    predictions, attentions = [], []
+    for checkpoint in checkpoints:
+        logits, scores = predict_logits(checkpoint.model, ([bag], np.zeros(1), [slide_id]), device="cpu",
+                                        attention=True)  # fmt: skip
+        predictions.append(checkpoint.task.predict(logits).reshape(-1))
+        attentions.append(np.asarray(scores[0], dtype=np.float64)[:, 0])
+    predictions, attentions = np.stack(predictions), np.stack(attentions)
+    mean = predictions.mean(axis=0)
+    sd = predictions.std(axis=0, ddof=1) if len(checkpoints) > 1 else np.zeros_like(mean)
+    attention = attentions.mean(axis=0)
+    attention_sd = attentions.std(axis=0, ddof=1) if len(checkpoints) > 1 else np.zeros_like(attention)
+    rank = _rank(attention)
+    high = rank > 1 - high_fraction
+    table = np.column_stack([attention, attention_sd, rank, high.astype(float)])
+    _write_scores(store_path, model.name, table, SCORE_COLUMNS, model.model_dir)
+    row = {"slide_id": slide_id}
+    for k, column in enumerate(columns):
+        row[f"{column}_mean"], row[f"{column}_sd"] = float(mean[k]), float(sd[k])
+    row["tiles"] = len(bag)
+    weights = attention / attention.sum() if attention.sum() > 0 else np.full(len(bag), 1 / len(bag))
+    pooled = weights @ raw.astype(np.float64)
+    feature_row = {**row, "high_attention_fraction": float(high.mean()),
+                   **{f"{feature}_{j}": float(v) for j, v in enumerate(pooled)}}  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = ", ".join(f"{c} {mean[k]:.3f} ± {sd[k]:.3f}" for k, c in enumerate(columns))
+    shown = attention if raw_attention else rank
+    _heatmap_png(folder / f"heatmap_{model.name}.png", store, store_path.parent, shown,
+                 f"{slide_id} — {model.name}: {summary}", "attention" if raw_attention else "attention rank")  # fmt: skip
+    _heatmap_geojson(folder / f"heatmap_{model.name}.geojson", store, table, SCORE_COLUMNS, high)
+    return row, feature_row
+
+
 def predict_slides(results: str | Path, model_dir: str | Path, out: str | Path, high_fraction: float = 0.1,
                    raw_attention: bool = False, name: str | None = None) -> PredictResult:  # fmt: skip
     """Predict every store of `results` with the fold ensemble of `model_dir` (see the README section).
@@ -424,76 +600,36 @@ def predict_slides(results: str | Path, model_dir: str | Path, out: str | Path, 
     attention". `raw_attention` colours the heatmap by raw attention instead of its rank. A store made with
     another encoder than the model's is refused with both named; stores lacking the features fail, the rest go on.
     """
-    import torch
-
-    from mil import predict_logits
     from tiling import PatchStore
 
     if not 0 < high_fraction < 1:
         raise ValueError(f"high_fraction must be between 0 and 1, got {high_fraction}")
-    model_dir, out = Path(model_dir), Path(out)
+    out = Path(out)
     if (out / "predictions.csv").exists() and not (out / "predict_manifest.jsonl").exists():
         raise FileExistsError(
             f"{out} holds a predictions.csv that `mil predict` did not write; not overwriting it"
         )
-    manifest, checkpoints = _load_model_folder(model_dir)
-    name = name or manifest["name"]
-    feature, columns = manifest["feature"], manifest["columns"]
+    model = load_model_folder(model_dir, name)
+    columns = model.manifest["columns"]
     stores = find_stores(results)
     opened = {}
     failed = {}
     for slide_id, path in stores.items():
         store = PatchStore.open(path)
-        if feature not in store.feature_names() or not store.features(feature).attrs.get("complete"):
-            failed[slide_id] = f"no complete features/{feature} in {path} (has {store.feature_names()})"
-            continue
-        _check_encoder(manifest, store, slide_id)
-        opened[slide_id] = store
+        reason = check_store(model, store, slide_id, path)
+        if reason:
+            failed[slide_id] = reason
+        else:
+            opened[slide_id] = store
     out.mkdir(parents=True, exist_ok=True)
     rows, feature_rows, records = [], [], []
-    score_columns = ["attention", "attention_sd", "attention_rank", "high_attention"]
     for slide_id, store in opened.items():
         try:
-            bag = torch.from_numpy(np.asarray(store.features(feature)[:], dtype=np.float32))
-            if bag.shape[1] != checkpoints[0].model.in_dim:
-                raise ValueError(f"features/{feature} have {bag.shape[1]} dimensions, the model takes "
-                                 f"{checkpoints[0].model.in_dim}")  # fmt: skip
-            if len(bag) == 0:
-                raise ValueError("the store has no tiles")
-            predictions, attentions = [], []
-            for checkpoint in checkpoints:
-                logits, scores = predict_logits(checkpoint.model, ([bag], np.zeros(1), [slide_id]), device="cpu",
-                                                attention=True)  # fmt: skip
-                predictions.append(checkpoint.task.predict(logits).reshape(-1))
-                attentions.append(np.asarray(scores[0], dtype=np.float64)[:, 0])
-            predictions, attentions = np.stack(predictions), np.stack(attentions)
-            mean = predictions.mean(axis=0)
-            sd = predictions.std(axis=0, ddof=1) if len(checkpoints) > 1 else np.zeros_like(mean)
-            attention = attentions.mean(axis=0)
-            attention_sd = (
-                attentions.std(axis=0, ddof=1) if len(checkpoints) > 1 else np.zeros_like(attention)
-            )
-            rank = _rank(attention)
-            high = rank > 1 - high_fraction
-            table = np.column_stack([attention, attention_sd, rank, high.astype(float)])
-            _write_scores(stores[slide_id], name, table, score_columns, model_dir)
-            row = {"slide_id": slide_id}
-            for k, column in enumerate(columns):
-                row[f"{column}_mean"], row[f"{column}_sd"] = float(mean[k]), float(sd[k])
-            row["tiles"] = len(bag)
+            row, feature_row = predict_store(model, store, stores[slide_id], slide_id, out / "slides" / slide_id,
+                                             high_fraction, raw_attention)  # fmt: skip
             rows.append(row)
-            weights = attention / attention.sum() if attention.sum() > 0 else np.full(len(bag), 1 / len(bag))
-            pooled = weights @ bag.numpy().astype(np.float64)
-            feature_rows.append({**row, "high_attention_fraction": float(high.mean()),
-                                 **{f"{feature}_{j}": float(v) for j, v in enumerate(pooled)}})  # fmt: skip
-            folder = out / "slides" / slide_id
-            folder.mkdir(parents=True, exist_ok=True)
-            summary = ", ".join(f"{c} {mean[k]:.3f} ± {sd[k]:.3f}" for k, c in enumerate(columns))
-            shown = attention if raw_attention else rank
-            _heatmap_png(folder / f"heatmap_{name}.png", store, stores[slide_id].parent, shown,
-                         f"{slide_id} — {name}: {summary}", "attention" if raw_attention else "attention rank")  # fmt: skip
-            _heatmap_geojson(folder / f"heatmap_{name}.geojson", store, table, score_columns, high)
-            records.append({"slide_id": slide_id, "status": "done", "tiles": len(bag)})
+            feature_rows.append(feature_row)
+            records.append({"slide_id": slide_id, "status": "done", "tiles": row["tiles"]})
         except (OSError, ValueError, KeyError) as exc:
             failed[slide_id] = str(exc)
     records.extend({"slide_id": s, "status": "failed", "reason": r} for s, r in sorted(failed.items()))

@@ -39,7 +39,11 @@ def register(sub) -> None:
         "--features", default="stain_stats", help="feature name in the stores (default stain_stats)"
     )
     train.add_argument(
-        "--folds", type=positive_int, default=5, help="cross-validation folds, at least 2 (default 5)"
+        "--folds",
+        type=positive_int,
+        default=5,
+        help="cross-validation folds (default 5); 1: one grouped train/validation split (3:1) whose "
+        "validation figures are reported (optimistic: they also pick the epoch)",
     )
     train.add_argument("--group", help="column of patient ids: folds keep a patient's slides together")
     train.add_argument(

@@ -26,12 +26,15 @@ def register(sub) -> None:
         "OUT/run.log the details. Re-running skips finished steps and redoes partial or damaged ones; results made "
         "with other options are kept unless --overwrite. A failing slide is recorded and the others go on; the exit "
         "status is 1 when any failed, 3 when the disk filled up. Options come from --config "
-        "(TOML with [run], [tiling], [features] tables) and are overridden by the flags below.",
+        "(TOML with [run], [tiling], [features], [predict] tables) and are overridden by the flags below.",
     )
     add_slides_and_out(p)
     p.add_argument("--config", help="TOML configuration file")
-    p.add_argument("--steps", help="comma-separated steps (default: all: tile,features)")
+    p.add_argument("--steps", help="comma-separated steps (default: tile,features, and predict with --model)")
     add_tiling_options(p, from_config=True)
+    p.add_argument("--model", metavar="MODEL_DIR",
+                   help="MIL model folder (`slidestream mil train`): adds the predict step (scores/<model> in each "
+                   "store, heatmap_<model>.png/.geojson per slide, predictions in summary.csv)")  # fmt: skip
     add_encoder_options(p, default=None)
     p.add_argument("--device", help="cpu, cuda or auto")
     p.add_argument("--workers", type=positive_int, help="slides in parallel: dask worker processes of the local cluster, "
@@ -51,6 +54,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _steps(args) -> tuple[str, ...] | None:
+    if args.steps:
+        return tuple(s.strip() for s in args.steps.split(","))
+    return ("tile", "features", "predict") if args.model else None
+
+
 def run(args) -> int:
     from slidestream.discovery import find_slides
     from slidestream.pipeline import load_config, plan, run_batch
@@ -60,11 +69,11 @@ def run(args) -> int:
         config = load_config(
             args.config, out=args.out, slide_workers=args.workers, scheduler_address=args.scheduler_address,
             scheduler_timeout=args.scheduler_timeout, overwrite=True if args.overwrite else None,
-            progress=show_progress(args), steps=tuple(s.strip() for s in args.steps.split(",")) if args.steps else None,
+            progress=show_progress(args), steps=_steps(args),
             **{f"tiling.{k}": v for k, v in tiling_values(args).items()},
             **{"features.encoder": args.encoder, "features.weights": args.weights, "features.device": args.device,
                "features.encoder_args": parse_encoder_args(args.encoder_arg),
-               "features.random_weights": True if args.random_weights else None},
+               "features.random_weights": True if args.random_weights else None, "predict.model": args.model},
         )  # fmt: skip
         if "features" in config.steps:  # refused here, not once per slide; mil (torch) imported only then
             from mil.encoders import EncoderError, require_weights

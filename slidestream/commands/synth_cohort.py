@@ -31,6 +31,12 @@ def register(sub) -> None:
     p.add_argument(
         "--slide-mpp", type=slide_mpp, default=0.25, help="the slides' level-0 um/px (default 0.25)"
     )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="slides written at once, in separate processes (default 1)",
+    )
     add_quiet(p)
     p.set_defaults(func=run)
 
@@ -40,7 +46,7 @@ def run(args) -> int:
 
     try:
         cohort = write_cohort(args.out, n=args.n, seed=args.seed, dimensions=args.dimensions,
-                              slide_mpp=args.slide_mpp, progress=show_progress(args))  # fmt: skip
+                              slide_mpp=args.slide_mpp, progress=show_progress(args), workers=args.workers)  # fmt: skip
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,15 @@ from tiling.config import check_target_mpp
 from wsi.deprecation import renamed_keywords, warn_renamed
 from wsi.meta import MPP_RANGE, plausible_mpp
 
-__all__ = ["FeatureOptions", "NucleiOptions", "RunConfig", "TileOptions", "load_config", "tile_options"]
+__all__ = [
+    "FeatureOptions",
+    "NucleiOptions",
+    "PredictOptions",
+    "RunConfig",
+    "TileOptions",
+    "load_config",
+    "tile_options",
+]
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,20 @@ class NucleiOptions:
             raise ValueError("[nuclei]: classical and model exclude each other (the baseline has no model)")
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """What the predict step runs: a MIL model folder written by `slidestream mil train` (`model`), the fraction
+    of each slide's tiles classified "High attention", and whether heatmaps show raw attention (not its rank)."""
+
+    model: str | None = None
+    high_fraction: float = 0.1
+    raw_attention: bool = False
+
+    def __post_init__(self):
+        if not 0 < self.high_fraction < 1:
+            raise ValueError(f"[predict] high_fraction must be between 0 and 1, got {self.high_fraction}")
+
+
 # Old names of RunConfig fields (and [run] keys), accepted with a DeprecationWarning.
 _RUN_RENAMED = {"workers": "slide_workers", "scheduler": "scheduler_address"}
 
@@ -92,6 +114,7 @@ class RunConfig:
     tiling: TileOptions = field(default_factory=TileOptions)
     features: FeatureOptions = field(default_factory=FeatureOptions)
     nuclei: NucleiOptions = field(default_factory=NucleiOptions)
+    predict: PredictOptions = field(default_factory=PredictOptions)
 
     @property
     def workers(self) -> int | None:
@@ -275,7 +298,7 @@ def tile_options(where: str = "tiling options", **values: Any) -> TileOptions:
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
-    """Defaults, then the TOML file ([run], [tiling], [features], [nuclei] tables), then `overrides` that are not None.
+    """Defaults, then the TOML file ([run], [tiling], [features], [nuclei], [predict] tables), then `overrides` that are not None.
 
     Overrides use dotted names for sections: {"tiling.mpp": 0.25, "features.encoder": "resnet50"}. Every key
     of the file is checked here, where the config is built: its type, its allowed values (the message names
@@ -296,12 +319,17 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
                 data = tomllib.load(f)
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"{path}: not valid TOML ({exc})") from exc
-    tables = {"run": (RunConfig, _RUN_RENAMED), "tiling": (TileOptions, {}), "features": (FeatureOptions, {}),
-              "nuclei": (NucleiOptions, {})}
+    tables = {
+        "run": (RunConfig, _RUN_RENAMED),
+        "tiling": (TileOptions, {}),
+        "features": (FeatureOptions, {}),
+        "nuclei": (NucleiOptions, {}),
+        "predict": (PredictOptions, {}),
+    }
     for name, value in data.items():
         if name not in tables:
             raise ValueError(f"{path}: unknown table [{name}]{_closest(name, tables)}; use [run], [tiling], "
-                             "[features] and [nuclei]")  # fmt: skip
+                             "[features], [nuclei] and [predict]")  # fmt: skip
         if not isinstance(value, dict):
             raise ValueError(
                 f"{path}: {name} = {value!r} must be a table ([{name}] followed by key = value lines)"
@@ -313,11 +341,12 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     tiling = dict(data.get("tiling", {}))
     feats = dict(data.get("features", {}))
     nuclei = dict(data.get("nuclei", {}))
+    predict = dict(data.get("predict", {}))
     for key, value in overrides.items():
         if value is None:
             continue
         section, _, name = key.rpartition(".")
-        target = {"": run, "tiling": tiling, "features": feats, "nuclei": nuclei}[section]
+        target = {"": run, "tiling": tiling, "features": feats, "nuclei": nuclei, "predict": predict}[section]
         if isinstance(value, dict) and isinstance(target.get(name), dict):
             value = {**target[name], **value}  # e.g. --encoder-arg on top of [features.encoder_args]
         if section == "tiling" and name in ("mpp", "magnification"):
@@ -333,4 +362,5 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     config = _section(RunConfig, run, "[run]", _RUN_RENAMED, source=where[:-2])
     return replace(config, tiling=tile_options(f"{where}[tiling]", **tiling),
                    features=_section(FeatureOptions, feats, "[features]", source=where[:-2]),
-                   nuclei=_section(NucleiOptions, nuclei, "[nuclei]", source=where[:-2]))  # fmt: skip
+                   nuclei=_section(NucleiOptions, nuclei, "[nuclei]", source=where[:-2]),
+                   predict=_section(PredictOptions, predict, "[predict]", source=where[:-2]))  # fmt: skip

@@ -131,7 +131,8 @@ SUMMARY_COLUMNS = ["slide_id", "path", "status", "mpp", "width", "height", "vend
 
 def write_summary(path: str | Path, records: list[dict], slide_ids: set[str] | None = None) -> Path:
     """summary.csv from the latest record of each slide and step: one row per slide (of `slide_ids` if given:
-    the slides of this run, not every slide the manifest ever saw)."""
+    the slides of this run, not every slide the manifest ever saw). Measurements of plug-in steps (e.g. the
+    predict step's predictions) follow the fixed columns, in the order first seen."""
     latest: dict[tuple[str, str], dict] = {}
     for record in records:  # later runs supersede earlier lines of the same slide and step
         if not record["slide_id"]:
@@ -139,10 +140,19 @@ def write_summary(path: str | Path, records: list[dict], slide_ids: set[str] | N
         if slide_ids is None or record["slide_id"] in slide_ids:
             latest[(record["slide_id"], record["step"])] = record
     rows: dict[str, dict] = {}
+    extra: dict[str, None] = {}  # ordered set of plug-in steps' measurement names
     for record in latest.values():
         row = rows.setdefault(record["slide_id"], {"slide_id": record["slide_id"], "path": record["path"],
                                                    "status": "done", "seconds": 0.0, "error": ""})  # fmt: skip
-        row.update({k: v for k, v in record.get("measurements", {}).items() if k in SUMMARY_COLUMNS})
+        measurements = record.get("measurements", {})
+        row.update({k: v for k, v in measurements.items() if k in SUMMARY_COLUMNS})
+        if record["step"] not in ("tile", "features"):
+            extra.update(
+                dict.fromkeys(
+                    k for k in measurements if k not in SUMMARY_COLUMNS and k != "worker_peak_rss_mb"
+                )
+            )
+            row.update({k: v for k, v in measurements.items() if k in extra})
         row["seconds"] = round(float(row["seconds"]) + float(record.get("seconds", 0.0)), 2)
         if record["status"] == "failed":
             row["status"] = "failed"
@@ -151,7 +161,7 @@ def write_summary(path: str | Path, records: list[dict], slide_ids: set[str] | N
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: concurrent runs never share it
     try:
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS + list(extra), extrasaction="ignore")
             writer.writeheader()
             for slide_id in sorted(rows):
                 writer.writerow(rows[slide_id])

@@ -60,13 +60,20 @@ def test_cohort_labels_follow_the_ground_truth(cohort):
     assert main(["synth-cohort", str(cohort / "cohort"), "--n", "2", "--dimensions", "128", "-q"]) == 2
 
 
-def test_train_then_predict_binary(cohort, tmp_path):
+@pytest.fixture(scope="module")
+def cancer_model(cohort, tmp_path_factory):
+    """A binary cancer model (2 folds, 3 epochs) on the cohort's stores."""
+    model = tmp_path_factory.mktemp("models") / "cancer"
+    assert _train(cohort, model, "binary", "cancer") == 0
+    return model
+
+
+def test_train_then_predict_binary(cohort, cancer_model, tmp_path):
     from mil import load_model
     from tiling import PatchStore
     from wsi import qupath
 
-    model = tmp_path / "cancer"
-    assert _train(cohort, model, "binary", "cancer") == 0
+    model = cancer_model
     metrics = json.loads((model / "metrics.json").read_text())
     assert metrics["task"] == "binary" and len(metrics["per_fold"]) == 2 and "auc" in metrics["summary"]
     oof = pd.read_csv(model / "oof_predictions.csv")
@@ -74,6 +81,8 @@ def test_train_then_predict_binary(cohort, tmp_path):
     assert oof["probability"].between(0, 1).all()
     assert (model / "roc_cancer.png").stat().st_size > 0 and (model / "plan.json").exists()
     assert (model / "training_curves.png").stat().st_size > 0
+    scale = json.loads((model / "mil_model.json").read_text())["feature_scale"]  # applied again by predict
+    assert len(scale["mean"]) == len(scale["sd"]) == 53 and min(scale["sd"]) > 0
     checkpoint = load_model(model / "fold_1")
     assert (
         checkpoint.config["feature"] == "stain_stats"
@@ -129,7 +138,8 @@ def test_grade_and_survival(cohort, tmp_path, capsys):
 def test_bad_labels_one_error_listing_them(cohort, tmp_path, capsys):
     labels = pd.read_csv(cohort / "cohort" / "labels.csv", dtype={"slide_id": str})
     bad = pd.concat([labels.iloc[1:], labels.iloc[[1]]])  # S000 missing, S001 repeated
-    bad.loc[len(bad)] = ["NOPE", "P999", 1, 1, 0, 0, 1.0, 1, 0.1]
+    bad = pd.concat([bad, pd.DataFrame([{"slide_id": "NOPE", "patient_id": "P999", "cancer": 1, "grade": 1,
+                                         "mut_a": 0, "mut_b": 0, "time": 1.0, "event": 1}])])  # fmt: skip
     bad.to_csv(tmp_path / "bad.csv", index=False)
     code = main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "bad.csv"), "--task",
                  "binary", "--target", "cancer", "--folds", "2", "-o", str(tmp_path / "m"), "-q"])  # fmt: skip
@@ -185,3 +195,70 @@ def test_predict_failures_and_encoder_mismatch(cohort, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "'resnet50'" in err and "'stain_stats'" in err
+
+
+def test_one_fold_is_a_train_validation_split(cohort, tmp_path):
+    model = tmp_path / "split"
+    assert _train(cohort, model, "binary", "cancer", extra=["--folds", "1"]) == 0
+    metrics = json.loads((model / "metrics.json").read_text())
+    (fold,) = metrics["per_fold"]
+    assert metrics["folds"] == 1 and fold["n_train"] + fold["n_val"] == N_SLIDES and fold["n_val"] >= 1
+    oof = pd.read_csv(model / "oof_predictions.csv")
+    assert len(oof) == fold["n_val"] and set(oof.fold) == {0}  # the validation slides only
+    assert json.loads((model / "mil_model.json").read_text())["folds"] == ["fold_0"]
+    assert (model / "training_curves.png").exists() and (model / "roc_cancer.png").exists()
+    out = tmp_path / "pred"
+    assert main(["mil", "predict", str(cohort / "results"), "--model", str(model), "-o", str(out), "-q"]) == 0
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == N_SLIDES and (predictions.probability_sd == 0).all()  # one model: no spread
+
+
+def test_predict_step_of_a_run(cohort, cancer_model, tmp_path):
+    import zarr
+
+    from slidestream.discovery import SlideInput
+    from slidestream.pipeline import load_config, process_slide
+
+    results = tmp_path / "results"
+    shutil.copytree(cohort / "results", results)
+    del zarr.open_group(results / "slides" / "S001" / "patches.zarr", mode="r+")["features/stain_stats"]
+    slides = cohort / "cohort" / "slides"
+    config = load_config(
+        out=results, steps=("predict",), progress=False, **{"predict.model": str(cancer_model)}
+    )
+    (record,) = process_slide(SlideInput("S000", slides / "S000.svs"), config)
+    assert record.step == "predict" and record.status == "done", record.error
+    assert 0 <= record.measurements["cancer_probability_mean"] <= 1
+    assert "cancer_probability_sd" in record.measurements
+    folder = results / "slides" / "S000"
+    assert (folder / "heatmap_cancer.png").stat().st_size > 0 and (folder / "heatmap_cancer.geojson").exists()
+    from tiling import PatchStore
+
+    assert PatchStore.open(folder / "patches.zarr").scores("cancer").shape[1] == 4
+    # The prediction lands in summary.csv (plug-in measurements after the fixed columns).
+    from dataclasses import asdict
+
+    from slidestream.pipeline import write_summary
+
+    summary = pd.read_csv(write_summary(tmp_path / "summary.csv", [asdict(record)]))
+    assert summary.loc[0, "cancer_probability_mean"] == pytest.approx(
+        record.measurements["cancer_probability_mean"]
+    )
+    # A store without the model's features fails with the reason; so does a run without a model.
+    (failed,) = process_slide(SlideInput("S001", slides / "S001.svs"), config)
+    assert failed.status == "failed" and "features/stain_stats" in failed.error
+    no_model = load_config(out=results, steps=("predict",), progress=False)
+    (failed,) = process_slide(SlideInput("S000", slides / "S000.svs"), no_model)
+    assert failed.status == "failed" and "--model" in failed.error
+
+
+def test_run_with_a_model_adds_the_predict_step(cohort, cancer_model, tmp_path, capsys):
+    slide = cohort / "cohort" / "slides" / "S000.svs"
+    assert (
+        main(["run", str(slide), "-o", str(tmp_path / "o"), "--model", str(cancer_model), "--dry-run"]) == 0
+    )
+    assert "steps: tile, features, predict" in capsys.readouterr().out
+    toml = tmp_path / "run.toml"
+    toml.write_text("[predict]\nhigh_fraction = 1.5\n")
+    assert main(["run", str(slide), "-o", str(tmp_path / "o"), "--config", str(toml), "--dry-run"]) == 2
+    assert "high_fraction must be between 0 and 1" in capsys.readouterr().err

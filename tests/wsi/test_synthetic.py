@@ -78,7 +78,8 @@ def test_truth_files(synthetic_slide):
     assert truth.tissue_mask.shape == (2048 // 8, 2560 // 8)
     objects = wsi.qupath.read_geojson(truth.nuclei)
     assert len(objects) == record["nuclei_count"] > 50
-    assert {o.classification for o in objects} == {"Tumor", "Stroma"}
+    classes = {o.classification for o in objects}
+    assert {"Tumor", "Stroma", "Epithelial"} <= classes <= {"Tumor", "Stroma", "Epithelial", "Immune cells"}
 
 
 def test_missing_truth_is_named(tmp_path):
@@ -109,3 +110,78 @@ def test_writing_streams_with_bounded_memory(tmp_path):
         )
     assert large < 1.5 * small + 4e6, (small, large)
     assert large < 150e6
+
+
+def _tumor_nuclei(grade: int, **traits):
+    spec = SyntheticSpec(6000, 6000, mpp=0.5, seed=11, tumor=True, grade=grade, tumor_threshold=0.3, **traits)
+    return spec, nuclei_in_box(spec, (1000, 1000, 5000, 5000))
+
+
+def test_grade_is_nuclear_size_pleomorphism_crowding_and_fading_lumina():
+    from wsi.synthetic.glands import grade_traits
+
+    sizes, spreads, vesicular = [], [], []
+    for grade in (1, 3, 5):
+        _, nuc = _tumor_nuclei(grade)
+        tumor = nuc.kind == 2
+        assert tumor.sum() > 200
+        area = np.pi * nuc.ra[tumor] * nuc.rb[tumor]
+        sizes.append(area.mean())
+        spreads.append(np.std(np.log(nuc.ra[tumor])))
+        vesicular.append(nuc.vesicular[tumor].mean())
+    assert sizes[0] < sizes[1] < sizes[2] and sizes[2] > 2 * sizes[0]
+    assert spreads[0] < spreads[1] < spreads[2]
+    assert vesicular[0] < vesicular[1] < vesicular[2]
+    lumen = [grade_traits(g)["lumen"] for g in range(1, 6)]
+    assert lumen == sorted(lumen, reverse=True) and lumen[-1] == 0  # grade 5: solid nests
+
+
+def test_benign_glands_are_orderly_and_small():
+    spec = SyntheticSpec(6000, 6000, mpp=0.5, seed=11)
+    nuc = nuclei_in_box(spec, (1000, 1000, 5000, 5000))
+    epithelial = nuc.kind == 1
+    assert epithelial.sum() > 100 and not nuc.tumor.any()
+    _, tumor = _tumor_nuclei(1)
+    t = tumor.kind == 2
+    benign_area = np.pi * nuc.ra[epithelial] * nuc.rb[epithelial]
+    assert np.pi * np.mean(tumor.ra[t] * tumor.rb[t]) > 1.3 * benign_area.mean()
+    assert np.std(np.log(nuc.ra[epithelial])) < 0.08
+
+
+def test_mutation_traits_are_visible_around_the_tumor():
+    _, plain = _tumor_nuclei(3)
+    _, inflamed = _tumor_nuclei(3, lymphocytes=1.0)
+    assert (inflamed.kind == 3).sum() > 3 * max(1, (plain.kind == 3).sum())
+    spec = SyntheticSpec(6000, 6000, mpp=0.5, seed=11, tumor=True, grade=3, tumor_threshold=0.3)
+    from dataclasses import replace
+
+    from wsi.synthetic.content import field_values
+
+    xs, ys = np.meshgrid(np.arange(1000, 5000, 250.0), np.arange(1000, 5000, 250.0))
+    tissue, tumor = field_values(spec, xs, ys)
+    inside = np.argwhere(tumor > 0.02)[0]
+    x, y = xs[tuple(inside)], ys[tuple(inside)]
+    plain_px = render_region(spec, (x, y), (256, 256))[0].astype(float)
+    mucinous = render_region(replace(spec, mucin=1.0), (x, y), (256, 256))[0].astype(float)
+    assert mucinous[..., 1].mean() > plain_px[..., 1].mean() + 5  # pale stroma absorbs less green
+
+
+def test_cohort_plan_ties_labels_to_traits():
+    from wsi.synthetic.cohort import _tumor_fraction, cohort_labels, plan_cohort
+
+    patients, traits, specs = plan_cohort(16, seed=2, dimensions=(1024, 1024), slide_mpp=0.5)
+    fractions = np.array([_tumor_fraction(s) for s in specs])
+    labels = cohort_labels(fractions, patients, traits, seed=2)
+    cancer = labels.cancer == 1
+    assert 0 < cancer.sum() < 16 and (cancer == (fractions > 0)).all()
+    assert labels.loc[~cancer, ["grade", "mut_a", "mut_b"]].isna().all().all()
+    for spec, row in zip(specs, labels.itertuples(), strict=True):
+        t = traits[patients[int(row.Index)]]
+        assert spec.tumor == t.cancer
+        if t.cancer:
+            assert spec.grade == row.grade == t.grade
+            assert (spec.lymphocytes >= 0.7) == bool(t.mut_a) and (spec.mucin >= 0.7) == bool(t.mut_b)
+    burden = fractions[fractions > 0]
+    assert burden.min() < 0.08 and burden.max() < 0.45
+    # Slides of one patient share the patient's labels (one tumor); only the noisy mutation labels may differ.
+    assert (labels.groupby("patient_id")[["cancer", "grade"]].nunique(dropna=False) == 1).all().all()

@@ -100,8 +100,12 @@ def _outline_radius(theta, a, b, harmonics) -> np.ndarray:
 
 
 def _draw_nucleus(canvas: _Canvas, rng, cx, cy, a, b, angle, kind, cls, um, blurred=False, bend=0.0, irregular=0.08,
-                  density=1.0) -> bool:  # fmt: skip
-    """Draw one nucleus (semi-axes a, b px) into the canvas; False if nothing of it lands in the field."""
+                  density=1.0, harmonics=None) -> bool:  # fmt: skip
+    """Draw one nucleus (semi-axes a, b px) into the canvas; False if nothing of it lands in the field.
+
+    `harmonics`: the outline's (amplitude, phase) pairs for orders 2, 3, ... in the nucleus' own frame (the slide
+    writer passes them so that its ground-truth polygons match the pixels); drawn from `rng` when None.
+    """
     h, w = canvas.instances.shape
     reach = max(a, b) * (1.4 + abs(bend) * max(a, b)) + 3
     x0, x1 = max(int(cx - reach), 0), min(int(cx + reach) + 2, w)
@@ -115,7 +119,9 @@ def _draw_nucleus(canvas: _Canvas, rng, cx, cy, a, b, angle, kind, cls, um, blur
     v = v - bend * u * u  # spindles curve
     r = np.hypot(u, v)
     theta = np.arctan2(v, u)
-    harm = [(irregular * rng.uniform(0, 1), rng.uniform(0, 2 * np.pi)) for _ in range(3)]
+    harm = harmonics
+    if harm is None:
+        harm = [(irregular * rng.uniform(0, 1), rng.uniform(0, 2 * np.pi)) for _ in range(3)]
     rb = _outline_radius(theta, a, b, harm)
     rho = r / np.maximum(rb, 1e-6)
     edge_px = (1.0 - rho) * np.minimum(rb, max(a, b))

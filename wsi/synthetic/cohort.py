@@ -1,35 +1,41 @@
-"""Synthetic cohorts: many synthetic slides plus a labels table whose labels follow from the slides' ground truth.
+"""Synthetic cohorts: many synthetic slides plus a labels table whose labels follow from what the slides show.
 
-Rules (`write_cohort`), all drawn from one seed:
-- `cancer`: half the slides (rounded down, in random order) are rendered with tumor regions; the label is 1 when
-  the slide's ground-truth tumor mask is not empty, so a label never names tumor the pixels lack.
-- `grade` (cancer slides only, empty for benign): 1-5 from the ground-truth tumor fraction of the tissue, in
-  equal steps between the cohort's smallest and largest cancer burden (visible as tumor extent).
-- `mut_a`: 1 when a cancer slide's tumor fraction is above the cancer slides' median, flipped with probability
-  0.1 (label noise). `mut_b`: drawn at random with probability 0.3 and tied to nothing in the pixels: a negative
-  control (a model should reach an AUC near 0.5 on it).
-- `time`, `event`: exponential survival with hazard 0.01 * exp(1.2 * cancer + 0.3 * (grade - 1) + 4 * tumor
-  fraction) per month, censored uniformly on 12-120 months.
-- `patient_id`: about a third of the patients have two slides (with the same cancer status), so grouped splits
-  matter.
+Rules (`write_cohort`), all drawn from one seed; what the pixels show is described in `wsi.synthetic.content`
+and `wsi.synthetic.glands`:
+- `patient_id`: about a third of the patients have two slides; a patient's slides share cancer status, grade and
+  mutations (they come from one tumor), so grouped splits matter.
+- `cancer`: about half the patients have cancer; their slides are rendered with a tumor region covering a
+  target fraction of the tissue drawn log-uniformly between 2% and 30%. The label is 1 when the slide's
+  ground-truth tumor mask is not empty, so a label never names tumor the pixels lack.
+- `grade` (cancer only, empty for benign): 1-5 uniformly per patient, rendered as the tumor's morphology
+  (nuclear size, pleomorphism, crowding and stratification, vesicular nuclei with nucleoli, lumina fading to
+  solid nests at grade 5).
+- `mut_a` (cancer only): 1 for half the cancer patients, rendered as a dense band of lymphocytes in the stroma
+  in and around the tumor (strength 0.7-1.0; 0-0.1 without the mutation). `mut_b` (cancer only): 1 for 40% of
+  the cancer patients, rendered as pale, bluish, mucinous stroma in and around the tumor. Each observed label is
+  then flipped with probability 0.08 (label noise), so even a perfect reader of the pixels is not always right.
+- `time`, `event`: Weibull (shape 3) survival with scale 80 months * exp(-lp / 3), lp = 2 * cancer
+  + 0.7 * (grade - 1) + 5 * tumor fraction; censored uniformly on 24-150 months.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from wsi.atomic import atomic_file
-from wsi.synthetic.content import SyntheticSpec
+from wsi.synthetic.content import SyntheticSpec, field_values
 from wsi.synthetic.writer import write_slide
 
-__all__ = ["LABEL_COLUMNS", "SyntheticCohort", "cohort_labels", "write_cohort"]
+__all__ = ["LABEL_COLUMNS", "SyntheticCohort", "cohort_labels", "plan_cohort", "write_cohort"]
 
 LABEL_COLUMNS = ("slide_id", "patient_id", "cancer", "grade", "mut_a", "mut_b", "time", "event")
+LABEL_NOISE = 0.08
+BURDEN_RANGE = (0.02, 0.30)
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,16 @@ class SyntheticCohort:
     labels_path: Path
 
 
+@dataclass(frozen=True)
+class PatientTraits:
+    """What one patient's tumor looks like (shared by the patient's slides); benign patients: cancer False."""
+
+    cancer: bool
+    grade: int
+    mut_a: int
+    mut_b: int
+
+
 def _patients(n: int, rng: np.random.Generator) -> list[int]:
     """Patient index of each slide: about a third of the patients have two consecutive slides."""
     patients, patient = [], 0
@@ -50,8 +66,61 @@ def _patients(n: int, rng: np.random.Generator) -> list[int]:
     return patients
 
 
-def cohort_labels(tumor_fraction: np.ndarray, patients: list[int], seed: int) -> pd.DataFrame:
-    """The labels table from each slide's ground-truth tumor fraction of the tissue (rules in the module doc)."""
+def _tumor_fraction(spec: SyntheticSpec, step: int = 16) -> float:
+    """Tumor fraction of the tissue, from the fields on a grid every `step` level-0 pixels."""
+    xs = np.arange(step / 2, spec.width, step)
+    ys = np.arange(step / 2, spec.height, step)
+    tissue, tumor = field_values(spec, xs[None, :], ys[:, None])
+    return float((tumor > 0).sum() / max(1, (tissue > 0).sum()))
+
+
+def _threshold_for(spec: SyntheticSpec, target: float) -> float:
+    """The tumor threshold whose tumor covers about `target` of the tissue (bisection; monotone in it)."""
+    lo, hi = 0.05, 0.98  # low threshold: much tumor
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        if _tumor_fraction(replace(spec, tumor_threshold=mid)) > target:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def plan_cohort(n: int, seed: int, dimensions: tuple[int, int], slide_mpp: float) -> tuple[list, list, list]:
+    """Patients, their traits and each slide's spec (rules in the module doc), without writing anything."""
+    rng = np.random.default_rng(seed)
+    patients = _patients(n, rng)
+    n_patients = max(patients) + 1
+    order = rng.permutation(n_patients)
+    with_cancer = set(order[: n_patients // 2].tolist())
+    grades = rng.integers(1, 6, n_patients)
+    mut_a = (rng.random(n_patients) < 0.5).astype(int)
+    mut_b = (rng.random(n_patients) < 0.4).astype(int)
+    traits = [
+        PatientTraits(p in with_cancer, int(grades[p]), int(mut_a[p]), int(mut_b[p]))
+        for p in range(n_patients)
+    ]
+    width, height = dimensions
+    specs = []
+    for i, patient in enumerate(patients):
+        t = traits[patient]
+        strength = rng.uniform(0.7, 1.0, 2)
+        background = rng.uniform(0.0, 0.1, 2)
+        spec = SyntheticSpec(
+            width, height, mpp=slide_mpp, seed=seed * 10_000 + i, tumor=t.cancer, grade=t.grade if t.cancer else 3,
+            lymphocytes=float(strength[0] if t.mut_a else background[0]) if t.cancer else 0.0,
+            mucin=float(strength[1] if t.mut_b else background[1]) if t.cancer else 0.0,
+        )  # fmt: skip
+        target = float(np.exp(rng.uniform(*np.log(BURDEN_RANGE))))
+        if t.cancer:
+            spec = replace(spec, tumor_threshold=round(_threshold_for(spec, target), 4))
+        specs.append(spec)
+    return patients, traits, specs
+
+
+def cohort_labels(tumor_fraction: np.ndarray, patients: list[int], traits: list[PatientTraits],
+                  seed: int) -> pd.DataFrame:  # fmt: skip
+    """The labels table from each slide's ground-truth tumor fraction of the tissue and its patient's traits."""
     fraction = np.asarray(tumor_fraction, dtype=float)
     if fraction.ndim != 1 or len(fraction) != len(patients):
         raise ValueError(
@@ -60,27 +129,23 @@ def cohort_labels(tumor_fraction: np.ndarray, patients: list[int], seed: int) ->
     rng = np.random.default_rng([seed, 1])
     n = len(fraction)
     cancer = (fraction > 0).astype(int)
-    grade = np.full(n, np.nan)
-    mut_a = np.zeros(n, dtype=int)
-    if cancer.any():
-        burden = fraction[cancer == 1]
-        lo, hi = burden.min(), burden.max()
-        steps = np.clip(np.floor((burden - lo) / max(hi - lo, 1e-12) * 5), 0, 4) + 1
-        grade[cancer == 1] = steps
-        mut_a[cancer == 1] = (burden > np.median(burden)).astype(int)
-    flip = rng.random(n) < 0.1
-    mut_a = np.where(flip, 1 - mut_a, mut_a)
-    mut_b = (rng.random(n) < 0.3).astype(int)
-    hazard = 0.01 * np.exp(1.2 * cancer + 0.3 * (np.nan_to_num(grade, nan=1.0) - 1) + 4 * fraction)
-    event_time = rng.exponential(1 / hazard)
-    censor = rng.uniform(12, 120, n)
+    slide_traits = [traits[p] for p in patients]
+    grade = np.where(cancer == 1, [t.grade for t in slide_traits], np.nan)
+    observed = {}
+    for name in ("mut_a", "mut_b"):
+        true = np.array([getattr(t, name) for t in slide_traits])
+        flip = rng.random(n) < LABEL_NOISE
+        observed[name] = np.where(cancer == 1, np.where(flip, 1 - true, true), np.nan)
+    lp = 2.0 * cancer + 0.7 * (np.nan_to_num(grade, nan=1.0) - 1) + 5.0 * fraction
+    event_time = 80.0 * np.exp(-lp / 3.0) * rng.weibull(3.0, n)
+    censor = rng.uniform(24, 150, n)
     return pd.DataFrame({
         "slide_id": [f"S{i:03d}" for i in range(n)],
         "patient_id": [f"P{p:03d}" for p in patients],
         "cancer": cancer,
         "grade": pd.array(grade, dtype="Int64"),
-        "mut_a": mut_a,
-        "mut_b": mut_b,
+        "mut_a": pd.array(observed["mut_a"], dtype="Int64"),
+        "mut_b": pd.array(observed["mut_b"], dtype="Int64"),
         "time": np.round(np.minimum(event_time, censor), 2),
         "event": (event_time <= censor).astype(int),
     })  # fmt: skip
@@ -91,12 +156,26 @@ def _write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
         table.to_csv(tmp, index=False)
 
 
+def _write_one(job) -> tuple[Path, float]:
+    """Write one slide of a cohort; its path and ground-truth tumor fraction of the tissue."""
+    path, spec, tile_size, progress = job
+    written = write_slide(
+        path, spec, tile_size=tile_size, progress=progress, render_workers=1 if not progress else None
+    )
+    truth = json.loads(Path(written.truth).read_text())
+    tissue = max(truth["tissue_fraction"], 1e-12)
+    return written.path, min(1.0, truth["tumor_fraction"] / tissue)
+
+
 def write_cohort(out: str | Path, n: int = 40, seed: int = 0, dimensions: tuple[int, int] = (8192, 8192),
-                 slide_mpp: float = 0.25, tile_size: int = 256, progress: bool = False) -> SyntheticCohort:  # fmt: skip
+                 slide_mpp: float = 0.25, tile_size: int = 256, progress: bool = False,
+                 workers: int = 1) -> SyntheticCohort:  # fmt: skip
     """Write `n` synthetic slides to OUT/slides/S###.svs (with their truth files) and OUT/labels.csv.
 
     Refuses an OUT that already holds labels.csv or slides (it never overwrites). Slide i uses content seed
-    `seed * 10_000 + i`, so cohorts of different seeds share no slide.
+    `seed * 10_000 + i`, so cohorts of different seeds share no slide. labels.csv also carries the ground truth
+    behind the labels (`tumor_fraction`, and the rendered `lymphocytes` and `mucin` strengths). `workers` > 1
+    writes that many slides at once in separate processes (the same files as one at a time).
     """
     if n < 2:
         raise ValueError(f"a cohort needs at least 2 slides, got {n}")
@@ -106,21 +185,23 @@ def write_cohort(out: str | Path, n: int = 40, seed: int = 0, dimensions: tuple[
     if labels_path.exists() or (slides_dir.exists() and any(slides_dir.iterdir())):
         raise FileExistsError(f"{out} already holds a cohort (labels.csv or slides/); not overwriting it")
     slides_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    patients = _patients(n, rng)
-    # Cancer status per patient, about half the slides.
-    order = rng.permutation(max(patients) + 1)
-    wanted = set(order[: (max(patients) + 1) // 2].tolist())
-    width, height = dimensions
-    paths, fractions = [], []
-    for i, patient in enumerate(patients):
-        spec = SyntheticSpec(width, height, mpp=slide_mpp, seed=seed * 10_000 + i, tumor=patient in wanted)
-        written = write_slide(slides_dir / f"S{i:03d}.svs", spec, tile_size=tile_size, progress=progress)
-        truth = json.loads(Path(written.truth).read_text())
-        tissue = max(truth["tissue_fraction"], 1e-12)
-        fractions.append(min(1.0, truth["tumor_fraction"] / tissue))
-        paths.append(written.path)
-    labels = cohort_labels(np.array(fractions), patients, seed)
-    labels.insert(len(labels.columns), "tumor_fraction", np.round(fractions, 4))
+    patients, traits, specs = plan_cohort(n, seed, dimensions, slide_mpp)
+    jobs = [
+        (slides_dir / f"S{i:03d}.svs", spec, tile_size, progress and workers <= 1)
+        for i, spec in enumerate(specs)
+    ]
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, n)) as pool:
+            done = list(pool.map(_write_one, jobs))
+    else:
+        done = [_write_one(job) for job in jobs]
+    paths = [path for path, _ in done]
+    fractions = [fraction for _, fraction in done]
+    labels = cohort_labels(np.array(fractions), patients, traits, seed)
+    labels["tumor_fraction"] = np.round(fractions, 4)
+    labels["lymphocytes"] = [round(s.lymphocytes, 3) for s in specs]
+    labels["mucin"] = [round(s.mucin, 3) for s in specs]
     _write_csv_atomic(labels, labels_path)
     return SyntheticCohort(paths, labels, labels_path)

@@ -107,6 +107,10 @@ def _render_mask(spec: SyntheticSpec, downsample: int) -> tuple[np.ndarray, np.n
     return tissue, tumor
 
 
+# QuPath classes of the nucleus kinds (content.NUCLEUS_KINDS: fibroblast, epithelial, tumor, lymphocyte).
+_NUCLEUS_CLASSES = ("Stroma", "Epithelial", "Tumor", "Immune cells")
+
+
 def _write_nuclei(spec: SyntheticSpec, path: Path) -> int:
     from shapely.geometry import Polygon
 
@@ -122,7 +126,7 @@ def _write_nuclei(spec: SyntheticSpec, path: Path) -> int:
                     qupath.QuPathObject(
                         geometry=Polygon(outline),
                         object_type="detection",
-                        classification="Tumor" if nuc.tumor[i] else "Stroma",
+                        classification=_NUCLEUS_CLASSES[int(nuc.kind[i])],
                         measurements={"truth_id": int(nuc.ids[i])},
                     )
                 )
