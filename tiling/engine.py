@@ -9,7 +9,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 
 import wsi
 from tiling.config import TilingConfig, resolve_config
-from tiling.grid import TileGrid, TileSpec, tile_region
+from tiling.grid import TileGrid, TileSpec, min_fragment_area, tile_region
 from tiling.inputs import prepare_store_path, slide_identity, tiling_inputs
+from tiling.qc import QCParams, flag_tiles, measure_tiles
 from tiling.reader import TileReader
 from tiling.store import PatchStore, StoreError
 from tiling.tissue import load_roi, write_tissue_geojson
@@ -180,12 +181,16 @@ def tile_slide_result(
 
 
 def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tissue_geojson):
-    region = tile_region(slide, roi, config.roi_mode)
+    spec = TileSpec.for_slide(slide, config)
+    region = tile_region(slide, roi, config.roi_mode, min_fragment=min_fragment_area(spec, config))
     grid = TileGrid.from_config(slide, config, roi=None, tissue=region)
     mpp0 = slide.meta.mpp
     tissue_mm2 = float(region.area * mpp0**2 / 1e6) if mpp0 else None
     if tissue_geojson is not None:
         write_tissue_geojson(tissue_geojson, region, mpp0)
+    qc, qc_attrs = None, None
+    if config.qc and len(grid):
+        grid, qc, qc_attrs = _quality_checked(slide, grid, config)
     if len(grid) == 0:
         warnings.warn(f"{slide.path}: no tiles with at least {config.min_tissue:.0%} tissue; the store is empty",
                       stacklevel=3)  # fmt: skip
@@ -205,10 +210,42 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
         "fingerprint": fingerprint,
         "tissue_mm2": tissue_mm2,
     }  # fmt: skip
+    if qc_attrs is not None:
+        attrs["qc"] = qc_attrs
     store = PatchStore.create(store_path, grid.coords, grid.tissue, grid.edge, attrs,
                               None if config.coords_only else config.size, config.shard_tiles, codec,
-                              jpeg_colorspace=colorspace)  # fmt: skip
+                              jpeg_colorspace=colorspace, qc=qc)  # fmt: skip
     return store, tissue_mm2
+
+
+def _measure_batch(reader: TileReader, coords: np.ndarray, checks: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return measure_tiles(reader.read_many(coords), checks)
+
+
+def _quality_checked(slide, grid: TileGrid, config: TilingConfig):
+    """The grid without the tiles `config.qc` flags, the kept tiles' measures, and attrs["qc"] (counts).
+
+    Every tile is read once for its measures before the store is made (a second read writes it), in batches
+    of `shard_tiles` on the tiling's dask scheduler."""
+    reader = TileReader(slide.path, grid.spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp,
+                        exact=config.exact)  # fmt: skip
+    step = config.shard_tiles
+    tasks = [dask.delayed(_measure_batch, pure=False)(reader, grid.coords[i : i + step], config.qc)
+             for i in range(0, len(grid), step)]  # fmt: skip
+    workers = config.shard_workers or os.cpu_count() or 1
+    batches = dask.compute(*tasks, scheduler=config.scheduler, num_workers=workers)
+    measures = {c: np.concatenate([b[c] for b in batches]) for c in config.qc}
+    flags = flag_tiles(measures, QCParams())
+    flagged = np.logical_or.reduce(list(flags.values()))
+    keep = ~flagged
+    kept = replace(grid, coords=grid.coords[keep], tissue=grid.tissue[keep], edge=grid.edge[keep])
+    attrs = {"checks": list(config.qc), "params": QCParams().to_dict(), "tiles_measured": len(grid),
+             "dropped": {c: int(f.sum()) for c, f in flags.items()}, "dropped_total": int(flagged.sum())}  # fmt: skip
+    if flagged.any():
+        log.info(
+            "%s: tile QC dropped %d of %d tiles %s", slide.path, flagged.sum(), len(grid), attrs["dropped"]
+        )
+    return kept, {c: v[keep] for c, v in measures.items()}, attrs
 
 
 def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on_tiles=None) -> None:
