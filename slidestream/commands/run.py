@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from slidestream.commands._common import add_deprecated_alias, add_quiet, add_slides_and_out, show_progress
+from slidestream.commands._quality import add_quality_options, quality_options
 from slidestream.commands.features import add_encoder_options, parse_encoder_args, random_weights_notice
 
 
@@ -13,8 +14,8 @@ def register(sub) -> None:
         "run",
         help="batch-process slides: tissue, tiles, features, summary (dask, resumable)",
         description="Processes slide files and folders (searched for slide extensions; other files are listed "
-        "and skipped). Each slide gets OUT/slides/<slide_id>/ with patches.zarr, tissue.geojson and "
-        "thumbnail.png; OUT/manifest.jsonl records every step, OUT/summary.csv has one row per slide, "
+        "and skipped). Each slide gets OUT/slides/<slide_id>/ with patches.zarr, tissue.geojson, "
+        "thumbnail.png, tissue_mask.png and stitch.png; OUT/manifest.jsonl records every step, OUT/summary.csv has one row per slide, "
         "OUT/run.log the details. Re-running skips finished steps and redoes partial or damaged ones; results made "
         "with other options are kept unless --overwrite. A failing slide is recorded and the others go on; the exit "
         "status is 1 when any failed, 3 when the disk filled up. Options come from --config "
@@ -28,6 +29,7 @@ def register(sub) -> None:
     p.add_argument("--min-tissue", type=float, help="minimum tissue fraction per tile (default 0.5)")
     p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
     p.add_argument("--roi", help="QuPath GeoJSON ROI file, or a folder of <slide_id>.geojson")
+    add_quality_options(p)
     add_encoder_options(p, default=None)
     p.add_argument("--device", help="cpu, cuda or auto")
     p.add_argument("--workers", type=int, help="slides in parallel: dask worker processes of the local cluster, "
@@ -59,7 +61,8 @@ def run(args) -> int:
                "tiling.slide_mpp": args.slide_mpp, "tiling.roi": args.roi, "features.encoder": args.encoder,
                "features.weights": args.weights, "features.device": args.device,
                "features.encoder_args": parse_encoder_args(args.encoder_arg),
-               "features.random_weights": True if args.random_weights else None},
+               "features.random_weights": True if args.random_weights else None,
+               **{f"tiling.{k}": v for k, v in quality_options(args).items()}},
         )  # fmt: skip
         if "features" in config.steps:  # refused here, not once per slide
             f = config.features

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import wsi
 from slidestream.commands._common import add_quiet, add_slides_and_out, show_progress
+from slidestream.commands._quality import add_quality_options, quality_options
 from slidestream.discovery import find_slides
 
 # As tiling.config has them (a test checks); spelled out so that building the parser does not import tiling.
@@ -21,7 +22,7 @@ def register(sub) -> None:
         help="detect tissue and write zarr patch stores",
         description="For each slide (files, or folders searched for slide files) write "
         "OUT/slides/<slide_id>/patches.zarr (tile coordinates, patches, tissue fractions) and tissue.geojson "
-        "(QuPath annotations). Complete stores made with the same options are skipped; partial or damaged ones "
+        "(QuPath annotations), thumbnail.png, tissue_mask.png and stitch.png. Complete stores made with the same options are skipped; partial or damaged ones "
         "resume; complete ones made with other options are kept unless --overwrite.",
     )
     add_slides_and_out(p)
@@ -61,6 +62,7 @@ def register(sub) -> None:
         help="resampled tiles equal to read_region + resize (default: JPEG DCT scaling, faster, an area average)",
     )
     p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
+    add_quality_options(p)
     p.add_argument(
         "--workers", type=int, help="shards (batches of tiles) tiled at once, in threads (default: all cores)"
     )
@@ -77,7 +79,7 @@ def run(args) -> int:
     from slidestream.pipeline.config import TileOptions
     from slidestream.pipeline.lock import SlideLock
     from slidestream.pipeline.manifest import disk_full
-    from slidestream.pipeline.steps import tile_into
+    from slidestream.pipeline.steps import PICTURES, roi_for, slide_pictures, tile_into
     from tiling import StoreError
 
     try:
@@ -91,7 +93,7 @@ def run(args) -> int:
         options = TileOptions(size=args.size, mpp=args.mpp, stride=args.stride, min_tissue=args.min_tissue,
                               coords_only=args.coords_only, codec=args.codec, roi_mode=args.roi_mode,
                               slide_mpp=args.slide_mpp, shard_workers=args.workers, roi=args.roi,
-                              exact=args.exact)  # fmt: skip
+                              exact=args.exact, **quality_options(args))  # fmt: skip
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -106,6 +108,8 @@ def run(args) -> int:
                 warnings.simplefilter("always")
                 result = tile_into(folder, item.path, item.slide_id, options, overwrite=args.overwrite,
                                    progress=show_progress(args))  # fmt: skip
+                if result.status != "skipped" or not all((folder / n).exists() for n in PICTURES):
+                    slide_pictures(folder, item.path, result.store, roi_for(args.roi, item.slide_id))
             for w in caught:
                 print(f"warning: {w.message}", file=sys.stderr)
         except (wsi.SlideError, StoreError, ValueError, OSError) as exc:
@@ -113,7 +117,12 @@ def run(args) -> int:
             print(f"failed: {item.slide_id}: {disk_full(exc, folder) or exc}", file=sys.stderr)
             continue
         area = f", tissue {result.tissue_mm2:.1f} mm^2" if result.tissue_mm2 is not None else ""
-        print(f"{item.slide_id}: {result.status}, {result.tiles} tiles ({result.store.codec}){area}, "
+        qc = result.store.attrs.get("qc")
+        dropped = ""
+        if qc:
+            counts = ", ".join(f"{c} {n}" for c, n in qc["dropped"].items())
+            dropped = f", QC dropped {qc['dropped_total']} of {qc['tiles_measured']} ({counts})"
+        print(f"{item.slide_id}: {result.status}, {result.tiles} tiles ({result.store.codec}){area}{dropped}, "
               f"{result.seconds:.1f} s -> {result.store.path}")  # fmt: skip
     if failed:
         print(f"{len(failed)} of {len(slides)} slide(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -103,7 +103,9 @@ BLUR_BOX = (832, 64, 1472, 448)
 @pytest.fixture(scope="module")
 def marked_slide(tmp_path_factory):
     """A 1536 x 1024 tiled TIFF at 0.5 um/px of synthetic tissue with a blue marker patch and a blurred patch."""
-    image, _ = render_region(SyntheticSpec(4096, 3072, mpp=0.25, seed=5), (0, 0), (1536, 1024), downsample=2.0)
+    image, _ = render_region(
+        SyntheticSpec(4096, 3072, mpp=0.25, seed=5), (0, 0), (1536, 1024), downsample=2.0
+    )
     image = image.copy()
     x0, y0, x1, y1 = BLUR_BOX
     image[y0:y1, x0:x1] = _blurred(image[y0:y1, x0:x1], 3.0)
@@ -118,7 +120,12 @@ def marked_slide(tmp_path_factory):
 
 def _inside(coords: np.ndarray, box, extent: float) -> np.ndarray:
     x0, y0, x1, y1 = box
-    return (coords[:, 0] >= x0) & (coords[:, 1] >= y0) & (coords[:, 0] + extent <= x1) & (coords[:, 1] + extent <= y1)
+    return (
+        (coords[:, 0] >= x0)
+        & (coords[:, 1] >= y0)
+        & (coords[:, 0] + extent <= x1)
+        & (coords[:, 1] + extent <= y1)
+    )
 
 
 def test_tile_slide_drops_flagged_tiles_and_keeps_the_measures(marked_slide, tmp_path):
