@@ -139,14 +139,14 @@ def _draw_scale_bar(draw: ImageDraw.ImageDraw, size: tuple[int, int], um_per_px:
 
 
 def _with_bands(slide: Image.Image, overlay: Overlay, n_tiles: int, unit: int, scale: float) -> Thumbnail:
-    """The slide between a title band and a legend band."""
+    """The slide between a title band and a legend band (entries for what the overlay has)."""
     title_font, text_font = _font(18 * unit), _font(13 * unit)
     pad = 8 * unit
     lines = [(overlay.title, title_font), (overlay.subtitle, text_font)]
     lines = [(t, f) for t, f in lines if t]
     title_h = sum(round(f.size * 1.35) for _, f in lines) + (pad if lines else 0)
     swatch = 14 * unit
-    entries = [("tiles" if n_tiles else "no tiles", "tile")]
+    entries = [] if overlay.coords is None else [("tiles" if n_tiles else "no tiles", "tile")]
     if overlay.tissue is not None:
         entries.append(
             ("tissue outline and holes" if not overlay.tissue.is_empty else "no tissue found", "tissue")
@@ -166,8 +166,8 @@ def _with_bands(slide: Image.Image, overlay: Overlay, n_tiles: int, unit: int, s
             row, x = [], pad
         row.append((x, label, kind))
         x += w
-    rows.append(row)
-    legend_h = len(rows) * (swatch + pad) + pad
+    rows = [r for r in [*rows, row] if r]
+    legend_h = len(rows) * (swatch + pad) + (pad if rows else 0)
     figure = Image.new("RGB", (width, title_h + slide.height + legend_h), BACKGROUND)
     left = (width - slide.width) // 2
     figure.paste(slide, (left, title_h))
