@@ -115,7 +115,8 @@ def tile_slide(
     returned untouched; a partial or damaged one is resumed (missing shards are rewritten); a complete store
     made with other inputs is replaced only with `overwrite=True` (else `tiling.inputs.OptionsChanged` names the
     differences); anything at `store_path` that is not a patch store is never replaced (`StoreError`).
-    `tissue_geojson` receives the tissue as QuPath annotations when the store is made. `on_tiles(n)` is
+    `tissue_geojson` receives the tissue as QuPath annotations when the store is made. With `qc` checks
+    (tiling.qc) every tile is measured first and the flagged ones are left out of the store. `on_tiles(n)` is
     called as each batch of n tiles is written (progress reporting from elsewhere, e.g. a dask worker).
     `tile_slide_result` returns the status, tile count, time and tissue area as well.
     """
@@ -191,7 +192,10 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
     qc, qc_attrs = None, None
     if config.qc and len(grid):
         grid, qc, qc_attrs = _quality_checked(slide, grid, config)
-    if len(grid) == 0:
+    if len(grid) == 0 and qc_attrs is not None:
+        warnings.warn(f"{slide.path}: tile QC ({', '.join(config.qc)}) flagged all {qc_attrs['tiles_measured']} "
+                      f"tiles {qc_attrs['dropped']}; the store is empty", stacklevel=3)  # fmt: skip
+    elif len(grid) == 0:
         warnings.warn(f"{slide.path}: no tiles with at least {config.min_tissue:.0%} tissue; the store is empty",
                       stacklevel=3)  # fmt: skip
     codec, colorspace = config.codec, None

@@ -152,3 +152,13 @@ def test_tile_slide_drops_flagged_tiles_and_keeps_the_measures(marked_slide, tmp
     with pytest.raises(KeyError, match="no tile quality measure 'focus'"):
         checked.qc("focus")
     assert checked.verify() == []  # the measures are recorded like the other tile arrays
+
+
+def test_a_store_emptied_by_qc_says_so(marked_slide, tmp_path):
+    from shapely.geometry import box
+
+    roi = box(*BLUR_BOX).buffer(-8)  # only blurred tissue
+    with pytest.warns(UserWarning, match=r"tile QC \(blur\) flagged all \d+ tiles"):
+        store = tiling.tile_slide(marked_slide, tmp_path / "s.zarr", size=128, mpp=0.5, roi=roi, roi_mode="replace",
+                                  qc=("blur",))  # fmt: skip
+    assert len(store) == 0 and store.is_complete and store.attrs["qc"]["dropped"]["blur"] > 0
