@@ -24,6 +24,7 @@ __all__ = [
     "Step",
     "StepOutcome",
     "register_step",
+    "slide_pictures",
     "step_names",
     "write_pictures",
 ]
