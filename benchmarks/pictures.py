@@ -41,7 +41,7 @@ def main() -> None:
     import wsi
     from slidestream.pipeline.steps import slide_pictures
 
-    slide = cached_slide_folder(args.data, "pictures", 1, args.size, first_seed=300) / "slide-0.svs"
+    slide = cached_slide_folder(args.data, "pictures", 1, args.size, first_seed=1) / "slide-0.svs"
     config = tiling.TilingConfig(size=256, mpp=0.5)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -61,8 +61,7 @@ def main() -> None:
                 folder / "tissue.geojson", tiling.detect_tissue(opened), opened.meta.mpp
             )
         pictures_s, _ = _best(lambda: slide_pictures(folder, slide, plain), args.repeat)
-    n = len(plain)
-    qc = checked.attrs["qc"]
+        n, qc = len(plain), checked.attrs["qc"]
     print(f"slide {slide.name} {args.size}, {n} tiles of 256 px at 0.5 um/px")
     print(f"tile_slide            {plain_s:6.2f} s  {n / plain_s:7.0f} tiles/s")
     print(f"tile_slide qc=blur,pen {qc_s:5.2f} s  {qc['tiles_measured'] / qc_s:7.0f} tiles/s   "

@@ -191,7 +191,9 @@ def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, ro
     written = []
     for name in PICTURES:
         with atomic_file(folder / name) as tmp:
-            Image.fromarray(pictures[name]).save(tmp, format="PNG")
+            Image.fromarray(pictures[name]).save(
+                tmp, format="PNG", compress_level=1
+            )  # 3x faster than the default 6, 15% larger
         written.append(folder / name)
     return written
 
