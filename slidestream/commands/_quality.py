@@ -26,7 +26,8 @@ def add_quality_options(parser) -> None:
         type=parse_checks,
         metavar="CHECKS",
         help="drop tiles flagged by these checks: blur (variance of the Laplacian), pen (blue, green, black "
-        "ink); e.g. --qc blur,pen. Each tile's measures stay in the store (qc/<check>); the counts are reported",
+        "ink); e.g. --qc blur,pen. The kept tiles' measures go into the store (qc/<check>), the counts dropped "
+        "are reported",
     )
     parser.add_argument(
         "--min-fragment-um2",
