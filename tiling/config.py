@@ -69,9 +69,8 @@ class TilingConfig:
     backend: str | None = None
     shard_workers: int | None = None
     scheduler: Scheduler = "threads"
-    exact: bool = (
-        False  # from here on: added later, so positional uses of the fields before them keep working
-    )
+    # From here on: added later, so positional uses of the fields before them keep working.
+    exact: bool = False
     min_fragment_um2: float | None = None
     qc: tuple[str, ...] = ()
 

@@ -184,7 +184,7 @@ def tile_slide_result(
 def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tissue_geojson):
     spec = TileSpec.for_slide(slide, config)
     region = tile_region(slide, roi, config.roi_mode, min_fragment=min_fragment_area(spec, config))
-    grid = TileGrid.from_config(slide, config, roi=None, tissue=region)
+    grid = TileGrid.from_region(spec, slide.meta.dimensions, region, config.min_tissue)
     mpp0 = slide.meta.mpp
     tissue_mm2 = float(region.area * mpp0**2 / 1e6) if mpp0 else None
     if tissue_geojson is not None:

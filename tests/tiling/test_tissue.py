@@ -124,3 +124,16 @@ def test_a_roi_cut_leaves_no_sliver_in_tissue_geojson(synthetic_slide, tmp_path)
     assert len(areas["every"]) == len(areas["default"]) + 1
     assert min(areas["every"]) < 300  # the sliver, in um^2
     assert min(areas["default"]) >= 3 * 64**2  # three 64 um tiles at 1 um/px
+
+
+def test_a_replacing_roi_is_kept_as_drawn(synthetic_slide, tmp_path):
+    roi_path = wsi.qupath.write_geojson(tmp_path / "roi.geojson", [
+        wsi.qupath.QuPathObject(box(200, 200, 1200, 1200), "annotation", "ROI"),
+        wsi.qupath.QuPathObject(box(1600, 1600, 1640, 1640), "annotation", "ROI"),  # 100 um^2
+    ])  # fmt: skip
+    geojson = tmp_path / "tissue.geojson"
+    store = tiling.tile_slide(synthetic_slide.path, tmp_path / "s.zarr", size=64, mpp=1.0, roi=roi_path,
+                              roi_mode="replace", min_tissue=0.01, coords_only=True, tissue_geojson=geojson)  # fmt: skip
+    assert len(wsi.qupath.read_geojson(geojson)) == 2
+    # The 256 level-0 px tile over the small piece is in the grid (1 of its 64 sample points is in the ROI).
+    assert [1536, 1536] in store.coords.tolist()
