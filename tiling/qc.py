@@ -34,7 +34,7 @@ class QCParams:
       measures in the hundreds, a Gaussian blur of sigma 2 px brings it under 20.
       Tiles upsampled from a coarser slide are smoother and some fall under it (19 of 159 tiles at
       0.25 um/px from the 0.5 um/px CMU slide).
-    - `max_pen`: tiles with a larger fraction of ink pixels are pen-marked.
+    - `max_pen`: tiles with a larger share of ink are pen-marked.
     - `ink_saturation`: the least saturation of blue or green ink, `ink_green_over_red` how far its green
       exceeds its red (of 255); `black_value`: the brightest black ink is (of 255), with saturation under
       `black_saturation`. Measured on block means (a 32 x 32 grid per tile), not single pixels.
