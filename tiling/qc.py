@@ -22,7 +22,8 @@ from scipy import ndimage
 
 from tiling.config import QC_CHECKS
 
-__all__ = ["QC_CHECKS", "QCParams", "flag_tiles", "measure_tiles", "pen_fraction", "variance_of_laplacian"]
+__all__ = ["QC_CHECKS", "QCParams", "describe", "flag_tiles", "measure_tiles", "pen_fraction",
+           "variance_of_laplacian"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -120,3 +121,9 @@ def flag_tiles(measures: dict[str, np.ndarray], params: QCParams | None = None) 
     params = params or QCParams()
     rules = {"blur": lambda v: v < params.min_blur, "pen": lambda v: v > params.max_pen}
     return {c: rules[c](np.asarray(v)) for c, v in measures.items()}
+
+
+def describe(qc: dict) -> str:
+    """A store's attrs["qc"] in words: "QC dropped 14 of 96 (blur 8, pen 6)"."""
+    counts = ", ".join(f"{c} {n:,}" for c, n in qc["dropped"].items())
+    return f"QC dropped {qc['dropped_total']:,} of {qc['tiles_measured']:,} ({counts})"

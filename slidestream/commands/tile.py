@@ -81,6 +81,7 @@ def run(args) -> int:
     from slidestream.pipeline.manifest import disk_full
     from slidestream.pipeline.steps import PICTURES, roi_for, slide_pictures, tile_into
     from tiling import StoreError
+    from tiling.qc import describe
 
     try:
         slides, skipped = find_slides(args.slides)
@@ -118,10 +119,7 @@ def run(args) -> int:
             continue
         area = f", tissue {result.tissue_mm2:.1f} mm^2" if result.tissue_mm2 is not None else ""
         qc = result.store.attrs.get("qc")
-        dropped = ""
-        if qc:
-            counts = ", ".join(f"{c} {n}" for c, n in qc["dropped"].items())
-            dropped = f", QC dropped {qc['dropped_total']} of {qc['tiles_measured']} ({counts})"
+        dropped = f", {describe(qc)}" if qc else ""
         print(f"{item.slide_id}: {result.status}, {result.tiles} tiles ({result.store.codec}){area}{dropped}, "
               f"{result.seconds:.1f} s -> {result.store.path}")  # fmt: skip
     if failed:

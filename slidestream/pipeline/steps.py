@@ -199,14 +199,15 @@ def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, ro
 
 
 def _caption(store, spec) -> str:
-    """ "1,234 tiles of 256 px at 0.5 um/px, tissue 12.3 mm^2, QC dropped 5 (blur 3, pen 2)"."""
+    """ "1,234 tiles of 256 px at 0.5 um/px, tissue 12.3 mm^2, QC dropped 5 of 1,239 (blur 3, pen 2)"."""
+    from tiling.qc import describe
+
     parts = [f"{len(store):,} tiles of {spec.size} px at {spec.mpp:g} um/px"]
     if store.attrs.get("tissue_mm2") is not None:
         parts.append(f"tissue {store.attrs['tissue_mm2']:.2f} mm^2")
     qc = store.attrs.get("qc")
     if qc:
-        counts = ", ".join(f"{c} {n}" for c, n in qc["dropped"].items())
-        parts.append(f"QC dropped {qc['dropped_total']} ({counts})")
+        parts.append(describe(qc))
     return ", ".join(parts)
 
 

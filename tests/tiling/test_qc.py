@@ -162,3 +162,10 @@ def test_a_store_emptied_by_qc_says_so(marked_slide, tmp_path):
         store = tiling.tile_slide(marked_slide, tmp_path / "s.zarr", size=128, mpp=0.5, roi=roi, roi_mode="replace",
                                   qc=("blur",))  # fmt: skip
     assert len(store) == 0 and store.is_complete and store.attrs["qc"]["dropped"]["blur"] > 0
+
+
+def test_describe_says_what_qc_dropped():
+    from tiling.qc import describe
+
+    qc = {"dropped": {"blur": 8, "pen": 1_200}, "dropped_total": 1_205, "tiles_measured": 12_000}
+    assert describe(qc) == "QC dropped 1,205 of 12,000 (blur 8, pen 1,200)"
