@@ -11,8 +11,8 @@ import numpy as np
 import wsi
 from wsi.deprecation import warn_renamed
 
-__all__ = ["CODEC_CHOICES", "MAX_TARGET_MPP", "ROI_MODES", "SCHEDULERS", "TilingConfig", "check_target_mpp",
-           "resolve_config"]  # fmt: skip
+__all__ = ["CODEC_CHOICES", "MAX_TARGET_MPP", "QC_CHECKS", "ROI_MODES", "SCHEDULERS", "TilingConfig",
+           "check_target_mpp", "resolve_config"]  # fmt: skip
 
 RoiMode = Literal["restrict", "replace"]
 Scheduler = Literal["threads", "processes", "synchronous"]
@@ -20,6 +20,7 @@ Codec = Literal["auto", "jpeg", "lz4", "zstd", "zstd3", "none"]
 ROI_MODES: tuple[str, ...] = get_args(RoiMode)
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 CODEC_CHOICES: tuple[str, ...] = get_args(Codec)
+QC_CHECKS: tuple[str, ...] = ("blur", "pen")  # tile quality checks of tiling.qc
 
 # Tiles coarser than this (2.5x) are not what tiling is for; such a value is a magnification typed as an mpp.
 MAX_TARGET_MPP = 4.0
@@ -27,7 +28,7 @@ MAX_TARGET_MPP = 4.0
 # Fields that say how the work runs, not what the store holds: changing them never rewrites a store.
 _EXECUTION = ("backend", "shard_workers", "scheduler")
 # Fields added after stores were first made, with their defaults (left out of `content()` at the default).
-_LATER_FIELDS = {"exact": False, "magnification": None}
+_LATER_FIELDS = {"exact": False, "magnification": None, "min_fragment_um2": None, "qc": ()}
 # Keywords of the old 19-parameter tile_slide, renamed here.
 _RENAMED = {"workers": "shard_workers"}
 
@@ -53,6 +54,11 @@ class TilingConfig:
     - `magnification`: the target resolution as an objective magnification (20 for 20x) instead of `mpp`
       (which it then replaces): per slide, the slide's mpp x its objective power / magnification, or
       10 um / magnification (the usual convention, 20x ~ 0.5 um/px) when the slide has no objective power.
+    - `min_fragment_um2`: detected tissue pieces smaller than this (um^2, holes not counted) are dropped from
+      the tissue outline and the grid; None: 3 tiles' area at `size` and `mpp`. A ROI used with
+      `roi_mode="replace"` is kept as drawn.
+    - `qc`: tile quality checks whose flagged tiles are dropped ("blur", "pen"; see tiling.qc); each tile's
+      measures are kept in the store (`qc/<check>`) and the counts dropped in its attrs["qc"].
     - `shard_tiles`: tiles per shard file (the unit of writing and of resume).
     - `backend`: slide reader ("openslide", "tiffslide"; None: auto); `shard_workers`: shards tiled at once
       (default: all cores) by the dask `scheduler` ("threads", "processes" or "synchronous").
@@ -70,8 +76,11 @@ class TilingConfig:
     backend: str | None = None
     shard_workers: int | None = None
     scheduler: Scheduler = "threads"
-    exact: bool = False  # added later, so positional uses of the fields before it keep working
-    magnification: float | None = None  # added later
+    # From here on: added later, so positional uses of the fields before them keep working.
+    exact: bool = False
+    magnification: float | None = None
+    min_fragment_um2: float | None = None
+    qc: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def positive_int(name: str, optional: bool = False) -> None:
@@ -103,6 +112,16 @@ class TilingConfig:
         if not isinstance(self.exact, bool | np.bool_):
             raise ValueError(f"TilingConfig.exact must be True or False, got {self.exact!r}")
         object.__setattr__(self, "exact", bool(self.exact))
+        if self.min_fragment_um2 is not None:
+            if not _is_number(self.min_fragment_um2) or self.min_fragment_um2 < 0:
+                raise ValueError(
+                    f"TilingConfig.min_fragment_um2 must be >= 0 (um^2) or None, got {self.min_fragment_um2!r}"
+                )
+            object.__setattr__(self, "min_fragment_um2", float(self.min_fragment_um2))
+        qc = (self.qc,) if isinstance(self.qc, str) else self.qc
+        if not isinstance(qc, tuple | list) or any(c not in QC_CHECKS for c in qc):
+            raise ValueError(f"TilingConfig.qc must name checks among {list(QC_CHECKS)}, got {self.qc!r}")
+        object.__setattr__(self, "qc", tuple(c for c in QC_CHECKS if c in qc))  # one order, no repeats
         _check_choice("roi_mode", self.roi_mode, ROI_MODES)
         _check_choice("codec", self.codec, CODEC_CHOICES)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
@@ -147,6 +166,8 @@ class TilingConfig:
         for name, default in _LATER_FIELDS.items():
             if content[name] == default:
                 del content[name]
+        if "qc" in content:
+            content["qc"] = list(content["qc"])  # as it reads back from the store's JSON attributes
         return content
 
 

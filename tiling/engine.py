@@ -9,7 +9,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 
 import wsi
 from tiling.config import TilingConfig, resolve_config
-from tiling.grid import TileGrid, TileSpec, tile_region
+from tiling.grid import TileGrid, TileSpec, min_fragment_area, tile_region
 from tiling.inputs import prepare_store_path, slide_identity, tiling_inputs
+from tiling.qc import QCParams, flag_tiles, measure_tiles
 from tiling.reader import TileReader
 from tiling.store import PatchStore, StoreError
 from tiling.tissue import TissueResult, detect_tissue_result, load_roi, write_tissue_geojson
@@ -123,7 +124,8 @@ def tile_slide(
     returned untouched; a partial or damaged one is resumed (missing shards are rewritten); a complete store
     made with other inputs is replaced only with `overwrite=True` (else `tiling.inputs.OptionsChanged` names the
     differences); anything at `store_path` that is not a patch store is never replaced (`StoreError`).
-    `tissue_geojson` receives the tissue as QuPath annotations when the store is made. `on_tiles(n)` is
+    `tissue_geojson` receives the tissue as QuPath annotations when the store is made. With `qc` checks
+    (tiling.qc) every tile is measured first and the flagged ones are left out of the store. `on_tiles(n)` is
     called as each batch of n tiles is written (progress reporting from elsewhere, e.g. a dask worker).
     `tile_slide_result` returns the status, tile count, time and tissue area as well.
     """
@@ -202,13 +204,21 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
     tissue = None
     if roi is None or config.roi_mode != "replace":
         tissue = detect_tissue_result(slide)
-    region = tile_region(slide, roi, config.roi_mode, tissue=tissue.geometry if tissue is not None else None)
-    grid = TileGrid.from_config(slide, config, roi=None, tissue=region)
+    spec = TileSpec.for_slide(slide, config)
+    region = tile_region(slide, roi, config.roi_mode, tissue=tissue.geometry if tissue is not None else None,
+                         min_fragment=min_fragment_area(spec, config))  # fmt: skip
+    grid = TileGrid.from_region(spec, slide.meta.dimensions, region, config.min_tissue)
     mpp0 = slide.meta.mpp
     tissue_mm2 = float(region.area * mpp0**2 / 1e6) if mpp0 else None
     if tissue_geojson is not None:
         write_tissue_geojson(tissue_geojson, region, mpp0)
-    if len(grid) == 0:
+    qc, qc_attrs = None, None
+    if config.qc and len(grid):
+        grid, qc, qc_attrs = _quality_checked(slide, grid, config)
+    if len(grid) == 0 and qc_attrs is not None:
+        warnings.warn(f"{slide.path}: tile QC ({', '.join(config.qc)}) flagged all {qc_attrs['tiles_measured']} "
+                      f"tiles {qc_attrs['dropped']}; the store is empty", stacklevel=3)  # fmt: skip
+    elif len(grid) == 0:
         warnings.warn(f"{slide.path}: no tiles with at least {config.min_tissue:.0%} tissue; the store is empty",
                       stacklevel=3)  # fmt: skip
     codec, colorspace = config.codec, None
@@ -227,12 +237,43 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
         "fingerprint": fingerprint,
         "tissue_mm2": tissue_mm2,
     }  # fmt: skip
+    if qc_attrs is not None:
+        attrs["qc"] = qc_attrs
     if not config.coords_only:
         attrs[READ_PATH] = reader.path_name
     store = PatchStore.create(store_path, grid.coords, grid.tissue, grid.edge, attrs,
                               None if config.coords_only else config.size, config.shard_tiles, codec,
-                              jpeg_colorspace=colorspace)  # fmt: skip
+                              jpeg_colorspace=colorspace, qc=qc)  # fmt: skip
     return store, tissue, reader
+
+
+def _measure_batch(reader: TileReader, coords: np.ndarray, checks: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return measure_tiles(reader.read_many(coords), checks)
+
+
+def _quality_checked(slide, grid: TileGrid, config: TilingConfig):
+    """The grid without the tiles `config.qc` flags, the kept tiles' measures, and attrs["qc"] (counts).
+
+    Every tile is read once for its measures before the store is made (a second read writes it), in batches
+    of `shard_tiles` on the tiling's dask scheduler."""
+    reader = _reader(slide, grid.spec, config)
+    step = config.shard_tiles
+    tasks = [dask.delayed(_measure_batch, pure=False)(reader, grid.coords[i : i + step], config.qc)
+             for i in range(0, len(grid), step)]  # fmt: skip
+    workers = config.shard_workers or os.cpu_count() or 1
+    batches = dask.compute(*tasks, scheduler=config.scheduler, num_workers=workers)
+    measures = {c: np.concatenate([b[c] for b in batches]) for c in config.qc}
+    flags = flag_tiles(measures, QCParams())
+    flagged = np.logical_or.reduce(list(flags.values()))
+    keep = ~flagged
+    kept = replace(grid, coords=grid.coords[keep], tissue=grid.tissue[keep], edge=grid.edge[keep])
+    attrs = {"checks": list(config.qc), "params": QCParams().to_dict(), "tiles_measured": len(grid),
+             "dropped": {c: int(f.sum()) for c, f in flags.items()}, "dropped_total": int(flagged.sum())}  # fmt: skip
+    if flagged.any():
+        log.info(
+            "%s: tile QC dropped %d of %d tiles %s", slide.path, flagged.sum(), len(grid), attrs["dropped"]
+        )
+    return kept, {c: v[keep] for c, v in measures.items()}, attrs
 
 
 def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on_tiles=None) -> None:

@@ -12,9 +12,9 @@ from shapely.geometry.base import BaseGeometry
 import wsi
 from tiling.config import ROI_MODES, TilingConfig
 from tiling.roi import clip_roi
-from tiling.tissue import detect_tissue
+from tiling.tissue import detect_tissue, drop_fragments
 
-__all__ = ["TileGrid", "TileSpec", "tile_region"]
+__all__ = ["TileGrid", "TileSpec", "min_fragment_area", "tile_region"]
 
 # Tissue fraction of a tile is the share of an n x n lattice of points inside the tissue geometry.
 _SAMPLES = 8
@@ -127,14 +127,11 @@ class TileGrid:
         roi: BaseGeometry | None = None,
         tissue: BaseGeometry | None = None,
     ) -> TileGrid:
-        """Grid of `slide` for `config` (size, mpp, stride, min_tissue, roi_mode), keeping tiles in
-        `tile_region(slide, roi, config.roi_mode, tissue)`."""
-        return cls.from_region(
-            TileSpec.for_slide(slide, config),
-            slide.meta.dimensions,
-            tile_region(slide, roi, config.roi_mode, tissue),
-            config.min_tissue,
-        )
+        """Grid of `slide` for `config` (size, mpp, stride, min_tissue, roi_mode, min_fragment_um2), keeping
+        tiles in `tile_region(slide, roi, config.roi_mode, tissue, min_fragment)`."""
+        spec = TileSpec.for_slide(slide, config)
+        region = tile_region(slide, roi, config.roi_mode, tissue, min_fragment_area(spec, config))
+        return cls.from_region(spec, slide.meta.dimensions, region, config.min_tissue)
 
     @classmethod
     def from_region(cls, spec: TileSpec, dimensions: tuple[int, int], region: BaseGeometry | None,
@@ -163,12 +160,24 @@ class TileGrid:
         )
 
 
+def min_fragment_area(spec: TileSpec, config: TilingConfig) -> float:
+    """`config.min_fragment_um2` in level-0 px^2 (default: 3 tiles' area)."""
+    if config.min_fragment_um2 is None:
+        return 3 * spec.extent**2
+    return config.min_fragment_um2 / spec.slide_mpp**2
+
+
 def tile_region(
-    slide: wsi.Slide, roi: BaseGeometry | None, roi_mode: str = "restrict", tissue: BaseGeometry | None = None
+    slide: wsi.Slide,
+    roi: BaseGeometry | None,
+    roi_mode: str = "restrict",
+    tissue: BaseGeometry | None = None,
+    min_fragment: float = 0.0,
 ) -> BaseGeometry:
     """Where tiles are kept (level-0 geometry): the tissue (`tissue`, else `detect_tissue(slide)`) restricted
     to `roi`, or `roi` itself when `roi_mode` is "replace" (then no tissue is detected). The ROI is clipped to
-    the slide; one lying wholly outside it is a ValueError ("ROI outside the slide")."""
+    the slide; one lying wholly outside it is a ValueError ("ROI outside the slide"). Pieces of tissue under
+    `min_fragment` level-0 px^2 (after the ROI cut) are dropped; a replacing ROI is kept as drawn."""
     if roi_mode not in ROI_MODES:
         raise ValueError(f"roi_mode must be one of {list(ROI_MODES)}, got {roi_mode!r}")
     if roi is not None:  # clipped to the slide; one that misses the slide is an error
@@ -176,7 +185,8 @@ def tile_region(
     if roi is not None and roi_mode == "replace":
         return roi
     region = detect_tissue(slide) if tissue is None else tissue
-    return region if roi is None else region.intersection(roi)
+    region = region if roi is None else region.intersection(roi)
+    return drop_fragments(region, min_fragment)
 
 
 def _tissue_fraction(

@@ -6,6 +6,7 @@
       tissue     float32 (N,)          tissue fraction of each tile
       edge       bool (N,)             tile reaches past the slide border (padded white)
       patches    uint8 (N, S, S, 3)    one tile per chunk, many tiles per shard (absent in coords-only stores)
+      qc/<check> float32 (N,)          tile quality measures (tiling.qc), when tiled with checks
       shards_done uint8 (n_shards,)    resume bookkeeping: one chunk per shard, so writers never share a chunk
       features/<name>  float16 (N, D)  large row-block chunks
       scores/<name>    float32 (N, K)
@@ -54,6 +55,12 @@ class StoreError(Exception):
 # The arrays written by `create` and finished by `mark_complete` (features/ and scores/ finish on their own).
 # shards_done is bookkeeping, not content: its absent chunks mean "to do", so it records no contents.
 TILE_ARRAYS = ("coords", "tissue", "edge", "patches")
+
+
+def _tile_arrays(group: zarr.Group) -> list[str]:
+    """The per-tile arrays `create` wrote: TILE_ARRAYS present, and qc/<check>."""
+    names = [n for n in TILE_ARRAYS if n in group]
+    return names + ([f"qc/{n}" for n in sorted(group["qc"].array_keys())] if "qc" in group else [])
 
 
 def is_patch_store(path: str | Path) -> bool:
@@ -107,8 +114,10 @@ class PatchStore:
         codec: str = "lz4",
         jpeg_colorspace: str | None = None,
         overwrite: bool = False,
+        qc: Mapping[str, np.ndarray] | None = None,
     ) -> PatchStore:
-        """A new, partial store. `tile_size=None` makes a coords-only store.
+        """A new, partial store. `tile_size=None` makes a coords-only store. `qc` holds per-tile quality
+        measures ({check: (N,)}, see tiling.qc), stored as qc/<check>.
 
         Only a patch store may be replaced, and only with `overwrite=True`; anything else at `path` (a user's
         file or folder) is a `StoreError` naming it, and is left untouched. `jpeg_colorspace` ("RGB" or None) is
@@ -131,6 +140,13 @@ class PatchStore:
         )
         group.create_array("tissue", data=np.asarray(tissue, np.float32), chunks=(max(1, min(n, 65536)),))
         group.create_array("edge", data=np.asarray(edge, bool), chunks=(max(1, min(n, 65536)),))
+        for name, values in (qc or {}).items():
+            values = np.asarray(values, np.float32)
+            if values.shape != (n,):
+                raise ValueError(
+                    f"qc[{name!r}] must have shape ({n},) (one value per tile), got {values.shape}"
+                )
+            group.require_group("qc").create_array(name, data=values, chunks=(max(1, min(n, 65536)),))
         shard_tiles = max(1, min(shard_tiles, n)) if n else 1
         if tile_size is not None:
             group.create_array(
@@ -180,6 +196,13 @@ class PatchStore:
     def edge(self) -> np.ndarray:
         return self._group["edge"][:]
 
+    def qc(self, name: str) -> np.ndarray:
+        """qc/<name>: (N,) float32 quality measure of each tile (tiling.qc); KeyError naming those stored."""
+        if "qc" not in self._group or name not in self._group["qc"]:
+            have = sorted(self._group["qc"].array_keys()) if "qc" in self._group else []
+            raise KeyError(f"{self.path}: no tile quality measure {name!r} (has {have})")
+        return self._group[f"qc/{name}"][:]
+
     @property
     def patches(self) -> zarr.Array | None:
         """(N, S, S, 3) uint8 zarr array, or None in a coords-only store (read tiles from the slide)."""
@@ -226,15 +249,14 @@ class PatchStore:
     def mark_complete(self, **attrs) -> None:
         """Record each array's contents, then final attributes and `complete`, last: a store without it is
         partial."""
-        for name in TILE_ARRAYS:
-            if name in self._group:
-                self._group[name].attrs["contents"] = record_contents(self.path / name)
+        for name in _tile_arrays(self._group):
+            self._group[name].attrs["contents"] = record_contents(self.path / name)
         self._group.attrs.update({**attrs, "complete": True})
 
     # -- integrity -----------------------------------------------------------------------------------------
     def _recorded_arrays(self) -> list[tuple[str, dict]]:
         """(path inside the store, contents record) of every finished array."""
-        names = [n for n in TILE_ARRAYS if n in self._group]
+        names = _tile_arrays(self._group)
         names += [f"{kind}/{n}" for kind in ("features", "scores") if kind in self._group
                   for n in self._group[kind].array_keys()]  # fmt: skip
         found = []
@@ -249,10 +271,11 @@ class PatchStore:
         ({"patches": ["c/3/0/0/0"]}); empty when intact. Features and scores: `rows_intact`; all: `verify`.
 
         A listing, no reads: fast enough to run before trusting a store."""
+        tile_arrays = _tile_arrays(self._group)
         found = {
             name: missing_keys(self.path / name, c)
             for name, c in self._recorded_arrays()
-            if name in TILE_ARRAYS
+            if name in tile_arrays
         }
         return {name: keys for name, keys in found.items() if keys}
 

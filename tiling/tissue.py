@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 from scipy import ndimage
-from shapely.geometry import Polygon
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 from skimage import measure, morphology
 from skimage.color import rgb2hsv
@@ -25,8 +25,8 @@ from tiling.roi import load_roi  # re-exported: ROI loading lived here first
 from wsi import qupath
 from wsi.deprecation import renamed_keywords
 
-__all__ = ["TissueParams", "TissueResult", "detect_tissue", "detect_tissue_mask", "load_roi", "mask_to_geometry",
-           "write_tissue_geojson"]  # fmt: skip
+__all__ = ["TissueParams", "TissueResult", "detect_tissue", "detect_tissue_mask", "drop_fragments", "load_roi",
+           "mask_to_geometry", "write_tissue_geojson"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -224,6 +224,21 @@ def detect_tissue_result(slide: wsi.Slide, params: TissueParams | None = None, *
     if geometry.is_empty:
         warnings.warn(f"{slide.path}: no tissue found", stacklevel=2)
     return TissueResult(geometry, mask, downsample, image)
+
+
+def drop_fragments(geometry: BaseGeometry, min_area: float) -> BaseGeometry:
+    """`geometry` without the polygons (connected pieces) whose area is under `min_area` (same units squared).
+
+    Holes count against a piece's area: a thin ring of tissue around a large hole is a small fragment. Slivers
+    like these come from the simplified outline and from cutting the tissue with a ROI; they hold no tile and
+    clutter QuPath as "Tissue" annotations."""
+    geometry = qupath.clean_geometry(geometry)
+    if geometry.is_empty or min_area <= 0:
+        return geometry
+    parts = [p for p in shapely.get_parts(geometry) if not p.is_empty and p.area >= min_area]
+    if not parts:
+        return Polygon()
+    return MultiPolygon(parts) if len(parts) > 1 else parts[0]
 
 
 def write_tissue_geojson(path: str | Path, geometry: BaseGeometry, mpp: float | None = None) -> Path:

@@ -12,6 +12,7 @@ from slidestream.commands._common import (
     positive_int,
     show_progress,
 )
+from slidestream.commands._quality import add_quality_options, quality_options
 from slidestream.commands._tiling import add_tiling_options, tiling_values
 from slidestream.commands.features import add_encoder_options, parse_encoder_args, random_weights_notice
 
@@ -21,8 +22,8 @@ def register(sub) -> None:
         "run",
         help="batch-process slides: tissue, tiles, features, summary (dask, resumable)",
         description="Processes slide files and folders (searched for slide extensions; other files are listed "
-        "and skipped). Each slide gets OUT/slides/<slide_id>/ with patches.zarr, tissue.geojson and "
-        "thumbnail.png; OUT/manifest.jsonl records every step, OUT/summary.csv has one row per slide, "
+        "and skipped). Each slide gets OUT/slides/<slide_id>/ with patches.zarr, tissue.geojson, "
+        "thumbnail.png, tissue_mask.png and stitch.png; OUT/manifest.jsonl records every step, OUT/summary.csv has one row per slide, "
         "OUT/run.log the details. Re-running skips finished steps and redoes partial or damaged ones; results made "
         "with other options are kept unless --overwrite. A failing slide is recorded and the others go on; the exit "
         "status is 1 when any failed, 3 when the disk filled up. Options come from --config "
@@ -35,6 +36,7 @@ def register(sub) -> None:
     p.add_argument("--model", metavar="MODEL_DIR",
                    help="MIL model folder (`slidestream mil train`): adds the predict step (scores/<model> in each "
                    "store, heatmap_<model>.png/.geojson per slide, predictions in summary.csv)")  # fmt: skip
+    add_quality_options(p)
     add_encoder_options(p, default=None)
     p.add_argument("--device", help="cpu, cuda or auto")
     p.add_argument("--workers", type=positive_int, help="slides in parallel: dask worker processes of the local cluster, "
@@ -73,7 +75,8 @@ def run(args) -> int:
             **{f"tiling.{k}": v for k, v in tiling_values(args).items()},
             **{"features.encoder": args.encoder, "features.weights": args.weights, "features.device": args.device,
                "features.encoder_args": parse_encoder_args(args.encoder_arg),
-               "features.random_weights": True if args.random_weights else None, "predict.model": args.model},
+               "features.random_weights": True if args.random_weights else None, "predict.model": args.model,
+               **{f"tiling.{k}": v for k, v in quality_options(args).items()}},
         )  # fmt: skip
         if "features" in config.steps:  # refused here, not once per slide; mil (torch) imported only then
             from mil.encoders import EncoderError, require_weights

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import wsi
 from slidestream.commands._common import add_quiet, add_slides_and_out, positive_int, show_progress
+from slidestream.commands._quality import add_quality_options, quality_options
 from slidestream.commands._tiling import CODEC_CHOICES, ROI_MODES, add_tiling_options, tiling_values
 from slidestream.discovery import find_slides
 
@@ -20,11 +21,12 @@ def register(sub) -> None:
         help="detect tissue and write zarr patch stores",
         description="For each slide (files, or folders searched for slide files) write "
         "OUT/slides/<slide_id>/patches.zarr (tile coordinates, patches, tissue fractions) and tissue.geojson "
-        "(QuPath annotations). Complete stores made with the same options are skipped; partial or damaged ones "
+        "(QuPath annotations), thumbnail.png, tissue_mask.png and stitch.png. Complete stores made with the same options are skipped; partial or damaged ones "
         "resume; complete ones made with other options are kept unless --overwrite.",
     )
     add_slides_and_out(p)
     add_tiling_options(p)
+    add_quality_options(p)
     p.add_argument(
         "--workers",
         type=positive_int,
@@ -43,8 +45,9 @@ def run(args) -> int:
     from slidestream.pipeline.config import tile_options
     from slidestream.pipeline.lock import SlideLock
     from slidestream.pipeline.manifest import disk_full
-    from slidestream.pipeline.steps import tile_into
+    from slidestream.pipeline.steps import PICTURES, roi_for, slide_pictures, tile_into
     from tiling import StoreError
+    from tiling.qc import describe
 
     try:
         slides, skipped = find_slides(args.slides)
@@ -54,7 +57,7 @@ def run(args) -> int:
     for item in skipped:
         print(f"skipped: {item.path}: {item.reason}", file=sys.stderr)
     try:
-        options = tile_options(**tiling_values(args), shard_workers=args.workers)
+        options = tile_options(**tiling_values(args), **quality_options(args), shard_workers=args.workers)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -69,6 +72,9 @@ def run(args) -> int:
                 warnings.simplefilter("always")
                 result = tile_into(folder, item.path, item.slide_id, options, overwrite=args.overwrite,
                                    progress=show_progress(args))  # fmt: skip
+                if result.status != "skipped" or not all((folder / n).exists() for n in PICTURES):
+                    slide_pictures(folder, item.path, result.store, roi_for(args.roi, item.slide_id),
+                                   tissue=result.tissue)  # fmt: skip
             for message in dict.fromkeys(str(w.message) for w in caught):  # once each: the slide opens often
                 print(f"warning: {message}", file=sys.stderr)
         except (wsi.SlideError, StoreError, ValueError, OSError) as exc:
@@ -76,7 +82,9 @@ def run(args) -> int:
             print(f"failed: {item.slide_id}: {disk_full(exc, folder) or exc}", file=sys.stderr)
             continue
         area = f", tissue {result.tissue_mm2:.1f} mm^2" if result.tissue_mm2 is not None else ""
-        print(f"{item.slide_id}: {result.status}, {result.tiles} tiles ({result.store.codec}){area}, "
+        qc = result.store.attrs.get("qc")
+        dropped = f", {describe(qc)}" if qc else ""
+        print(f"{item.slide_id}: {result.status}, {result.tiles} tiles ({result.store.codec}){area}{dropped}, "
               f"{result.seconds:.1f} s -> {result.store.path}")  # fmt: skip
     if failed:
         print(f"{len(failed)} of {len(slides)} slide(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -126,6 +126,7 @@ def read_manifest(path: str | Path) -> list[dict]:
 
 
 SUMMARY_COLUMNS = ["slide_id", "path", "status", "mpp", "width", "height", "vendor", "tiles", "tissue_mm2", "codec",
+                   "qc_dropped",
                    "encoder", "feature_dim", "weights", "seconds", "error"]  # fmt: skip
 
 

@@ -61,7 +61,7 @@ def _tile_state(item: SlideInput, config: RunConfig, store_path: Path) -> StepSt
     if missing:
         n = sum(len(keys) for keys in missing.values())
         return StepState("repair", f"damaged: {n} chunk(s) missing in {', '.join(sorted(missing))}")
-    for name in ("tissue.geojson", "thumbnail.png"):
+    for name in ("tissue.geojson", "thumbnail.png", "tissue_mask.png", "stitch.png"):
         if not (store_path.parent / name).exists():
             return StepState("to do", f"{name} missing")
     return StepState("done")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
+
+import pytest
 
 from slidestream.cli import main
 from tests.conftest import OPENSLIDE_DATA
@@ -40,3 +43,46 @@ def test_tile_needs_slide_mpp_for_slides_without_it(tmp_path, capsys):
     assert main(["tile", str(OPENSLIDE_DATA / "boxes.tiff"), "-o", str(out), "--slide-mpp", "2", "--min-tissue", "0",
                  "--size", "32", "--mpp", "4", "-q"]) == 0  # fmt: skip
     assert len(PatchStore.open(out / "slides" / "boxes" / "patches.zarr")) > 0
+
+
+def test_tile_writes_the_pictures_and_reports_quality_control(synthetic_slide, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["tile", str(synthetic_slide.path), "-o", str(out), "--mpp", "1", "--size", "64", "-q"]
+    assert main([*args, "--qc", "blur,pen"]) == 0
+    store = PatchStore.open(out / "slides" / "synthetic" / "patches.zarr")
+    qc = store.attrs["qc"]
+    line = capsys.readouterr().out
+    assert (
+        f"QC dropped {qc['dropped_total']} of {qc['tiles_measured']} (blur {qc['dropped']['blur']}, pen "
+        in line
+    )
+    assert store.qc("pen").shape == (len(store),)
+    for name in ("thumbnail.png", "tissue_mask.png", "stitch.png"):
+        assert (out / "slides" / "synthetic" / name).stat().st_size > 0
+    # A re-run with the store complete writes pictures that are missing, and only those are touched.
+    (out / "slides" / "synthetic" / "stitch.png").unlink()
+    assert main([*args, "--qc", "blur,pen"]) == 0
+    assert "skipped" in capsys.readouterr().out and (out / "slides" / "synthetic" / "stitch.png").exists()
+
+
+def test_qc_option_is_checked(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tile", "x.svs", "-o", str(tmp_path), "--qc", "blur,focus"])
+    assert exit_info.value.code == 2
+    assert "--qc takes checks among blur, pen" in capsys.readouterr().err
+    from slidestream.commands import _quality
+    from tiling.config import QC_CHECKS
+
+    assert _quality.QC_CHECKS == QC_CHECKS
+
+
+def test_run_takes_qc_and_reports_the_count_in_the_summary(synthetic_slide, cluster_address, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(synthetic_slide.path), "-o", str(out), "--mpp", "1", "--size", "64", "--steps", "tile",
+                 "--qc", "pen", "--min-fragment-um2", "0", "--scheduler-address", cluster_address, "-q"]) == 0  # fmt: skip
+    store = PatchStore.open(out / "slides" / "synthetic" / "patches.zarr")
+    assert store.attrs["qc"]["checks"] == ["pen"] and store.attrs["inputs"]["min_fragment_um2"] == 0.0
+    with open(out / "summary.csv") as f:
+        (row,) = csv.DictReader(f)
+    assert row["qc_dropped"] == str(store.attrs["qc"]["dropped_total"])
+    assert (out / "slides" / "synthetic" / "stitch.png").exists()

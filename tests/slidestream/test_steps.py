@@ -14,50 +14,68 @@ import tiling
 import wsi
 from slidestream.discovery import SlideInput
 from slidestream.pipeline import RunConfig, TileOptions, load_config, process_slide
-from slidestream.pipeline.steps import THUMBNAIL_MIN, TILE_OUTLINE, TISSUE_OUTLINE
 from tiling import PatchStore, TilingConfig
+from tiling.thumbnail import ROI_OUTLINE, Overlay, draw_thumbnail
 
 
-def test_thumbnail_shows_the_slide_its_tiles_and_its_tissue(synthetic_slide, tmp_path):
+def _tissue(folder):
+    return shapely.union_all([o.geometry for o in wsi.qupath.read_geojson(folder / "tissue.geojson")])
+
+
+def test_pictures_show_the_slide_its_tiles_and_its_tissue(synthetic_slide, tmp_path):
     config = load_config(out=tmp_path / "out", progress=False, steps=("tile",),
                          **{"tiling.mpp": 1.0, "tiling.size": 64})  # fmt: skip
     (record,) = process_slide(SlideInput("alpha", synthetic_slide.path), config)
     assert record.status == "done"
     folder = config.out / "slides" / "alpha"
-    shown = np.asarray(Image.open(folder / "thumbnail.png").convert("RGB")).astype(int)
-    with wsi.open_slide(synthetic_slide.path) as slide:  # the image tissue detection read: not read again
-        raw = tiling.detect_tissue_result(slide).image.astype(int)
-    repeat = shown.shape[1] // raw.shape[1]  # a small image is enlarged by whole pixels
-    assert repeat >= 2 and max(shown.shape[:2]) > THUMBNAIL_MIN // 2
-    raw = raw.repeat(repeat, axis=0).repeat(repeat, axis=1)
-    assert shown.shape == raw.shape
-    scale = raw.shape[1] / 2560
     store = PatchStore.open(folder / "patches.zarr")
-    side = 256 * scale  # 64 px at 1 um/px are 256 level-0 px of a 0.25 um/px slide
-    # Every tile's box is drawn in blue over the slide: its top-left and bottom-right corners are blue.
-    for x, y in store.coords * scale:
-        for cx, cy in [(x, y), (x + side, y + side)]:
-            r, g, b = shown[min(int(cy), raw.shape[0] - 1), min(int(cx), raw.shape[1] - 1)]  # PIL truncates
-            assert b > r + 40 and b > g + 20, (x, y, (r, g, b))
-    # The tissue outline is drawn in green, on the tissue's boundary.
-    tissue = shapely.union_all([o.geometry for o in wsi.qupath.read_geojson(folder / "tissue.geojson")])
-    rows, cols = np.nonzero((shown == TISSUE_OUTLINE[:3]).all(axis=-1))
-    assert len(rows) > 100
-    boundary = shapely.affinity.scale(tissue.boundary, scale, scale, origin=(0, 0))
-    distance = shapely.distance(boundary, shapely.points(cols + 0.5, rows + 0.5))
-    assert np.percentile(distance, 99) < 2.5
-    # Everywhere else it is the slide's own pixels, pixel for pixel.
-    drawn = np.zeros(raw.shape[:2], bool)
-    for x, y in store.coords * scale:
-        x0, y0, x1, y1 = (int(np.floor(v)) for v in (x - 2, y - 2, x + side + 3, y + side + 3))
-        drawn[max(0, y0) : y1, max(0, x0) : x1] = True
-    rows, cols = np.nonzero(~drawn[::3, ::3])  # a lattice of pixels away from the boxes
-    rows, cols = rows * 3, cols * 3
-    away = shapely.distance(boundary, shapely.points(cols + 0.5, rows + 0.5)) > 3
-    rows, cols = rows[away], cols[away]
-    assert len(rows) > 0.2 * raw.shape[0] * raw.shape[1] / 9
-    np.testing.assert_array_equal(shown[rows, cols], raw[rows, cols])
-    assert TILE_OUTLINE[3] < 255  # tile boxes are translucent: the tissue stays visible under them
+    with wsi.open_slide(synthetic_slide.path) as slide:  # the image tissue detection read: not read again
+        tissue = tiling.detect_tissue_result(slide)
+    raw, downsample = tissue.image, tissue.downsample
+    # The figure: the store's tiles, the tissue file's outline, a scale bar at the slide's 0.25 um/px, the
+    # slide id and tile count above (the drawing itself is tested in tests/tiling/test_thumbnail.py).
+    shown = np.asarray(Image.open(folder / "thumbnail.png").convert("RGB"))
+    overlay = Overlay(coords=store.coords, extent=256, tissue=_tissue(folder), slide_mpp=0.25, title="alpha",
+                      subtitle=f"{len(store)} tiles of 64 px at 1 um/px, tissue {store.attrs['tissue_mm2']:.2f} mm^2")  # fmt: skip
+    expected = draw_thumbnail(raw, downsample, overlay)
+    np.testing.assert_array_equal(shown, expected.image)
+    x0, y0, x1, y1 = expected.box
+    assert (x1 - x0, y1 - y0) == (raw.shape[1], raw.shape[0]) and shown.shape[0] > raw.shape[0] + 40
+    # The mask: the tissue on the thumbnail's grid.
+    mask = np.asarray(Image.open(folder / "tissue_mask.png"))
+    assert mask.shape == raw.shape[:2]
+    assert (mask == 255).mean() == pytest.approx(_tissue(folder).area / (2560 * 2048), abs=0.02)
+    # The stitch: each stored tile shrunk into its box on black, nothing elsewhere.
+    stitch = np.asarray(Image.open(folder / "stitch.png"))
+    assert stitch.shape == raw.shape
+    side = 256 / downsample
+    covered = np.zeros(raw.shape[:2], bool)
+    for i in (0, len(store) // 2, len(store) - 1):
+        x, y = np.round(store.coords[i] / downsample).astype(int)
+        w, h = np.round((store.coords[i] + 256) / downsample).astype(int) - (x, y)
+        small = np.asarray(Image.fromarray(store.patches[i]).resize((w, h), Image.Resampling.BOX))
+        np.testing.assert_array_equal(
+            stitch[y : y + h, x : x + w], small[: stitch.shape[0] - y, : stitch.shape[1] - x]
+        )
+    for x, y in np.round(store.coords / downsample).astype(int):
+        covered[y : y + int(side) + 2, x : x + int(side) + 2] = True
+    assert (stitch[~covered] == 0).all() and covered.mean() < 0.9
+
+
+def test_a_roi_run_draws_its_roi(synthetic_slide, tmp_path):
+    with wsi.open_slide(synthetic_slide.path) as slide:
+        x, y = shapely.get_coordinates(tiling.detect_tissue(slide).representative_point())[0]
+    roi = wsi.qupath.write_geojson(tmp_path / "roi.geojson", [
+        wsi.qupath.QuPathObject(shapely.box(x - 400, y - 400, x + 400, y + 400), "annotation", "ROI")])  # fmt: skip
+    blue = {}
+    for name, where in (("plain", None), ("roi", str(roi))):
+        config = load_config(out=tmp_path / name, progress=False, steps=("tile",),
+                             **{"tiling.mpp": 1.0, "tiling.size": 64, "tiling.roi": where})  # fmt: skip
+        process_slide(SlideInput("alpha", synthetic_slide.path), config)
+        shown = np.asarray(Image.open(config.out / "slides" / "alpha" / "thumbnail.png").convert("RGB"))
+        blue[name] = (shown == ROI_OUTLINE[:3]).all(axis=-1).sum()
+    # The ROI's ring (800 level-0 px a side, 2.5 level-0 px per thumbnail px, 3 px wide) and its legend swatch.
+    assert blue["plain"] == 0 and blue["roi"] > 3 * 4 * 800 / 2.5 * 0.8
 
 
 def test_tile_options_go_to_tile_slide_unchanged(synthetic_slide, tmp_path):

@@ -116,3 +116,49 @@ def test_roi_from_qupath_and_tissue_geojson(tmp_path):
     assert len(features) == 2
     assert features[0]["properties"]["classification"]["name"] == "Tissue"
     assert features[1]["properties"]["measurements"]["Area um^2"] == pytest.approx(100 * 100 * 0.25)
+
+
+def test_drop_fragments_keeps_pieces_of_at_least_the_area():
+    big = box(0, 0, 100, 100)
+    ring = box(200, 0, 300, 100).difference(box(205, 5, 295, 95))  # 1,900 px^2 of tissue around a hole
+    sliver = box(400, 0, 402, 50)
+    kept = tiling.tissue.drop_fragments(shapely.union_all([big, ring, sliver]), 2_000)
+    assert kept.equals(big)
+    assert tiling.tissue.drop_fragments(sliver, 2_000).is_empty
+    assert tiling.tissue.drop_fragments(sliver, 0).equals(sliver)
+
+
+def test_a_roi_cut_leaves_no_sliver_in_tissue_geojson(synthetic_slide, tmp_path):
+    """Cutting the tissue with a ROI whose thin strip crosses it makes a sliver: it is not a Tissue annotation
+    (default: under 3 tiles' area is dropped), unless min_fragment_um2=0 asks for every piece."""
+    with wsi.open_slide(synthetic_slide.path) as slide:
+        tissue = tiling.detect_tissue(slide)
+    x, y = shapely.get_coordinates(tissue.representative_point())[0]
+    strip = box(x + 400, y - 150, x + 412, y + 150)  # 12 x 300 level-0 px = 3 x 75 um at 0.25 um/px
+    roi_path = wsi.qupath.write_geojson(tmp_path / "roi.geojson", [
+        wsi.qupath.QuPathObject(box(x - 300, y - 300, x + 300, y + 300), "annotation", "ROI"),
+        wsi.qupath.QuPathObject(strip, "annotation", "ROI"),
+    ])  # fmt: skip
+    assert tissue.intersection(strip).area > 1_000  # the strip does cut tissue
+    areas = {}
+    for name, minimum in (("default", None), ("every", 0.0)):
+        geojson = tmp_path / f"{name}.geojson"
+        tiling.tile_slide(synthetic_slide.path, tmp_path / f"{name}.zarr", size=64, mpp=1.0, roi=roi_path,
+                          coords_only=True, min_fragment_um2=minimum, tissue_geojson=geojson)  # fmt: skip
+        areas[name] = sorted(o.measurements["Area um^2"] for o in wsi.qupath.read_geojson(geojson))
+    assert len(areas["every"]) == len(areas["default"]) + 1
+    assert min(areas["every"]) < 300  # the sliver, in um^2
+    assert min(areas["default"]) >= 3 * 64**2  # three 64 um tiles at 1 um/px
+
+
+def test_a_replacing_roi_is_kept_as_drawn(synthetic_slide, tmp_path):
+    roi_path = wsi.qupath.write_geojson(tmp_path / "roi.geojson", [
+        wsi.qupath.QuPathObject(box(200, 200, 1200, 1200), "annotation", "ROI"),
+        wsi.qupath.QuPathObject(box(1600, 1600, 1640, 1640), "annotation", "ROI"),  # 100 um^2
+    ])  # fmt: skip
+    geojson = tmp_path / "tissue.geojson"
+    store = tiling.tile_slide(synthetic_slide.path, tmp_path / "s.zarr", size=64, mpp=1.0, roi=roi_path,
+                              roi_mode="replace", min_tissue=0.01, coords_only=True, tissue_geojson=geojson)  # fmt: skip
+    assert len(wsi.qupath.read_geojson(geojson)) == 2
+    # The 256 level-0 px tile over the small piece is in the grid (1 of its 64 sample points is in the ROI).
+    assert [1536, 1536] in store.coords.tolist()
