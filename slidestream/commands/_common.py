@@ -77,36 +77,29 @@ def _number(text: str, kind: type) -> float | int:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer > 0."""
-    value = _number(text, int)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def _checked(kind: type, ok, must: str, name: str):
+    """An argparse type reading a `kind` that `ok(value)` accepts; otherwise "must be `must`, got ..."."""
+
+    def check(text: str):
+        value = _number(text, kind)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {must}, got {text!r}")
+        return value
+
+    check.__name__ = check.__qualname__ = name  # argparse names a type by its __name__
+    check.__doc__ = f"An argparse type: {must}."
+    return check
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """An argparse type: a number in [0, 1]."""
-    value = _number(text, float)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1, got {text!r}")
-    return value
+positive_int = _checked(int, lambda v: v > 0, "a positive integer", "positive_int")
+non_negative_int = _checked(int, lambda v: v >= 0, "0 or more", "non_negative_int")
+positive_float = _checked(float, lambda v: v > 0, "a positive number", "positive_float")
+fraction = _checked(float, lambda v: 0 <= v <= 1, "a fraction between 0 and 1", "fraction")
+magnification = _checked(float, lambda v: 0.5 <= v <= 200, "an objective magnification such as 20 or 40",
+                         "magnification")  # fmt: skip
+tiff_tile_side = _checked(int, lambda v: v >= 16 and v % 16 == 0, "a multiple of 16 of at least 16 (the TIFF rule)",
+                          "tiff_tile_side")  # fmt: skip
+jpeg_quality = _checked(int, lambda v: 1 <= v <= 100, "a JPEG quality from 1 to 100", "jpeg_quality")
 
 
 def target_mpp(text: str) -> float:
@@ -134,14 +127,6 @@ def slide_mpp(text: str) -> float:
     return value
 
 
-def magnification(text: str) -> float:
-    """An argparse type: an objective magnification such as 20 or 40 (x)."""
-    value = _number(text, float)
-    if not 0.5 <= value <= 200:
-        raise argparse.ArgumentTypeError(f"must be an objective magnification such as 20 or 40, got {text!r}")
-    return value
-
-
 def output_folder(text: str) -> str:
     """An argparse type: a folder to write into; refuses an existing file (which is never replaced)."""
     path = Path(text)
@@ -155,21 +140,3 @@ def output_folder(text: str) -> str:
                 raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
             break
     return text
-
-
-def tiff_tile_side(text: str) -> int:
-    """An argparse type: the side of a TIFF file's tiles, a positive multiple of 16 (the TIFF rule)."""
-    value = _number(text, int)
-    if value < 16 or value % 16:
-        raise argparse.ArgumentTypeError(
-            f"must be a multiple of 16 of at least 16 (the TIFF rule), got {text!r}"
-        )
-    return value
-
-
-def jpeg_quality(text: str) -> int:
-    """An argparse type: a JPEG quality, 1 to 100."""
-    value = _number(text, int)
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be a JPEG quality from 1 to 100, got {text!r}")
-    return value

@@ -135,3 +135,23 @@ def test_tissue_area_of_a_roi_partly_outside_the_slide(cmu_path, tmp_path):
             cmu_path, tmp_path / "t.zarr", roi=box(5e4, 5e4, 6e4, 6e4), roi_mode="replace"
         )
     assert not (tmp_path / "t.zarr").exists()
+
+
+def test_a_roi_that_misses_its_slide_fails_that_slide_only(cmu_path, tmp_path, capsys):
+    """`tile` over two slides with a ROI folder: one ROI lies off its slide, one is partly outside its own."""
+    import shutil
+
+    from slidestream.cli import main
+
+    slides, rois = tmp_path / "slides", tmp_path / "rois"
+    slides.mkdir(), rois.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(cmu_path, slides / f"{name}.svs")
+    _write(rois / "a.geojson", mapping(box(50_000, 50_000, 60_000, 60_000)))
+    _write(rois / "b.geojson", mapping(box(-500, -500, 1000, 1000)))
+    code = main(["tile", str(slides), "-o", str(tmp_path / "out"), "--roi", str(rois), "--roi-mode", "replace",
+                 "--coords-only", "--size", "128", "-q"])  # fmt: skip
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "failed: a:" in captured.err and "ROI outside the slide" in captured.err
+    assert "b: done" in captured.out and "tissue 0.2 mm^2" in captured.out  # 1000 x 1000 px at 0.499 um/px
