@@ -94,6 +94,7 @@ def _checked(kind: type, ok, must: str, name: str):
 positive_int = _checked(int, lambda v: v > 0, "a positive integer", "positive_int")
 non_negative_int = _checked(int, lambda v: v >= 0, "0 or more", "non_negative_int")
 positive_float = _checked(float, lambda v: v > 0, "a positive number", "positive_float")
+non_negative_float = _checked(float, lambda v: v >= 0, "0 or more", "non_negative_float")
 fraction = _checked(float, lambda v: 0 <= v <= 1, "a fraction between 0 and 1", "fraction")
 magnification = _checked(float, lambda v: 0.5 <= v <= 200, "an objective magnification such as 20 or 40",
                          "magnification")  # fmt: skip

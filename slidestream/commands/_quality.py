@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from slidestream.commands._common import non_negative_float
+
 # As tiling.config.QC_CHECKS has them (a test checks); spelled out so that building the parser does not import
 # tiling.
 QC_CHECKS = ("blur", "pen")
@@ -31,7 +33,7 @@ def add_quality_options(parser) -> None:
     )
     parser.add_argument(
         "--min-fragment-um2",
-        type=float,
+        type=non_negative_float,
         metavar="UM2",
         help="drop tissue pieces smaller than this, in um^2 (default: 3 tiles' area)",
     )

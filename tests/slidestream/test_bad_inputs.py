@@ -156,7 +156,7 @@ def test_batch_over_every_bad_file(tmp_path, synthetic_slide, cluster_address, c
 
     folder, failed, ignored = _bad_folder(tmp_path, synthetic_slide)
     out = tmp_path / "run"
-    code = main(["run", str(folder), "-o", str(out), "--mpp", "2", "--size", "64", "--min-tissue", "0.2",
+    code = main(["run", str(folder), "-o", str(out), "--mpp", "2", "--size", "64", "--min-tissue", "0.2", "--min-fragment-um2", "0",
                  "--scheduler-address", cluster_address, "-q"])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 1
@@ -185,7 +185,7 @@ def test_batch_over_every_bad_file(tmp_path, synthetic_slide, cluster_address, c
 
     # `tile` over the same folder: the same slides done, the same reasons, the batch goes on.
     tiles = tmp_path / "tiles"
-    assert main(["tile", str(folder), "-o", str(tiles), "--mpp", "2", "--size", "64", "--min-tissue", "0.2",
+    assert main(["tile", str(folder), "-o", str(tiles), "--mpp", "2", "--size", "64", "--min-tissue", "0.2", "--min-fragment-um2", "0",
                  "-q"]) == 1  # fmt: skip
     captured = capsys.readouterr()
     for good in ("cmu", "synthetic", "gray16"):

@@ -40,7 +40,12 @@ def test_pictures_show_the_slide_its_tiles_and_its_tissue(synthetic_slide, tmp_p
     expected = draw_thumbnail(raw, downsample, overlay)
     np.testing.assert_array_equal(shown, expected.image)
     x0, y0, x1, y1 = expected.box
-    assert (x1 - x0, y1 - y0) == (raw.shape[1], raw.shape[0]) and shown.shape[0] > raw.shape[0] + 40
+    k = (x1 - x0) // raw.shape[1]  # a small image is enlarged by whole pixels
+    assert (
+        k >= 1
+        and (x1 - x0, y1 - y0) == (k * raw.shape[1], k * raw.shape[0])
+        and shown.shape[0] > y1 - y0 + 40
+    )
     # The mask: the tissue on the thumbnail's grid.
     mask = np.asarray(Image.open(folder / "tissue_mask.png"))
     assert mask.shape == raw.shape[:2]
@@ -74,8 +79,9 @@ def test_a_roi_run_draws_its_roi(synthetic_slide, tmp_path):
         process_slide(SlideInput("alpha", synthetic_slide.path), config)
         shown = np.asarray(Image.open(config.out / "slides" / "alpha" / "thumbnail.png").convert("RGB"))
         blue[name] = (shown == ROI_OUTLINE[:3]).all(axis=-1).sum()
-    # The ROI's ring (800 level-0 px a side, 2.5 level-0 px per thumbnail px, 3 px wide) and its legend swatch.
-    assert blue["plain"] == 0 and blue["roi"] > 3 * 4 * 800 / 2.5 * 0.8
+    # The ROI's ring (800 level-0 px a side, drawn on tissue detection's image enlarged to about 3.2 level-0 px
+    # per thumbnail px, 3 px wide) and its legend swatch.
+    assert blue["plain"] == 0 and blue["roi"] > 3 * 4 * 800 / 3.2 * 0.8
 
 
 def test_tile_options_go_to_tile_slide_unchanged(synthetic_slide, tmp_path):
