@@ -72,7 +72,7 @@ class NoSlidesFound(ValueError):
 def slide_id_for(path: str | Path) -> str:
     """The id of a slide file: its name without extension and leading dots (`...svs` -> `___svs`, never `..`)."""
     path = Path(path)
-    stem = path.stem.lstrip(".").strip()
+    stem = path.stem.lstrip(".").strip().replace("\\", "_")  # a backslash is a separator on Windows shares
     return stem if stem else path.name.replace(".", "_")
 
 

@@ -19,7 +19,14 @@ from tests.wsi import bad_files
 
 @pytest.mark.parametrize(
     ("name", "slide_id"),
-    [("...svs", "___svs"), (".svs", "svs"), ("..x.svs", "x"), ("a b.svs", "a b"), ("x.qptiff", "x")],
+    [
+        ("...svs", "___svs"),
+        (".svs", "svs"),
+        ("..x.svs", "x"),
+        ("a b.svs", "a b"),
+        ("x.qptiff", "x"),
+        ("a\\b.svs", "a_b"),
+    ],
 )
 def test_slide_ids_are_single_folder_names(name, slide_id):
     assert slide_id_for(f"/data/{name}") == slide_id
