@@ -193,7 +193,7 @@ def test_transmil_nystrom_path_keeps_padding_invariance():
 
 
 @pytest.mark.parametrize("name", mil.list_models())
-def test_cumulative_head_gives_ordered_logits(name):
+def test_cumulative_head_gives_ordered_logits(name, tmp_path):
     if name == "clam_mb":
         with pytest.raises(ValueError, match="cumulative-link head needs one shared score"):
             _build(name, 3, head="cumulative")
@@ -205,3 +205,7 @@ def test_cumulative_head_gives_ordered_logits(name):
     for logits in (out.logits, out.aux_logits):
         if logits is not None:  # P(grade > k) falls with k: DSMIL's max-instance stream too
             assert (logits[:, 1:] < logits[:, :-1]).all()
+    task = mil.create_task("grade", levels=4, link="cumulative").fit_labels([0, 1, 2, 3])
+    loaded = mil.load_model(mil.save_model(tmp_path / name, model, task), in_dim=DIM)
+    torch.testing.assert_close(loaded.model(x, mask).logits, model.eval()(x, mask).logits)
+    assert loaded.task.link == "cumulative"
