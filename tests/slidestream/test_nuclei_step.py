@@ -92,3 +92,20 @@ def test_nuclei_slides_command_over_a_results_folder(small_slide, tmp_path, clus
     assert json.loads((folder / "nuclei.json").read_text()) == summary
     assert main(["nuclei", "slides", str(tmp_path / "nothing"), "-q"]) == 2
     assert "no patch stores" in capsys.readouterr().err
+
+
+def test_nuclei_table_in_the_run_config(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        '[run]\nsteps = ["tile", "nuclei"]\n[nuclei]\nclassical = true\nobject_type = "detection"\n'
+    )
+    config = load_config(toml, **{"nuclei.batch_size": 4})
+    assert (
+        config.nuclei.classical and config.nuclei.object_type == "detection" and config.nuclei.batch_size == 4
+    )
+    toml.write_text('[nuclei]\nclassical = true\nmodel = "m"\n')
+    with pytest.raises(ValueError, match="exclude each other"):
+        load_config(toml)
+    toml.write_text('[nuclei]\nobject_type = "cells"\n')
+    with pytest.raises(ValueError, match="object_type"):
+        load_config(toml)
