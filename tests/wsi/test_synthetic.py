@@ -185,3 +185,16 @@ def test_cohort_plan_ties_labels_to_traits():
     assert burden.min() < 0.08 and burden.max() < 0.45
     # Slides of one patient share the patient's labels (one tumor); only the noisy mutation labels may differ.
     assert (labels.groupby("patient_id")[["cancer", "grade"]].nunique(dropna=False) == 1).all().all()
+
+
+def test_cohort_workers_write_the_same_cohort(tmp_path):
+    import tifffile
+
+    from wsi.synthetic.cohort import write_cohort
+
+    one = write_cohort(tmp_path / "one", n=3, seed=4, dimensions=(256, 256), slide_mpp=0.5, tile_size=128)
+    two = write_cohort(tmp_path / "two", n=3, seed=4, dimensions=(256, 256), slide_mpp=0.5, tile_size=128,
+                       workers=2)  # fmt: skip
+    assert one.labels.equals(two.labels)
+    for a, b in zip(one.slides, two.slides, strict=True):
+        np.testing.assert_array_equal(tifffile.imread(a), tifffile.imread(b))
