@@ -43,7 +43,8 @@ def test_overlapping_tiles_on_the_read_region_path_are_read_in_strips(cmu_path, 
     fewer reads (openslide's tiny generic-tiff fixture included)."""
     path = cmu_path if slide == "cmu" else OPENSLIDE_DATA / "boxes.tiff"
     with wsi.open_slide(path, backend="openslide", slide_mpp=slide_mpp) as opened:
-        grid = TileGrid.from_config(opened, TilingConfig(size=size, mpp=mpp, stride=stride, min_tissue=0))
+        config = TilingConfig(size=size, mpp=mpp, stride=stride, min_tissue=0)
+        grid = TileGrid.from_config(opened, config, tissue=box(0, 0, *opened.meta.dimensions))  # every tile
     reader = TileReader(path, grid.spec, backend="openslide", slide_mpp=slide_mpp, native=False)
     assert reader.path_name == "read_region"
     coords = grid.coords[np.isin(grid.coords[:, 1], np.unique(grid.coords[:, 1])[1:4])]  # three whole rows
@@ -59,7 +60,8 @@ def test_overlapping_tiles_on_the_read_region_path_are_read_in_strips(cmu_path, 
 
 def test_strips_that_differ_from_tile_reads_are_not_used(cmu_path, monkeypatch):
     with wsi.open_slide(cmu_path) as opened:
-        grid = TileGrid.from_config(opened, TilingConfig(size=128, mpp=1.0, stride=64, min_tissue=0))
+        config = TilingConfig(size=128, mpp=1.0, stride=64, min_tissue=0)
+        grid = TileGrid.from_config(opened, config, tissue=box(0, 0, *opened.meta.dimensions))
     reader = TileReader(cmu_path, grid.spec, native=False)
     coords = grid.coords[:40]
     single = np.stack([reader.read(int(x), int(y)) for x, y in coords])
