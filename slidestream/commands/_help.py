@@ -51,6 +51,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "slidestream features --list-encoders",
     ),
     "nuclei": (
+        "slidestream nuclei slides results   # nuclei of every slide of a results folder",
         "slidestream nuclei segment tile.png --mpp 0.25 -o labels.tiff",
         "slidestream nuclei evaluate --synthetic 32",
     ),
@@ -65,6 +66,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "nuclei evaluate": (
         "slidestream nuclei evaluate --synthetic 32",
         "slidestream nuclei evaluate image.png reference.tiff --mpp 0.25 --json scores.json",
+    ),
+    "nuclei slides": (
+        "slidestream nuclei slides results",
+        "slidestream nuclei slides results --classical --detections   # the baseline, as QuPath detections",
     ),
     "mil": (
         "slidestream mil train results --labels labels.csv --task binary --target cancer -o model",

@@ -12,6 +12,8 @@ import numpy as np
 
 from slidestream.commands._common import (
     add_quiet,
+    fraction,
+    non_negative_int,
     output_folder,
     positive_float,
     positive_int,
@@ -38,21 +40,23 @@ def register(sub) -> None:
     t.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
     t.add_argument("--batch-size", type=positive_int, default=8)
     t.add_argument("--lr", type=positive_float, default=2e-3, help="learning rate")
-    t.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass over the tiles)")
-    t.add_argument("--crop", type=int, default=160, help="training crop side in px (multiple of 32)")
-    t.add_argument("--n-synthetic", type=int, default=1000, help="synthetic training tiles (256 px)")
-    t.add_argument("--n-val", type=int, default=32, help="held-out synthetic validation tiles")
+    t.add_argument(
+        "--steps-per-epoch", type=positive_int, help="batches per epoch (default: one pass over the tiles)"
+    )
+    t.add_argument("--crop", type=positive_int, default=160, help="training crop side in px (multiple of 32)")
+    t.add_argument("--n-synthetic", type=positive_int, default=1000, help="synthetic training tiles (256 px)")
+    t.add_argument("--n-val", type=positive_int, default=32, help="held-out synthetic validation tiles")
     t.add_argument("--tile-cache", type=Path, help="keep the rendered synthetic tiles in this .npz (reused)")
-    t.add_argument("--val-fraction", type=float, default=0.1, help="share of a dataset folder held out")
-    t.add_argument("--mpp", type=float, help="resolution of a dataset folder without one (um/px)")
+    t.add_argument("--val-fraction", type=fraction, default=0.1, help="share of a dataset folder held out")
+    t.add_argument("--mpp", type=positive_float, help="resolution of a dataset folder without one (um/px)")
     t.add_argument("--encoder", default=None, help="timm encoder name (default: the ModelConfig default)")
     t.add_argument("--init", help="continue from this model folder")
     t.add_argument(
-        "--time-budget", type=float, help="stop after this many minutes (schedule follows the clock)"
+        "--time-budget", type=positive_float, help="stop after this many minutes (schedule follows the clock)"
     )
-    t.add_argument("--threads", type=int, help="torch CPU threads")
-    t.add_argument("--workers", type=int, default=1, help="data-loading processes")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    t.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
+    t.add_argument("--seed", type=non_negative_int, default=0)
     add_quiet(t)
     t.set_defaults(func=run_train)
 
@@ -105,10 +109,14 @@ def register(sub) -> None:
     r.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
     r.add_argument("--detections", action="store_true",
                    help="QuPath detections instead of cells in nuclei.geojson.gz")  # fmt: skip
-    r.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
-    r.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
-    r.add_argument("--workers", type=int, default=1, help="slides in parallel (dask worker processes)")
-    r.add_argument("--threads", type=int, help="torch threads per slide (default: cores / workers)")
+    r.add_argument("--batch-size", type=positive_int, default=8, help="tiles per forward pass")
+    r.add_argument(
+        "--slide-mpp", type=slide_mpp, help="the slides' own um/px, for files whose metadata lacks it"
+    )
+    r.add_argument(
+        "--workers", type=positive_int, default=1, help="slides in parallel (dask worker processes)"
+    )
+    r.add_argument("--threads", type=positive_int, help="torch threads per slide (default: cores / workers)")
     r.add_argument(
         "--scheduler-address", help="run on an existing dask.distributed cluster (tcp://HOST:PORT)"
     )
