@@ -34,13 +34,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TilingResult:
-    """What `tile_slide_result` did; `tissue_mm2` is None for a slide without mpp."""
+    """What `tile_slide_result` did; `tissue_mm2` is None for a slide without mpp. `warnings` are the
+    quality-control warnings of the store (no tissue, no tiles, upsampling), kept in its attributes so that a
+    skipped or resumed store still reports them."""
 
     store: PatchStore
     status: str  # "done", "resumed" or "skipped" (already complete)
     tiles: int
     seconds: float
     tissue_mm2: float | None
+    warnings: tuple[str, ...] = ()
 
 
 def _slide_identity(path: Path) -> dict:
@@ -133,9 +136,12 @@ def tile_slide_result(
     overwrite: bool = False,
     progress: bool = False,
     on_tiles: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
     **overrides: Any,
 ) -> TilingResult:
-    """`tile_slide` returning a `TilingResult` (status done / resumed / skipped, tiles, seconds, tissue area)."""
+    """`tile_slide` returning a `TilingResult` (status done / resumed / skipped, tiles, seconds, tissue area,
+    quality-control warnings). `on_total(n)` is called once with the number of tiles left to write, before
+    `on_tiles` is (a progress total from elsewhere); not at all for a skipped store."""
     start = time.perf_counter()
     config = resolve_config(config, overrides)
     if isinstance(roi, str | Path):
@@ -155,7 +161,7 @@ def tile_slide_result(
         if store is not None and store.is_complete:
             log.info("%s: complete store with the same inputs, skipped", store_path)
             return TilingResult(store, "skipped", len(store), time.perf_counter() - start,
-                                store.attrs.get("tissue_mm2"))  # fmt: skip
+                                store.attrs.get("tissue_mm2"), tuple(store.attrs.get("warnings", ())))  # fmt: skip
         status = "resumed" if store is not None else "done"
         tissue_mm2 = None
         if store is None:
@@ -169,26 +175,50 @@ def tile_slide_result(
         reader = TileReader(slide.path, spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp,
                             exact=config.exact)  # fmt: skip
         pending = [int(i) for i in np.flatnonzero(~store.shards_done())]
+        if on_total is not None:
+            on_total(sum(len(store.shard_range(s)) for s in pending))
         _run_shards(store, reader, pending, config, progress, slide.path.name, on_tiles)
         store.mark_complete(inputs=inputs)
-        return TilingResult(
-            PatchStore.open(store_path), status, len(store), time.perf_counter() - start, tissue_mm2
-        )
+        return TilingResult(PatchStore.open(store_path), status, len(store), time.perf_counter() - start, tissue_mm2,
+                            tuple(store.attrs.get("warnings", ())))  # fmt: skip
     finally:
         if own:
             slide.close()
 
 
+# Tiles finer than the slide's own resolution by more than this factor are upsampled: warned about.
+UPSAMPLING_TOLERANCE = 1.1
+
+
+def upsampling_warning(path, slide_mpp: float | None, mpp: float) -> str | None:
+    """The warning for tiles asked at `mpp` from a slide scanned at `slide_mpp`, when that upsamples them by
+    more than `UPSAMPLING_TOLERANCE` (10%); None otherwise."""
+    if not slide_mpp or slide_mpp / mpp <= UPSAMPLING_TOLERANCE:
+        return None
+    return (f"{path}: tiles at {mpp:g} um/px are upsampled {slide_mpp / mpp:.1f}x from the slide's {slide_mpp:g} "
+            f"um/px: they hold no more detail than the scan (ask for --mpp {slide_mpp:.2g} or coarser)")  # fmt: skip
+
+
 def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tissue_geojson):
-    region = tile_region(slide, roi, config.roi_mode)
-    grid = TileGrid.from_config(slide, config, roi=None, tissue=region)
+    """A new store; its quality-control warnings are issued (UserWarning) and kept in its "warnings" attribute."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        region = tile_region(slide, roi, config.roi_mode)
+        grid = TileGrid.from_config(slide, config, roi=None, tissue=region)
+    qc = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    for w in caught:  # issued again outside the recording, where the caller's filters decide
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     mpp0 = slide.meta.mpp
     tissue_mm2 = float(region.area * mpp0**2 / 1e6) if mpp0 else None
     if tissue_geojson is not None:
         write_tissue_geojson(tissue_geojson, region, mpp0)
+    upsampled = upsampling_warning(slide.path, grid.spec.slide_mpp, grid.spec.mpp)
+    if upsampled:
+        qc.append(upsampled)
+        warnings.warn(upsampled, stacklevel=3)
     if len(grid) == 0:
-        warnings.warn(f"{slide.path}: no tiles with at least {config.min_tissue:.0%} tissue; the store is empty",
-                      stacklevel=3)  # fmt: skip
+        qc.append(f"{slide.path}: no tiles with at least {config.min_tissue:.0%} tissue; the store is empty")
+        warnings.warn(qc[-1], stacklevel=3)
     codec, colorspace = config.codec, None
     if codec in ("auto", "jpeg"):
         reader = TileReader(slide.path, grid.spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp)
@@ -204,6 +234,7 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
         "slide_id": slide.path.stem,
         "fingerprint": fingerprint,
         "tissue_mm2": tissue_mm2,
+        "warnings": qc,
     }  # fmt: skip
     store = PatchStore.create(store_path, grid.coords, grid.tissue, grid.edge, attrs,
                               None if config.coords_only else config.size, config.shard_tiles, codec,

@@ -39,6 +39,8 @@ def register(sub) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="redo every step, replacing results made with other options"
     )
+    p.add_argument("--dashboard", action="store_true", help="serve the dask dashboard of the local cluster "
+                   "(port 8787, or the next free one) and print its address (default: off)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="show the plan and exit")
     add_quiet(p)
     p.set_defaults(func=run)
@@ -54,6 +56,7 @@ def run(args) -> int:
         config = load_config(
             args.config, out=args.out, slide_workers=args.workers, scheduler_address=args.scheduler_address,
             overwrite=True if args.overwrite else None, progress=show_progress(args),
+            dashboard=True if args.dashboard else None,
             steps=tuple(s.strip() for s in args.steps.split(",")) if args.steps else None,
             **{"tiling.mpp": args.mpp, "tiling.size": args.size, "tiling.min_tissue": args.min_tissue,
                "tiling.slide_mpp": args.slide_mpp, "tiling.roi": args.roi, "features.encoder": args.encoder,

@@ -50,7 +50,8 @@ class RunConfig:
 
     `slide_workers` dask worker processes of the local cluster each process one slide at a time (default: one
     per core), with `threads_per_worker` threads (tiling shards, torch); `scheduler_address` (tcp://host:port)
-    sends the work to an existing dask.distributed cluster instead.
+    sends the work to an existing dask.distributed cluster instead. `dashboard` serves the local cluster's dask
+    dashboard (on port 8787, or the next free one) and prints its address.
     """
 
     out: Path = Path("out")
@@ -62,6 +63,7 @@ class RunConfig:
     progress: bool = True
     tiling: TileOptions = field(default_factory=TileOptions)
     features: FeatureOptions = field(default_factory=FeatureOptions)
+    dashboard: bool = False
 
     @property
     def workers(self) -> int | None:

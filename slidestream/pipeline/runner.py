@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +33,11 @@ from slidestream.pipeline.manifest import (
     StepRecord,
     disk_full,
     read_manifest,
+    slide_warnings,
     versions,
     write_summary,
 )
+from slidestream.pipeline.report import slide_lines
 from slidestream.pipeline.state import StepState, slide_states
 from slidestream.pipeline.steps import STEPS, SlideContext
 
@@ -50,6 +55,7 @@ class BatchResult:
     disk_full: str | None = None  # "disk full at PATH (N bytes free)" when the run ended for lack of space
     not_started: tuple[str, ...] = ()  # slides left undone when the run ended early (disk full)
     started_cluster: bool = True
+    seconds: float = 0.0  # elapsed, from the start of run_batch to the summary written
 
     @property
     def ok(self) -> bool:
@@ -96,7 +102,8 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
 
 
 def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str) -> list[StepRecord]:
-    ctx = SlideContext(item.slide_id, Path(item.path), folder, config, on_tiles=_tile_reporter())
+    on_tiles, on_total = _tile_reporters()
+    ctx = SlideContext(item.slide_id, Path(item.path), folder, config, on_tiles=on_tiles, on_total=on_total)
     records = []
     failed = False
     for name in [s for s in STEPS if s in config.steps]:
@@ -125,15 +132,18 @@ def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str) -
 TILES_TOPIC = "slidestream-tiles"
 
 
-def _tile_reporter():
-    """Inside a dask worker: report written tiles to the client (an event topic); elsewhere: nothing."""
+def _tile_reporters():
+    """Inside a dask worker: report written tiles, and the tiles a slide will write, to the client (events
+    `n` and `("total", n)` on one topic); elsewhere: nothing."""
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
-        return None
-    return lambda n: worker.log_event(TILES_TOPIC, n)
+        return None, None
+    return (lambda n: worker.log_event(TILES_TOPIC, n)), (
+        lambda n: worker.log_event(TILES_TOPIC, ("total", n))
+    )
 
 
 def peak_rss_mb() -> float:
@@ -148,12 +158,6 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _one_line(slide_id: str, records: list[StepRecord]) -> str:
-    steps = ", ".join(f"{r.step} {r.status}" + (f" ({r.error})" if r.error and r.status == "failed" else "")
-                      for r in records)  # fmt: skip
-    return f"{slide_id}: {steps}"
 
 
 def _now() -> str:
@@ -233,8 +237,27 @@ def _skipped_records(
     for step in config.steps:
         earlier = previous.get((item.slide_id, step), {})
         records.append(StepRecord(item.slide_id, str(item.path), step, "skipped", measurements=earlier.get("measurements", {}),
-                                  finished=_now(), worker="(checked before starting)"))  # fmt: skip
+                                  warnings=tuple(slide_warnings(earlier.get("warnings", ()))), finished=_now(),
+                                  worker="(checked before starting)"))  # fmt: skip
     return records
+
+
+@contextlib.contextmanager
+def _children_ignore_interrupts():
+    """Threads and processes started inside never see Ctrl-C; an interrupt meanwhile reaches this thread after.
+
+    A terminal sends SIGINT to every process of the foreground group: each dask worker would print its own
+    KeyboardInterrupt traceback. SIGINT is blocked here while the cluster starts, so its event-loop thread and
+    the worker processes it starts keep it blocked (a signal mask is inherited by threads, and over fork and
+    exec); this process gets it, ends the run with the resume hint and closes them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # held back, not lost
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @contextlib.contextmanager
@@ -249,9 +272,28 @@ def _client(config: RunConfig):
             client.close()
         return
     workers = config.slide_workers or os.cpu_count() or 1
-    with LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:  # fmt: skip
-        yield client
+    # Without a dashboard the scheduler still serves HTTP, by default on 8787 (a warning when it is taken): any
+    # free port, silently. With one, the usual port (or the next free one) and its address on the console.
+    http = (
+        {"dashboard": True, "dashboard_address": ":8787"}
+        if config.dashboard
+        else {"dashboard": False, "dashboard_address": ":0"}
+    )
+    with warnings.catch_warnings(), _children_ignore_interrupts():
+        warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True,
+                               dashboard_address=None, scheduler_kwargs=http, silence_logs=logging.ERROR)  # fmt: skip
+    nanny = logging.getLogger("distributed.nanny")
+    level = nanny.level
+    # Closing, a nanny waits a few seconds for its worker to exit and says so as a warning: not for the console.
+    nanny.setLevel(logging.ERROR)
+    try:
+        with cluster, Client(cluster) as client:
+            if config.dashboard:
+                tqdm.write(f"dask dashboard: {client.dashboard_link}")
+            yield client
+    finally:
+        nanny.setLevel(level)
 
 
 def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
@@ -262,6 +304,10 @@ def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
     with other options (without `config.overwrite`). A full disk ends the run with `BatchResult.disk_full` set.
     """
     _check_steps(config)
+    start = time.perf_counter()
+    slides = [
+        replace(item, path=Path(os.path.abspath(item.path))) for item in slides
+    ]  # absolute in every record
     out = Path(config.out).resolve()
     _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -298,8 +344,7 @@ def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
         with ManifestWriter(manifest) as sink:
             for item in finished:  # nothing left to do: no cluster needed for these
                 slide_records = _skipped_records(item, config, previous)
-                if not config.progress:
-                    print(_one_line(item.slide_id, slide_records), flush=True)
+                print("\n".join(slide_lines(item.slide_id, slide_records)), flush=True)
                 for record in slide_records:
                     sink.append(record.line(stamp))
                 records.extend(slide_records)
@@ -318,7 +363,7 @@ def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:
         full = full or exc
     failed = sorted({r.slide_id for r in records if r.status == "failed"})
     return BatchResult(records, failed, out, tuple(others), str(full) if full else None,
-                       tuple(not_started), bool(todo))  # fmt: skip
+                       tuple(not_started), bool(todo), time.perf_counter() - start)  # fmt: skip
 
 
 class _BestEffortFileHandler(logging.FileHandler):
@@ -339,8 +384,8 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
         futures = {client.submit(process_slide, item, config, key=f"slide-{item.slide_id}-{time.time_ns()}",
                                  pure=False): item for item in slides}  # fmt: skip
         bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=not config.progress, position=0)
-        tiles_bar = tqdm(desc="tiles", unit="tile", disable=not config.progress, position=1)
-        client.subscribe_topic(TILES_TOPIC, lambda event: tiles_bar.update(event[1]))
+        tiles_bar = tqdm(total=0, desc="tiles", unit="tile", disable=not config.progress, position=1)
+        client.subscribe_topic(TILES_TOPIC, lambda event: _count_tiles(tiles_bar, event[1]))
         for future in as_completed(futures):
             item = futures[future]
             try:
@@ -349,8 +394,8 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
                 slide_records = [StepRecord(item.slide_id, str(item.path), config.steps[0], "failed",
                                             error=f"worker lost: {type(exc).__name__}: {exc}", finished=_now())]  # fmt: skip
             pending.discard(item.slide_id)
-            if not config.progress:
-                print(_one_line(item.slide_id, slide_records), flush=True)
+            # Above the bars, and kept on screen when they are gone.
+            tqdm.write("\n".join(slide_lines(item.slide_id, slide_records)))
             for record in slide_records:
                 sink.append(record.line(stamp))  # DiskFull here ends the run; earlier records are safe
                 level = logging.WARNING if record.status == "failed" else logging.INFO
@@ -371,3 +416,12 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
         tiles_bar.close()
         bar.close()
     return full, sorted(pending)
+
+
+def _count_tiles(bar: tqdm, event) -> None:
+    """A tiles event from a worker: `("total", n)` adds a slide's tiles to the total, `n` tiles are written."""
+    if isinstance(event, list | tuple):
+        bar.total += event[1]
+        bar.refresh()
+    else:
+        bar.update(event)

@@ -30,6 +30,7 @@ class SlideContext:
     folder: Path
     config: RunConfig
     on_tiles: Callable[[int], None] | None = None  # progress: called with each batch of tiles written
+    on_total: Callable[[int], None] | None = None  # progress: called once with the tiles a slide will write
 
     @property
     def store_path(self) -> Path:
@@ -70,7 +71,15 @@ def _collect_warnings(fn: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = fn()
-    return result, tuple(str(w.message) for w in caught if issubclass(w.category, UserWarning))
+    return result, tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
+
+
+def without_path(message: str, path: Path) -> str:
+    """`message` without a leading "PATH: " naming the slide (the console and the summary name it already)."""
+    for prefix in dict.fromkeys((str(path), os.path.abspath(path), str(Path(path).resolve()))):
+        if message.startswith(f"{prefix}: "):
+            return message[len(prefix) + 2 :]
+    return message
 
 
 class TileStep:
@@ -87,18 +96,22 @@ class TileStep:
             options = replace(options, shard_workers=ctx.config.threads_per_worker)
         result, caught = _collect_warnings(lambda: tile_into(
             ctx.folder, ctx.slide_path, ctx.slide_id, options, overwrite=ctx.config.overwrite, progress=False,
-            on_tiles=ctx.on_tiles,
+            on_tiles=ctx.on_tiles, on_total=ctx.on_total,
         ))  # fmt: skip
         store = result.store
         if result.status != "skipped" or not (ctx.folder / "thumbnail.png").exists():
             write_thumbnail(ctx, store)
         slide = store.attrs["slide"]
+        tiling = store.attrs["tiling"]
+        tissue = store.attrs.get("tissue_mm2")
+        # The store's own quality-control warnings (also those of a skipped store), then any others.
+        said = tuple(dict.fromkeys(without_path(w, ctx.slide_path) for w in (*result.warnings, *caught)))
         return StepOutcome(
             "skipped" if result.status == "skipped" else "done",
             {"mpp": slide["mpp"], "width": slide["dimensions"][0], "height": slide["dimensions"][1],
-             "vendor": slide["vendor"], "tiles": len(store), "tissue_mm2": store.attrs.get("tissue_mm2"),
-             "codec": store.codec},
-            caught,
+             "vendor": slide["vendor"], "tile_mpp": tiling["mpp"], "tile_size": tiling["size"], "tiles": len(store),
+             "tissue_mm2": round(tissue, 3) if tissue is not None else None, "codec": store.codec},
+            said,
         )  # fmt: skip
 
 
@@ -116,7 +129,8 @@ def roi_for(roi: str | None, slide_id: str):
 
 
 def tile_into(folder: Path, slide_path: Path, slide_id: str, options: TileOptions, *, overwrite: bool = False,
-              progress: bool = False, on_tiles: Callable[[int], None] | None = None):  # fmt: skip
+              progress: bool = False, on_tiles: Callable[[int], None] | None = None,
+              on_total: Callable[[int], None] | None = None):  # fmt: skip
     """Tile one slide into folder/patches.zarr and folder/tissue.geojson (shared by `tile` and `run`).
 
     `options` go to `tiling.tile_slide_result` as they are; only the ROI is looked up for this slide.
@@ -125,7 +139,7 @@ def tile_into(folder: Path, slide_path: Path, slide_id: str, options: TileOption
 
     return tile_slide_result(slide_path, folder / "patches.zarr", options, roi=roi_for(options.roi, slide_id),
                              tissue_geojson=folder / "tissue.geojson", overwrite=overwrite, progress=progress,
-                             on_tiles=on_tiles)  # fmt: skip
+                             on_tiles=on_tiles, on_total=on_total)  # fmt: skip
 
 
 def write_thumbnail(ctx: SlideContext, store) -> Path:
