@@ -4,20 +4,47 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import wsi
 from slidestream.commands._common import add_deprecated_alias
 
 
 def register(sub) -> None:
-    p = sub.add_parser("info", help="describe slides (size, levels, mpp, vendor, backend)",
-                       description="Print what each slide holds. Unreadable files are reported, not fatal.")  # fmt: skip
-    p.add_argument("slides", nargs="+", metavar="SLIDE")
+    p = sub.add_parser("info", help="describe slides (size, levels, tiles, mpp, vendor, backend)",
+                       description="Print what each slide holds: per level its size, downsample, mpp, and the "
+                       "file's tile size and compression (a grid of that tile size at that level's mpp copies "
+                       "JPEG tiles as they are). Folders are searched for slide files. Unreadable files are "
+                       "reported, not fatal.")  # fmt: skip
+    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files, or folders to search for them")
     p.add_argument("--backend", choices=wsi.backends.list_backends(), help="force a reader (default: auto)")
     p.add_argument("--slide-mpp", type=float, help="the slides' own um/px, for files whose metadata lacks it")
     add_deprecated_alias(p, "--mpp", "--slide-mpp", dest="slide_mpp", type=float)
     p.add_argument("--json", action="store_true", help="one JSON object per slide, one per line")
     p.set_defaults(func=run)
+
+
+def level_storage(path: str | Path, meta: wsi.SlideMeta) -> list[tuple[str, str]]:
+    """(tile size, compression) of each level as the file stores it: "256 x 256" and "JPEG" from the TIFF
+    page of the level's dimensions; openslide's tile size and "-" for other formats; "-" where unknown."""
+    import tifffile
+
+    pages: dict[tuple[int, int], tuple[str, str]] = {}
+    try:
+        with tifffile.TiffFile(path) as tif:
+            for series in tif.series:
+                for level in series.levels:
+                    page = level.pages[0]
+                    tiles = f"{page.tilewidth} x {page.tilelength}" if page.is_tiled else "strips"
+                    pages.setdefault((page.imagewidth, page.imagelength), (tiles, page.compression.name))
+    except Exception:  # not a TIFF, or one tifffile cannot parse: what openslide says, if anything
+        pass
+    out = []
+    for level, size in enumerate(meta.level_dimensions):
+        w = meta.properties.get(f"openslide.level[{level}].tile-width")
+        h = meta.properties.get(f"openslide.level[{level}].tile-height")
+        out.append(pages.get(tuple(size), (f"{w} x {h}" if w and h else "-", "-")))
+    return out
 
 
 def _table(meta: wsi.SlideMeta) -> str:
@@ -27,18 +54,40 @@ def _table(meta: wsi.SlideMeta) -> str:
         f"  dimensions   {meta.dimensions[0]} x {meta.dimensions[1]} px",
         f"  mpp          {meta.mpp if meta.mpp is not None else 'missing (pass --slide-mpp)'}",
         f"  objective    {meta.objective_power if meta.objective_power else 'unknown'}",
-        "  levels       level  width x height  downsample  mpp",
+        "  levels       level  width x height  downsample    mpp  tile size    compression",
     ]
+    storage = level_storage(meta.path, meta)
     for level, ((w, h), d) in enumerate(zip(meta.level_dimensions, meta.level_downsamples, strict=True)):
         mpp = meta.level_mpp(level)
-        lines.append(f"               {level:>5}  {w:>6} x {h:<6}  {d:>10.3f}  {mpp:.3f}" if mpp else
-                     f"               {level:>5}  {w:>6} x {h:<6}  {d:>10.3f}  -")  # fmt: skip
+        tiles, compression = storage[level]
+        lines.append(f"               {level:>5}  {w:>6} x {h:<6}  {d:>10.3f}  {f'{mpp:.3f}' if mpp else '-':>5}  "
+                     f"{tiles:<11}  {compression}")  # fmt: skip
     return "\n".join(lines)
+
+
+def _paths(given: list[str]) -> tuple[list[str], list[Path]]:
+    """Files as given (a missing or unsupported one is reported by open_slide), folders searched for slides."""
+    from slidestream.discovery import find_slides
+
+    paths, skipped = [], []
+    for raw in given:
+        if Path(raw).is_dir():
+            slides, other = find_slides([raw])
+            paths += [str(s.path) for s in slides]
+            skipped += other
+            if not slides:
+                print(f"warning: {raw}: no slide files in this folder", file=sys.stderr)
+        else:
+            paths.append(raw)
+    return paths, skipped
 
 
 def run(args) -> int:
     failed = 0
-    for path in args.slides:
+    paths, skipped = _paths(args.slides)
+    for path in skipped:
+        print(f"skipped (not a slide file): {path}", file=sys.stderr)
+    for path in paths:
         try:
             with wsi.open_slide(path, backend=args.backend, slide_mpp=args.slide_mpp) as slide:
                 meta = slide.meta
@@ -49,5 +98,10 @@ def run(args) -> int:
             else:
                 print(f"error: {exc}", file=sys.stderr)
             continue
-        print(json.dumps(meta.to_dict()) if args.json else _table(meta))
+        if args.json:
+            storage = level_storage(meta.path, meta)
+            print(json.dumps({**meta.to_dict(), "level_tile_size": [t for t, _ in storage],
+                              "level_compression": [c for _, c in storage]}))  # fmt: skip
+        else:
+            print(_table(meta))
     return 1 if failed else 0
