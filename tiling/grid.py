@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,10 +168,28 @@ def tile_region(
     to `roi`, or `roi` itself when `roi_mode` is "replace" (then no tissue is detected)."""
     if roi_mode not in ROI_MODES:
         raise ValueError(f"roi_mode must be one of {list(ROI_MODES)}, got {roi_mode!r}")
+    if roi is not None:
+        _check_roi(slide, roi)
     if roi is not None and roi_mode == "replace":
         return roi
     region = detect_tissue(slide) if tissue is None else tissue
-    return region if roi is None else region.intersection(roi)
+    if roi is None:
+        return region
+    kept = region.intersection(roi)
+    if kept.is_empty and not region.is_empty:
+        warnings.warn(f"{slide.path}: the ROI holds none of the detected tissue, so no tile is kept (roi_mode "
+                      '"replace" tiles the ROI itself)', stacklevel=3)  # fmt: skip
+    return kept
+
+
+def _check_roi(slide: wsi.Slide, roi: BaseGeometry) -> None:
+    """Warn when a ROI reaches outside the slide: usually coordinates that are not level-0 pixels."""
+    w, h = slide.meta.dimensions
+    x0, y0, x1, y1 = roi.bounds
+    if x0 < -1 or y0 < -1 or x1 > w + 1 or y1 > h + 1:
+        where = "lies outside" if x0 >= w or y0 >= h or x1 <= 0 or y1 <= 0 else "reaches outside"
+        warnings.warn(f"{slide.path}: the ROI {where} the slide ({w} x {h} px; ROI bounds {x0:.0f}, {y0:.0f} to "
+                      f"{x1:.0f}, {y1:.0f}): ROI coordinates are level-0 pixels", stacklevel=4)  # fmt: skip
 
 
 def _tissue_fraction(

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -74,6 +75,10 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
 
     # One worker's share of the machine: without this each worker's torch would use every core.
     torch.set_num_threads(max(1, config.threads_per_worker))
+    # tqdm's default lock is a multiprocessing semaphore: a worker ended by Ctrl-C would leave it behind, and
+    # multiprocessing would warn about it on the console. This process's threads need only a thread lock.
+    if _in_worker():
+        tqdm.set_lock(threading.RLock())
     folder = config.out / "slides" / item.slide_id
     worker = f"{socket.gethostname()}:{os.getpid()}"
     # Another run working on this slide: wait for it; then the steps it finished are skipped.
@@ -130,6 +135,16 @@ def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str) -
 
 
 TILES_TOPIC = "slidestream-tiles"
+
+
+def _in_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
 
 
 def _tile_reporters():
@@ -242,22 +257,33 @@ def _skipped_records(
     return records
 
 
-@contextlib.contextmanager
-def _children_ignore_interrupts():
-    """Threads and processes started inside never see Ctrl-C; an interrupt meanwhile reaches this thread after.
+def _workers_ignore_interrupts() -> None:
+    """Make the local cluster's worker processes ignore Ctrl-C; this process alone ends the run, with the hint.
 
-    A terminal sends SIGINT to every process of the foreground group: each dask worker would print its own
-    KeyboardInterrupt traceback. SIGINT is blocked here while the cluster starts, so its event-loop thread and
-    the worker processes it starts keep it blocked (a signal mask is inherited by threads, and over fork and
-    exec); this process gets it, ends the run with the resume hint and closes them."""
+    A terminal sends SIGINT to every process of its foreground group: each dask worker would print its own
+    KeyboardInterrupt traceback (also while it imports, before any code of ours runs there). Workers are forked
+    from multiprocessing's fork server, started here with SIGINT ignored: Python then leaves it ignored, and
+    the fork server gives its children the disposition it started with. Only the fork server's start (a few
+    milliseconds) runs with the interrupt ignored in this process.
+    """
+    import dask
+    from distributed.utils import get_mp_context
+
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+    get_mp_context()  # sets the fork server's preloaded modules (distributed, numpy, ...) before it starts
     if threading.current_thread() is not threading.main_thread():
-        yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # held back, not lost
+    from multiprocessing import forkserver
+
+    # A worker ended by Ctrl-C leaves a semaphore (torch's) to multiprocessing's resource tracker, which removes
+    # it and warns on the console; the tracker starts with this process's -W options.
+    if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
+        sys.warnoptions.append("ignore:resource_tracker:UserWarning")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        yield
+        forkserver.ensure_running()
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -279,21 +305,25 @@ def _client(config: RunConfig):
         if config.dashboard
         else {"dashboard": False, "dashboard_address": ":0"}
     )
-    with warnings.catch_warnings(), _children_ignore_interrupts():
+    _workers_ignore_interrupts()
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True,
                                dashboard_address=None, scheduler_kwargs=http, silence_logs=logging.ERROR)  # fmt: skip
-    nanny = logging.getLogger("distributed.nanny")
-    level = nanny.level
-    # Closing, a nanny waits a few seconds for its worker to exit and says so as a warning: not for the console.
-    nanny.setLevel(logging.ERROR)
+    # Closing, a nanny waits a few seconds for its worker to exit, and the scheduler drops the finished results
+    # the workers held: warnings about the cluster's own business, not for the console (errors still are).
+    quiet = {name: logging.getLogger(name) for name in ("distributed.nanny", "distributed.scheduler")}
+    levels = {name: logger.level for name, logger in quiet.items()}
+    for logger in quiet.values():
+        logger.setLevel(logging.ERROR)
     try:
         with cluster, Client(cluster) as client:
             if config.dashboard:
                 tqdm.write(f"dask dashboard: {client.dashboard_link}")
             yield client
     finally:
-        nanny.setLevel(level)
+        for name, logger in quiet.items():
+            logger.setLevel(levels[name])
 
 
 def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:

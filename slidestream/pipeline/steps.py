@@ -124,7 +124,10 @@ def roi_for(roi: str | None, slide_id: str):
     path = Path(roi)
     if path.is_dir():
         candidate = path / f"{slide_id}.geojson"
-        return load_roi(candidate) if candidate.exists() else None
+        if not candidate.exists():
+            warnings.warn(f"no ROI file {candidate}: the slide is tiled without a ROI", stacklevel=2)
+            return None
+        return load_roi(candidate)
     return load_roi(path)
 
 
