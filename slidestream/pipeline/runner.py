@@ -306,24 +306,50 @@ def _client(config: RunConfig):
         else {"dashboard": False, "dashboard_address": ":0"}
     )
     _workers_ignore_interrupts()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True,
-                               dashboard_address=None, scheduler_kwargs=http, silence_logs=logging.ERROR)  # fmt: skip
     # Closing, a nanny waits a few seconds for its worker to exit, and the scheduler drops the finished results
     # the workers held: warnings about the cluster's own business, not for the console (errors still are).
     quiet = {name: logging.getLogger(name) for name in ("distributed.nanny", "distributed.scheduler")}
     levels = {name: logger.level for name, logger in quiet.items()}
     for logger in quiet.values():
         logger.setLevel(logging.ERROR)
+    # Ctrl-C while the cluster starts or closes waits for that to finish: a half-made cluster cannot be closed
+    # (dask's exit handler then prints a traceback); an interrupt during the work ends it at once.
+    started = []
     try:
-        with cluster, Client(cluster) as client:
+        with _interrupts_deferred(started), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True,
+                                   dashboard_address=None, scheduler_kwargs=http, silence_logs=logging.ERROR)  # fmt: skip
+            client = Client(cluster)
+        closing = []
+        try:
+            if started:
+                raise KeyboardInterrupt
             if config.dashboard:
                 tqdm.write(f"dask dashboard: {client.dashboard_link}")
             yield client
+        finally:
+            with _interrupts_deferred(closing):
+                client.close()
+                cluster.close()
+        if closing:
+            raise KeyboardInterrupt
     finally:
         for name, logger in quiet.items():
             logger.setLevel(levels[name])
+
+
+@contextlib.contextmanager
+def _interrupts_deferred(interrupted: list):
+    """Inside, Ctrl-C (SIGINT) is noted in `interrupted` instead of raising KeyboardInterrupt (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_batch(slides: list[SlideInput], config: RunConfig) -> BatchResult:

@@ -64,7 +64,7 @@ def _block(stdout: str, slide_id: str) -> list[str]:
 
 def test_a_newcomers_runs_say_every_warning(newcomer, cluster_address, tmp_path, capsys):
     out = tmp_path / "out"
-    common = ["--size", "64", "--scheduler-address", cluster_address, "-q"]
+    common = ["--size", "128", "--scheduler-address", cluster_address, "-q"]
     # 1. 0.25 um/px asked of a slide scanned at 0.5 um/px, beside a blank slide.
     assert main(["run", str(newcomer), "-o", str(out), "--mpp", "0.25", *common]) == 0
     said = capsys.readouterr()
@@ -73,7 +73,7 @@ def test_a_newcomers_runs_say_every_warning(newcomer, cluster_address, tmp_path,
     assert blank[0].startswith("blank: tile done, features done; 0 tiles")
     assert "  warning: no tissue found" in blank and any("store is empty" in line for line in blank)
     assert any("upsampled 2.0x from the slide's 0.5 um/px" in line for line in scan)
-    assert "tiles (64 px at 0.25 um/px)" in scan[0]
+    assert "tiles (128 px at 0.25 um/px)" in scan[0]
     totals = next(line for line in said.out.splitlines() if "slide(s) processed" in line)
     assert totals.startswith("2 of 2 slide(s) processed, ") and "slides/hour" in totals and "mm2" in totals
     assert "2 slide(s) with warnings: blank, scan" in said.out
@@ -83,7 +83,7 @@ def test_a_newcomers_runs_say_every_warning(newcomer, cluster_address, tmp_path,
     assert "upsampled 2.0x" in rows["scan"]["warnings"] and "upsampled 2.0x" in rows["blank"]["warnings"]
     assert (
         rows["scan"]["tile_mpp"] == "0.25"
-        and rows["scan"]["tile_size"] == "64"
+        and rows["scan"]["tile_size"] == "128"
         and rows["scan"]["mpp"] == "0.5"
     )
     assert Path(rows["scan"]["path"]).is_absolute() and rows["scan"]["path"] == str(
@@ -119,7 +119,7 @@ def test_a_newcomers_runs_say_every_warning(newcomer, cluster_address, tmp_path,
     assert "upsampled" not in rows["scan"]["warnings"]
     # And `tile` says the same as `run`.
     assert (
-        main(["tile", str(newcomer), "-o", str(tmp_path / "tiled"), "--mpp", "0.25", "--size", "64", "-q"])
+        main(["tile", str(newcomer), "-o", str(tmp_path / "tiled"), "--mpp", "0.25", "--size", "128", "-q"])
         == 0
     )
     tiled = capsys.readouterr().out
@@ -156,13 +156,10 @@ def test_upsampling_warning_threshold():
     assert upsampling_warning("s.svs", None, 0.5) is None
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_one_ctrl_c_ends_with_the_resume_hint_and_no_noise(newcomer, synthetic_slide, tmp_path):
-    """A terminal's Ctrl-C reaches every process of the group (dask's workers too), with port 8787 taken."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    shutil.copy(newcomer / "blank.tiff", folder / "blank.tiff")
-    shutil.copy(synthetic_slide.path, folder / "big.svs")
+def _interrupted_run(folder: Path, out: Path, ready) -> tuple[int, str]:
+    """`slidestream run` in a process group of its own, sent SIGINT (as a terminal's Ctrl-C: to every process of
+    the group, dask's workers too) once `ready(process)` returns; port 8787 taken meanwhile. Its exit status
+    and stderr."""
     taken = socket.socket()
     try:
         taken.bind(("", 8787))  # the default dashboard port in use (here, or already by someone else)
@@ -170,23 +167,54 @@ def test_one_ctrl_c_ends_with_the_resume_hint_and_no_noise(newcomer, synthetic_s
     except OSError:
         pass
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    command = [sys.executable, "-m", "slidestream", "run", str(folder), "-o", str(tmp_path / "out"), "--mpp", "0.25",
-               "--size", "64", "--workers", "1"]  # fmt: skip
+    command = [sys.executable, "-m", "slidestream", "run", str(folder), "-o", str(out), "--mpp", "0.25", "--size",
+               "64", "--workers", "1"]  # fmt: skip
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     try:
-        first = (
-            proc.stdout.readline()
-        )  # one slide finished: the cluster is up, the other slide is being worked on
-        time.sleep(0.5)
+        ready(proc)
         os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     finally:
         taken.close()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert first.split(":")[0] in ("blank", "big"), (first, err)
-    assert proc.returncode == 130, (out, err)
+    return proc.returncode, err
+
+
+def _quiet_interrupt(code: int, err: str) -> None:
+    assert code == 130, err
     assert err.strip().splitlines()[-1] == "interrupted; re-run the same command to resume", err
-    for noise in ("Traceback", "KeyboardInterrupt", "8787", "unclosed file", "ResourceWarning"):
+    for noise in ("Traceback", "KeyboardInterrupt", "8787", "unclosed file", "ResourceWarning", "leaked"):
         assert noise not in err, err
+
+
+def test_ctrl_c_while_the_cluster_starts(newcomer, tmp_path):
+    """Interrupted as the workers start (they import; before, each printed a traceback)."""
+
+    def cluster_starting(proc) -> None:
+        log = tmp_path / "out" / "run.log"
+        deadline = time.monotonic() + 60
+        while not log.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+
+    _quiet_interrupt(*_interrupted_run(newcomer, tmp_path / "out", cluster_starting))
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_slide_is_worked_on(newcomer, synthetic_slide, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(newcomer / "blank.tiff", folder / "blank.tiff")
+    shutil.copy(synthetic_slide.path, folder / "big.svs")
+    first = []
+
+    def one_slide_done(
+        proc,
+    ) -> None:  # the cluster is up; with one worker, the other slide is being worked on
+        first.append(proc.stdout.readline())
+        time.sleep(0.5)
+
+    _quiet_interrupt(*_interrupted_run(folder, tmp_path / "out", one_slide_done))
+    assert first[0].split(":")[0] in ("blank", "big"), first
