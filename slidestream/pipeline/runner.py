@@ -266,10 +266,8 @@ def _workers_ignore_interrupts() -> None:
     the fork server gives its children the disposition it started with. Only the fork server's start (a few
     milliseconds) runs with the interrupt ignored in this process.
     """
-    import dask
     from distributed.utils import get_mp_context
 
-    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
     get_mp_context()  # sets the fork server's preloaded modules (distributed, numpy, ...) before it starts
     if threading.current_thread() is not threading.main_thread():
         return
@@ -286,8 +284,13 @@ def _workers_ignore_interrupts() -> None:
         signal.signal(signal.SIGINT, previous)
 
 
+# The local cluster's workers are forked from multiprocessing's fork server (see _workers_ignore_interrupts).
+FORKSERVER = {"distributed.worker.multiprocessing-method": "forkserver"}
+
+
 @contextlib.contextmanager
 def _client(config: RunConfig):
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if config.scheduler_address:
@@ -305,7 +308,6 @@ def _client(config: RunConfig):
         if config.dashboard
         else {"dashboard": False, "dashboard_address": ":0"}
     )
-    _workers_ignore_interrupts()
     # Closing, a nanny waits a few seconds for its worker to exit, and the scheduler drops the finished results
     # the workers held: warnings about the cluster's own business, not for the console (errors still are).
     quiet = {name: logging.getLogger(name) for name in ("distributed.nanny", "distributed.scheduler")}
@@ -316,7 +318,8 @@ def _client(config: RunConfig):
     # (dask's exit handler then prints a traceback); an interrupt during the work ends it at once.
     started = []
     try:
-        with _interrupts_deferred(started), warnings.catch_warnings():
+        with _interrupts_deferred(started), warnings.catch_warnings(), dask.config.set(FORKSERVER):
+            _workers_ignore_interrupts()
             warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
             cluster = LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True,
                                    dashboard_address=None, scheduler_kwargs=http, silence_logs=logging.ERROR)  # fmt: skip
