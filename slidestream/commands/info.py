@@ -24,26 +24,27 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def level_storage(path: str | Path, meta: wsi.SlideMeta) -> list[tuple[str, str]]:
-    """(tile size, compression) of each level as the file stores it: "256 x 256" and "JPEG" from the TIFF
-    page of the level's dimensions; openslide's tile size and "-" for other formats; "-" where unknown."""
+def level_storage(path: str | Path, meta: wsi.SlideMeta) -> list[tuple[list[int] | None, str | None]]:
+    """([tile width, height], compression) of each level as the file stores it, from the TIFF page of the
+    level's dimensions (compression as tifffile names it: "JPEG", "LZW", ...; tile None for a striped page);
+    for other formats openslide's tile size and no compression; None where unknown."""
     import tifffile
 
-    pages: dict[tuple[int, int], tuple[str, str]] = {}
+    pages: dict[tuple[int, int], tuple[list[int] | None, str | None]] = {}
     try:
         with tifffile.TiffFile(path) as tif:
             for series in tif.series:
                 for level in series.levels:
                     page = level.pages[0]
-                    tiles = f"{page.tilewidth} x {page.tilelength}" if page.is_tiled else "strips"
-                    pages.setdefault((page.imagewidth, page.imagelength), (tiles, page.compression.name))
+                    tile = [page.tilewidth, page.tilelength] if page.is_tiled else None
+                    pages.setdefault((page.imagewidth, page.imagelength), (tile, page.compression.name))
     except Exception:  # not a TIFF, or one tifffile cannot parse: what openslide says, if anything
         pass
     out = []
     for level, size in enumerate(meta.level_dimensions):
         w = meta.properties.get(f"openslide.level[{level}].tile-width")
         h = meta.properties.get(f"openslide.level[{level}].tile-height")
-        out.append(pages.get(tuple(size), (f"{w} x {h}" if w and h else "-", "-")))
+        out.append(pages.get(tuple(size), ([int(w), int(h)] if w and h else None, None)))
     return out
 
 
@@ -59,9 +60,10 @@ def _table(meta: wsi.SlideMeta) -> str:
     storage = level_storage(meta.path, meta)
     for level, ((w, h), d) in enumerate(zip(meta.level_dimensions, meta.level_downsamples, strict=True)):
         mpp = meta.level_mpp(level)
-        tiles, compression = storage[level]
+        tile, compression = storage[level]
+        tiles = f"{tile[0]} x {tile[1]}" if tile else "-"
         lines.append(f"               {level:>5}  {w:>6} x {h:<6}  {d:>10.3f}  {f'{mpp:.3f}' if mpp else '-':>5}  "
-                     f"{tiles:<11}  {compression}")  # fmt: skip
+                     f"{tiles:<11}  {compression or '-'}")  # fmt: skip
     return "\n".join(lines)
 
 

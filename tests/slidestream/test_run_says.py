@@ -136,7 +136,7 @@ def test_info_takes_folders_and_shows_tile_size_and_compression(newcomer, capsys
     assert "tile size" in said.out and "256 x 256    JPEG" in scan
     assert main(["info", "--json", str(newcomer / "blank.tiff")]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["level_tile_size"] == ["256 x 256"] and data["level_compression"] == ["NONE"]
+    assert data["level_tile_size"] == [[256, 256]] and data["level_compression"] == ["NONE"]
 
 
 def test_features_on_a_missing_folder_says_so(tmp_path, capsys):
