@@ -76,13 +76,15 @@ class BagDataset(Dataset):
     `labels` is a DataFrame indexed by slide id (see `read_labels`), a path to one, or a mapping id -> label.
     `label_columns` picks the columns (default: "label"); several columns give a vector (multilabel, or time and
     event for survival). Slides in the table without a store, or stores without a label, are listed in the
-    error. `max_tiles` draws a random subset of tiles per bag, new each epoch (`set_epoch`); `group_column`
-    (e.g. "patient_id") gives `groups` for patient-level splits.
+    error; with `subset=True` the table may list more slides than `stores` (one master table for many
+    folders): the slides present are used and the other rows' ids are kept in `unused_labels`. `max_tiles`
+    draws a random subset of tiles per bag, new each epoch (`set_epoch`); `group_column` (e.g. "patient_id")
+    gives `groups` for patient-level splits.
     """
 
     def __init__(self, stores: Sequence[PatchStore | str | Path], labels, feature: str,
                  label_columns: Sequence[str] = ("label",), max_tiles: int | None = None, seed: int = 0,
-                 group_column: str | None = None):  # fmt: skip
+                 group_column: str | None = None, subset: bool = False):  # fmt: skip
         opened = [s if isinstance(s, PatchStore) else PatchStore.open(s) for s in stores]
         self.stores = {_slide_id(s): s for s in opened}
         if len(self.stores) != len(opened):
@@ -93,13 +95,17 @@ class BagDataset(Dataset):
             raise ValueError(f"labels have no column(s) {missing_columns} (columns: {list(table.columns)})")
         unknown = sorted(set(table.index) - set(self.stores))
         unlabelled = sorted(set(self.stores) - set(table.index))
+        self.unused_labels = unknown if subset else []
+        if subset:
+            unknown = []
         if unknown or unlabelled:
             parts = []
             if unknown:
                 parts.append(f"{len(unknown)} labelled slide(s) have no patch store: {unknown[:20]}")
             if unlabelled:
                 parts.append(f"{len(unlabelled)} slide(s) have no label: {unlabelled[:20]}")
-            raise ValueError("labels and slides do not match: " + "; ".join(parts))
+            hint = "" if subset or unlabelled else " (subset=True uses the slides present)"
+            raise ValueError("labels and slides do not match: " + "; ".join(parts) + hint)
         for slide_id, store in self.stores.items():
             if feature not in store.feature_names() or not store.features(feature).attrs.get("complete"):
                 raise ValueError(f"slide {slide_id}: no complete features/{feature} in {store.path}; "

@@ -42,16 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # Libraries (dask) log INFO on their own loggers; the console shows warnings only.
-    for handler in logging.getLogger().handlers:
-        handler.setLevel(logging.WARNING)
-    try:
+    try:  # from the first import on: one Ctrl-C ends with the hint, never a traceback
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        # Libraries (dask) log INFO on their own loggers; the console shows warnings only.
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(logging.WARNING)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)

@@ -34,12 +34,14 @@ _MANIFEST = "mil_model.json"
 @dataclass(frozen=True)
 class TrainResult:
     """What `train_slides` wrote: the model folder, per-fold metrics, their summary (mean, sd) and the
-    slides left out because their target was empty."""
+    slides left out because their target was empty; `unused_labels`: the labels table's slides that are not in
+    the run folder (left out with `labels_subset`)."""
 
     model_dir: Path
     folds: pd.DataFrame
     summary: pd.DataFrame
     left_out: list
+    unused_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,9 @@ def _read_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def _match(table: pd.DataFrame, stores: dict[str, Path], labels_path) -> None:
-    """One error listing repeated ids, labelled slides without stores and stores without labels."""
+def _match(table: pd.DataFrame, stores: dict[str, Path], labels_path, subset: bool = False) -> list[str]:
+    """One error listing repeated ids, labelled slides without stores and stores without labels; with
+    `subset`, labelled slides without stores are allowed, and returned (the rows to leave out)."""
     ids = table["slide_id"].astype(str)
     repeated = sorted(set(ids[ids.duplicated()]))
     unknown = sorted(set(ids) - set(stores))
@@ -80,12 +83,16 @@ def _match(table: pd.DataFrame, stores: dict[str, Path], labels_path) -> None:
     parts = []
     if repeated:
         parts.append(f"{len(repeated)} slide id(s) listed more than once: {repeated[:20]}")
-    if unknown:
+    if unknown and not subset:
         parts.append(f"{len(unknown)} labelled slide(s) have no patch store: {unknown[:20]}")
     if unlabelled:
         parts.append(f"{len(unlabelled)} patch store(s) have no label: {unlabelled[:20]}")
     if parts:
-        raise ValueError(f"{labels_path}: labels and slides do not match: " + "; ".join(parts))
+        hint = (
+            " (--labels-subset uses the slides present)" if unknown and not subset and not unlabelled else ""
+        )
+        raise ValueError(f"{labels_path}: labels and slides do not match: " + "; ".join(parts) + hint)
+    return unknown if subset else []
 
 
 def _task_for(task: str, targets: list[str], values: pd.DataFrame):
@@ -222,14 +229,16 @@ def _training_curves(path: Path, histories: list, monitor: str) -> None:
 
 def train_slides(results: str | Path, labels: str | Path, task: str, targets, out: str | Path,
                  model: str = "abmil", feature: str = "stain_stats", folds: int = 5, group: str | None = None,
-                 seed: int = 0, config="auto", progress: bool = False) -> TrainResult:  # fmt: skip
+                 seed: int = 0, config="auto", progress: bool = False,
+                 labels_subset: bool = False) -> TrainResult:  # fmt: skip
     """Cross-validate `model` for `task` on the stores of `results` labelled by `labels` (column `slide_id`, the
     `targets` columns and, for patient-grouped folds, `group`); write the model folder `out` (module doc).
 
     `folds` 1 trains one model on a grouped, stratified train/validation split (3:1) and reports the validation
     slides' figures (optimistic: they also choose the epoch); `oof_predictions.csv` then holds the validation
     slides only. Slides whose target is empty (e.g. the grade of a benign slide) or whose store has no tile are
-    left out and listed. `config` is
+    left out and listed. With `labels_subset` the table may list slides that are not in `results` (a master
+    table): those rows are left out and their ids returned in `TrainResult.unused_labels`. `config` is
     "auto" (planned from the data) or a `mil.FitConfig`. Refuses an `out` that exists and is not a model folder.
     """
     from dataclasses import replace
@@ -248,7 +257,8 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         )
     stores = find_stores(results)
     table = _read_table(labels)
-    _match(table, stores, labels)
+    unused = _match(table, stores, labels, labels_subset)
+    table = table[~table["slide_id"].astype(str).isin(unused)]
     missing = [c for c in [*targets, *([group] if group else [])] if c not in table.columns]
     if missing:
         raise ValueError(f"{labels}: no column(s) {missing} (columns: {list(table.columns)})")
@@ -280,7 +290,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     summary = cv.summary
     metrics = {
         "task": task, "targets": targets, "model": model, "feature": feature, "folds": folds,
-        "n_slides": len(table), "left_out": left_out,
+        "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
         "per_fold": json.loads(cv.folds.to_json(orient="records")),
         "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},
     }  # fmt: skip
@@ -304,7 +314,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return TrainResult(out, cv.folds, summary, left_out)
+    return TrainResult(out, cv.folds, summary, left_out, tuple(unused))
 
 
 def _standardized(dataset):

@@ -43,6 +43,8 @@ class TilingResult:
 
     `tissue` is the tissue detection of this call (its work image serves as a thumbnail without reading the
     slide again); None when no tissue was detected here (skipped or resumed stores, a replacing ROI).
+    `warnings` are the quality-control warnings of the store (no tissue, no tiles, upsampling), kept in its
+    attributes so that a skipped or resumed store still reports them.
     """
 
     store: PatchStore
@@ -51,6 +53,7 @@ class TilingResult:
     seconds: float
     tissue_mm2: float | None
     tissue: TissueResult | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def _slide_identity(path: Path) -> dict:
@@ -144,9 +147,12 @@ def tile_slide_result(
     overwrite: bool = False,
     progress: bool = False,
     on_tiles: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
     **overrides: Any,
 ) -> TilingResult:
-    """`tile_slide` returning a `TilingResult` (status done / resumed / skipped, tiles, seconds, tissue area)."""
+    """`tile_slide` returning a `TilingResult` (status done / resumed / skipped, tiles, seconds, tissue area,
+    quality-control warnings). `on_total(n)` is called once with the number of tiles left to write, before
+    `on_tiles` is (a progress total from elsewhere); not at all for a skipped store."""
     start = time.perf_counter()
     config = resolve_config(config, overrides)
     if isinstance(roi, str | Path):
@@ -166,7 +172,7 @@ def tile_slide_result(
         if store is not None and store.is_complete:
             log.info("%s: complete store with the same inputs, skipped", store_path)
             return TilingResult(store, "skipped", len(store), time.perf_counter() - start,
-                                store.attrs.get("tissue_mm2"))  # fmt: skip
+                                store.attrs.get("tissue_mm2"), warnings=tuple(store.attrs.get("warnings", ())))  # fmt: skip
         reader = tissue = None
         if store is not None:
             reader = _reader(slide, TileSpec.from_dict(store.attrs["tiling"]), config)
@@ -184,10 +190,12 @@ def tile_slide_result(
             for stale in store.path.glob("patches/c/**/.*.tmp"):  # shard writes cut off by the interruption
                 stale.unlink()
         pending = [int(i) for i in np.flatnonzero(~store.shards_done())]
+        if on_total is not None:
+            on_total(sum(len(store.shard_range(s)) for s in pending))
         _run_shards(store, reader, pending, config, progress, slide.path.name, on_tiles)
         store.mark_complete(inputs=inputs)
         return TilingResult(PatchStore.open(store_path), status, len(store), time.perf_counter() - start,
-                            store.attrs.get("tissue_mm2"), tissue)  # fmt: skip
+                            store.attrs.get("tissue_mm2"), tissue, tuple(store.attrs.get("warnings", ())))  # fmt: skip
     finally:
         if own:
             slide.close()
@@ -199,15 +207,34 @@ def _reader(slide: wsi.Slide, spec: TileSpec, config: TilingConfig) -> TileReade
     )
 
 
+# Tiles finer than the slide's own resolution by more than this factor are upsampled: warned about.
+UPSAMPLING_TOLERANCE = 1.1
+
+
+def upsampling_warning(path, slide_mpp: float | None, mpp: float) -> str | None:
+    """The warning for tiles asked at `mpp` from a slide scanned at `slide_mpp`, when that upsamples them by
+    more than `UPSAMPLING_TOLERANCE` (10%); None otherwise."""
+    if not slide_mpp or slide_mpp / mpp <= UPSAMPLING_TOLERANCE:
+        return None
+    return (f"{path}: tiles at {mpp:g} um/px are upsampled {slide_mpp / mpp:.1f}x from the slide's {slide_mpp:g} "
+            f"um/px: they hold no more detail than the scan (ask for --mpp {slide_mpp:.2g} or coarser)")  # fmt: skip
+
+
 def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tissue_geojson):
-    """A new partial store, with the tissue detection it made (None with a replacing ROI) and its reader."""
-    tissue = None
-    if roi is None or config.roi_mode != "replace":
-        tissue = detect_tissue_result(slide)
-    spec = TileSpec.for_slide(slide, config)
-    region = tile_region(slide, roi, config.roi_mode, tissue=tissue.geometry if tissue is not None else None,
-                         min_fragment=min_fragment_area(spec, config))  # fmt: skip
-    grid = TileGrid.from_region(spec, slide.meta.dimensions, region, config.min_tissue)
+    """A new partial store, with the tissue detection it made (None with a replacing ROI) and its reader. Its
+    quality-control warnings are issued (UserWarning) and kept in its "warnings" attribute."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tissue = None
+        if roi is None or config.roi_mode != "replace":
+            tissue = detect_tissue_result(slide)
+        spec = TileSpec.for_slide(slide, config)
+        region = tile_region(slide, roi, config.roi_mode, tissue=tissue.geometry if tissue is not None else None,
+                             min_fragment=min_fragment_area(spec, config))  # fmt: skip
+        grid = TileGrid.from_region(spec, slide.meta.dimensions, region, config.min_tissue)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    for w in caught:  # issued again outside the recording, where the caller's filters decide
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     mpp0 = slide.meta.mpp
     tissue_mm2 = float(region.area * mpp0**2 / 1e6) if mpp0 else None
     if tissue_geojson is not None:
@@ -215,12 +242,19 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
     qc, qc_attrs = None, None
     if config.qc and len(grid):
         grid, qc, qc_attrs = _quality_checked(slide, grid, config)
+    upsampled = upsampling_warning(slide.path, grid.spec.slide_mpp, grid.spec.mpp)
+    if upsampled:
+        messages.append(upsampled)
+        warnings.warn(upsampled, stacklevel=3)
     if len(grid) == 0 and qc_attrs is not None:
-        warnings.warn(f"{slide.path}: tile QC ({', '.join(config.qc)}) flagged all {qc_attrs['tiles_measured']} "
-                      f"tiles {qc_attrs['dropped']}; the store is empty", stacklevel=3)  # fmt: skip
+        messages.append(f"{slide.path}: tile QC ({', '.join(config.qc)}) flagged all "
+                        f"{qc_attrs['tiles_measured']} tiles {qc_attrs['dropped']}; the store is empty")  # fmt: skip
+        warnings.warn(messages[-1], stacklevel=3)
     elif len(grid) == 0:
-        warnings.warn(f"{slide.path}: no tiles with at least {config.min_tissue:.0%} tissue; the store is empty",
-                      stacklevel=3)  # fmt: skip
+        messages.append(
+            f"{slide.path}: no tiles with at least {config.min_tissue:.0%} tissue; the store is empty"
+        )
+        warnings.warn(messages[-1], stacklevel=3)
     codec, colorspace = config.codec, None
     reader = _reader(slide, grid.spec, config)
     if codec in ("auto", "jpeg"):
@@ -236,6 +270,7 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
         "slide_id": slide.path.stem,
         "fingerprint": fingerprint,
         "tissue_mm2": tissue_mm2,
+        "warnings": messages,
     }  # fmt: skip
     if qc_attrs is not None:
         attrs["qc"] = qc_attrs

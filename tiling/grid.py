@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,12 +182,29 @@ def tile_region(
     if roi_mode not in ROI_MODES:
         raise ValueError(f"roi_mode must be one of {list(ROI_MODES)}, got {roi_mode!r}")
     if roi is not None:  # clipped to the slide; one that misses the slide is an error
-        roi = clip_roi(roi, slide.meta.dimensions, str(slide.path))
+        clipped = clip_roi(roi, slide.meta.dimensions, str(slide.path))
+        _check_roi(slide, roi)  # one that reaches past the slide's edge is warned about
+        roi = clipped
     if roi is not None and roi_mode == "replace":
         return roi
     region = detect_tissue(slide) if tissue is None else tissue
-    region = region if roi is None else region.intersection(roi)
+    if roi is not None:
+        kept = region.intersection(roi)
+        if kept.is_empty and not region.is_empty:
+            warnings.warn(f"{slide.path}: the ROI holds none of the detected tissue, so no tile is kept (roi_mode "
+                          '"replace" tiles the ROI itself)', stacklevel=3)  # fmt: skip
+        region = kept
     return drop_fragments(region, min_fragment)
+
+
+def _check_roi(slide: wsi.Slide, roi: BaseGeometry) -> None:
+    """Warn when a ROI reaches outside the slide: usually coordinates that are not level-0 pixels."""
+    w, h = slide.meta.dimensions
+    x0, y0, x1, y1 = roi.bounds
+    if x0 < -1 or y0 < -1 or x1 > w + 1 or y1 > h + 1:
+        warnings.warn(f"{slide.path}: the ROI reaches outside the slide ({w} x {h} px; ROI bounds {x0:.0f}, {y0:.0f} "
+                      f"to {x1:.0f}, {y1:.0f}); it is clipped to the slide. ROI coordinates are level-0 pixels",
+                      stacklevel=4)  # fmt: skip
 
 
 def _tissue_fraction(

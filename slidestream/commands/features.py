@@ -82,6 +82,7 @@ def run(args) -> int:
 
     from mil import EncoderError, create_encoder, extract_features, resolve_device
     from mil.encoders import encoder_table, require_weights
+    from mil.features import features_done
     from tiling import PatchStore, StoreError
 
     if args.list_encoders:
@@ -98,9 +99,14 @@ def run(args) -> int:
     except (ValueError, EncoderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not stores:
-        print(f"error: no patch stores under {args.out}/slides/*/patches.zarr; run `slidestream tile` first",
+    if not Path(args.out).is_dir():
+        what = "is not a folder" if Path(args.out).exists() else "no such folder"
+        print(f"error: {args.out}: {what} (give the run folder written by `slidestream tile` or `run`)",
               file=sys.stderr)  # fmt: skip
+        return 2
+    if not stores:
+        print(f"error: no patch stores in {args.out} (none at {Path(args.out) / 'slides/*/patches.zarr'}); "
+              "run `slidestream tile` first", file=sys.stderr)  # fmt: skip
         return 2
     try:
         with warnings.catch_warnings():
@@ -118,11 +124,17 @@ def run(args) -> int:
     if encoder.random_weights:
         print(random_weights_notice(encoder.name), file=sys.stderr)
     workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
-    failed = []
+    failed, skipped = [], 0
     for path in stores:
         slide_id = path.parent.name
         try:
             store = PatchStore.open(path)
+            if not args.overwrite and features_done(store, encoder, args.name):
+                array = store.features(args.name or encoder.name)
+                print(f"{slide_id}: features/{args.name or encoder.name} {array.shape[0]} x {array.shape[1]} "
+                      "skipped (already computed; --overwrite recomputes)")  # fmt: skip
+                skipped += 1
+                continue
             array = extract_features(store, encoder, batch_size=args.batch_size, device=device,
                                      loader_workers=workers, amp=None if not args.no_amp else False,
                                      name=args.name, overwrite=args.overwrite, progress=show_progress(args))  # fmt: skip
@@ -132,6 +144,8 @@ def run(args) -> int:
             continue
         print(f"{slide_id}: features/{args.name or encoder.name} {array.shape[0]} x {array.shape[1]} "
               f"({encoder.weights_label})")  # fmt: skip
+    if skipped == len(stores):
+        print(f"nothing to do: the {skipped} store(s) have these features already")
     if failed:
         print(f"{len(failed)} of {len(stores)} store(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1

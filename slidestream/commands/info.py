@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import wsi
 from slidestream.commands._common import add_deprecated_alias, slide_mpp
 
 
 def register(sub) -> None:
-    p = sub.add_parser("info", help="describe slides (size, levels, mpp, vendor, backend)",
-                       description="Print what each slide holds. Unreadable files are reported, not fatal.")  # fmt: skip
+    p = sub.add_parser("info", help="describe slides (size, levels, tiles, mpp, vendor, backend)",
+                       description="Print what each slide holds: per level its size, downsample, mpp, and the "
+                       "file's tile size and compression (a grid of that tile size at that level's mpp copies "
+                       "JPEG tiles as they are). Folders are searched for slide files. Unreadable files are "
+                       "reported, not fatal.")  # fmt: skip
     p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files, or folders to search for them")
     p.add_argument("--backend", choices=wsi.backends.list_backends(), help="force a reader (default: auto)")
     p.add_argument(
@@ -20,6 +24,30 @@ def register(sub) -> None:
     add_deprecated_alias(p, "--mpp", "--slide-mpp", dest="slide_mpp", type=slide_mpp)
     p.add_argument("--json", action="store_true", help="one JSON object per slide, one per line")
     p.set_defaults(func=run)
+
+
+def level_storage(path: str | Path, meta: wsi.SlideMeta) -> list[tuple[list[int] | None, str | None]]:
+    """([tile width, height], compression) of each level as the file stores it, from the TIFF page of the
+    level's dimensions (compression as tifffile names it: "JPEG", "LZW", ...; tile None for a striped page);
+    for other formats openslide's tile size and no compression; None where unknown."""
+    import tifffile
+
+    pages: dict[tuple[int, int], tuple[list[int] | None, str | None]] = {}
+    try:
+        with tifffile.TiffFile(path) as tif:
+            for series in tif.series:
+                for level in series.levels:
+                    page = level.pages[0]
+                    tile = [page.tilewidth, page.tilelength] if page.is_tiled else None
+                    pages.setdefault((page.imagewidth, page.imagelength), (tile, page.compression.name))
+    except Exception:  # not a TIFF, or one tifffile cannot parse: what openslide says, if anything
+        pass
+    out = []
+    for level, size in enumerate(meta.level_dimensions):
+        w = meta.properties.get(f"openslide.level[{level}].tile-width")
+        h = meta.properties.get(f"openslide.level[{level}].tile-height")
+        out.append(pages.get(tuple(size), ([int(w), int(h)] if w and h else None, None)))
+    return out
 
 
 def _table(meta: wsi.SlideMeta) -> str:
@@ -31,12 +59,15 @@ def _table(meta: wsi.SlideMeta) -> str:
         f"  objective    {meta.objective_power if meta.objective_power else 'unknown'}",
         f"  channels     {meta.channels} ({meta.modality}{': ' + ', '.join(meta.channel_names) if meta.channel_names else ''})",
         *([f"  intensity    {meta.intensity}"] if meta.intensity else []),
-        "  levels       level  width x height  downsample  mpp",
+        "  levels       level  width x height  downsample    mpp  tile size    compression",
     ]
+    storage = level_storage(meta.path, meta)
     for level, ((w, h), d) in enumerate(zip(meta.level_dimensions, meta.level_downsamples, strict=True)):
         mpp = meta.level_mpp(level)
-        lines.append(f"               {level:>5}  {w:>6} x {h:<6}  {d:>10.3f}  {mpp:.3f}" if mpp else
-                     f"               {level:>5}  {w:>6} x {h:<6}  {d:>10.3f}  -")  # fmt: skip
+        tile, compression = storage[level]
+        tiles = f"{tile[0]} x {tile[1]}" if tile else "-"
+        lines.append(f"               {level:>5}  {w:>6} x {h:<6}  {d:>10.3f}  {f'{mpp:.3f}' if mpp else '-':>5}  "
+                     f"{tiles:<11}  {compression or '-'}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -75,5 +106,10 @@ def run(args) -> int:
             except (wsi.SlideError, ValueError) as exc:
                 report(path, exc)
                 continue
-            print(json.dumps(meta.to_dict()) if args.json else _table(meta))
+            if args.json:
+                storage = level_storage(meta.path, meta)
+                print(json.dumps({**meta.to_dict(), "level_tile_size": [t for t, _ in storage],
+                                  "level_compression": [c for _, c in storage]}))  # fmt: skip
+            else:
+                print(_table(meta))
     return 1 if failed else 0

@@ -29,6 +29,9 @@ def register(sub) -> None:
     )
     train.add_argument("results", metavar="RESULTS", help="run folder written by `slidestream run`")
     train.add_argument("--labels", required=True, help="labels table (CSV/TSV) with a slide_id column")
+    train.add_argument("--labels-subset", action="store_true",
+                       help="the table may list slides not in RESULTS (one master table for many folders): use "
+                            "the slides present and say how many rows were left out (default: an error)")  # fmt: skip
     train.add_argument(
         "--task", required=True, choices=("binary", "multiclass", "grade", "mutation", "survival")
     )
@@ -89,10 +92,14 @@ def run_train(args) -> int:
             )
         result = train_slides(args.results, args.labels, args.task, args.target, args.out, model=args.model,
                               feature=args.features, folds=args.folds, group=args.group, seed=args.seed,
-                              config=config, progress=show_progress(args))  # fmt: skip
+                              config=config, progress=show_progress(args),
+                              labels_subset=args.labels_subset)  # fmt: skip
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if result.unused_labels:
+        print(f"labels: {len(result.unused_labels)} row(s) of {args.labels} name slides not in {args.results}, "
+              f"left out (--labels-subset): {list(result.unused_labels[:20])}")  # fmt: skip
     if result.left_out:
         print(
             f"left out {len(result.left_out)} slide(s) without a value of {args.target}: {result.left_out[:20]}"

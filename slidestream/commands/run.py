@@ -51,6 +51,8 @@ def register(sub) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="redo every step, replacing results made with other options"
     )
+    p.add_argument("--dashboard", action="store_true", help="serve the dask dashboard of the local cluster "
+                   "(port 8787, or the next free one) and print its address (default: off)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="show the plan and exit")
     add_quiet(p)
     p.set_defaults(func=run)
@@ -71,7 +73,7 @@ def run(args) -> int:
         config = load_config(
             args.config, out=args.out, slide_workers=args.workers, scheduler_address=args.scheduler_address,
             scheduler_timeout=args.scheduler_timeout, overwrite=True if args.overwrite else None,
-            progress=show_progress(args), steps=_steps(args),
+            progress=show_progress(args), steps=_steps(args), dashboard=True if args.dashboard else None,
             **{f"tiling.{k}": v for k, v in tiling_values(args).items()},
             **{"features.encoder": args.encoder, "features.weights": args.weights, "features.device": args.device,
                "features.encoder_args": parse_encoder_args(args.encoder_arg),

@@ -45,7 +45,7 @@ def run(args) -> int:
     from slidestream.pipeline.config import tile_options
     from slidestream.pipeline.lock import SlideLock
     from slidestream.pipeline.manifest import disk_full
-    from slidestream.pipeline.steps import PICTURES, roi_for, slide_pictures, tile_into
+    from slidestream.pipeline.steps import PICTURES, roi_for, slide_pictures, tile_into, without_path
     from tiling import StoreError
     from tiling.qc import describe
 
@@ -75,17 +75,21 @@ def run(args) -> int:
                 if result.status != "skipped" or not all((folder / n).exists() for n in PICTURES):
                     slide_pictures(folder, item.path, result.store, roi_for(args.roi, item.slide_id),
                                    tissue=result.tissue)  # fmt: skip
-            for message in dict.fromkeys(str(w.message) for w in caught):  # once each: the slide opens often
-                print(f"warning: {message}", file=sys.stderr)
         except (wsi.SlideError, StoreError, ValueError, OSError) as exc:
             failed.append(item.slide_id)
             print(f"failed: {item.slide_id}: {disk_full(exc, folder) or exc}", file=sys.stderr)
             continue
-        area = f", tissue {result.tissue_mm2:.1f} mm^2" if result.tissue_mm2 is not None else ""
+        area = f", tissue {result.tissue_mm2:.3g} mm2" if result.tissue_mm2 is not None else ""
+        status = "skipped (already computed)" if result.status == "skipped" else result.status
         qc = result.store.attrs.get("qc")
         dropped = f", {describe(qc)}" if qc else ""
-        print(f"{item.slide_id}: {result.status}, {result.tiles} tiles ({result.store.codec}){area}{dropped}, "
+        print(f"{item.slide_id}: {status}, {result.tiles} tiles ({result.store.codec}){area}{dropped}, "
               f"{result.seconds:.1f} s -> {result.store.path}")  # fmt: skip
+        # The store's quality-control warnings (also when skipped), then other warnings meant for users (not
+        # ResourceWarnings of files a library left to the garbage collector, nor deprecations of its internals).
+        others = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        for message in dict.fromkeys(without_path(m, item.path) for m in (*result.warnings, *others)):
+            print(f"  warning: {message}")
     if failed:
         print(f"{len(failed)} of {len(slides)} slide(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1

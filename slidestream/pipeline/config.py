@@ -100,7 +100,8 @@ class RunConfig:
     `slide_workers` dask worker processes of the local cluster each process one slide at a time (default: one
     per core), with `threads_per_worker` threads (tiling shards, torch); `scheduler_address` (tcp://host:port)
     sends the work to an existing dask.distributed cluster instead, which must answer within `scheduler_timeout`
-    seconds.
+    seconds. `dashboard` serves the local cluster's dask dashboard (on port 8787, or the next free one) and
+    prints its address.
     """
 
     out: Path = Path("out")
@@ -115,6 +116,7 @@ class RunConfig:
     features: FeatureOptions = field(default_factory=FeatureOptions)
     nuclei: NucleiOptions = field(default_factory=NucleiOptions)
     predict: PredictOptions = field(default_factory=PredictOptions)
+    dashboard: bool = False
 
     @property
     def workers(self) -> int | None:

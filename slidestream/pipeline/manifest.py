@@ -23,6 +23,7 @@ __all__ = [
     "StepRecord",
     "disk_full",
     "read_manifest",
+    "slide_warnings",
     "versions",
     "write_summary",
 ]
@@ -125,9 +126,20 @@ def read_manifest(path: str | Path) -> list[dict]:
     return records
 
 
-SUMMARY_COLUMNS = ["slide_id", "path", "status", "mpp", "width", "height", "vendor", "tiles", "tissue_mm2", "codec",
-                   "qc_dropped",
-                   "encoder", "feature_dim", "weights", "seconds", "error"]  # fmt: skip
+# `mpp` is the slide's own resolution; `tile_mpp` and `tile_size` are the tiles'. `warnings` are the slide's
+# quality-control warnings ("; " between them), `error` the failed step and why.
+SUMMARY_COLUMNS = ["slide_id", "path", "status", "mpp", "width", "height", "vendor", "tile_mpp", "tile_size", "tiles",
+                   "tissue_mm2", "codec", "qc_dropped",
+                   "encoder", "feature_dim", "weights", "seconds", "warnings",
+                   "error"]  # fmt: skip
+
+# Warnings about the run rather than the slide (another run held its lock): on the console, not in the summary.
+RUN_NOTES = ("waited ", "took over a stale lock")
+
+
+def slide_warnings(warnings) -> list[str]:
+    """The quality-control warnings among a record's `warnings` (without notes about the run itself)."""
+    return [w for w in warnings if not w.startswith(RUN_NOTES)]
 
 
 def write_summary(path: str | Path, records: list[dict], slide_ids: set[str] | None = None) -> Path:
@@ -144,7 +156,8 @@ def write_summary(path: str | Path, records: list[dict], slide_ids: set[str] | N
     extra: dict[str, None] = {}  # ordered set of plug-in steps' measurement names
     for record in latest.values():
         row = rows.setdefault(record["slide_id"], {"slide_id": record["slide_id"], "path": record["path"],
-                                                   "status": "done", "seconds": 0.0, "error": ""})  # fmt: skip
+                                                   "status": "done", "seconds": 0.0, "error": "",
+                                                   "warnings": []})  # fmt: skip
         measurements = record.get("measurements", {})
         row.update({k: v for k, v in measurements.items() if k in SUMMARY_COLUMNS})
         if record["step"] not in ("tile", "features"):
@@ -155,6 +168,7 @@ def write_summary(path: str | Path, records: list[dict], slide_ids: set[str] | N
             )
             row.update({k: v for k, v in measurements.items() if k in extra})
         row["seconds"] = round(float(row["seconds"]) + float(record.get("seconds", 0.0)), 2)
+        row["warnings"] += [w for w in slide_warnings(record.get("warnings", ())) if w not in row["warnings"]]
         if record["status"] == "failed":
             row["status"] = "failed"
             row["error"] = f"{record['step']}: {record['error']}"
@@ -165,7 +179,7 @@ def write_summary(path: str | Path, records: list[dict], slide_ids: set[str] | N
             writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS + list(extra), extrasaction="ignore")
             writer.writeheader()
             for slide_id in sorted(rows):
-                writer.writerow(rows[slide_id])
+                writer.writerow({**rows[slide_id], "warnings": "; ".join(rows[slide_id]["warnings"])})
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)

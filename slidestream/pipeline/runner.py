@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
+import sys
+import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import dask
 from tqdm.auto import tqdm
 
 from slidestream.discovery import SkippedInput, SlideInput
@@ -31,9 +34,11 @@ from slidestream.pipeline.manifest import (
     StepRecord,
     disk_full,
     read_manifest,
+    slide_warnings,
     versions,
     write_summary,
 )
+from slidestream.pipeline.report import slide_lines
 from slidestream.pipeline.state import StepState, slide_states
 from slidestream.pipeline.steps import STEPS, SlideContext
 
@@ -52,6 +57,7 @@ class BatchResult:
     not_started: tuple[str, ...] = ()  # slides left undone when the run ended early (disk full)
     started_cluster: bool = True
     skipped: tuple[SkippedInput, ...] = ()  # input files that are not slides, with why (also in the manifest)
+    seconds: float = 0.0  # elapsed, from the start of run_batch to the summary written
 
     @property
     def ok(self) -> bool:
@@ -71,6 +77,10 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
 
         # One worker's share of the machine: without this each worker's torch would use every core.
         torch.set_num_threads(max(1, config.threads_per_worker))
+    # tqdm's default lock is a multiprocessing semaphore: a worker ended by Ctrl-C would leave it behind, and
+    # multiprocessing would warn about it on the console. This process's threads need only a thread lock.
+    if _in_worker():
+        tqdm.set_lock(threading.RLock())
     folder = config.out / "slides" / item.slide_id
     worker = f"{socket.gethostname()}:{os.getpid()}"
     # Another run working on this slide: wait for it; then the steps it finished are skipped.
@@ -99,7 +109,8 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
 
 
 def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str) -> list[StepRecord]:
-    ctx = SlideContext(item.slide_id, Path(item.path), folder, config, on_tiles=_tile_reporter())
+    on_tiles, on_total = _tile_reporters()
+    ctx = SlideContext(item.slide_id, Path(item.path), folder, config, on_tiles=on_tiles, on_total=on_total)
     records = []
     failed = False
     for name in [s for s in STEPS if s in config.steps]:
@@ -128,15 +139,28 @@ def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str) -
 TILES_TOPIC = "slidestream-tiles"
 
 
-def _tile_reporter():
-    """Inside a dask worker: report written tiles to the client (an event topic); elsewhere: nothing."""
+def _in_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def _tile_reporters():
+    """Inside a dask worker: report written tiles, and the tiles a slide will write, to the client (events
+    `n` and `("total", n)` on one topic); elsewhere: nothing."""
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
-        return None
-    return lambda n: worker.log_event(TILES_TOPIC, n)
+        return None, None
+    return (lambda n: worker.log_event(TILES_TOPIC, n)), (
+        lambda n: worker.log_event(TILES_TOPIC, ("total", n))
+    )
 
 
 def peak_rss_mb() -> float:
@@ -151,12 +175,6 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _one_line(slide_id: str, records: list[StepRecord]) -> str:
-    steps = ", ".join(f"{r.step} {r.status}" + (f" ({r.error})" if r.error and r.status == "failed" else "")
-                      for r in records)  # fmt: skip
-    return f"{slide_id}: {steps}"
 
 
 def _now() -> str:
@@ -242,12 +260,45 @@ def _skipped_records(
     for step in config.steps:
         earlier = previous.get((item.slide_id, step), {})
         records.append(StepRecord(item.slide_id, str(item.path), step, "skipped", measurements=earlier.get("measurements", {}),
-                                  finished=_now(), worker="(checked before starting)"))  # fmt: skip
+                                  warnings=tuple(slide_warnings(earlier.get("warnings", ()))), finished=_now(),
+                                  worker="(checked before starting)"))  # fmt: skip
     return records
+
+
+def _workers_ignore_interrupts() -> None:
+    """Make the local cluster's worker processes ignore Ctrl-C; this process alone ends the run, with the hint.
+
+    A terminal sends SIGINT to every process of its foreground group: each dask worker would print its own
+    KeyboardInterrupt traceback (also while it imports, before any code of ours runs there). Workers are forked
+    from multiprocessing's fork server, started here with SIGINT ignored: Python then leaves it ignored, and
+    the fork server gives its children the disposition it started with. Only the fork server's start (a few
+    milliseconds) runs with the interrupt ignored in this process.
+    """
+    from distributed.utils import get_mp_context
+
+    get_mp_context()  # sets the fork server's preloaded modules (distributed, numpy, ...) before it starts
+    if threading.current_thread() is not threading.main_thread():
+        return
+    from multiprocessing import forkserver
+
+    # A worker ended by Ctrl-C leaves a semaphore (torch's) to multiprocessing's resource tracker, which removes
+    # it and warns on the console; the tracker starts with this process's -W options.
+    if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
+        sys.warnoptions.append("ignore:resource_tracker:UserWarning")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# The local cluster's workers are forked from multiprocessing's fork server (see _workers_ignore_interrupts).
+FORKSERVER = {"distributed.worker.multiprocessing-method": "forkserver"}
 
 
 @contextlib.contextmanager
 def _client(config: RunConfig):
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if config.scheduler_address:
@@ -265,11 +316,62 @@ def _client(config: RunConfig):
             client.close()
         return
     workers = config.slide_workers or os.cpu_count() or 1
-    with dask.config.set(LOCAL_WORKER_CONFIG):  # read when the workers are made
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)  # fmt: skip
-    with cluster, Client(cluster) as client:
-        yield client
+    # Without a dashboard the scheduler still serves HTTP, by default on 8787 (a warning when it is taken): any
+    # free port, silently. With one, the usual port (or the next free one) and its address on the console.
+    http = (
+        {"dashboard": True, "dashboard_address": ":8787"}
+        if config.dashboard
+        else {"dashboard": False, "dashboard_address": ":0"}
+    )
+    # Closing, a nanny waits a few seconds for its worker to exit, and the scheduler drops the finished results
+    # the workers held: warnings about the cluster's own business, not for the console (errors still are).
+    quiet = {name: logging.getLogger(name) for name in ("distributed.nanny", "distributed.scheduler")}
+    levels = {name: logger.level for name, logger in quiet.items()}
+    for logger in quiet.values():
+        logger.setLevel(logging.ERROR)
+    # Ctrl-C while the cluster starts or closes waits for that to finish: a half-made cluster cannot be closed
+    # (dask's exit handler then prints a traceback); an interrupt during the work ends it at once.
+    started = []
+    try:
+        with (
+            _interrupts_deferred(started),
+            warnings.catch_warnings(),
+            dask.config.set({**FORKSERVER, **LOCAL_WORKER_CONFIG}),
+        ):
+            _workers_ignore_interrupts()
+            warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True,
+                                   dashboard_address=None, scheduler_kwargs=http, silence_logs=logging.ERROR)  # fmt: skip
+            client = Client(cluster)
+        closing = []
+        try:
+            if started:
+                raise KeyboardInterrupt
+            if config.dashboard:
+                tqdm.write(f"dask dashboard: {client.dashboard_link}")
+            yield client
+        finally:
+            with _interrupts_deferred(closing):
+                client.close()
+                cluster.close()
+        if closing:
+            raise KeyboardInterrupt
+    finally:
+        for name, logger in quiet.items():
+            logger.setLevel(levels[name])
+
+
+@contextlib.contextmanager
+def _interrupts_deferred(interrupted: list):
+    """Inside, Ctrl-C (SIGINT) is noted in `interrupted` instead of raising KeyboardInterrupt (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # Workers of the local cluster, set up for tile work (benchmarks/RESULTS.md, issue 13: the two together cost
@@ -303,6 +405,10 @@ def run_batch(
     with other options (without `config.overwrite`). A full disk ends the run with `BatchResult.disk_full` set.
     """
     _check_steps(config)
+    start = time.perf_counter()
+    slides = [
+        replace(item, path=Path(os.path.abspath(item.path))) for item in slides
+    ]  # absolute in every record
     out = Path(config.out).resolve()
     _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -344,8 +450,7 @@ def run_batch(
                 log.info("ignored %s: %s", item.path, item.reason)
             for item in finished:  # nothing left to do: no cluster needed for these
                 slide_records = _skipped_records(item, config, previous)
-                if not config.progress:
-                    print(_one_line(item.slide_id, slide_records), flush=True)
+                print("\n".join(slide_lines(item.slide_id, slide_records)), flush=True)
                 for record in slide_records:
                     sink.append(record.line(stamp))
                 records.extend(slide_records)
@@ -364,7 +469,7 @@ def run_batch(
         full = full or exc
     failed = sorted({r.slide_id for r in records if r.status == "failed"})
     return BatchResult(records, failed, out, tuple(others), str(full) if full else None,
-                       tuple(not_started), bool(todo), tuple(skipped))  # fmt: skip
+                       tuple(not_started), bool(todo), tuple(skipped), time.perf_counter() - start)  # fmt: skip
 
 
 class _BestEffortFileHandler(logging.FileHandler):
@@ -385,8 +490,8 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
         futures = {client.submit(process_slide, item, config, key=f"slide-{item.slide_id}-{time.time_ns()}",
                                  pure=False): item for item in slides}  # fmt: skip
         bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=not config.progress, position=0)
-        tiles_bar = tqdm(desc="tiles", unit="tile", disable=not config.progress, position=1)
-        client.subscribe_topic(TILES_TOPIC, lambda event: tiles_bar.update(event[1]))
+        tiles_bar = tqdm(total=0, desc="tiles", unit="tile", disable=not config.progress, position=1)
+        client.subscribe_topic(TILES_TOPIC, lambda event: _count_tiles(tiles_bar, event[1]))
         for future in as_completed(futures):
             item = futures[future]
             try:
@@ -395,8 +500,8 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
                 slide_records = [StepRecord(item.slide_id, str(item.path), config.steps[0], "failed",
                                             error=f"worker lost: {type(exc).__name__}: {exc}", finished=_now())]  # fmt: skip
             pending.discard(item.slide_id)
-            if not config.progress:
-                print(_one_line(item.slide_id, slide_records), flush=True)
+            # Above the bars, and kept on screen when they are gone.
+            tqdm.write("\n".join(slide_lines(item.slide_id, slide_records)))
             for record in slide_records:
                 sink.append(record.line(stamp))  # DiskFull here ends the run; earlier records are safe
                 level = logging.WARNING if record.status == "failed" else logging.INFO
@@ -417,3 +522,12 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
         tiles_bar.close()
         bar.close()
     return full, sorted(pending)
+
+
+def _count_tiles(bar: tqdm, event) -> None:
+    """A tiles event from a worker: `("total", n)` adds a slide's tiles to the total, `n` tiles are written."""
+    if isinstance(event, list | tuple):
+        bar.total += event[1]
+        bar.refresh()
+    else:
+        bar.update(event)

@@ -7,6 +7,7 @@ for the summary table. Steps run in registration order; `STEPS` maps names to st
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -39,6 +40,7 @@ class SlideContext:
     folder: Path
     config: RunConfig
     on_tiles: Callable[[int], None] | None = None  # progress: called with each batch of tiles written
+    on_total: Callable[[int], None] | None = None  # progress: called once with the tiles a slide will write
 
     @property
     def store_path(self) -> Path:
@@ -83,6 +85,14 @@ def _collect_warnings(fn: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
     return result, tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
 
 
+def without_path(message: str, path: Path) -> str:
+    """`message` without a leading "PATH: " naming the slide (the console and the summary name it already)."""
+    for prefix in dict.fromkeys((str(path), os.path.abspath(path), str(Path(path).resolve()))):
+        if message.startswith(f"{prefix}: "):
+            return message[len(prefix) + 2 :]
+    return message
+
+
 class TileStep:
     """Tissue detection and the patch store; tissue.geojson (QuPath annotations) and the pictures
     (thumbnail.png, tissue_mask.png, stitch.png)."""
@@ -100,7 +110,7 @@ class TileStep:
 
         def tile_and_thumbnail():
             result = tile_into(ctx.folder, ctx.slide_path, ctx.slide_id, options, overwrite=ctx.config.overwrite,
-                               progress=False, on_tiles=ctx.on_tiles)  # fmt: skip
+                               progress=False, on_tiles=ctx.on_tiles, on_total=ctx.on_total)  # fmt: skip
             if result.status != "skipped" or not all((ctx.folder / name).exists() for name in PICTURES):
                 slide_pictures(ctx.folder, ctx.slide_path, result.store, roi_for(options.roi, ctx.slide_id),
                                tissue=result.tissue)  # fmt: skip
@@ -110,12 +120,17 @@ class TileStep:
         result, caught = _collect_warnings(tile_and_thumbnail)
         store = result.store
         slide = store.attrs["slide"]
+        tiling = store.attrs["tiling"]
+        tissue = store.attrs.get("tissue_mm2")
+        # The store's own quality-control warnings (also those of a skipped store), then any others.
+        said = tuple(dict.fromkeys(without_path(w, ctx.slide_path) for w in (*result.warnings, *caught)))
         return StepOutcome(
             "skipped" if result.status == "skipped" else "done",
             {"mpp": slide["mpp"], "width": slide["dimensions"][0], "height": slide["dimensions"][1],
-             "vendor": slide["vendor"], "tiles": len(store), "tissue_mm2": store.attrs.get("tissue_mm2"),
-             "codec": store.codec, "qc_dropped": (store.attrs.get("qc") or {}).get("dropped_total")},
-            caught,
+             "vendor": slide["vendor"], "tile_mpp": tiling["mpp"], "tile_size": tiling["size"], "tiles": len(store),
+             "tissue_mm2": round(tissue, 3) if tissue is not None else None, "codec": store.codec,
+             "qc_dropped": (store.attrs.get("qc") or {}).get("dropped_total")},
+            said,
         )  # fmt: skip
 
 
@@ -128,12 +143,16 @@ def roi_for(roi: str | None, slide_id: str):
     path = Path(roi)
     if path.is_dir():
         candidate = path / f"{slide_id}.geojson"
-        return load_roi(candidate) if candidate.exists() else None
+        if not candidate.exists():
+            warnings.warn(f"no ROI file {candidate}: the slide is tiled without a ROI", stacklevel=2)
+            return None
+        return load_roi(candidate)
     return load_roi(path)
 
 
 def tile_into(folder: Path, slide_path: Path, slide_id: str, options: TileOptions, *, overwrite: bool = False,
-              progress: bool = False, on_tiles: Callable[[int], None] | None = None):  # fmt: skip
+              progress: bool = False, on_tiles: Callable[[int], None] | None = None,
+              on_total: Callable[[int], None] | None = None):  # fmt: skip
     """Tile one slide into folder/patches.zarr and folder/tissue.geojson (shared by `tile` and `run`).
 
     `options` go to `tiling.tile_slide_result` as they are; only the ROI is looked up for this slide.
@@ -142,7 +161,7 @@ def tile_into(folder: Path, slide_path: Path, slide_id: str, options: TileOption
 
     return tile_slide_result(slide_path, folder / "patches.zarr", options, roi=roi_for(options.roi, slide_id),
                              tissue_geojson=folder / "tissue.geojson", overwrite=overwrite, progress=progress,
-                             on_tiles=on_tiles)  # fmt: skip
+                             on_tiles=on_tiles, on_total=on_total)  # fmt: skip
 
 
 PICTURES = ("thumbnail.png", "tissue_mask.png", "stitch.png")

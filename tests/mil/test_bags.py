@@ -100,3 +100,16 @@ def test_repeated_ids_are_refused_in_every_form(stores, form):
         labels.loc["7"] = 0
     with pytest.raises(ValueError, match=r"more than once: \['(b|7)'\]"):
         mil.BagDataset(stores, labels, "stain_stats")
+
+
+def test_subset_uses_the_slides_present_and_says_which_rows_were_left_out(stores, tmp_path):
+    master = _csv(tmp_path, "a,p1,1,1,1\nb,p1,0,1,1\nc,p2,1,1,1\nzz,p9,1,1,1\nyy,p8,0,1,1\n")
+    with pytest.raises(ValueError, match=r"2 labelled slide\(s\) have no patch store.*subset=True"):
+        mil.BagDataset(stores, master, "stain_stats")  # the default keeps the error
+    data = mil.BagDataset(stores, master, "stain_stats", subset=True)
+    assert data.slide_ids == ["a", "b", "c"] and data.unused_labels == ["yy", "zz"]
+    assert data.labels.tolist() == [1, 0, 1]
+    # A store without a label is still an error: subset lets the table be larger, never the folder.
+    with pytest.raises(ValueError, match=r"no label: \['c'\]"):
+        mil.BagDataset(stores, _csv(tmp_path, "a,p1,1,1,1\nb,p1,0,1,1\nzz,p9,1,1,1\n"), "stain_stats",
+                       subset=True)  # fmt: skip

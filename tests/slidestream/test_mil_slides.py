@@ -153,6 +153,20 @@ def test_bad_labels_one_error_listing_them(cohort, tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
+def test_labels_subset_uses_the_slides_present(cohort, tmp_path, capsys):
+    labels = pd.read_csv(cohort / "cohort" / "labels.csv", dtype={"slide_id": str})
+    master = pd.concat([labels, labels.iloc[:2].assign(slide_id=["OTHER1", "OTHER2"])])  # a master table
+    master.to_csv(tmp_path / "master.csv", index=False)
+    args = ["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "master.csv"), "--task", "binary",
+            "--target", "cancer", "--folds", "2", "--epochs", "2"]  # fmt: skip
+    assert main([*args, "-o", str(tmp_path / "strict"), "-q"]) == 2  # the default keeps the error
+    assert "2 labelled slide(s) have no patch store" in capsys.readouterr().err
+    assert main([*args, "--labels-subset", "-o", str(tmp_path / "m"), "-q"]) == 0
+    assert "2 row(s)" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["n_slides"] == N_SLIDES and metrics["unused_labels"] == ["OTHER1", "OTHER2"]
+
+
 def test_refuses_to_overwrite_a_foreign_folder(cohort, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
