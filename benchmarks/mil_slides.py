@@ -86,6 +86,22 @@ def _tile_baselines(args) -> list[tuple[str, float, float]]:
     return rows
 
 
+def write_nuclei_encoder(path: str | Path) -> Path:
+    """The shipped nuclei CNN's encoder (timm regnetx_002, trained here on synthetic H&E nuclei) as a plain
+    timm state dict, for `slidestream features RESULTS --encoder regnetx_002 --weights PATH`."""
+    from safetensors.numpy import load_file, save_file
+
+    import nuclei
+
+    source = Path(nuclei.__file__).parent / "weights" / "model.safetensors"
+    weights = {k[len("encoder.") :]: v for k, v in load_file(source).items() if k.startswith("encoder.")}
+    if not weights:
+        raise ValueError(f"{source}: no encoder.* weights")
+    path = Path(path)
+    save_file(weights, path)
+    return path
+
+
 def main(argv=None) -> int:
     from survival import concordance_index, hazard_ratio
     from tiling import PatchStore
@@ -98,6 +114,15 @@ def main(argv=None) -> int:
     p.add_argument("--features", default="stain_stats")
     p.add_argument("--tasks", default="cancer,grade,mutation,survival")
     p.add_argument("--tile-baselines", action="store_true", help="also the per-tile colour baselines")
+    p.add_argument("--write-nuclei-encoder", metavar="PATH",
+                   help="only write the nuclei CNN's encoder weights (regnetx_002) to PATH and exit")  # fmt: skip
+    if argv is None:
+        import sys
+
+        argv = sys.argv[1:]
+    if "--write-nuclei-encoder" in argv:  # no cohort arguments needed
+        print(write_nuclei_encoder(argv[argv.index("--write-nuclei-encoder") + 1]))
+        return 0
     args = p.parse_args(argv)
     out = Path(args.out)
     test = pd.read_csv(args.test_labels, dtype={"slide_id": str}).set_index("slide_id")
