@@ -423,27 +423,29 @@ def _rank(values: np.ndarray) -> np.ndarray:
     return rankdata(values, method="average") / max(1, len(values))
 
 
-def _write_scores(
-    store_path: Path, name: str, table: np.ndarray, columns: list[str], model_dir: Path
-) -> None:
+def write_scores(store_path: Path, name: str, table: np.ndarray, columns: list[str], source: str = SCORES_SOURCE,
+                 **attrs) -> None:  # fmt: skip
+    """scores/`name` (N, K) float32 into the patch store at `store_path`, with its `columns`, `source` (the
+    program that writes it) and `attrs`; an array of that name that another program wrote is refused
+    (FileExistsError), one `source` wrote is replaced. Used by `mil predict` and the nuclei step."""
     from tiling import PatchStore
 
     store = PatchStore.open(store_path, mode="r+")
     try:
-        source = dict(store.scores(name).attrs).get("source")
+        written_by = dict(store.scores(name).attrs).get("source")
     except KeyError:
-        source = SCORES_SOURCE  # none yet
-    if source != SCORES_SOURCE:
+        written_by = source  # none yet
+    if written_by != source:
         raise FileExistsError(
-            f"{store_path}: scores/{name} was not written by `{SCORES_SOURCE}`; not overwriting it"
+            f"{store_path}: scores/{name} was not written by `{source}`; not overwriting it"
         )
     array = store.create_rows("scores", name, len(columns), "float32",
-                              {"columns": columns, "source": SCORES_SOURCE, "model_dir": str(model_dir)})  # fmt: skip
-    array[:] = table.astype(np.float32)
-    array.attrs["complete"] = True
+                              {"columns": list(columns), "source": source, **attrs})  # fmt: skip
+    array[:] = np.asarray(table, dtype=np.float32)
+    store.finish_rows("scores", name)
 
 
-def _heatmap_png(path: Path, store, folder: Path, values: np.ndarray, title: str, label: str) -> None:
+def heatmap_png(path: Path, store, folder: Path, values: np.ndarray, title: str, label: str) -> None:
     """Thumbnail with per-tile values (viridis), tissue outline, colour bar and a title."""
     from matplotlib.figure import Figure
     from PIL import Image
@@ -580,7 +582,7 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     rank = _rank(attention)
     high = rank > 1 - high_fraction
     table = np.column_stack([attention, attention_sd, rank, high.astype(float)])
-    _write_scores(store_path, model.name, table, SCORE_COLUMNS, model.model_dir)
+    write_scores(store_path, model.name, table, SCORE_COLUMNS, model_dir=str(model.model_dir))
     row = {"slide_id": slide_id}
     for k, column in enumerate(columns):
         row[f"{column}_mean"], row[f"{column}_sd"] = float(mean[k]), float(sd[k])
@@ -592,7 +594,7 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     folder.mkdir(parents=True, exist_ok=True)
     summary = ", ".join(f"{c} {mean[k]:.3f} ± {sd[k]:.3f}" for k, c in enumerate(columns))
     shown = attention if raw_attention else rank
-    _heatmap_png(folder / f"heatmap_{model.name}.png", store, store_path.parent, shown,
+    heatmap_png(folder / f"heatmap_{model.name}.png", store, store_path.parent, shown,
                  f"{slide_id} — {model.name}: {summary}", "attention" if raw_attention else "attention rank")  # fmt: skip
     _heatmap_geojson(folder / f"heatmap_{model.name}.geojson", store, table, SCORE_COLUMNS, high)
     return row, feature_row

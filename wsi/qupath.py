@@ -156,14 +156,19 @@ def _parse_feature(feature: Mapping[str, Any]) -> QuPathObject:
     )
 
 
-def read_geojson(path: str | Path) -> list[QuPathObject]:
-    """Read a QuPath GeoJSON export (FeatureCollection, a Feature list or one Feature; gzip detected)."""
+def load_json(path: str | Path) -> Any:
+    """The parsed JSON of a file, plain or gzip-compressed (detected by its first bytes)."""
     path = Path(path)
     with open(path, "rb") as f:
         magic = f.read(2)
     opener = gzip.open if magic == b"\x1f\x8b" else open
     with opener(path, "rt", encoding="utf-8") as f:
-        data = json.load(f)
+        return json.load(f)
+
+
+def read_geojson(path: str | Path) -> list[QuPathObject]:
+    """Read a QuPath GeoJSON export (FeatureCollection, a Feature list or one Feature; gzip detected)."""
+    data = load_json(path)
     if isinstance(data, list):
         features = data
     elif data.get("type") == "FeatureCollection":

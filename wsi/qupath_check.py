@@ -5,8 +5,6 @@ problems = check_geojson("nuclei.geojson.gz")   # [] when every feature follows 
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 import uuid
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any
 
 from shapely.geometry import shape
 
-from wsi.qupath import OBJECT_TYPES
+from wsi.qupath import OBJECT_TYPES, load_json
 
 __all__ = ["check_feature", "check_geojson"]
 
@@ -85,11 +83,7 @@ def check_feature(feature: dict) -> list[str]:
 def check_geojson(path: str | Path, limit: int = 20) -> list[str]:
     """Problems of a QuPath GeoJSON file (gzip detected), each naming its feature; at most `limit` listed."""
     path = Path(path)
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    opener = gzip.open if magic == b"\x1f\x8b" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        data = json.load(f)
+    data = load_json(path)
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
         return [f"{path}: not a FeatureCollection"]
     problems, seen = [], set()

@@ -89,12 +89,14 @@ class NucleiStep:
                 slide, ctx.folder, model=model, roi=roi, device=options.device, config=config,
                 object_type=options.object_type, store_tiles=store_tiles, on_tiles=ctx.on_tiles))  # fmt: skip
         if store is not None:
-            _write_scores(ctx.store_path, result, options)
-            from slidestream.mil_slides import _heatmap_png
+            from slidestream.mil_slides import heatmap_png, write_scores
+
+            write_scores(ctx.store_path, SCORES_NAME, result.tile_values, result.tile_columns, SCORES_SOURCE,
+                         options=asdict(options))  # fmt: skip
 
             values = result.tile_values[:, result.tile_columns.index("density_mm2")]
             if len(values):
-                _heatmap_png(ctx.folder / "heatmap_nuclei.png", store, ctx.folder, values,
+                heatmap_png(ctx.folder / "heatmap_nuclei.png", store, ctx.folder, values,
                              f"{ctx.slide_id}: nuclei per mm² ({result.nuclei} nuclei)", "nuclei / mm²")  # fmt: skip
         return StepOutcome("done", nuclei_measurements(read_summary(ctx.folder)), caught)
 
@@ -115,38 +117,4 @@ def _store_tiles(store) -> tuple[np.ndarray, float, float]:
     return np.asarray(store.coords), spec.stride_level0, spec.extent
 
 
-def _write_scores(store_path: Path, result, options: NucleiOptions) -> None:
-    """scores/nuclei (N, K) into the store; an array of that name we did not write is refused."""
-    from tiling import PatchStore
-
-    store = PatchStore.open(store_path, mode="r+")
-    try:
-        source = dict(store.scores(SCORES_NAME).attrs).get("source")
-    except KeyError:
-        source = SCORES_SOURCE  # none yet
-    if source != SCORES_SOURCE:
-        raise FileExistsError(
-            f"{store_path}: scores/{SCORES_NAME} was not written by `{SCORES_SOURCE}`; not overwriting it"
-        )
-    array = store.create_rows("scores", SCORES_NAME, len(result.tile_columns), "float32",
-                              {"columns": result.tile_columns, "source": SCORES_SOURCE,
-                               "options": asdict(options)})  # fmt: skip
-    array[:] = result.tile_values
-    store.finish_rows("scores", SCORES_NAME)
-
-
-def _add_summary_columns() -> None:
-    """summary.csv gets this step's columns before its timing columns (once, however often imported)."""
-    from slidestream.pipeline import manifest
-
-    columns = list(manifest.SUMMARY_COLUMNS)
-    at = columns.index("seconds") if "seconds" in columns else len(columns)
-    columns[at:at] = [c for c in NUCLEI_COLUMNS if c not in columns]
-    if isinstance(manifest.SUMMARY_COLUMNS, list):
-        manifest.SUMMARY_COLUMNS[:] = columns  # the list other modules imported by name
-    else:
-        manifest.SUMMARY_COLUMNS = type(manifest.SUMMARY_COLUMNS)(columns)
-
-
-register_step(NucleiStep())
-_add_summary_columns()
+register_step(NucleiStep())  # its measurements become summary.csv columns after the fixed ones

@@ -225,5 +225,5 @@ def test_tifffile_complaints_reach_the_manifest_once(tmp_path, caplog):
     (record,) = process_slide(SlideInput("odd", path), config)
     assert record.status == "done" and record.measurements["tiles"] > 0
     said = [w for w in record.warnings if "tifffile" in w]
-    assert len(said) == 1 and "invalid value offset" in said[0] and said[0].startswith(str(path))
+    assert len(said) == 1 and "invalid value offset" in said[0]  # once; the record names the slide
     assert not [r for r in caplog.records if r.name == "tifffile"]  # never reaches a handler (the console)

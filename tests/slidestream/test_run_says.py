@@ -196,8 +196,8 @@ def test_ctrl_c_while_the_cluster_starts(newcomer, tmp_path):
         log = tmp_path / "out" / "run.log"
         deadline = time.monotonic() + 60
         while not log.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1.0)
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the cluster's start, well before two small slides could be finished
 
     _quiet_interrupt(*_interrupted_run(newcomer, tmp_path / "out", cluster_starting))
 

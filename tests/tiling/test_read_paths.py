@@ -7,11 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
-import tifffile
 from shapely.geometry import box
 
 import wsi
 from tests.conftest import OPENSLIDE_DATA
+from tests.wsi.bad_files import corrupt_tile
 from tiling import PatchStore, tile_slide, tile_slide_result
 from tiling.config import TilingConfig
 from tiling.engine import READ_PATH
@@ -117,16 +117,6 @@ def test_a_partial_store_is_resumed_only_by_the_path_that_wrote_it(synthetic_sli
     np.testing.assert_array_equal(other.store.patches[:], reference.patches[:])
 
 
-def _corrupt_tile(path, column: int, row: int) -> None:
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        index = row * -(-page.imagewidth // page.tilewidth) + column
-        offset, count = page.dataoffsets[index], page.databytecounts[index]
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(b"\x00" * count)
-
-
 @pytest.mark.parametrize(
     ("size", "mpp", "exact", "path"),
     [(256, 0.5, True, "resampled"), (224, 0.25, False, "resampled")],
@@ -137,7 +127,7 @@ def test_a_corrupt_native_tile_fails_every_decoding_path_with_its_location(plain
     """Never a white or stale tile: the slide fails, and the message names the tile's level-0 location."""
     slide_path = tmp_path / "corrupt.svs"
     shutil.copy(plain_synthetic.path, slide_path)
-    _corrupt_tile(slide_path, 1, 1)  # level-0 (256, 256); far from the sample checked in the middle
+    corrupt_tile(slide_path, 1, 1)  # level-0 (256, 256); far from the sample checked in the middle
     with wsi.open_slide(slide_path) as slide:
         spec = TileSpec.for_slide(slide, TilingConfig(size=size, mpp=mpp))
     assert TileReader(slide_path, spec, exact=exact).path_name == path

@@ -13,6 +13,7 @@ import tifffile
 from shapely.geometry import box
 
 import wsi
+from tests.wsi.bad_files import corrupt_tile
 from tiling import tile_slide
 from tiling.config import TilingConfig
 from tiling.grid import TileSpec
@@ -142,21 +143,11 @@ def test_a_level_the_reader_maps_differently_is_not_trusted(cmu_path, monkeypatc
         np.testing.assert_array_equal(reader.read(480, 480), _reference(slide, spec, 480, 480))
 
 
-def _corrupt_tile(path, column: int, row: int) -> None:
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        index = row * -(-page.imagewidth // page.tilewidth) + column
-        offset, count = page.dataoffsets[index], page.databytecounts[index]
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(b"\x00" * count)
-
-
 @pytest.mark.parametrize("mpp", [0.5, 0.25], ids=["resampled", "aligned"])
 def test_a_corrupt_native_tile_fails_the_slide_with_its_location(plain_synthetic, tmp_path, mpp):
     path = tmp_path / "corrupt.svs"
     shutil.copy(plain_synthetic.path, path)
-    _corrupt_tile(path, 1, 1)  # level-0 (256, 256); far from the sample checked in the middle
+    corrupt_tile(path, 1, 1)  # level-0 (256, 256); far from the sample checked in the middle
     with pytest.raises(UnreadableSlideError, match=r"level-0 \(256, 256\)"):
         tile_slide(path, tmp_path / "s.zarr", size=256, mpp=mpp, min_tissue=0, codec="lz4",
                    roi=box(0, 0, 3072, 2560), roi_mode="replace")  # fmt: skip

@@ -154,4 +154,4 @@ def test_a_roi_that_misses_its_slide_fails_that_slide_only(cmu_path, tmp_path, c
     assert code == 1
     captured = capsys.readouterr()
     assert "failed: a:" in captured.err and "ROI outside the slide" in captured.err
-    assert "b: done" in captured.out and "tissue 0.2 mm^2" in captured.out  # 1000 x 1000 px at 0.499 um/px
+    assert "b: done" in captured.out and "tissue 0.249 mm2" in captured.out  # 1000 x 1000 px at 0.499 um/px

@@ -90,3 +90,14 @@ def lone_dicom(path: Path) -> Path:
     header = b"\x02\x00\x10\x00UI\x14\x001.2.840.10008.1.2.1\x00"
     path.write_bytes(b"\0" * 128 + b"DICM" + header)
     return path
+
+
+def corrupt_tile(path, column: int, row: int) -> None:
+    """Overwrite the bytes of tile (`column`, `row`) of a TIFF's first page with zeros (a tile that fails to decode)."""
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        index = row * -(-page.imagewidth // page.tilewidth) + column
+        offset, count = page.dataoffsets[index], page.databytecounts[index]
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\x00" * count)
