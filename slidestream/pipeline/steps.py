@@ -168,14 +168,18 @@ PICTURES = ("thumbnail.png", "tissue_mask.png", "stitch.png")
 
 
 THUMBNAIL_SIZE = 1024  # longest side at most
+# Tissue detection's image (about 8 um/px) serves as the thumbnail when it has at least this many pixels on its
+# longest side: a large slide is then not read again; a small one (a biopsy) is, for a figure-quality picture.
+THUMBNAIL_MIN = 512
 
 
 def slide_pictures(folder: Path, slide_path: Path, store, roi=None, tissue=None) -> list[Path]:
-    """`write_pictures` on the image tissue detection has just read (`tissue`, a `tiling.TissueResult`: about
-    8 um/px, no second read of the slide), else on the slide's THUMBNAIL_SIZE px thumbnail, read here."""
+    """`write_pictures` on the image tissue detection has just read (`tissue`, a `tiling.TissueResult`) when it
+    has at least THUMBNAIL_MIN px on its longest side (no second read of the slide), else on the slide's
+    THUMBNAIL_SIZE px thumbnail, read here."""
     import wsi
 
-    if tissue is not None:
+    if tissue is not None and max(tissue.image.shape[:2]) >= THUMBNAIL_MIN:
         image, downsample = tissue.image, tissue.downsample
         shrink = THUMBNAIL_SIZE / max(image.shape[:2])
         if shrink < 1:

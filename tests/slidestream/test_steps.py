@@ -29,9 +29,11 @@ def test_pictures_show_the_slide_its_tiles_and_its_tissue(synthetic_slide, tmp_p
     assert record.status == "done"
     folder = config.out / "slides" / "alpha"
     store = PatchStore.open(folder / "patches.zarr")
-    with wsi.open_slide(synthetic_slide.path) as slide:  # the image tissue detection read: not read again
-        tissue = tiling.detect_tissue_result(slide)
-    raw, downsample = tissue.image, tissue.downsample
+    with wsi.open_slide(
+        synthetic_slide.path
+    ) as slide:  # tissue detection's image is small: the slide is read
+        raw = slide.thumbnail(1024)
+    downsample = 2560 / raw.shape[1]
     # The figure: the store's tiles, the tissue file's outline, a scale bar at the slide's 0.25 um/px, the
     # slide id and tile count above (the drawing itself is tested in tests/tiling/test_thumbnail.py).
     shown = np.asarray(Image.open(folder / "thumbnail.png").convert("RGB"))
@@ -79,9 +81,8 @@ def test_a_roi_run_draws_its_roi(synthetic_slide, tmp_path):
         process_slide(SlideInput("alpha", synthetic_slide.path), config)
         shown = np.asarray(Image.open(config.out / "slides" / "alpha" / "thumbnail.png").convert("RGB"))
         blue[name] = (shown == ROI_OUTLINE[:3]).all(axis=-1).sum()
-    # The ROI's ring (800 level-0 px a side, drawn on tissue detection's image enlarged to about 3.2 level-0 px
-    # per thumbnail px, 3 px wide) and its legend swatch.
-    assert blue["plain"] == 0 and blue["roi"] > 3 * 4 * 800 / 3.2 * 0.8
+    # The ROI's ring (800 level-0 px a side, 2.5 level-0 px per thumbnail px, 3 px wide) and its legend swatch.
+    assert blue["plain"] == 0 and blue["roi"] > 3 * 4 * 800 / 2.5 * 0.8
 
 
 def test_tile_options_go_to_tile_slide_unchanged(synthetic_slide, tmp_path):
@@ -119,3 +120,24 @@ def test_old_run_names_warn_and_still_work(tmp_path):
         warnings.simplefilter("error")  # the new names never warn
         assert RunConfig(slide_workers=2, scheduler_address=None).slide_workers == 2
         assert SlideInput("a", tmp_path).slide_id == "a"
+
+
+def test_a_large_tissue_image_serves_as_the_thumbnail_without_reading_the_slide(synthetic_slide, tmp_path):
+    from slidestream.pipeline.steps import THUMBNAIL_MIN, slide_pictures
+
+    folder = tmp_path / "alpha"
+    store = tiling.tile_slide(synthetic_slide.path, folder / "patches.zarr", mpp=1.0, size=64)
+    with wsi.open_slide(synthetic_slide.path) as slide:
+        image = slide.thumbnail(THUMBNAIL_MIN)
+        tissue = tiling.detect_tissue_result(slide)
+    downsample = 2560 / image.shape[1]
+    large = replace(tissue, image=image, downsample=downsample)
+    gone = tmp_path / "moved.svs"  # a read of the slide would fail: the image given is used
+    written = slide_pictures(folder, gone, store, tissue=large)
+    shown = np.asarray(Image.open(written[0]).convert("RGB"))
+    assert shown.shape[1] >= image.shape[1]
+    mask = np.asarray(Image.open(folder / "tissue_mask.png"))
+    assert mask.shape == image.shape[:2]
+    small = replace(tissue, image=image[:100, :100])  # too small for a figure: the slide is read
+    with pytest.raises(wsi.SlideError):
+        slide_pictures(folder, gone, store, tissue=small)
