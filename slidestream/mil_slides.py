@@ -461,9 +461,12 @@ def heatmap_png(path: Path, store, folder: Path, values: np.ndarray, title: str,
 
         with wsi.open_slide(slide["path"], backend=slide.get("backend")) as opened:
             thumbnail = opened.thumbnail(1024)
-    except Exception:  # the slide may have moved: fall back to the run's thumbnail
-        if (folder / "thumbnail.png").exists():
-            thumbnail = np.asarray(Image.open(folder / "thumbnail.png").convert("RGB"))
+    except (
+        Exception
+    ):  # the slide may have moved: fall back to the run's stitch image (the whole slide's pixel
+        # grid; thumbnail.png has a title band and a legend around it)
+        if (folder / "stitch.png").exists():
+            thumbnail = np.asarray(Image.open(folder / "stitch.png").convert("RGB"))
     if thumbnail is None:
         scale = 1024 / max(dimensions)
         thumbnail = np.full(

@@ -276,3 +276,29 @@ def test_run_with_a_model_adds_the_predict_step(cohort, cancer_model, tmp_path, 
     toml.write_text("[predict]\nhigh_fraction = 1.5\n")
     assert main(["run", str(slide), "-o", str(tmp_path / "o"), "--config", str(toml), "--dry-run"]) == 2
     assert "high_fraction must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_a_moved_slides_heatmap_is_drawn_on_its_stitch_image(synthetic_slide, tmp_path, monkeypatch):
+    """thumbnail.png has a title band and a legend: the fallback background is stitch.png, on the slide's grid."""
+    import shutil as sh
+
+    from PIL import Image
+
+    import tiling
+    from slidestream.mil_slides import heatmap_png
+
+    moved = tmp_path / "moved.svs"
+    sh.copy(synthetic_slide.path, moved)
+    store = tiling.tile_slide(moved, tmp_path / "alpha" / "patches.zarr", mpp=1.0, size=64)
+    moved.unlink()  # the slide is gone: its own thumbnail cannot be read
+    Image.new("RGB", (400, 300), (10, 10, 10)).save(
+        tmp_path / "alpha" / "thumbnail.png"
+    )  # with bands: not used
+    Image.new("RGB", (320, 256), (200, 150, 200)).save(tmp_path / "alpha" / "stitch.png")
+    shapes = []
+    real = tiling.tile_heatmap
+    monkeypatch.setattr(tiling, "tile_heatmap", lambda *a, **k: shapes.append(a[4]) or real(*a, **k))
+    heatmap_png(
+        tmp_path / "heat.png", store, tmp_path / "alpha", np.arange(len(store), dtype=float), "t", "v"
+    )
+    assert shapes == [(256, 320)] and (tmp_path / "heat.png").exists()
