@@ -192,7 +192,10 @@ def tile_slide_result(
         pending = [int(i) for i in np.flatnonzero(~store.shards_done())]
         if on_total is not None:
             on_total(sum(len(store.shard_range(s)) for s in pending))
-        _run_shards(store, reader, pending, config, progress, slide.path.name, on_tiles)
+        try:
+            _run_shards(store, reader, pending, config, progress, slide.path.name, on_tiles)
+        finally:
+            reader.close()  # the slide handles its threads opened
         store.mark_complete(inputs=inputs)
         return TilingResult(PatchStore.open(store_path), status, len(store), time.perf_counter() - start,
                             store.attrs.get("tissue_mm2"), tissue, tuple(store.attrs.get("warnings", ())))  # fmt: skip
@@ -296,7 +299,10 @@ def _quality_checked(slide, grid: TileGrid, config: TilingConfig):
     tasks = [dask.delayed(_measure_batch, pure=False)(reader, grid.coords[i : i + step], config.qc)
              for i in range(0, len(grid), step)]  # fmt: skip
     workers = config.shard_workers or os.cpu_count() or 1
-    batches = dask.compute(*tasks, scheduler=config.scheduler, num_workers=workers)
+    try:
+        batches = dask.compute(*tasks, scheduler=config.scheduler, num_workers=workers)
+    finally:
+        reader.close()
     measures = {c: np.concatenate([b[c] for b in batches]) for c in config.qc}
     flags = flag_tiles(measures, QCParams())
     flagged = np.logical_or.reduce(list(flags.values()))

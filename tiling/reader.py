@@ -240,6 +240,22 @@ class TileReader:
         self._strips_agree: bool | None = None  # read_region path: strip reads checked on the first strip
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._opened: list[wsi.Slide] = []  # every thread's slide handle, for close()
+        self._opened_lock = threading.Lock()  # not self._lock: _native_tiles holds that while opening a slide
+
+    def close(self) -> None:
+        """Close the slide handles this reader opened, in every thread (reopened if it reads again)."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+            self._local = threading.local()
+        for slide in opened:
+            slide.close()
+
+    def __enter__(self) -> TileReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def mpp(self) -> float | None:
@@ -250,13 +266,14 @@ class TileReader:
     def __getstate__(self) -> dict:
         """Picklable for process pools and DataLoader workers: each process opens its own handles."""
         state = self.__dict__.copy()
-        del state["_local"], state["_lock"]
+        del state["_local"], state["_lock"], state["_opened"], state["_opened_lock"]
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._opened, self._opened_lock = [], threading.Lock()
 
     def _slide(self) -> wsi.Slide:
         slide = getattr(self._local, "slide", None)
@@ -264,6 +281,8 @@ class TileReader:
             slide = self._local.slide = wsi.open_slide(
                 self.path, backend=self.backend, slide_mpp=self.slide_mpp
             )
+            with self._opened_lock:
+                self._opened.append(slide)
         return slide
 
     def _native_tiles(self) -> NativeTiles | None:

@@ -134,3 +134,20 @@ def test_a_corrupt_native_tile_fails_every_decoding_path_with_its_location(plain
     with pytest.raises(UnreadableSlideError, match=r"level-0 \(256, 256\)"):
         tile_slide(slide_path, tmp_path / "s.zarr", size=size, mpp=mpp, exact=exact, min_tissue=0, codec="lz4",
                    roi=box(0, 0, 3072, 2560), roi_mode="replace")  # fmt: skip
+
+
+def test_tiling_closes_the_slide_handles_its_threads_opened(tmp_path):
+    """A 16-bit grey TIFF goes through read_region (tiffslide): each thread's handle is closed after tiling."""
+    import gc
+    import warnings
+
+    from tests.wsi import bad_files
+
+    path = tmp_path / "g.tif"
+    bad_files.gray16_tiff(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = tile_slide(path, tmp_path / "s.zarr", mpp=2.0, size=64, min_tissue=0.2, min_fragment_um2=0)
+        gc.collect()
+    assert len(store) > 0
+    assert not [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
