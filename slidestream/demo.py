@@ -81,7 +81,7 @@ def run_demo(config: DemoConfig) -> int:
     print(f"""
 Where to look:
   {out / "summary.csv"}                 one row per slide: size, mpp, tiles, tissue area, features
-  {example}/thumbnail.png   the slide with its tissue outline (green) and tiles (blue)
+  {example}/thumbnail.png   the slide with its tiles (green) and tissue outline (black)
   {example}/patches.zarr    tile coordinates, patches and features (tiling.PatchStore.open)
   {folder}/synthetic-*.truth.json      ground truth of the synthetic slides (masks, nuclei)
 

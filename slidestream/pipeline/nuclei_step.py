@@ -51,6 +51,13 @@ class NucleiStep:
     def outputs(self, ctx: SlideContext) -> list[Path]:
         return [ctx.folder / "nuclei.json", ctx.folder / "nuclei.parquet", ctx.folder / "nuclei.geojson.gz"]
 
+    def is_current(self, ctx: SlideContext) -> bool:
+        """Whether the slide's nuclei were made with this run's options (else a batch redoes the step)."""
+        from nuclei.slide_results import read_summary
+
+        summary = read_summary(ctx.folder)
+        return summary is not None and self._same(summary, ctx.config.nuclei)
+
     def _same(self, summary: dict, options: NucleiOptions) -> bool:
         plan = summary["plan"]
         kind = "classical" if options.classical else "cnn"

@@ -105,7 +105,8 @@ def slide_states(
     item: SlideInput, config: RunConfig, done_in_manifest: set[tuple[str, str]]
 ) -> dict[str, StepState]:
     """The state of each configured step of `item`. Steps this module does not know (plug-ins) count as done when
-    the manifest says so and their outputs exist. `config.overwrite` is not applied here (see `describe`)."""
+    the manifest says so, their outputs exist and, where the step has `is_current(ctx)`, it says they were made
+    with this run's options. `config.overwrite` is not applied here (see `describe`)."""
     from slidestream.pipeline.steps import STEPS, SlideContext
 
     folder = config.out / "slides" / item.slide_id
@@ -123,7 +124,10 @@ def slide_states(
         else:
             ctx = SlideContext(item.slide_id, Path(item.path), folder, config)
             present = all(path.exists() for path in STEPS[step].outputs(ctx))
-            states[step] = StepState(
-                "done" if (item.slide_id, step) in done_in_manifest and present else "to do"
-            )
+            done = (item.slide_id, step) in done_in_manifest and present
+            is_current = getattr(STEPS[step], "is_current", None)  # optional: made with these options?
+            if done and is_current is not None and not is_current(ctx):
+                states[step] = StepState("to do", "made with other options")
+            else:
+                states[step] = StepState("done" if done else "to do")
     return states

@@ -90,6 +90,9 @@ def test_nuclei_slides_command_over_a_results_folder(small_slide, tmp_path, clus
     assert float(rows["alpha"]["nuclei_density_mm2"]) > 0 and rows["alpha"]["status"] == "done"
     assert main(args) == 0  # finished: skipped, the files untouched
     assert json.loads((folder / "nuclei.json").read_text()) == summary
+    # Other options (cells, not detections) redo the step instead of skipping it as finished.
+    assert main([a for a in args if a != "--detections"]) == 0
+    assert json.loads((folder / "nuclei.json").read_text())["object_type"] == "cell"
     assert main(["nuclei", "slides", str(tmp_path / "nothing"), "-q"]) == 2
     assert "no patch stores" in capsys.readouterr().err
 
