@@ -28,6 +28,7 @@ from nuclei.inference import predict_instances, resolve_device
 from nuclei.metrics import aggregate, score
 from nuclei.model import ModelConfig, NucleiNet, create_model, load_model, save_model
 from nuclei.targets import hv_maps
+from wsi.atomic import atomic_file
 
 __all__ = ["TrainConfig", "train"]
 
@@ -228,6 +229,5 @@ class _Schedule:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from wsi.atomic import atomic_file
 
 __all__ = [
     "ExportConfig",
@@ -218,28 +219,17 @@ def _process_row(store, done: SlideExport) -> dict:
 
 def _write_h5(path: Path, datasets: dict, coords_attrs: dict, overwrite: bool, h5py) -> Path:
     _refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with h5py.File(partial, "w") as f:
-            for name, data in datasets.items():
-                f.create_dataset(name, data=data)
-            f["coords"].attrs.update(coords_attrs)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+        for name, data in datasets.items():
+            f.create_dataset(name, data=data)
+        f["coords"].attrs.update(coords_attrs)
     return path
 
 
 def _write_atomic(path: Path, data: bytes, overwrite: bool) -> Path:
     _refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 

@@ -11,7 +11,6 @@ only when it is a model folder.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -138,12 +137,8 @@ def _write_csv(table: pd.DataFrame, path: Path, index: bool = False) -> None:
 
 
 def _save_figure(fig, path: Path) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        fig.savefig(partial, format="png", dpi=110)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
 
 
 def _plots(folder: Path, task_name: str, oof: pd.DataFrame, targets: list[str], tasks, columns) -> list[Path]:
@@ -507,12 +502,7 @@ def _heatmap_geojson(path: Path, store, table: np.ndarray, columns: list[str], h
                      measurements={c: float(v) for c, v in zip(columns, row, strict=True)})
         for (x, y), row, h in zip(store.coords, table, high, strict=True)
     ]  # fmt: skip
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial.geojson")
-    try:
-        write_geojson(tmp, objects, compress=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_geojson(path, objects, compress=False)  # written atomically
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,13 @@ __all__ = ["atomic_file", "replace_dir"]
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` when the block ends without an error,
-    removed when it raises. The parent folder is created if needed."""
+    removed when it raises. The parent folder is created if needed; the file is rw-r--r-- (0644)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a result file is readable like any other file
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -23,6 +23,8 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from wsi.atomic import atomic_file
+
 __all__ = [
     "OBJECT_TYPES",
     "QuPathObject",
@@ -126,14 +128,12 @@ def write_geojson(path: str | Path, objects: Iterable[QuPathObject], compress: b
     compress = path.suffix == ".gz" if compress is None else compress
     collection = {"type": "FeatureCollection", "features": [to_feature(o) for o in objects]}
     text = json.dumps(collection, separators=(",", ":"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if compress:
-        with gzip.open(tmp, "wt", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        if compress:
+            with gzip.open(tmp, "wt", encoding="utf-8") as f:
+                f.write(text)
+        else:
+            tmp.write_text(text, encoding="utf-8")
     return path
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from nuclei.datasets.base import NucleiTiles
+from wsi.atomic import atomic_file
 from wsi.synthetic.cells import CELL_TYPES, render_cells
 
 __all__ = ["cached_synthetic_tiles", "synthetic_tiles"]
@@ -48,9 +49,7 @@ def cached_synthetic_tiles(cache: str | os.PathLike, n: int, size: int = 256, mp
                 return NucleiTiles(list(z["images"]), list(z["instances"]), list(z["types"]), mpp=mpp,
                                    classes=CELL_TYPES, source=f"synthetic(seed={seed})")  # fmt: skip
     tiles = synthetic_tiles(n, size=size, mpp=mpp, seed=seed, progress=progress)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.tmp.npz")
-    np.savez(tmp, key=key, images=np.stack(tiles.images), instances=np.stack(tiles.instances),
-             types=np.stack(tiles.types))  # fmt: skip
-    os.replace(tmp, cache)
+    with atomic_file(cache) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no ".npz"
+        np.savez(f, key=key, images=np.stack(tiles.images), instances=np.stack(tiles.instances),
+                 types=np.stack(tiles.types))  # fmt: skip
     return tiles

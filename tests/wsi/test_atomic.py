@@ -30,3 +30,13 @@ def test_replace_dir_swaps_a_whole_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["weights"]
     assert (tmp_path / "model" / "weights").read_text() == "2"
+
+
+def test_an_atomic_file_is_readable_by_others_like_any_result(tmp_path):
+    import stat
+
+    from wsi.atomic import atomic_file
+
+    with atomic_file(tmp_path / "result.geojson") as tmp:
+        tmp.write_text("{}")
+    assert stat.S_IMODE((tmp_path / "result.geojson").stat().st_mode) == 0o644
