@@ -20,6 +20,7 @@ from slidestream.commands._common import (
     show_progress,
     slide_mpp,
 )
+from wsi.atomic import atomic_file
 
 
 def register(sub) -> None:
@@ -85,7 +86,9 @@ def register(sub) -> None:
     e.add_argument("image", nargs="?")
     e.add_argument("reference", nargs="?")
     e.add_argument("--mpp", type=slide_mpp, help="resolution of IMAGE in um/px")
-    e.add_argument("--synthetic", type=int, metavar="N", help="score N held-out synthetic 256 px tiles")
+    e.add_argument(
+        "--synthetic", type=positive_int, metavar="N", help="score N held-out synthetic 256 px tiles"
+    )
     e.add_argument("--model", help="model folder (default: the shipped weights)")
     e.add_argument("--device", default="auto")
     e.add_argument("--json", help="also write the scores to this JSON file")
@@ -208,9 +211,8 @@ def run_segment(args) -> int:
         model = nuclei.load_model(args.model) if args.model else None
         labels = nuclei.segment(image, mpp=args.mpp, model=model, device=args.device)
     out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp.tif")
-    tifffile.imwrite(tmp, labels.astype(np.int32), compression="zlib")
-    tmp.replace(out)
+    with atomic_file(out) as tmp:
+        tifffile.imwrite(tmp, labels.astype(np.int32), compression="zlib")
     print(f"{int(labels.max())} nuclei -> {out}")
     return 0
 

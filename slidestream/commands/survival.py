@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from slidestream.commands._common import non_negative_float, non_negative_int, positive_int
+
 EXAMPLES = """examples:
   slidestream survival fit patients.csv --time os_months --event death --time-unit months
   slidestream survival fit patients.csv --time os_months --event death --covariates age stage --cv 5
@@ -39,16 +41,23 @@ def register(sub) -> None:
     fit.add_argument("--time-unit", help="unit of the time column, for the plot's axis (e.g. months)")
     fit.add_argument("--covariates", nargs="+", help="columns to use (default: every other numeric column)")
     fit.add_argument(
-        "--groups", type=int, default=2, help="risk groups by predicted-risk quantiles (default 2)"
+        "--groups", type=positive_int, default=2, help="risk groups by predicted-risk quantiles (default 2)"
     )
     fit.add_argument(
         "--ties", choices=["efron", "breslow"], default="efron", help="tie method (default efron)"
     )
     fit.add_argument(
-        "--alpha", type=float, default=0.0, help="L2 penalty (default 0); > 0 for separated or collinear data"
+        "--alpha",
+        type=non_negative_float,
+        default=0.0,
+        help="L2 penalty (default 0); > 0 for separated or collinear data",
     )
-    fit.add_argument("--cv", type=int, metavar="K", help="also report K-fold cross-validated risk groups")
-    fit.add_argument("--seed", type=int, default=0, help="seed of the --cv fold split (default 0)")
+    fit.add_argument(
+        "--cv", type=positive_int, metavar="K", help="also report K-fold cross-validated risk groups"
+    )
+    fit.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the --cv fold split (default 0)"
+    )
     fit.add_argument("--plot", help="Kaplan-Meier PNG (default: TABLE.km.png beside the table)")
     fit.set_defaults(func=run_fit)
 
