@@ -198,3 +198,12 @@ def test_cohort_workers_write_the_same_cohort(tmp_path):
     assert one.labels.equals(two.labels)
     for a, b in zip(one.slides, two.slides, strict=True):
         np.testing.assert_array_equal(tifffile.imread(a), tifffile.imread(b))
+
+
+@pytest.mark.parametrize("kwargs", [{"tile_size": 0}, {"tile_size": 100}, {"tile_size": 256.0}, {"quality": 0},
+                                    {"quality": 101}])  # fmt: skip
+def test_write_slide_refuses_bad_tile_size_and_quality(tmp_path, kwargs):
+    spec = SyntheticSpec(width=512, height=512, seed=0)
+    with pytest.raises(ValueError, match="tile_size|quality"):
+        write_slide(tmp_path / "bad.svs", spec, render_workers=1, progress=False, **kwargs)
+    assert not any(tmp_path.iterdir())  # refused before anything is written

@@ -144,6 +144,10 @@ def write_slide(
     progress: bool = True,
 ) -> SyntheticSlide:
     """Write `spec` as an SVS-like slide at `path` plus ground truth beside it (<stem>.truth.json, masks, nuclei)."""
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 16 or tile_size % 16:
+        raise ValueError(f"tile_size must be a positive multiple of 16 (TIFF tiles), got {tile_size!r}")
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be a JPEG quality between 1 and 100, got {quality!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     workers = render_workers or min(4, os.cpu_count() or 1)
