@@ -35,10 +35,10 @@ class MorphometryConfig:
     A pixel is nuclear where its hematoxylin exceeds `nucleus_od` and `nucleus_contrast` times the mean
     hematoxylin of the tissue within `context_um`; `tissue_od`: total density above which a pixel is tissue,
     not glass or lumen; `min_nucleus_um2`: smaller candidates are dropped; `split_um`: touching nuclei are
-    split at distance-transform maxima at least this far apart; a nucleus smaller than `lymphocyte_um2`,
-    rounder than `lymphocyte_eccentricity` and with a mean hematoxylin over `lymphocyte_contrast` times the
-    tile's stroma's is lymphocyte-like; `granulometry_um`: widths of the square openings of the
-    nuclear mask; `texture_um`: GLCM offsets; `lbp_um`: the LBP radius; `work_mpp`: tiles finer than this
+    split at distance-transform maxima at least this far apart; a nucleus smaller than `lymphocyte_um2` and
+    rounder than `lymphocyte_eccentricity` is lymphocyte-like when its mean hematoxylin is over
+    `lymphocyte_contrast` times the median of the tile's other nuclei (no darkness test with fewer
+    than three others); `granulometry_um`: widths of the openings of the nuclear mask; `texture_um`: GLCM offsets; `lbp_um`: the LBP radius; `work_mpp`: tiles finer than this
     are averaged down by a whole factor before measuring (sizes stay in microns).
     """
 
@@ -47,10 +47,10 @@ class MorphometryConfig:
     context_um: float = 21.0
     tissue_od: float = 0.2
     min_nucleus_um2: float = 6.0
-    split_um: float = 2.5
+    split_um: float = 4.0
     lymphocyte_um2: float = 50.0
     lymphocyte_eccentricity: float = 0.75
-    lymphocyte_contrast: float = 4.0
+    lymphocyte_contrast: float = 1.15
     granulometry_um: tuple[float, ...] = (2.0, 4.0, 6.0, 8.0, 11.0)
     texture_um: tuple[float, ...] = (1.0, 3.0)
     lbp_um: float = 1.0
@@ -120,15 +120,14 @@ def morphometry(tiles: np.ndarray, mpp: float = 0.5, config: MorphometryConfig |
     total = od[0] + od[1] + od[2]
     tissue = total > config.tissue_od
     nuclei_mask = _nuclear_mask(hema, tissue, px, config)
-    chessboard = ndi.distance_transform_cdt(nuclei_mask, metric=_PLANE)
-    labels, n_objects = _split(nuclei_mask, chessboard, px, config)
+    depth = _depth(nuclei_mask)
+    labels, n_objects = _split(nuclei_mask, depth, px, config)
     objects = _object_table(labels, n_objects, hema, work)
     composition = _composition(od, tissue, nuclei_mask, hema, eosin, total)
-    stroma_h = composition[:, _COMPOSITION.index("stroma_h_od")]
     out = [
         composition,
-        _nuclear_stats(objects, tissue, stroma_h, n, (h * mpp, w * mpp), work, config),
-        _granulometry(nuclei_mask, chessboard, px, config),
+        _nuclear_stats(objects, tissue, n, (h * mpp, w * mpp), work, config),
+        _granulometry(nuclei_mask, depth, px, config),
         _glcm(hema, eosin, tissue, px, config),
         _lbp(hema, eosin, tissue, px, config),
     ]
@@ -170,20 +169,28 @@ def _nuclear_mask(hema: np.ndarray, tissue: np.ndarray, px: float, config: Morph
     return ndi.binary_fill_holes(padded, structure=_CROSS)[1:-1]
 
 
-def _split(
-    mask: np.ndarray, chessboard: np.ndarray, px: float, config: MorphometryConfig
-) -> tuple[np.ndarray, int]:
-    """Instance labels (N, h, w) int32: components split at distance-transform maxima `split_um` apart, each
-    pixel to its nearest maximum; components under `min_nucleus_um2` dropped.
-
-    Distances are chamfer distances (the mean of the chessboard and city-block ones, close to Euclidean for
-    blobs a few pixels wide, and many times cheaper) inside each tile, never across the batch.
-    """
+def _depth(mask: np.ndarray) -> np.ndarray:
+    """Distance of each mask pixel to the background, in pixels, inside each tile (never across the batch):
+    the mean of the chessboard and city-block chamfer distances, close to Euclidean for blobs a few pixels
+    wide and many times cheaper."""
     cross = ndi.generate_binary_structure(3, 1) & _PLANE
-    dist = chessboard + ndi.distance_transform_cdt(mask, metric=cross)
-    dist = dist.astype(np.float32) / 2
-    k = max(3, int(round(config.split_um * px)) | 1)
-    peaks = (dist >= ndi.maximum_filter(dist, size=(1, k, k))) & mask
+    both = ndi.distance_transform_cdt(mask, metric=_PLANE) + ndi.distance_transform_cdt(mask, metric=cross)
+    return both.astype(np.float32) / 2
+
+
+def _split(
+    mask: np.ndarray, depth: np.ndarray, px: float, config: MorphometryConfig
+) -> tuple[np.ndarray, int]:
+    """Instance labels (N, h, w) int32: blobs split between the maxima of `depth` (`split_um` apart), each
+    pixel to its nearest maximum; nuclei under `min_nucleus_um2` dropped.
+
+    A maximum is a connected set of pixels within 15% of the highest depth around
+    them, so the ridge of an elongated nucleus is one maximum, while two touching round nuclei (a narrower
+    neck between them) keep two.
+    """
+    r = max(1, int(round(config.split_um * px)))
+    highest = ndi.maximum_filter(depth, size=(1, 2 * r + 1, 2 * r + 1))
+    peaks = (depth >= 0.85 * highest) & (depth >= 1)
     markers, n_markers = ndi.label(peaks, structure=_PLANE)
     if n_markers == 0:
         return np.zeros(mask.shape, np.int32), 0
@@ -309,17 +316,13 @@ def _composition(od: list[np.ndarray], tissue, nuclei_mask, hema, eosin, total) 
     ], axis=1)  # fmt: skip
 
 
-def _nuclear_stats(
-    objects: _Objects, tissue, stroma_h, n, size_um, mpp, config: MorphometryConfig
-) -> np.ndarray:
+def _nuclear_stats(objects: _Objects, tissue, n, size_um, mpp, config: MorphometryConfig) -> np.ndarray:
     """Per tile: count, density, size / shape / chromatin statistics, crowding and lymphocyte-like nuclei."""
     side = max(size_um)
     tissue_mm2 = tissue.reshape(n, -1).sum(1) * (mpp * 1e-3) ** 2
     bounds = np.searchsorted(objects.tile, np.arange(n + 1))
-    lymph = (
-        (objects.area < config.lymphocyte_um2)
-        & (objects.eccentricity < config.lymphocyte_eccentricity)
-        & (objects.h_mean > config.lymphocyte_contrast * np.maximum(stroma_h[objects.tile], 0.05))
+    small_round = (objects.area < config.lymphocyte_um2) & (
+        objects.eccentricity < config.lymphocyte_eccentricity
     )
     column = {name: i for i, name in enumerate(_NUCLEAR)}
     out = np.zeros((n, len(_NUCLEAR)))
@@ -333,6 +336,9 @@ def _nuclear_stats(
             area, ecc, elong = objects.area[a:b], objects.eccentricity[a:b], objects.elongation[a:b]
             h_mean, h_sd = objects.h_mean[a:b], objects.h_sd[a:b]
             q10, q50, q90 = np.quantile(area, [0.1, 0.5, 0.9])
+            lymph = small_round[a:b]
+            if (~lymph).sum() >= 3:  # dark: against the tile's other nuclei, whatever the stain's strength
+                lymph = lymph & (h_mean > config.lymphocyte_contrast * np.median(h_mean[~lymph]))
             row.update(
                 area_um2_mean=area.mean(), area_um2_sd=area.std(), area_um2_q10=q10, area_um2_q50=q50,
                 area_um2_q90=q90, area_cv=area.std() / area.mean(),
@@ -343,7 +349,7 @@ def _nuclear_stats(
                 nucleus_h_od_mean=h_mean.mean(), nucleus_h_od_sd=h_mean.std(), chromatin_sd_mean=h_sd.mean(),
                 chromatin_cv_mean=(h_sd / np.maximum(h_mean, 1e-3)).mean(),
                 chromatin_clump_mean=objects.clump[a:b].mean(),
-                lymphocyte_fraction=lymph[a:b].mean(), lymphocytes_per_mm2=lymph[a:b].sum() * per_mm2,
+                lymphocyte_fraction=lymph.mean(), lymphocytes_per_mm2=lymph.sum() * per_mm2,
             )  # fmt: skip
         if b - a >= 2:
             k = min(b - a, 4)
@@ -358,21 +364,20 @@ def _nuclear_stats(
     return out
 
 
-def _granulometry(
-    mask: np.ndarray, chessboard: np.ndarray, px: float, config: MorphometryConfig
-) -> np.ndarray:
-    """Fraction of the nuclear mask that survives an opening by a square about `w` um wide (an odd number of
-    pixels), for each width: a size spectrum that needs no segmentation (0 without nuclei).
+def _granulometry(mask: np.ndarray, depth: np.ndarray, px: float, config: MorphometryConfig) -> np.ndarray:
+    """Fraction of the nuclear mask that survives an opening by a disc `w` um across, for each width: a size
+    spectrum that needs no segmentation (0 without nuclei).
 
-    A pixel survives the opening by a (2r+1)-pixel square when some square pixel of the mask within r of it is
-    more than r from the background (chessboard distance): one running maximum per width, no erosion.
+    A pixel survives when a pixel of depth >= w / 2 lies within w / 2 of it (the window a square, a cheap
+    stand-in for the disc): one running maximum per width.
     """
     n = len(mask)
     area = mask.reshape(n, -1).sum(1)
     out = []
     for width in config.granulometry_um:
-        r = max(1, int(round((width * px - 1) / 2)))
-        opened = ndi.maximum_filter(chessboard, size=(1, 2 * r + 1, 2 * r + 1)) > r
+        r = width * px / 2
+        k = 2 * int(r) + 1
+        opened = ndi.maximum_filter(depth, size=(1, k, k)) >= r
         out.append((opened & mask).reshape(n, -1).sum(1) / np.maximum(area, 1))
     return np.stack(out, axis=1)
 
