@@ -11,6 +11,7 @@ import mil
 import wsi
 from mil.encoders import EncoderError
 from mil.encoders.morphometry import MORPHOMETRY_FEATURES, MorphometryConfig, feature_names, morphometry
+from tiling import PatchStore
 
 # Ruifrok & Johnston stain vectors: what the encoder deconvolves, so drawn stains come out as drawn.
 _H, _E = np.array([0.65, 0.70, 0.29]), np.array([0.07, 0.99, 0.11])
@@ -194,3 +195,32 @@ def test_features_into_a_store(small_store):
     assert np.isfinite(values).all()
     assert mil.features_done(small_store, encoder)
     assert not mil.features_done(small_store, mil.create_encoder("morphometry", mpp=0.5))
+
+
+def test_features_command_with_the_tiles_mpp(synthetic_slide, tmp_path, capsys):
+    from slidestream.cli import main
+
+    out = tmp_path / "run"
+    assert (
+        main(["tile", str(synthetic_slide.path), "-o", str(out), "--mpp", "2.0", "--size", "64", "-q"]) == 0
+    )
+    args = [
+        "features",
+        str(out),
+        "--encoder",
+        "morphometry",
+        "--encoder-arg",
+        "mpp=2.0",
+        "--workers",
+        "0",
+        "-q",
+    ]
+    assert main(args) == 0
+    assert "synthetic: features/morphometry" in capsys.readouterr().out
+    store = PatchStore.open(out / "slides" / "synthetic" / "patches.zarr")
+    array = store.features("morphometry")
+    assert array.shape == (len(store), 79)
+    description = array.attrs["description"]
+    assert description["arguments"] == {"mpp": 2.0}
+    assert description["feature_names"] == list(MORPHOMETRY_FEATURES)
+    assert main(args) == 0 and "skipped (already computed" in capsys.readouterr().out
