@@ -142,7 +142,9 @@ def _optical_density(channel: np.ndarray, f: int) -> np.ndarray:
     for dy in range(f):
         for dx in range(f):
             acc += channel[:, dy::f, dx::f]
-    return (-np.log(np.maximum(acc, 1).astype(np.float32) / np.float32(255 * f * f))).astype(np.float32)
+    full = 255 * f * f
+    lut = (-np.log(np.maximum(np.arange(full + 1), 1) / full)).astype(np.float32)
+    return lut[acc]
 
 
 _PLANE = np.zeros((3, 3, 3), bool)
@@ -164,9 +166,13 @@ def _nuclear_mask(hema: np.ndarray, tissue: np.ndarray, px: float, config: Morph
         ndi.uniform_filter(weight, size=(1, k, k)), 1e-3
     )
     mask = (hema > config.nucleus_od) & (hema > config.nucleus_contrast * around)
-    # Pad with empty tiles so the first and last tiles' holes are holes, not the array's border.
-    padded = np.pad(mask, ((1, 1), (0, 0), (0, 0)))
-    return ndi.binary_fill_holes(padded, structure=_CROSS)[1:-1]
+    # Holes: background regions (4-connected) that do not reach the tile's edge.
+    background, _ = ndi.label(~mask, structure=_CROSS)
+    edge = np.zeros(background.max() + 1, bool)
+    for border in (background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1]):
+        edge[border] = True
+    edge[0] = True
+    return mask | ~edge[background]
 
 
 def _depth(mask: np.ndarray) -> np.ndarray:
