@@ -26,6 +26,7 @@ _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED).astype(np.float32)
 _OD_LUT = (-np.log(np.maximum(np.arange(256), 1) / 255.0)).astype(np.float32)
 _LBP_BINS = 10  # rotation-invariant uniform patterns of 8 neighbours: 9 uniform codes + "not uniform"
 _GLCM_LEVELS = 8
+_MAX_DENSITY = 60000.0  # nuclei per mm^2: twice the densest lymphocyte sheet, and under float16's 65504
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class MorphometryConfig:
 
     A pixel is nuclear where its hematoxylin exceeds `nucleus_od` and `nucleus_contrast` times the mean
     hematoxylin of the tissue within `context_um`; `tissue_od`: total density above which a pixel is tissue,
-    not glass or lumen; `min_nucleus_um2`: smaller candidates are dropped; `split_um`: touching nuclei are
+    not glass or lumen; candidates smaller than `min_nucleus_um2` are dropped, and larger than
+    `max_nucleus_um2` (dark regions, folds, ink: no nucleus is that large); `split_um`: touching nuclei are
     split at distance-transform maxima at least this far apart; a nucleus smaller than `lymphocyte_um2` and
     rounder than `lymphocyte_eccentricity` is lymphocyte-like when its mean hematoxylin is over
     `lymphocyte_contrast` times the median of the tile's other nuclei (no darkness test with fewer
@@ -47,6 +49,7 @@ class MorphometryConfig:
     context_um: float = 21.0
     tissue_od: float = 0.2
     min_nucleus_um2: float = 6.0
+    max_nucleus_um2: float = 1500.0
     split_um: float = 4.0
     lymphocyte_um2: float = 50.0
     lymphocyte_eccentricity: float = 0.75
@@ -208,7 +211,7 @@ def _split(
     owner[markers[peaks]] = components[peaks]
     labels[owner[labels] != components] = 0
     area = np.bincount(labels.ravel(), minlength=n_markers + 1)
-    keep = area >= config.min_nucleus_um2 * px * px
+    keep = (area >= config.min_nucleus_um2 * px * px) & (area <= config.max_nucleus_um2 * px * px)
     keep[0] = False
     relabel = np.zeros(n_markers + 1, np.int32)
     relabel[keep] = np.arange(1, keep.sum() + 1, dtype=np.int32)
@@ -326,6 +329,7 @@ def _nuclear_stats(objects: _Objects, tissue, n, size_um, mpp, config: Morphomet
     """Per tile: count, density, size / shape / chromatin statistics, crowding and lymphocyte-like nuclei."""
     side = max(size_um)
     tissue_mm2 = tissue.reshape(n, -1).sum(1) * (mpp * 1e-3) ** 2
+    tile_mm2 = tissue.shape[1] * tissue.shape[2] * (mpp * 1e-3) ** 2
     bounds = np.searchsorted(objects.tile, np.arange(n + 1))
     small_round = (objects.area < config.lymphocyte_um2) & (
         objects.eccentricity < config.lymphocyte_eccentricity
@@ -334,8 +338,9 @@ def _nuclear_stats(objects: _Objects, tissue, n, size_um, mpp, config: Morphomet
     out = np.zeros((n, len(_NUCLEAR)))
     for i in range(n):
         a, b = bounds[i], bounds[i + 1]
-        per_mm2 = 1 / tissue_mm2[i] if tissue_mm2[i] > 0 else 0.0
-        row = {"nuclei_count": b - a, "nuclei_per_mm2": (b - a) * per_mm2}
+        # Per mm^2 of tissue (at least 1% of the tile), capped where no tissue is: float16 stores stay finite.
+        per_mm2 = 1 / max(tissue_mm2[i], 0.01 * tile_mm2)
+        row = {"nuclei_count": b - a, "nuclei_per_mm2": min((b - a) * per_mm2, _MAX_DENSITY)}
         # Without a neighbour the distances are the tile side: the sparsest arrangement a tile can show.
         row.update(dict.fromkeys(("nnd_um_mean", "nnd_um_q10", "nnd_um_q50", "nnd3_um_mean"), side))
         if b > a:
@@ -355,7 +360,7 @@ def _nuclear_stats(objects: _Objects, tissue, n, size_um, mpp, config: Morphomet
                 nucleus_h_od_mean=h_mean.mean(), nucleus_h_od_sd=h_mean.std(), chromatin_sd_mean=h_sd.mean(),
                 chromatin_cv_mean=(h_sd / np.maximum(h_mean, 1e-3)).mean(),
                 chromatin_clump_mean=objects.clump[a:b].mean(),
-                lymphocyte_fraction=lymph.mean(), lymphocytes_per_mm2=lymph.sum() * per_mm2,
+                lymphocyte_fraction=lymph.mean(), lymphocytes_per_mm2=min(lymph.sum() * per_mm2, _MAX_DENSITY),
             )  # fmt: skip
         if b - a >= 2:
             k = min(b - a, 4)

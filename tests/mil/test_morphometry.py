@@ -100,6 +100,16 @@ def test_blank_and_flat_tiles_give_finite_neutral_features():
     assert column(features, "tissue_fraction")[0] == 0 and column(features, "white_fraction")[0] == 1
     assert (column(features, "nnd_um_mean") == 112).all()  # no neighbour: the tile side, in microns
     assert morphometry(np.zeros((0, 64, 64, 3), np.uint8)).shape == (0, 79)
+    # Stores keep float16: a large all-dark tile, and nuclei on a speck of tissue, stay finite there.
+    dark = draw([(256, 256, 200, 200, 0.0)], size_um=512)[None]  # a dark region of 0.13 mm^2, no nucleus
+    speck = np.full((1, 224, 224, 3), 245, np.uint8)  # a 20 x 40 um fragment holding 4 nuclei on glass
+    speck[0, 80:120, 80:160] = draw([(50 + 7 * i, 50, 3.0, 3.0, 0.0) for i in range(4)])[80:120, 80:160]
+    for f in (morphometry(dark), morphometry(speck)):
+        assert np.isfinite(f.astype(np.float16)).all()
+    assert column(morphometry(speck), "nuclei_count")[0] == 4
+    assert (
+        column(morphometry(dark), "nuclei_count")[0] == 0 < column(morphometry(dark), "nuclear_fraction")[0]
+    )
 
 
 def test_larger_nuclei_give_larger_sizes():
