@@ -179,12 +179,13 @@ def _nuclear_mask(hema: np.ndarray, tissue: np.ndarray, px: float, config: Morph
 
 
 def _depth(mask: np.ndarray) -> np.ndarray:
-    """Distance of each mask pixel to the background, in pixels, inside each tile (never across the batch):
-    the mean of the chessboard and city-block chamfer distances, close to Euclidean for blobs a few pixels
-    wide and many times cheaper."""
+    """Twice the distance of each mask pixel to the background, in pixels, inside each tile (never across the
+    batch), uint8 (capped at 255): the sum of the chessboard and city-block chamfer distances, close to twice
+    the Euclidean one for blobs a few pixels wide and many times cheaper. Small integers keep the running
+    maxima over it fast."""
     cross = ndi.generate_binary_structure(3, 1) & _PLANE
     both = ndi.distance_transform_cdt(mask, metric=_PLANE) + ndi.distance_transform_cdt(mask, metric=cross)
-    return both.astype(np.float32) / 2
+    return np.minimum(both, 255).astype(np.uint8)
 
 
 def _split(
@@ -199,7 +200,7 @@ def _split(
     """
     r = max(1, int(round(config.split_um * px)))
     highest = ndi.maximum_filter(depth, size=(1, 2 * r + 1, 2 * r + 1))
-    peaks = (depth >= 0.85 * highest) & (depth >= 1)
+    peaks = (depth.astype(np.uint16) * 20 >= highest.astype(np.uint16) * 17) & (depth >= 2)  # 85%, >= 1 px
     markers, n_markers = ndi.label(peaks, structure=_PLANE)
     if n_markers == 0:
         return np.zeros(mask.shape, np.int32), 0
@@ -388,7 +389,7 @@ def _granulometry(mask: np.ndarray, depth: np.ndarray, px: float, config: Morpho
     for width in config.granulometry_um:
         r = width * px / 2
         k = 2 * int(r) + 1
-        opened = ndi.maximum_filter(depth, size=(1, k, k)) >= r
+        opened = ndi.maximum_filter(depth, size=(1, k, k)) >= 2 * r  # depth is doubled
         out.append((opened & mask).reshape(n, -1).sum(1) / np.maximum(area, 1))
     return np.stack(out, axis=1)
 
