@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ class MorphometryEncoder(Encoder):
     """
 
     def __init__(self, mpp: float = 0.5, config: MorphometryConfig | None = None):
-        if isinstance(mpp, bool) or not isinstance(mpp, int | float) or not np.isfinite(mpp) or mpp <= 0:
+        if isinstance(mpp, bool) or not isinstance(mpp, numbers.Real) or not np.isfinite(mpp) or mpp <= 0:
             raise EncoderError(f"morphometry: mpp must be the tiles' microns per pixel (> 0), got {mpp!r}")
         self.config = config or MorphometryConfig()
         self.feature_names = feature_names(self.config)

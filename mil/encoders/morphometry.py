@@ -11,6 +11,7 @@ any input (a blank tile gives zeros, and the tile side for nearest-neighbour dis
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,15 +106,20 @@ def morphometry(tiles: np.ndarray, mpp: float = 0.5, config: MorphometryConfig |
     tiles = np.asarray(tiles)
     if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8:
         raise ValueError(f"morphometry expects (N, H, W, 3) uint8 RGB tiles, got {tiles.shape} {tiles.dtype}")
-    if not (isinstance(mpp, int | float) and np.isfinite(mpp) and mpp > 0):
+    if isinstance(mpp, bool) or not isinstance(mpp, numbers.Real) or not np.isfinite(mpp) or mpp <= 0:
         raise ValueError(f"morphometry: mpp must be a positive number of microns per pixel, got {mpp!r}")
+    mpp = float(mpp)
     config = config or MorphometryConfig()
     n, h, w = tiles.shape[:3]
+    f = max(1, int(config.work_mpp / mpp + 1e-6))
+    if min(h, w) < 2 * f:
+        raise ValueError(f"morphometry: tiles of {w} x {h} px at {mpp:g} um/px are too small to measure "
+                         f"(at least {2 * f} px a side)")  # fmt: skip
     if n == 0:
         return np.zeros((0, len(feature_names(config))), np.float32)
-    # Measure at about `work_mpp`: nuclei are several pixels wide there, with a quarter of the pixels of
-    # 0.5 um/px. Light is averaged before optical density is taken, as a scanner at that resolution would.
-    f = max(1, int(config.work_mpp / mpp + 1e-6))
+    # Measure at about `work_mpp` (f x f blocks; a last row or column that fills no block is left out):
+    # nuclei are several pixels wide there, with a quarter of the pixels of 0.5 um/px. Light is averaged
+    # before optical density is taken, as a scanner at that resolution would.
     od = [_optical_density(tiles[:, : h // f * f, : w // f * f, c], f) for c in range(3)]  # R, G, B (N, h, w)
     work = mpp * f
     px = 1.0 / work  # working pixels per micron

@@ -189,6 +189,9 @@ def test_bad_input_and_arguments_are_named():
         morphometry(np.zeros((1, 64, 64, 3), np.float32))
     with pytest.raises(ValueError, match="mpp"):
         morphometry(np.zeros((1, 64, 64, 3), np.uint8), mpp=0)
+    with pytest.raises(ValueError, match="too small"):
+        morphometry(np.zeros((1, 3, 3, 3), np.uint8), mpp=0.5)
+    assert morphometry(np.zeros((1, 4, 4, 3), np.uint8), mpp=np.float32(0.5)).shape == (1, 79)
     with pytest.raises(EncoderError, match="no weights"):
         mil.create_encoder("morphometry", weights="x.safetensors")
     with pytest.raises(EncoderError, match="mpp"):
