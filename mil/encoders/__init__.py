@@ -5,13 +5,15 @@ architecture, as pooled feature extractors with their own preprocessing.
     encoder = mil.create_encoder("resnet50", weights="resnet50.safetensors")     # any timm architecture
     encoder = mil.create_encoder("vit_small_patch16_224", random_weights=True)   # for testing only
     encoder = mil.create_encoder("stain_stats")                                  # built in, no weights
+    encoder = mil.create_encoder("morphometry", mpp=0.5)                         # built in, measured (numpy)
     mil.list_encoders(details=True)   # dim, input size, recommended mpp, licence, where the weights are
 
 Encoders take uint8 RGB batches (B, 3, H, W), resize them to their input size when they have one, normalise
 with their own mean / std, and return (B, dim) features. Weights come from local files only: safetensors, or a
-torch state dict read with weights_only=True. One file per family of recipes: timm ViTs (`timm_vit`),
-`transformers` ViTs (`hf_vit`), Swin with a convolutional stem (`swin_convstem`), truncated ResNet
-(`resnet_trunc`).
+torch state dict read with weights_only=True. Built-ins live in `builtin`; `morphometry`'s measurements are
+numpy code of their own (`mil.encoders.morphometry`, callable on (N, H, W, 3) arrays). One file per family of
+recipes: timm ViTs (`timm_vit`), `transformers` ViTs (`hf_vit`), Swin with a convolutional stem
+(`swin_convstem`), truncated ResNet (`resnet_trunc`).
 """
 
 from mil.encoders import builtin, hf_vit, resnet_trunc, swin_convstem, timm_vit  # noqa: F401  (registration)
