@@ -207,7 +207,10 @@ def _read_native_downsampled(slide: wsi.Slide, factor: float) -> np.ndarray | No
     d = slide.meta.level_downsamples[level]
     if factor / d < 2:
         return None  # no DCT scale applies: nothing to gain over read_region
-    native = NativeTiles.open_level(slide.path, level, slide.meta.level_dimensions[level], d)
+    try:
+        native = NativeTiles.open_level(slide.path, level, slide.meta.level_dimensions[level], d)
+    except Exception:  # a tile that does not decode: the slide reader's path says so in its own words
+        return None
     if native is None or not native.jpeg:
         return None
     try:

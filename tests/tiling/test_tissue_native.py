@@ -60,3 +60,13 @@ def test_a_mosaic_over_the_memory_bound_reads_exactly(cmu_path, monkeypatch):
     monkeypatch.setattr(tissue, "NATIVE_MOSAIC_BYTES", 1000)
     with wsi.open_slide(cmu_path) as slide:
         assert tissue._read_native_downsampled(slide, 16.0) is None
+
+
+def test_a_corrupt_slide_fails_as_the_slide_reader_says(tmp_path):
+    """The native path gives way to read_region, whose error names the slide (as before the native path)."""
+    from tests.conftest import OPENSLIDE_DATA
+
+    with wsi.open_slide(OPENSLIDE_DATA / "unreadable.svs") as slide:
+        assert tissue._read_native_downsampled(slide, 16.0) is None
+        with pytest.raises(wsi.SlideError, match="Bogus marker"):
+            tiling.detect_tissue_result(slide)
