@@ -44,7 +44,7 @@ def register(sub) -> None:
     p.add_argument("--executor", choices=("threads", "processes"),
                    help="where the slides run without --scheduler-address: threads of this process (default; "
                    "fastest) or worker processes of a local dask cluster (a crash in a codec ends one slide, not "
-                   "the run; about 2 s more per run)")  # fmt: skip
+                   "the run; a few seconds more per run)")  # fmt: skip
     p.add_argument(
         "--scheduler-address", help="run on an existing dask.distributed cluster (tcp://HOST:PORT)"
     )

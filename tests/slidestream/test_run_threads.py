@@ -186,3 +186,18 @@ def test_ctrl_c_in_a_threaded_run_stops_the_slide_and_a_rerun_completes(syntheti
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_the_executor_is_checked_where_the_config_is_built(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('[run]\nexecutor = "thread"\n')
+    with pytest.raises(
+        ValueError, match=r"\[run\] executor = 'thread' is not allowed \(did you mean 'threads'\?\)"
+    ):
+        load_config(toml)
+    toml.write_text('[run]\nexecutor = "processes"\n')
+    config = load_config(toml, out=tmp_path / "o", slide_workers=3)
+    assert (
+        config.executor == "processes" and "local dask cluster, 3 worker process(es)" in plan([], config)[3]
+    )
+    assert load_config(out=tmp_path / "o").executor == "threads"
