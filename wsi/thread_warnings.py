@@ -4,7 +4,8 @@
 and can leave recording switched on for good. `record_warnings()` records as `catch_warnings(record=True)` with
 the "always" filter does; while `warnings_by_thread()` is active (the batch runner's thread executor holds it for
 the whole run) it records only the warnings of its own thread, without touching process-wide state. A warning
-from a thread that records none (a helper thread a slide started) is shown as usual.
+from a thread that records none (a helper thread a slide started) is shown, unless the filters in place before
+ignore it (DeprecationWarning and ResourceWarning by default).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def warnings_by_thread() -> Iterator[None]:
     one thread (the one that starts the others), before they start recording; it sets the "always" filter."""
     global _routing
     with warnings.catch_warnings():
+        before = list(warnings.filters)
         warnings.simplefilter("always")
         shown = warnings.showwarning
 
@@ -51,7 +53,7 @@ def warnings_by_thread() -> Iterator[None]:
             stack = getattr(_local, "stack", None)
             if stack:
                 stack[-1].append(warnings.WarningMessage(message, category, filename, lineno, file, line))
-            else:
+            elif not _ignored(str(message), category, before):
                 shown(message, category, filename, lineno, file, line)
 
         warnings.showwarning = route
@@ -62,3 +64,18 @@ def warnings_by_thread() -> Iterator[None]:
         finally:
             with _routing_lock:
                 _routing -= 1
+
+
+def _ignored(text: str, category: type[Warning], filters: list) -> bool:
+    """Whether the first of `filters` (as `warnings.filters`) matching the message and category ignores it.
+    Filters naming a module are passed over (the module is not known here): Python's defaults then still
+    ignore DeprecationWarning, ResourceWarning and the like from threads that record nothing."""
+    for action, message, kind, module, lineno in filters:
+        if (
+            module is None
+            and not lineno
+            and issubclass(category, kind)
+            and (message is None or message.match(text))
+        ):
+            return action == "ignore"
+    return False

@@ -4,6 +4,7 @@ a failing slide stops only itself, a stopping run ends running slides at their n
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -201,3 +202,17 @@ def test_the_executor_is_checked_where_the_config_is_built(tmp_path):
         config.executor == "processes" and "local dask cluster, 3 worker process(es)" in plan([], config)[3]
     )
     assert load_config(out=tmp_path / "o").executor == "threads"
+
+
+def test_warnings_the_filters_ignored_stay_ignored_outside_recordings():
+    from wsi.thread_warnings import _ignored
+
+    filters = [("default", None, DeprecationWarning, re.compile("__main__"), 0),
+               ("ignore", None, DeprecationWarning, None, 0), ("ignore", None, ResourceWarning, None, 0),
+               ("ignore", re.compile("noisy"), UserWarning, None, 0)]  # fmt: skip
+    assert _ignored("old api", DeprecationWarning, filters) and _ignored(
+        "unclosed file", ResourceWarning, filters
+    )
+    assert _ignored("noisy thing", UserWarning, filters) and not _ignored(
+        "no tissue found", UserWarning, filters
+    )
