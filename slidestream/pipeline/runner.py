@@ -1,4 +1,5 @@
-"""`run_batch`: every slide through every step, in parallel on dask, isolated, resumable, recorded.
+"""`run_batch`: every slide through every step, in parallel (threads of this process, or dask), isolated,
+resumable, recorded.
 
 Before any work starts, each slide's outputs are checked on disk (`slide_states`): finished slides are recorded as
 skipped without starting a cluster, results made with other options are refused unless overwriting was asked,
@@ -413,8 +414,8 @@ def run_batch(
     *,
     skipped: tuple[SkippedInput, ...] | list[SkippedInput] = (),
 ) -> BatchResult:
-    """Process `slides` on a local dask cluster (or `config.scheduler_address`), appending to OUT/manifest.jsonl and
-    rewriting OUT/summary.csv (this run's slides). Returns the records and the ids of slides with a failed step.
+    """Process `slides` in threads of this process (`config.executor`), on a local dask cluster or on the one at
+    `config.scheduler_address`, appending to OUT/manifest.jsonl and rewriting OUT/summary.csv (this run's slides). Returns the records and the ids of slides with a failed step.
 
     `skipped` (from `find_slides`) are recorded in the manifest too, one line each: step "input", status "ignored",
     the reason in `error`, no slide id.
@@ -544,10 +545,8 @@ def _pool(config: RunConfig):
     if config.scheduler_address or config.executor == "processes" or config.dashboard:
         with _client(config) as client:
             pool = _DaskPool(client)
-            try:
-                yield pool
-            finally:
-                pool.close()
+            yield pool
+            pool.close()  # not after Ctrl-C: the client is closed then, without another round trip
         return
     with _threads(config) as pool:
         yield pool
