@@ -93,20 +93,10 @@ def test_a_threaded_run_keeps_each_slides_warnings_and_failures_apart(mixed_fold
     assert by_slide["alpha"].measurements["tiles"] == by_slide["gamma"].measurements["tiles"] > 0
 
 
-def test_a_stopping_run_ends_running_slides_at_their_next_batch_of_tiles(
-    synthetic_slide, tmp_path, monkeypatch
-):
+def test_a_stopping_run_ends_running_slides_at_their_next_batch_of_tiles(synthetic_slide, tmp_path):
     """A full disk (or Ctrl-C) stops the pool: a slide already running stops writing; none is left locked."""
     started = threading.Event()
     pools = []
-    real = runner_module._ThreadPool
-
-    class Recording(real):
-        def __init__(self, workers):
-            super().__init__(workers)
-            pools.append(self)
-
-    monkeypatch.setattr(runner_module, "_ThreadPool", Recording)
     slides = [SlideInput("alpha", synthetic_slide.path)]
     config = load_config(out=tmp_path / "out", steps=("tile",), progress=False, slide_workers=1,
                          **{"tiling.mpp": 0.25, "tiling.size": 64, "tiling.shard_tiles": 16})  # fmt: skip
@@ -116,10 +106,12 @@ def test_a_stopping_run_ends_running_slides_at_their_next_batch_of_tiles(
         pools[0].stopping.set()  # as `cancel` does: the next batch ends the slide
 
     with runner_module._threads(config) as pool:
+        pools.append(pool)
         (future,) = pool.submit(slides, config, count)
         with pytest.raises(runner_module._Stopped):
             future.result(timeout=120)
     assert started.is_set()
+    assert not PatchStore.open(tmp_path / "out" / "slides" / "alpha" / "patches.zarr").is_complete
     # The lock was released (else this run would wait for it) and the partial store is redone.
     result = run_batch(slides, replace(config, slide_workers=1))
     assert result.ok and result.records[0].status == "done"
