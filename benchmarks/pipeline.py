@@ -9,8 +9,10 @@ resident memory (from the manifest).
 
 --small N (issue 13, biopsy folders): N copies of tests/data/CMU-1-Small-Region.svs (38 tiles each), tile step
 only. In one run, each in a fresh process, from scratch: `slidestream run DIR -o OUT --steps tile --workers 2`
-and a bare single-process loop of `tiling.tile_slide` over the same files. Prints both wall times (the loop's
-also without its interpreter start and imports) and the ratio run / loop (target <= 0.6).
+(threads, the default), the same with `--executor processes` (a local dask cluster), and a bare single-process
+loop of `tiling.tile_slide` over the same files. Prints wall and CPU times (the loop's also without its
+interpreter start and imports) and the ratio run / loop (target <= 0.6); then tissue detection per slide on
+CMU-1-Small-Region, from DCT-scaled native tiles (the default) and by read_region (`exact`), in this process.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ print(time.perf_counter() - loop)
 
 
 def small_slides(data: str, n: int, repeat: int) -> None:
-    """`slidestream run --steps tile` on 2 workers against the bare tile_slide loop on n small slides."""
+    """`slidestream run --steps tile` on 2 workers (threads, then processes) against the bare tile_slide loop on
+    n small slides; then tissue detection's time per slide, fast and exact."""
     import os
     import subprocess
     import sys
@@ -97,32 +100,82 @@ def small_slides(data: str, n: int, repeat: int) -> None:
         if not (folder / f"cmu-{i:03d}.svs").exists():
             shutil.copy(CMU, folder / f"cmu-{i:03d}.svs")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    runs, loops, loop_only, cpu_run, cpu_loop = [], [], [], [], []
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+    walls: dict[str, list[float]] = {"threads": [], "processes": [], "loop": []}
+    cpus: dict[str, list[float]] = {"threads": [], "processes": [], "loop": []}
+    loop_only = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
             start, cpu = time.perf_counter(), _children_cpu()
             done = subprocess.run([sys.executable, "-c", _BARE_LOOP, str(folder), f"{tmp}/bare"], env=env,
                                   check=True, capture_output=True, text=True)  # fmt: skip
-            loops.append(time.perf_counter() - start)
-            cpu_loop.append(_children_cpu() - cpu)
+            walls["loop"].append(time.perf_counter() - start)
+            cpus["loop"].append(_children_cpu() - cpu)
             loop_only.append(float(done.stdout.split()[-1]))
-            start, cpu = time.perf_counter(), _children_cpu()
-            subprocess.run([sys.executable, "-m", "slidestream", "run", str(folder), "-o", f"{tmp}/run", "--steps",
-                            "tile", "--workers", "2", "--quiet"], env=env, check=True, capture_output=True)  # fmt: skip
-            runs.append(time.perf_counter() - start)
-            cpu_run.append(_children_cpu() - cpu)
-            manifest = read_manifest(Path(tmp) / "run" / "manifest.jsonl")
+            for executor in ("threads", "processes"):
+                start, cpu = time.perf_counter(), _children_cpu()
+                subprocess.run([sys.executable, "-m", "slidestream", "run", str(folder), "-o", f"{tmp}/{executor}",
+                                "--steps", "tile", "--workers", "2", "--executor", executor, "--quiet"], env=env,
+                               check=True, capture_output=True)  # fmt: skip
+                walls[executor].append(time.perf_counter() - start)
+                cpus[executor].append(_children_cpu() - cpu)
+            manifest = read_manifest(Path(tmp) / "threads" / "manifest.jsonl")
             tiles = sum(r["measurements"].get("tiles", 0) for r in manifest)
-        print(f"{n} slides, {tiles} tiles: run on 2 workers {runs[-1]:.1f} s ({cpu_run[-1]:.1f} s CPU, all its "
-              f"processes); bare loop {loops[-1]:.1f} s ({cpu_loop[-1]:.1f} s CPU; {loop_only[-1]:.1f} s without "
-              f"interpreter start and imports); ratio run / loop {runs[-1] / loops[-1]:.2f} "
-              f"({runs[-1] / loop_only[-1]:.2f})", flush=True)  # fmt: skip
-    best = min(runs) / min(loops)
-    print(f"ratio run / bare loop, best of each: {best:.2f} (target <= 0.6); against the loop without its start: "
-          f"{min(runs) / min(loop_only):.2f}")  # fmt: skip
-    print(f"CPU time run / loop: {min(cpu_run) / min(cpu_loop):.2f} (on two idle cores the run's wall time is at "
-          f"least half its CPU time, and the loop's about its CPU time: ratio >= "
-          f"{min(cpu_run) / 2 / min(cpu_loop):.2f})")  # fmt: skip
+        loop = walls["loop"][-1]
+        print(f"{n} slides, {tiles} tiles: bare loop {loop:.1f} s ({cpus['loop'][-1]:.1f} s CPU; {loop_only[-1]:.1f} s "
+              f"without interpreter start and imports)", flush=True)  # fmt: skip
+        for executor in ("threads", "processes"):
+            wall = walls[executor][-1]
+            print(f"  run, 2 workers, {executor:9s}: {wall:.1f} s ({cpus[executor][-1]:.1f} s CPU"
+                  f"{'' if executor == 'threads' else ', not counting the fork-server workers'}); ratio run / loop "
+                  f"{wall / loop:.2f} ({wall / loop_only[-1]:.2f} against the loop without its start)", flush=True)  # fmt: skip
+    for executor in ("threads", "processes"):
+        print(f"ratio run ({executor}) / bare loop, best of each: {min(walls[executor]) / min(walls['loop']):.2f} "
+              f"(target <= 0.6); against the loop without its start: {min(walls[executor]) / min(loop_only):.2f}")  # fmt: skip
+    print(f"CPU time run (threads) / loop: {min(cpus['threads']) / min(cpus['loop']):.2f} (on two idle cores the "
+          f"run's wall time is at least half its CPU time: ratio >= {min(cpus['threads']) / 2 / min(cpus['loop']):.2f})")  # fmt: skip
+    thread_scaling(folder)
+    tissue_speed()
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def thread_scaling(folder: Path, n: int = 10) -> None:
+    """GIL contention: `process_slide` (tile step) on n of the slides in this process, in 1 then 2 threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from slidestream.discovery import SlideInput
+    from slidestream.pipeline import process_slide
+
+    slides = [SlideInput(p.stem, p) for p in sorted(folder.glob("*.svs"))[:n]]
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = load_config(out=Path(tmp) / "warm", steps=("tile",), progress=False)
+        process_slide(slides[0], warm)  # imports and first-use costs out of the figure
+        for threads in (1, 2):
+            config = load_config(out=Path(tmp) / str(threads), steps=("tile",), progress=False)
+            start = time.perf_counter()
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda item, c=config: process_slide(item, c), slides))
+            seconds[threads] = time.perf_counter() - start
+    print(f"tile step in this process, {len(slides)} slides: 1 thread {seconds[1]:.1f} s, 2 threads {seconds[2]:.1f} s; "
+          f"speed-up {seconds[1] / seconds[2]:.2f} (2.0 on two idle cores without GIL contention)")  # fmt: skip
+
+
+def tissue_speed(repeats: int = 5) -> None:
+    """Tissue detection on CMU-1-Small-Region, per slide: DCT-scaled native tiles (default) and read_region."""
+    import wsi
+    from tiling import detect_tissue_result
+
+    best = {}
+    with wsi.open_slide(CMU) as slide:
+        for _ in range(repeats):
+            for exact in (False, True):
+                start = time.perf_counter()
+                detect_tissue_result(slide, exact=exact)
+                elapsed = time.perf_counter() - start
+                best[exact] = min(best.get(exact, elapsed), elapsed)
+    print(f"tissue detection per slide (CMU-1-Small-Region, best of {repeats}): native DCT {best[False] * 1e3:.0f} ms, "
+          f"read_region {best[True] * 1e3:.0f} ms; speed-up {best[True] / best[False]:.1f}x")  # fmt: skip
 
 
 def _children_cpu() -> float:

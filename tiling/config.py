@@ -50,7 +50,8 @@ class TilingConfig:
     - `exact`: resampled tiles (e.g. 0.5 um/px from a 0.25 um/px slide) equal read_region + `wsi.resize_rgb`;
       by default, from JPEG-tiled slides they are decoded with libjpeg-turbo's DCT scaling, close to an area
       average and faster (1.3 - 2.8x end to end in benchmarks/RESULTS.md; see tiling.resample). Tiles at the
-      slide's own resolution are exact either way.
+      slide's own resolution are exact either way. It also makes tissue detection read its work image with
+      read_region (`tiling.tissue.read_downsampled`) instead of DCT-scaled native tiles.
     - `magnification`: the target resolution as an objective magnification (20 for 20x) instead of `mpp`
       (which it then replaces): per slide, the slide's mpp x its objective power / magnification, or
       10 um / magnification (the usual convention, 20x ~ 0.5 um/px) when the slide has no objective power.

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from tiling.qc import QCParams, flag_tiles, measure_tiles
 from tiling.reader import TileReader
 from tiling.store import PatchStore, StoreError
 from tiling.tissue import TissueResult, detect_tissue_result, load_roi, write_tissue_geojson
+from wsi.thread_warnings import record_warnings
 
 __all__ = ["TilingConfig", "TilingResult", "tile_slide"]
 
@@ -86,8 +88,11 @@ class _Progress(Callback):
     def __init__(self, bar: tqdm, sizes: dict[str, int], on_tiles: Callable[[int], None] | None):
         super().__init__()
         self._bar, self._sizes, self._on_tiles = bar, sizes, on_tiles
+        self._thread = threading.get_ident()
 
     def _posttask(self, key, result, dsk, state, worker_id):
+        if threading.get_ident() != self._thread:  # dask callbacks are global: another slide's thread
+            return
         name = key[0] if isinstance(key, tuple) else key
         tiles = self._sizes.get(str(name), 0)
         self._bar.update(tiles)
@@ -226,11 +231,10 @@ def upsampling_warning(path, slide_mpp: float | None, mpp: float) -> str | None:
 def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tissue_geojson):
     """A new partial store, with the tissue detection it made (None with a replacing ROI) and its reader. Its
     quality-control warnings are issued (UserWarning) and kept in its "warnings" attribute."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with record_warnings() as caught:  # this thread's only, when slides are worked on in threads
         tissue = None
         if roi is None or config.roi_mode != "replace":
-            tissue = detect_tissue_result(slide)
+            tissue = detect_tissue_result(slide, exact=config.exact)
         spec = TileSpec.for_slide(slide, config)
         region = tile_region(slide, roi, config.roi_mode, tissue=tissue.geometry if tissue is not None else None,
                              min_fragment=min_fragment_area(spec, config))  # fmt: skip
@@ -300,7 +304,7 @@ def _quality_checked(slide, grid: TileGrid, config: TilingConfig):
              for i in range(0, len(grid), step)]  # fmt: skip
     workers = config.shard_workers or os.cpu_count() or 1
     try:
-        batches = dask.compute(*tasks, scheduler=config.scheduler, num_workers=workers)
+        batches = dask.compute(*tasks, scheduler=_scheduler(config), num_workers=workers)
     finally:
         reader.close()
     measures = {c: np.concatenate([b[c] for b in batches]) for c in config.qc}
@@ -315,6 +319,14 @@ def _quality_checked(slide, grid: TileGrid, config: TilingConfig):
             "%s: tile QC dropped %d of %d tiles %s", slide.path, flagged.sum(), len(grid), attrs["dropped"]
         )
     return kept, {c: v[keep] for c, v in measures.items()}, attrs
+
+
+def _scheduler(config: TilingConfig):
+    """dask's local scheduler named by `config.scheduler`, as a function: dask looks a name up only after
+    importing dask.distributed (a quarter of a second of CPU per process, which a tile run does not need)."""
+    from dask.base import named_schedulers
+
+    return named_schedulers[config.scheduler]
 
 
 def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on_tiles=None) -> None:
@@ -333,6 +345,6 @@ def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on
         sizes[f"shard-{shard}-{store.path.name}"] = len(store.shard_range(shard))
     try:
         with _Progress(bar, sizes, on_tiles):
-            dask.compute(*tasks, scheduler=config.scheduler, num_workers=workers)
+            dask.compute(*tasks, scheduler=_scheduler(config), num_workers=workers)
     finally:
         bar.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import shapely
+from PIL import Image
 from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
@@ -26,7 +27,7 @@ from wsi import qupath
 from wsi.deprecation import renamed_keywords
 
 __all__ = ["TissueParams", "TissueResult", "detect_tissue", "detect_tissue_mask", "drop_fragments", "load_roi",
-           "mask_to_geometry", "write_tissue_geojson"]  # fmt: skip
+           "mask_to_geometry", "read_downsampled", "write_tissue_geojson"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class TissueParams:
     max_hole_um2: float = 40_000.0  # smaller holes are filled
     reject_pen: bool = True  # drop blue / green / black ink
     max_work_size: int = 1536  # longest side of the work image: large slides are analysed at a coarser mpp
+    exact: bool = False  # work image by read_region (else from DCT-scaled native JPEG tiles where possible)
 
 
 @dataclass(frozen=True)
@@ -173,9 +175,87 @@ def mask_to_geometry(mask: np.ndarray, downsample: float, simplify: float = 0.5)
     return qupath.clean_geometry(geometry)
 
 
+def read_downsampled(slide: wsi.Slide, factor: float, exact: bool = False) -> np.ndarray:
+    """The whole slide shrunk by `factor` (level-0 px per output px), `round(w0 / factor)` by
+    `round(h0 / factor)` pixels, read from the coarsest level not coarser than that.
+
+    When that level is JPEG-tiled (a TIFF / SVS level tifffile reads) and at least twice finer than asked, its
+    native tiles are decoded straight to 1/8, 1/4 or 1/2 of their size by libjpeg-turbo's DCT scaling
+    (`tiling.resample`'s decoder) and the mosaic is resized by what remains: several times faster than
+    read_region of the whole level and a full-size decode. DCT scaling is close to an area average; a sample
+    tile is checked against the slide reader first, and `exact` (or a level that is not JPEG, or a mosaic over
+    `NATIVE_MOSAIC_BYTES`) reads with read_region, block by block.
+    """
+    if not exact:
+        image = _read_native_downsampled(slide, factor)
+        if image is not None:
+            return image
+    return _read_downsampled(slide, factor)
+
+
+# Largest decoded mosaic (bytes) the native path builds; past it, read_region block by block (bounded memory).
+NATIVE_MOSAIC_BYTES = 128 * 2**20
+
+
+def _read_native_downsampled(slide: wsi.Slide, factor: float) -> np.ndarray | None:
+    """`read_downsampled` from DCT-scaled native JPEG tiles, or None when the level does not allow it."""
+    from tiling.reader import NativeTiles
+    from tiling.resample import dct_scale
+
+    w0, h0 = slide.meta.dimensions
+    level = slide.level_for_downsample(factor)
+    d = slide.meta.level_downsamples[level]
+    if factor / d < 2:
+        return None  # no DCT scale applies: nothing to gain over read_region
+    try:
+        native = NativeTiles.open_level(slide.path, level, slide.meta.level_dimensions[level], d)
+    except Exception:  # a tile that does not decode: the slide reader's path says so in its own words
+        return None
+    if native is None or not native.jpeg:
+        return None
+    try:
+        scale = dct_scale(factor / d, native.size)
+        step = native.size // scale
+        across, down = -(-native.width // native.size), -(-native.height // native.size)
+        if scale == 1 or across * down * step * step * 3 > NATIVE_MOSAIC_BYTES:
+            return None
+        if not _scaled_tile_agrees(slide, native, scale, across // 2, down // 2):
+            return None
+        mosaic = np.empty((down * step, across * step, 3), np.uint8)
+        for ty in range(down):
+            for tx in range(across):
+                mosaic[ty * step : (ty + 1) * step, tx * step : (tx + 1) * step] = native.decode_tile(
+                    tx, ty, scale
+                )
+    finally:
+        native.close()
+    out_w, out_h = max(1, round(w0 / factor)), max(1, round(h0 / factor))
+    # The level's own extent in scaled pixels (the last tiles run past it): resized exactly onto the output.
+    box = (0.0, 0.0, native.width / scale, native.height / scale)
+    image = Image.fromarray(mosaic).resize((out_w, out_h), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(image)
+
+
+def _scaled_tile_agrees(slide: wsi.Slide, native, scale: int, tx: int, ty: int) -> bool:
+    """Whether native tile (tx, ty), DCT-scaled, is within `DCT_TOLERANCE` (mean grey levels) of the area average
+    of what the slide reader returns there (a wrong level mapping, colour space or scale gives tens)."""
+    from tiling.reader import DCT_TOLERANCE
+    from tiling.resample import area_resize
+
+    size = min(native.size, native.width - tx * native.size, native.height - ty * native.size)
+    d = native.downsample
+    region = slide.read_region((round(tx * native.size * d), round(ty * native.size * d)), native.level,
+                               (native.size, native.size))  # fmt: skip
+    step = native.size // scale
+    expected = area_resize(region, (step, step))
+    scaled = native.decode_tile(tx, ty, scale)
+    keep = size // scale  # whole scaled pixels inside the level
+    diff = np.abs(scaled[:keep, :keep].astype(np.int16) - expected[:keep, :keep].astype(np.int16))
+    return float(diff.mean()) <= DCT_TOLERANCE
+
+
 def _read_downsampled(slide: wsi.Slide, factor: float, block: int = 1024) -> np.ndarray:
-    """The whole slide shrunk by `factor` (level-0 px per output px), read block by block from the coarsest
-    level not coarser than that, so memory follows the output size, not the level's."""
+    """`read_downsampled` with read_region, block by block, so memory follows the output size, not the level's."""
     w0, h0 = slide.meta.dimensions
     level = slide.level_for_downsample(factor)
     d = slide.meta.level_downsamples[level]
@@ -200,7 +280,7 @@ def _work_image(slide: wsi.Slide, params: TissueParams) -> tuple[np.ndarray, flo
     factor = max(1.0, max(w0, h0) / params.max_work_size)
     if slide.meta.mpp is not None:
         factor = max(factor, params.work_mpp / slide.meta.mpp)
-    image = _read_downsampled(slide, factor)
+    image = read_downsampled(slide, factor, exact=params.exact)
     downsample = w0 / image.shape[1]
     mpp = slide.meta.mpp * downsample if slide.meta.mpp is not None else None
     return image, downsample, mpp

@@ -39,8 +39,12 @@ def register(sub) -> None:
     add_quality_options(p)
     add_encoder_options(p, default=None)
     p.add_argument("--device", help="cpu, cuda or auto")
-    p.add_argument("--workers", type=positive_int, help="slides in parallel: dask worker processes of the local cluster, "
-                   "each tiling with one thread (default: one per core)")  # fmt: skip
+    p.add_argument("--workers", type=positive_int, help="slides in parallel, each tiling with one thread (default: one "
+                   "per core)")  # fmt: skip
+    p.add_argument("--executor", choices=("threads", "processes"),
+                   help="where the slides run without --scheduler-address: threads of this process (default; "
+                   "fastest) or worker processes of a local dask cluster (a crash in a codec ends one slide, not "
+                   "the run; a few seconds more per run)")  # fmt: skip
     p.add_argument(
         "--scheduler-address", help="run on an existing dask.distributed cluster (tcp://HOST:PORT)"
     )
@@ -71,7 +75,8 @@ def run(args) -> int:
 
     try:
         config = load_config(
-            args.config, out=args.out, slide_workers=args.workers, scheduler_address=args.scheduler_address,
+            args.config, out=args.out, slide_workers=args.workers, executor=args.executor,
+            scheduler_address=args.scheduler_address,
             scheduler_timeout=args.scheduler_timeout, overwrite=True if args.overwrite else None,
             progress=show_progress(args), steps=_steps(args), dashboard=True if args.dashboard else None,
             **{f"tiling.{k}": v for k, v in tiling_values(args).items()},

@@ -74,7 +74,7 @@ def run(args) -> int:
                                    progress=show_progress(args))  # fmt: skip
                 if result.status != "skipped" or not all((folder / n).exists() for n in PICTURES):
                     slide_pictures(folder, item.path, result.store, roi_for(args.roi, item.slide_id),
-                                   tissue=result.tissue)  # fmt: skip
+                                   tissue=result.tissue, exact=options.exact)  # fmt: skip
         except (wsi.SlideError, StoreError, ValueError, OSError) as exc:
             failed.append(item.slide_id)
             print(f"failed: {item.slide_id}: {disk_full(exc, folder) or exc}", file=sys.stderr)

@@ -97,17 +97,21 @@ _RUN_RENAMED = {"workers": "slide_workers", "scheduler": "scheduler_address"}
 class RunConfig:
     """What `slidestream run` does. `steps` are run in the pipeline's order.
 
-    `slide_workers` dask worker processes of the local cluster each process one slide at a time (default: one
-    per core), with `threads_per_worker` threads (tiling shards, torch); `scheduler_address` (tcp://host:port)
-    sends the work to an existing dask.distributed cluster instead, which must answer within `scheduler_timeout`
-    seconds. `dashboard` serves the local cluster's dask dashboard (on port 8787, or the next free one) and
-    prints its address.
+    `slide_workers` slides are worked on at once (default: one per core), each with `threads_per_worker` threads
+    (tiling shards, torch). `executor` says where: "threads" of this process (the default: nothing to start,
+    import or close, the fastest on small slides; a crash in a native codec ends the whole run, which a re-run
+    resumes) or "processes", the worker processes of a local dask cluster (each slide isolated from the others'
+    crashes, at about 2 s of start and close per run and a few tenths of a second per slide; benchmarks/RESULTS.md).
+    `scheduler_address` (tcp://host:port) sends the work to an existing dask.distributed cluster instead, which
+    must answer within `scheduler_timeout` seconds. `dashboard` serves the local cluster's dask dashboard (on
+    port 8787, or the next free one) and prints its address (it runs the slides on that cluster's processes).
     """
 
     out: Path = Path("out")
     steps: tuple[str, ...] = ("tile", "features")
     slide_workers: int | None = None
     threads_per_worker: int = 1
+    executor: Literal["threads", "processes"] = "threads"
     scheduler_address: str | None = None
     scheduler_timeout: float = 20.0
     overwrite: bool = False

@@ -1,4 +1,5 @@
-"""`run_batch`: every slide through every step, in parallel on dask, isolated, resumable, recorded.
+"""`run_batch`: every slide through every step, in parallel (threads of this process, or dask), isolated,
+resumable, recorded.
 
 Before any work starts, each slide's outputs are checked on disk (`slide_states`): finished slides are recorded as
 skipped without starting a cluster, results made with other options are refused unless overwriting was asked,
@@ -18,6 +19,7 @@ import threading
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,8 +72,12 @@ def _check_steps(config: RunConfig) -> None:
         raise ValueError(f"unknown step(s) {unknown}; available: {list(STEPS)}")
 
 
-def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
-    """Run the configured steps on one slide; a failing step is recorded and later steps are not run."""
+def process_slide(item: SlideInput, config: RunConfig, on_tiles: Callable[[int], None] | None = None,
+                  on_total: Callable[[int], None] | None = None) -> list[StepRecord]:  # fmt: skip
+    """Run the configured steps on one slide; a failing step is recorded and later steps are not run.
+
+    `on_tiles(n)` / `on_total(n)` report tiles written / to write (progress); inside a dask worker, without
+    them, they go to the client as events."""
     if any(getattr(STEPS[s], "uses_torch", True) for s in config.steps if s in STEPS):
         import torch  # only then: importing it costs seconds and hundreds of MB per worker
 
@@ -100,7 +106,7 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
             )
         if lock.took_over:
             notes.append(f"took over a stale lock left by a process that died ({lock.took_over})")
-        records = _run_steps(item, config, folder, worker)
+        records = _run_steps(item, config, folder, worker, on_tiles, on_total)
     finally:
         lock.__exit__(None, None, None)
     if notes and records:
@@ -108,8 +114,10 @@ def process_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
     return records
 
 
-def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str) -> list[StepRecord]:
-    on_tiles, on_total = _tile_reporters()
+def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str, on_tiles=None,
+               on_total=None) -> list[StepRecord]:  # fmt: skip
+    if on_tiles is None and on_total is None:
+        on_tiles, on_total = _tile_reporters()
     ctx = SlideContext(item.slide_id, Path(item.path), folder, config, on_tiles=on_tiles, on_total=on_total)
     records = []
     failed = False
@@ -140,6 +148,8 @@ TILES_TOPIC = "slidestream-tiles"
 
 
 def _in_worker() -> bool:
+    if "distributed" not in sys.modules:  # not a dask worker; and importing it (a second) is not needed here
+        return False
     try:
         from distributed import get_worker
 
@@ -152,6 +162,8 @@ def _in_worker() -> bool:
 def _tile_reporters():
     """Inside a dask worker: report written tiles, and the tiles a slide will write, to the client (events
     `n` and `("total", n)` on one topic); elsewhere: nothing."""
+    if "distributed" not in sys.modules:
+        return None, None
     try:
         from distributed import get_worker
 
@@ -201,7 +213,7 @@ def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
     lines = [f"{len(slides)} slide(s) -> {config.out}/slides/<slide_id>/; steps: {', '.join(config.steps)}",
              f"tiling: {config.tiling.size} px at {_resolution(config.tiling)}, min tissue {config.tiling.min_tissue}",
              f"features: {config.features.encoder} on {config.features.device}",
-             f"scheduler: {config.scheduler_address or f'local dask cluster, {config.slide_workers or os.cpu_count()} worker(s)'}"]  # fmt: skip
+             f"scheduler: {config.scheduler_address or _local_description(config)}"]  # fmt: skip
     done = _done_in_manifest(config.out)
     for item in slides:
         states = slide_states(item, config, done)
@@ -212,6 +224,13 @@ def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
         lines.append(f"outputs in {config.out}/slides of {len(others)} slide(s) not in this input, kept: "
                      f"{', '.join(others[:20])}")  # fmt: skip
     return lines
+
+
+def _local_description(config: RunConfig) -> str:
+    n = config.slide_workers or os.cpu_count()
+    if config.executor == "processes":
+        return f"local dask cluster, {n} worker process(es)"
+    return f"this process, {n} slide(s) at a time in threads"
 
 
 def _others(out: Path, slides: list[SlideInput]) -> list[str]:
@@ -395,8 +414,8 @@ def run_batch(
     *,
     skipped: tuple[SkippedInput, ...] | list[SkippedInput] = (),
 ) -> BatchResult:
-    """Process `slides` on a local dask cluster (or `config.scheduler_address`), appending to OUT/manifest.jsonl and
-    rewriting OUT/summary.csv (this run's slides). Returns the records and the ids of slides with a failed step.
+    """Process `slides` in threads of this process (`config.executor`), on a local dask cluster or on the one at
+    `config.scheduler_address`, appending to OUT/manifest.jsonl and rewriting OUT/summary.csv (this run's slides). Returns the records and the ids of slides with a failed step.
 
     `skipped` (from `find_slides`) are recorded in the manifest too, one line each: step "input", status "ignored",
     the reason in `error`, no slide id.
@@ -481,24 +500,20 @@ class _BestEffortFileHandler(logging.FileHandler):
 
 def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestWriter, stamp: dict,
                     records: list[StepRecord]) -> tuple[DiskFull | None, list[str]]:  # fmt: skip
-    """Process `slides` on the cluster, appending each finished slide's records; stops at a full disk."""
-    from dask.distributed import as_completed
-
+    """Process `slides` in parallel (`_pool`), appending each finished slide's records; stops at a full disk."""
     full: DiskFull | None = None
     pending = {item.slide_id for item in slides}
-    with _client(config) as client:
-        futures = {client.submit(process_slide, item, config, key=f"slide-{item.slide_id}-{time.time_ns()}",
-                                 pure=False): item for item in slides}  # fmt: skip
+    with _pool(config) as pool:
         bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=not config.progress, position=0)
         tiles_bar = tqdm(total=0, desc="tiles", unit="tile", disable=not config.progress, position=1)
-        client.subscribe_topic(TILES_TOPIC, lambda event: _count_tiles(tiles_bar, event[1]))
-        for future in as_completed(futures):
+        futures = pool.submit(slides, config, lambda event: _count_tiles(tiles_bar, event))
+        for future in pool.as_completed(futures):
             item = futures[future]
             try:
                 slide_records = future.result()
             except Exception as exc:  # the worker itself died (memory, segfault in a codec)
                 slide_records = [StepRecord(item.slide_id, str(item.path), config.steps[0], "failed",
-                                            error=f"worker lost: {type(exc).__name__}: {exc}", finished=_now())]  # fmt: skip
+                                            error=pool.lost(exc), finished=_now())]  # fmt: skip
             pending.discard(item.slide_id)
             # Above the bars, and kept on screen when they are gone.
             tqdm.write("\n".join(slide_lines(item.slide_id, slide_records)))
@@ -516,12 +531,114 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
             )
             if disk:  # every other slide would fail the same way: stop, keep what is finished
                 full = DiskFull(28, disk)
-                client.cancel([f for f in futures if not f.done()])
+                pool.cancel([f for f in futures if not f.done()])
                 break
-        client.unsubscribe_topic(TILES_TOPIC)
         tiles_bar.close()
         bar.close()
     return full, sorted(pending)
+
+
+@contextlib.contextmanager
+def _pool(config: RunConfig):
+    """Where the slides run: the dask cluster at `config.scheduler_address`, else this process's threads
+    (`config.executor` "threads") or a local dask cluster of worker processes ("processes", or a dashboard)."""
+    if config.scheduler_address or config.executor == "processes" or config.dashboard:
+        with _client(config) as client:
+            pool = _DaskPool(client)
+            yield pool
+            pool.close()  # not after Ctrl-C: the client is closed then, without another round trip
+        return
+    with _threads(config) as pool:
+        yield pool
+
+
+class _DaskPool:
+    """Slides as tasks of a dask cluster; tile counts come back as events."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def submit(self, slides: list[SlideInput], config: RunConfig, count: Callable) -> dict:
+        self.client.subscribe_topic(TILES_TOPIC, lambda event: count(event[1]))
+        return {self.client.submit(process_slide, item, config, key=f"slide-{item.slide_id}-{time.time_ns()}",
+                                   pure=False): item for item in slides}  # fmt: skip
+
+    def as_completed(self, futures):
+        from dask.distributed import as_completed
+
+        return as_completed(futures)
+
+    def cancel(self, futures) -> None:
+        self.client.cancel(futures)
+
+    def lost(self, exc: BaseException) -> str:
+        return f"worker lost: {type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        self.client.unsubscribe_topic(TILES_TOPIC)
+
+
+class _Stopped(BaseException):
+    """Raised in a slide's thread at its next batch of tiles once the run is stopping (Ctrl-C, a full disk):
+    not an Exception, so that no step records it as the slide's failure."""
+
+
+class _ThreadPool:
+    """Slides in threads of this process: nothing to start or import again, nothing to close. A stopped run
+    ends each running slide at its next batch of tiles (its store stays partial: a re-run redoes it)."""
+
+    def __init__(self, workers: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="slide")
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def submit(self, slides: list[SlideInput], config: RunConfig, count: Callable) -> dict:
+        def counted(event) -> None:
+            if self.stopping.is_set():
+                raise _Stopped
+            with self._lock:  # the bar is shared by the slides' threads
+                count(event)
+
+        return {self.executor.submit(process_slide, item, config, counted, lambda n: counted(("total", n))): item
+                for item in slides}  # fmt: skip
+
+    def as_completed(self, futures):
+        from concurrent.futures import as_completed
+
+        return as_completed(futures)
+
+    def cancel(self, futures) -> None:
+        self.stopping.set()
+        for future in futures:
+            future.cancel()
+
+    def lost(self, exc: BaseException) -> str:
+        return f"not finished: {type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        """Stop: slides not started are cancelled, running ones end at their next batch of tiles."""
+        self.stopping.set()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _threads(config: RunConfig):
+    """A `_ThreadPool` of `config.slide_workers` threads (default one per core). Each slide's warnings are its
+    own (`wsi.thread_warnings`); Ctrl-C waits for the running slides to stop at their next batch of tiles."""
+    from wsi.thread_warnings import warnings_by_thread
+
+    pool = _ThreadPool(config.slide_workers or os.cpu_count() or 1)
+    with warnings_by_thread():
+        try:
+            yield pool
+        finally:
+            stopped: list = []
+            with _interrupts_deferred(stopped):
+                pool.close()
+            if stopped:
+                raise KeyboardInterrupt
 
 
 def _count_tiles(bar: tqdm, event) -> None:

@@ -177,9 +177,10 @@ def test_existing_cluster_runs_the_batch_elsewhere(slide_folder, cluster_address
 
 
 def test_plan_lists_done_steps(synthetic_slide, tmp_path):
-    """Also the one test of run_batch starting a local cluster of its own (the default)."""
+    """Also the one test of run_batch starting a local cluster of worker processes of its own."""
     config = _config(tmp_path)
     slides = [SlideInput("alpha", synthetic_slide.path)]
-    run_batch(slides, replace(config, slide_workers=1))
+    result = run_batch(slides, replace(config, slide_workers=1, executor="processes"))
+    assert result.ok and all(not r.worker.endswith(f":{os.getpid()}") for r in result.records)
     lines = plan(slides, config)
     assert "tile: done before" in lines[-1] and "features: done before" in lines[-1]

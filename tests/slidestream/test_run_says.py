@@ -156,7 +156,7 @@ def test_upsampling_warning_threshold():
     assert upsampling_warning("s.svs", None, 0.5) is None
 
 
-def _interrupted_run(folder: Path, out: Path, ready) -> tuple[int, str]:
+def _interrupted_run(folder: Path, out: Path, ready, executor: str = "threads") -> tuple[int, str]:
     """`slidestream run` in a process group of its own, sent SIGINT (as a terminal's Ctrl-C: to every process of
     the group, dask's workers too) once `ready(process)` returns; port 8787 taken meanwhile. Its exit status
     and stderr."""
@@ -168,9 +168,10 @@ def _interrupted_run(folder: Path, out: Path, ready) -> tuple[int, str]:
         pass
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     command = [sys.executable, "-m", "slidestream", "run", str(folder), "-o", str(out), "--mpp", "0.25", "--size",
-               "64", "--workers", "1"]  # fmt: skip
+               "64", "--workers", "1", "--executor", executor]  # fmt: skip
+    # A terminal's default (a test run in the background of a shell starts with SIGINT ignored, and its children).
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=_default_sigint)  # fmt: skip
     try:
         ready(proc)
         os.killpg(proc.pid, signal.SIGINT)
@@ -190,7 +191,7 @@ def _quiet_interrupt(code: int, err: str) -> None:
 
 
 def test_ctrl_c_while_the_cluster_starts(newcomer, tmp_path):
-    """Interrupted as the workers start (they import; before, each printed a traceback)."""
+    """Interrupted as the local cluster's workers start (they import; before, each printed a traceback)."""
 
     def cluster_starting(proc) -> None:
         log = tmp_path / "out" / "run.log"
@@ -199,7 +200,7 @@ def test_ctrl_c_while_the_cluster_starts(newcomer, tmp_path):
             time.sleep(0.05)
         time.sleep(0.3)  # into the cluster's start, well before two small slides could be finished
 
-    _quiet_interrupt(*_interrupted_run(newcomer, tmp_path / "out", cluster_starting))
+    _quiet_interrupt(*_interrupted_run(newcomer, tmp_path / "out", cluster_starting, executor="processes"))
 
 
 @pytest.mark.slow
@@ -218,3 +219,7 @@ def test_ctrl_c_while_a_slide_is_worked_on(newcomer, synthetic_slide, tmp_path):
 
     _quiet_interrupt(*_interrupted_run(folder, tmp_path / "out", one_slide_done))
     assert first[0].split(":")[0] in ("blank", "big"), first
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

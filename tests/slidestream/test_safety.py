@@ -70,6 +70,7 @@ def _no_cluster(monkeypatch):
         raise AssertionError("a cluster was started")
 
     monkeypatch.setattr(runner_module, "_client", refuse)
+    monkeypatch.setattr(runner_module, "_pool", refuse)  # nor threads
 
 
 # -- never delete what we did not write --------------------------------------------------------------------
@@ -202,8 +203,12 @@ def test_manifest_keeps_finished_records_when_the_disk_fills(tmp_path, monkeypat
     ]  # no temp file left
 
 
-def test_disk_full_in_a_slide_ends_the_batch_and_a_rerun_completes(inputs, tmp_path, monkeypatch, capsys):
-    """A filesystem shim: shard writes of beta raise ENOSPC (the cluster runs in this process to see the shim)."""
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_disk_full_in_a_slide_ends_the_batch_and_a_rerun_completes(
+    executor, inputs, tmp_path, monkeypatch, capsys
+):
+    """A filesystem shim: shard writes of beta raise ENOSPC (the slides run in this process to see the shim: in
+    threads, or on a dask cluster of threads standing in for the local cluster of processes)."""
     import contextlib
 
     from dask.distributed import Client, LocalCluster
@@ -228,14 +233,14 @@ def test_disk_full_in_a_slide_ends_the_batch_and_a_rerun_completes(inputs, tmp_p
     monkeypatch.setattr(runner_module, "_client", in_process)
     monkeypatch.setattr(ShardWriter, "write_encoded", full_for_beta)
     out = tmp_path / "out"
-    assert main(["run", str(inputs), "-o", str(out), "--workers", "1", *OPTIONS]) == 3
+    assert main(["run", str(inputs), "-o", str(out), "--workers", "1", "--executor", executor, *OPTIONS]) == 3
     err = capsys.readouterr().err
     assert "error: disk full at " in err and "beta/patches.zarr/patches/c/" in err and "bytes free)" in err
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert ("beta", "tile", "failed") in {(r["slide_id"], r["step"], r["status"]) for r in records}
     assert (out / "summary.csv").exists()
     monkeypatch.setattr(ShardWriter, "write_encoded", real)  # space freed
-    assert main(["run", str(inputs), "-o", str(out), "--workers", "1", *OPTIONS]) == 0
+    assert main(["run", str(inputs), "-o", str(out), "--workers", "1", "--executor", executor, *OPTIONS]) == 0
     assert all(check.ok for check in verify_results(out, deep=True)) and len(verify_results(out)) == 2
 
 

@@ -16,6 +16,7 @@ from slidestream.discovery import SlideInput
 from slidestream.pipeline import RunConfig, TileOptions, load_config, process_slide
 from tiling import PatchStore, TilingConfig
 from tiling.thumbnail import ROI_OUTLINE, Overlay, draw_thumbnail
+from tiling.tissue import read_downsampled
 
 
 def _tissue(folder):
@@ -31,8 +32,10 @@ def test_pictures_show_the_slide_its_tiles_and_its_tissue(synthetic_slide, tmp_p
     store = PatchStore.open(folder / "patches.zarr")
     with wsi.open_slide(
         synthetic_slide.path
-    ) as slide:  # tissue detection's image is small: the slide is read
-        raw = slide.thumbnail(1024)
+    ) as slide:  # tissue detection's image is small: the slide is read, from DCT-scaled native tiles
+        raw = read_downsampled(slide, 2560 / 1024)
+        assert raw.shape == slide.thumbnail(1024).shape
+        assert np.abs(raw.astype(np.int16) - slide.thumbnail(1024).astype(np.int16)).mean() < 6
     downsample = 2560 / raw.shape[1]
     # The figure: the store's tiles, the tissue file's outline, a scale bar at the slide's 0.25 um/px, the
     # slide id and tile count above (the drawing itself is tested in tests/tiling/test_thumbnail.py).

@@ -1,0 +1,72 @@
+"""Tissue detection's work image from DCT-scaled native JPEG tiles against the exact read_region path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tiling
+import wsi
+from tiling import tissue
+from tiling.tissue import read_downsampled
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return (a & b).sum() / (a | b).sum()
+
+
+@pytest.mark.parametrize("which", ["cmu_path", "synthetic_slide", "plain_synthetic"])
+def test_native_mask_agrees_with_the_exact_one(which, request):
+    fixture = request.getfixturevalue(which)
+    path = getattr(fixture, "path", fixture)
+    with wsi.open_slide(path) as slide:
+        factor = max(1.0, 8.0 / slide.meta.mpp)
+        assert tissue._read_native_downsampled(slide, factor) is not None  # the fast path is taken
+        fast = tiling.detect_tissue_result(slide)
+        exact = tiling.detect_tissue_result(slide, exact=True)
+    assert fast.image.shape == exact.image.shape and fast.downsample == exact.downsample
+    assert np.abs(fast.image.astype(np.int16) - exact.image.astype(np.int16)).mean() < 6
+    assert _iou(fast.mask, exact.mask) > 0.97
+    assert fast.geometry.symmetric_difference(exact.geometry).area < 0.05 * exact.geometry.area
+
+
+@pytest.mark.parametrize("factor", [2.9, 4.0, 16.0, 40.0])
+def test_native_image_has_the_exact_size_and_pixels_close_to_it(cmu_path, factor):
+    with wsi.open_slide(cmu_path) as slide:
+        fast, exact = read_downsampled(slide, factor), read_downsampled(slide, factor, exact=True)
+    assert fast.shape == exact.shape == (round(2967 / factor), round(2220 / factor), 3)
+    assert np.abs(fast.astype(np.int16) - exact.astype(np.int16)).mean() < 6
+
+
+def test_levels_that_are_not_jpeg_read_exactly(blank_slide):
+    with wsi.open_slide(blank_slide) as slide:
+        assert tissue._read_native_downsampled(slide, 16.0) is None  # uncompressed tiles: read_region
+        assert np.array_equal(read_downsampled(slide, 16.0), read_downsampled(slide, 16.0, exact=True))
+
+
+def test_native_tiles_that_disagree_with_the_reader_are_not_used(cmu_path, monkeypatch):
+    from tiling.reader import NativeTiles
+
+    real = NativeTiles.decode_tile
+    monkeypatch.setattr(
+        NativeTiles, "decode_tile", lambda self, tx, ty, scale=1: 255 - real(self, tx, ty, scale)
+    )
+    with wsi.open_slide(cmu_path) as slide:
+        assert tissue._read_native_downsampled(slide, 16.0) is None
+        assert np.array_equal(read_downsampled(slide, 16.0), read_downsampled(slide, 16.0, exact=True))
+
+
+def test_a_mosaic_over_the_memory_bound_reads_exactly(cmu_path, monkeypatch):
+    monkeypatch.setattr(tissue, "NATIVE_MOSAIC_BYTES", 1000)
+    with wsi.open_slide(cmu_path) as slide:
+        assert tissue._read_native_downsampled(slide, 16.0) is None
+
+
+def test_a_corrupt_slide_fails_as_the_slide_reader_says(tmp_path):
+    """The native path gives way to read_region, whose error names the slide (as before the native path)."""
+    from tests.conftest import OPENSLIDE_DATA
+
+    with wsi.open_slide(OPENSLIDE_DATA / "unreadable.svs") as slide:
+        assert tissue._read_native_downsampled(slide, 16.0) is None
+        with pytest.raises(wsi.SlideError, match="Bogus marker"):
+            tiling.detect_tissue_result(slide)
