@@ -14,7 +14,7 @@ from mil.encoders import (
     register_encoder,
 )
 from mil.estimator import MILEstimator
-from mil.features import extract_features, features_done, resolve_device
+from mil.features import encoder_arguments, extract_features, features_done, resolve_device
 from mil.models import MILModel, MILOutput, ModelSpec, create_model, list_models, register_model
 from mil.tasks import Task, create_task, list_tasks, register_task
 from mil.train import CVResult, FitConfig, InMemoryBags, as_bags, cross_validate, fit, plan, predict_logits
@@ -40,6 +40,7 @@ __all__ = [
     "create_model",
     "create_task",
     "cross_validate",
+    "encoder_arguments",
     "extract_features",
     "features_done",
     "fit",

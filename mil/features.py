@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,10 +15,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mil.encoders import Encoder, create_encoder
+from mil.encoders.registry import get_factory
 from tiling import PatchBatches, PatchStore
 from wsi.deprecation import renamed_keywords
 
-__all__ = ["extract_features", "features_done", "resolve_device"]
+__all__ = ["encoder_arguments", "extract_features", "features_done", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device cuda was asked for, but torch sees no GPU; use --device cpu")
     return device
+
+
+def encoder_arguments(
+    name: str, store: PatchStore | None, arguments: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """`arguments` for `create_encoder(name, ...)`, with `mpp` set to the store's tile resolution when encoder
+    `name` measures in microns (a built-in whose factory takes `mpp`, such as `morphometry`) and the caller gave
+    none; an mpp the caller gave is kept as given."""
+    arguments = dict(arguments or {})
+    factory = get_factory(name)
+    takes_mpp = factory is not None and "mpp" in inspect.signature(factory).parameters
+    if store is not None and takes_mpp and "mpp" not in arguments:
+        tile_mpp = store.attrs.get("tiling", {}).get("mpp")
+        if tile_mpp is not None:
+            arguments["mpp"] = float(tile_mpp)
+    return arguments
 
 
 def _description(store: PatchStore, encoder: Encoder) -> dict:

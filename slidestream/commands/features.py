@@ -82,7 +82,7 @@ def run(args) -> int:
 
     from mil import EncoderError, create_encoder, extract_features, resolve_device
     from mil.encoders import encoder_table, require_weights
-    from mil.features import features_done
+    from mil.features import encoder_arguments, features_done
     from tiling import PatchStore, StoreError
 
     if args.list_encoders:
@@ -111,8 +111,21 @@ def run(args) -> int:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "encoder .* RANDOM WEIGHTS")  # said once, below
-            encoder = create_encoder(args.encoder, weights=args.weights, random_weights=args.random_weights,
-                                     **encoder_args)  # fmt: skip
+            encoders: dict[str, object] = {}  # one per resolution for encoders that measure in microns
+
+            def encoder_for(store):
+                arguments = encoder_arguments(args.encoder, store, encoder_args)
+                key = repr(sorted(arguments.items()))
+                if key not in encoders:
+                    encoders[key] = create_encoder(args.encoder, weights=args.weights,
+                                                   random_weights=args.random_weights, **arguments)  # fmt: skip
+                return encoders[key]
+
+            try:
+                first = PatchStore.open(stores[0])
+            except (StoreError, OSError, ValueError):  # said for that slide in the loop below
+                first = None
+            encoder = encoder_for(first)
     except EncoderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -129,6 +142,9 @@ def run(args) -> int:
         slide_id = path.parent.name
         try:
             store = PatchStore.open(path)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "encoder .* RANDOM WEIGHTS")  # said once, above
+                encoder = encoder_for(store)
             if not args.overwrite and features_done(store, encoder, args.name):
                 array = store.features(args.name or encoder.name)
                 print(f"{slide_id}: features/{args.name or encoder.name} {array.shape[0]} x {array.shape[1]} "

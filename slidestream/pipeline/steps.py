@@ -270,8 +270,9 @@ class FeatureStep:
 
         f = ctx.config.features
         store = PatchStore.open(ctx.store_path)
+        arguments = mil.encoder_arguments(f.encoder, store, f.encoder_args)  # morphometry: the tiles' mpp
         encoder, caught = _collect_warnings(lambda: mil.create_encoder(
-            f.encoder, weights=f.weights, random_weights=f.random_weights, **f.encoder_args))  # fmt: skip
+            f.encoder, weights=f.weights, random_weights=f.random_weights, **arguments))  # fmt: skip
         skipped = not ctx.config.overwrite and mil.features_done(store, encoder)
         if skipped:
             array = store.features(encoder.name)

@@ -237,3 +237,19 @@ def test_features_command_with_the_tiles_mpp(synthetic_slide, tmp_path, capsys):
     assert description["arguments"] == {"mpp": 2.0}
     assert description["feature_names"] == list(MORPHOMETRY_FEATURES)
     assert main(args) == 0 and "skipped (already computed" in capsys.readouterr().out
+
+
+def test_features_follow_the_stores_tile_mpp_unless_told(synthetic_slide, tmp_path, capsys):
+    """Without --encoder-arg mpp, morphometry measures each store's tiles at the mpp they were tiled at."""
+    from slidestream.cli import main
+
+    out = tmp_path / "run"
+    assert (
+        main(["tile", str(synthetic_slide.path), "-o", str(out), "--mpp", "2.0", "--size", "64", "-q"]) == 0
+    )
+    assert main(["features", str(out), "--encoder", "morphometry", "--workers", "0", "-q"]) == 0
+    store = PatchStore.open(out / "slides" / "synthetic" / "patches.zarr")
+    assert store.features("morphometry").attrs["description"]["arguments"] == {"mpp": 2.0}
+    assert mil.encoder_arguments("morphometry", store) == {"mpp": 2.0}
+    assert mil.encoder_arguments("morphometry", store, {"mpp": 0.5}) == {"mpp": 0.5}  # as given
+    assert mil.encoder_arguments("stain_stats", store) == {}  # takes no mpp
