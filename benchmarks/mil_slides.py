@@ -12,6 +12,13 @@ scored on the test cohort's cancer slides (benign slides have no grade and no mu
 `--tile-baselines` also prints how far colour alone gets: a per-tile logistic regression (tumor tile or not,
 trained on the training cohort's tiles, scored on the test cohort's) on each tile's mean RGB, and on the
 tiles' features.
+
+    python -m benchmarks.mil_slides --lookalike-check 30 [--dimensions 1024]
+
+needs no cohort on disk: it renders the 128-px tiles (0.5 um/px) of the planned cohorts of seeds 0 (train) and
+1 (test) twice, without and with the benign look-alikes (`SyntheticSpec.lookalikes`), and prints the per-tile
+tumor AUC of mean RGB (logistic regression and gradient boosting), of total optical density alone, and of
+stain_stats, for both: the before / after of the look-alikes in one run.
 """
 
 from __future__ import annotations
@@ -86,6 +93,76 @@ def _tile_baselines(args) -> list[tuple[str, float, float]]:
     return rows
 
 
+def _rendered_tiles(n: int, seed: int, size: int, lookalikes: bool, tile: int = 128):
+    """Mean RGB, stain_stats features and the tumor flag (>= 50% of the tile) of every tile with full tissue cover
+    of the planned cohort (`plan_cohort`, 0.5 um/px), rendered directly (no slide written)."""
+    from dataclasses import replace
+
+    import torch
+
+    from mil.stain_stats import StainStats
+    from wsi.synthetic.cohort import plan_cohort
+    from wsi.synthetic.content import field_values, render_region
+
+    encoder = StainStats()
+    _, _, specs = plan_cohort(n, seed, (size, size), 0.5)
+    rgb, stats, tumor = [], [], []
+    for spec in specs:
+        spec = spec if lookalikes else replace(spec, lookalikes=0.0)
+        for ty in range(0, size - tile + 1, tile):
+            for tx in range(0, size - tile + 1, tile):
+                xs, ys = np.meshgrid(np.arange(tx + 4, tx + tile, 8.0), np.arange(ty + 4, ty + tile, 8.0))
+                tissue, tumor_field = field_values(spec, xs, ys)
+                if (tissue > 0).mean() < 0.5:
+                    continue
+                image = render_region(spec, (tx, ty), (tile, tile))[0]
+                rgb.append(image.reshape(-1, 3).mean(0))
+                with torch.no_grad():
+                    stats.append(
+                        encoder(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0].numpy()
+                    )
+                tumor.append((tumor_field > 0).mean() >= 0.5)
+    return np.array(rgb), np.array(stats), np.array(tumor)
+
+
+def lookalike_check(n: int, size: int) -> list[tuple[str, float, float]]:
+    """Per-tile tumor AUCs of colour and stain_stats on held-out rendered tiles, without and with look-alikes."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rows = []
+    for lookalikes in (False, True):
+        train, test = _rendered_tiles(n, 0, size, lookalikes), _rendered_tiles(n, 1, size, lookalikes)
+        tag = "with look-alikes" if lookalikes else "without look-alikes"
+        print(f"{tag}: {int(train[2].sum())}/{len(train[2])} training and {int(test[2].sum())}/{len(test[2])} "
+              "test tiles are tumor")  # fmt: skip
+        for k, name in ((0, "mean RGB"), (1, "stain_stats")):
+            linear = make_pipeline(
+                StandardScaler(), LogisticRegression(max_iter=3000, class_weight="balanced")
+            )
+            linear.fit(train[k], train[2])
+            rows.append(
+                (
+                    f"{tag}: {name}, logistic regression",
+                    roc_auc_score(test[2], linear.predict_proba(test[k])[:, 1]),
+                    float("nan"),
+                )
+            )
+            boosted = HistGradientBoostingClassifier(max_iter=200, random_state=0).fit(train[k], train[2])
+            rows.append(
+                (
+                    f"{tag}: {name}, gradient boosting",
+                    roc_auc_score(test[2], boosted.predict_proba(test[k])[:, 1]),
+                    float("nan"),
+                )
+            )
+        density = -np.log(np.clip(test[0], 1, 255) / 255).sum(axis=1)
+        rows.append((f"{tag}: total optical density alone", roc_auc_score(test[2], density), float("nan")))
+    return rows
+
+
 def write_nuclei_encoder(path: str | Path) -> Path:
     """The shipped nuclei CNN's encoder (timm regnetx_002, trained here on synthetic H&E nuclei) as a plain
     timm state dict, for `slidestream features RESULTS --encoder regnetx_002 --weights PATH`."""
@@ -114,6 +191,12 @@ def main(argv=None) -> int:
     p.add_argument("--features", default="stain_stats")
     p.add_argument("--tasks", default="cancer,grade,mutation,survival")
     p.add_argument("--tile-baselines", action="store_true", help="also the per-tile colour baselines")
+    p.add_argument(
+        "--lookalike-check",
+        type=int,
+        metavar="N",
+        help="only compare colour baselines without / with look-alikes on N rendered slides per cohort",
+    )
     p.add_argument("--write-nuclei-encoder", metavar="PATH",
                    help="only write the nuclei CNN's encoder weights (regnetx_002) to PATH and exit")  # fmt: skip
     if argv is None:
@@ -122,6 +205,13 @@ def main(argv=None) -> int:
         argv = sys.argv[1:]
     if "--write-nuclei-encoder" in argv:  # no cohort arguments needed
         print(write_nuclei_encoder(argv[argv.index("--write-nuclei-encoder") + 1]))
+        return 0
+    if "--lookalike-check" in argv:  # no cohort arguments needed
+        check = argparse.ArgumentParser()
+        check.add_argument("--lookalike-check", type=int, required=True, metavar="N")
+        check.add_argument("--dimensions", type=int, default=1024)
+        known = check.parse_args(argv)
+        _print_rows(lookalike_check(known.lookalike_check, known.dimensions))
         return 0
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -194,10 +284,14 @@ def main(argv=None) -> int:
             except ValueError as exc:
                 print(f"hazard ratio: {exc}")
         print(f"{key}: cross-validated on train {cv}; train + predict {seconds:.0f} s")
+    _print_rows(rows)
+    return 0
+
+
+def _print_rows(rows) -> None:
     print(f"\n{'figure (held-out cohort)':58s} {'value':>7s} {'limit':>6s}  ratio")
     for name, value, limit in rows:
         print(f"{name:58s} {value:7.3f} {limit:6.2f}  {value / limit:.2f}")
-    return 0
 
 
 if __name__ == "__main__":
