@@ -11,7 +11,9 @@ scored on the test cohort's cancer slides (benign slides have no grade and no mu
 
 `--tile-baselines` also prints how far colour alone gets: a per-tile logistic regression (tumor tile or not,
 trained on the training cohort's tiles, scored on the test cohort's) on each tile's mean RGB, and on the
-tiles' features.
+tiles' features, each also as a slide detector (max over a slide's tiles); `--oracle` adds the same on the
+ground-truth nuclei's morphometry (count, area, pleomorphism, open chromatin per tile): what an encoder that
+measures nuclei could reach. `--tasks ''` runs the baselines alone.
 
     python -m benchmarks.mil_slides --lookalike-check 30 [--dimensions 1024]
 
@@ -58,11 +60,32 @@ def _tumor_tiles(store, truth_json: Path) -> np.ndarray:
     return np.array(out)
 
 
-def _tile_table(results: Path, slides: Path, feature: str):
-    """Per tissue tile of every store: mean RGB, the features and the ground-truth tumor flag."""
+def _oracle_morphometry(store, truth_json: Path) -> np.ndarray:
+    """Per tile, from the slide's ground-truth nuclei (what an ideal nucleus-measuring encoder would see):
+    nuclei per tile, mean / 90th percentile / sd of log nuclear area (um^2), fraction with open chromatin."""
+    from tiling import TileSpec
+    from wsi.synthetic.content import SyntheticSpec, nuclei_in_box
+
+    spec = SyntheticSpec(**json.loads(truth_json.read_text())["spec"])
+    extent = TileSpec.from_dict(store.attrs["tiling"]).extent
+    rows = []
+    for x, y in store.coords:
+        nuc = nuclei_in_box(spec, (float(x), float(y), float(x + extent), float(y + extent)))
+        area = np.pi * nuc.ra * nuc.rb * spec.mpp**2
+        if len(area) == 0:
+            rows.append([0.0, 0.0, 0.0, 0.0, 0.0])
+            continue
+        vesicular = nuc.vesicular.mean() if nuc.vesicular is not None else 0.0
+        rows.append([len(area), area.mean(), np.percentile(area, 90), np.log(area).std(), vesicular])
+    return np.array(rows, dtype=np.float32)
+
+
+def _tile_table(results: Path, slides: Path, feature: str, oracle: bool = False):
+    """Per tissue tile of every store: mean RGB, the features, the ground-truth tumor flag, the slide id and
+    (`oracle`) the ground-truth nuclear morphometry."""
     from tiling import PatchStore
 
-    rgb, feats, truth, ids = [], [], [], []
+    rgb, feats, truth, ids, morph = [], [], [], [], []
     for store_path in sorted(results.glob("slides/*/patches.zarr")):
         store = PatchStore.open(store_path)
         if len(store) == 0 or store.patches is None:
@@ -72,7 +95,10 @@ def _tile_table(results: Path, slides: Path, feature: str):
         feats.append(np.asarray(store.features(feature)[:], dtype=np.float32))
         truth.append(_tumor_tiles(store, slides / f"{store_path.parent.name}.truth.json"))
         ids.extend([store_path.parent.name] * len(store))
-    return np.concatenate(rgb), np.concatenate(feats), np.concatenate(truth), np.array(ids)
+        if oracle:
+            morph.append(_oracle_morphometry(store, slides / f"{store_path.parent.name}.truth.json"))
+    morph = np.concatenate(morph) if oracle else None
+    return np.concatenate(rgb), np.concatenate(feats), np.concatenate(truth), np.array(ids), morph
 
 
 def _tile_baselines(args) -> list[tuple[str, float, float]]:
@@ -81,11 +107,14 @@ def _tile_baselines(args) -> list[tuple[str, float, float]]:
     from sklearn.preprocessing import StandardScaler
 
     train_slides = Path(args.train_labels).parent / "slides"
-    train = _tile_table(Path(args.train_results), train_slides, args.features)
-    test = _tile_table(Path(args.test_results), Path(args.test_slides), args.features)
+    train = _tile_table(Path(args.train_results), train_slides, args.features, args.oracle)
+    test = _tile_table(Path(args.test_results), Path(args.test_slides), args.features, args.oracle)
     rows = []
     cancer = pd.read_csv(args.test_labels, dtype={"slide_id": str}).set_index("slide_id")["cancer"]
-    for k, name in ((0, "mean RGB"), (1, args.features)):
+    kinds = ((0, "mean RGB"), (1, args.features)) + (
+        ((4, "true nuclear morphometry"),) if args.oracle else ()
+    )
+    for k, name in kinds:
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
         clf.fit(train[k], train[2])
         score = clf.predict_proba(test[k])[:, 1]
@@ -205,6 +234,11 @@ def main(argv=None) -> int:
     p.add_argument("--features", default="stain_stats")
     p.add_argument("--tasks", default="cancer,grade,mutation,survival")
     p.add_argument("--tile-baselines", action="store_true", help="also the per-tile colour baselines")
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="with --tile-baselines: also a baseline on the ground-truth nuclei's morphometry",
+    )
     p.add_argument(
         "--lookalike-check",
         type=int,
