@@ -358,11 +358,14 @@ def _train_validation(model: str, task, dataset, config="auto", seed: int = 0):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         splitter = StratifiedGroupKFold(n_splits=parts, shuffle=True, random_state=seed)
-        train_index, val_index = next(splitter.split(np.zeros(len(bags)), strata, bags.groups))
-    problem = task.fold_problem(target[val_index])
-    if problem:
-        raise ValueError(f"the validation split has {problem} among its {len(val_index)} slides; "
-                         "add slides or use cross-validation")  # fmt: skip
+        splits = list(splitter.split(np.zeros(len(bags)), strata, bags.groups))
+    # The first part that can be evaluated (small cohorts: a part may lack a class) is the validation set.
+    problems = [task.fold_problem(target[val]) for _, val in splits]
+    usable = [k for k, problem in enumerate(problems) if not problem]
+    if not usable:
+        raise ValueError(f"every validation split has a problem, e.g. {problems[0]} among its "
+                         f"{len(splits[0][1])} slides; add slides or use cross-validation")  # fmt: skip
+    train_index, val_index = splits[usable[0]]
     if isinstance(config, str):
         if config != "auto":
             raise ValueError(f"config must be a FitConfig or 'auto', got {config!r}")

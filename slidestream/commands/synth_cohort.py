@@ -20,7 +20,7 @@ def register(sub) -> None:
         "synth-cohort",
         help="write a synthetic cohort: slides, ground truth and labels.csv",
         description="Writes OUT/slides/S###.svs with their truth files and OUT/labels.csv (slide_id, patient_id, "
-        "cancer, grade, mut_a, mut_b, time, event, and the ground truth tumor_fraction, lymphocytes, mucin); the README describes how each label follows "
+        "cancer, grade, mut_a, mut_b, time, event, and the ground truth tumor_fraction, lymphocytes, mucin, lookalikes); the README describes how each label follows "
         "from the slide's ground truth. Refuses an OUT that already holds a cohort.",
     )
     p.add_argument("out", metavar="OUT", type=output_folder)

@@ -207,3 +207,93 @@ def test_write_slide_refuses_bad_tile_size_and_quality(tmp_path, kwargs):
     with pytest.raises(ValueError, match="tile_size|quality"):
         write_slide(tmp_path / "bad.svs", spec, render_workers=1, progress=False, **kwargs)
     assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
+def test_lookalikes_exist_and_are_benign_in_the_truth_masks(tmp_path):
+    """Crowded glands and lymphoid aggregates are drawn, outside the tumour mask; aggregates keep off the tumour."""
+    from wsi.synthetic.content import _PERI_BAND, _fields, lookalike_values
+    from wsi.synthetic.glands import CROWDED_NUCLEUS_UM
+
+    spec = SyntheticSpec(1024, 1024, mpp=0.5, seed=7, tumor=True, tumor_threshold=0.55, lookalikes=1.0)
+    truth = load_truth(write_slide(tmp_path / "s.svs", spec, tile_size=256, progress=False).path)
+    d = truth.mask_downsample
+    ys, xs = np.mgrid[0 : truth.tumor_mask.shape[0], 0 : truth.tumor_mask.shape[1]]
+    x, y = (xs + 0.5) * d, (ys + 0.5) * d
+    crowded, aggregate = lookalike_values(spec, x, y)
+    assert truth.tumor_mask.any()
+    for zone in (crowded > 0.01, aggregate > 0.01):
+        assert zone.sum() > 20  # present, on a slide with tumour too
+        assert truth.tissue_mask[zone].all() and not truth.tumor_mask[zone].any()
+    _, _, raw = _fields(spec, x, y)
+    assert (raw[aggregate > 0] < -_PERI_BAND).all()  # away from the tumour: not the mut_a trait
+    # The look-alike nuclei are benign (epithelial in crowded glands, lymphocytes in aggregates), small and
+    # uniform; a slide without look-alikes has none of them.
+    nuc = nuclei_in_box(spec, (0, 0, 1024, 1024))
+    plain = nuclei_in_box(SyntheticSpec(1024, 1024, mpp=0.5, seed=7, tumor=True, tumor_threshold=0.55), (0, 0, 1024, 1024))  # fmt: skip
+    in_crowded = lookalike_values(spec, nuc.cx, nuc.cy)[0] > 0
+    in_aggregate = lookalike_values(spec, nuc.cx, nuc.cy)[1] > 0
+    # (A tumour nest centred inside the tumour may reach past the mask's edge into a crowded zone.)
+    assert not nuc.tumor[in_aggregate].any() and nuc.tumor[in_crowded].mean() < 0.1
+    crowded_epi = in_crowded & (nuc.kind == 1)
+    assert crowded_epi.sum() > 3 * max(
+        1, ((lookalike_values(spec, plain.cx, plain.cy)[0] > 0) & (plain.kind == 1)).sum()
+    )
+    assert np.median(nuc.ra[crowded_epi]) * spec.mpp < 1.1 * CROWDED_NUCLEUS_UM
+    assert np.std(np.log(nuc.ra[crowded_epi])) < 0.08
+    plain_aggregate = lookalike_values(spec, plain.cx, plain.cy)[1] > 0
+    assert (nuc.kind[in_aggregate] == 3).mean() > 0.8
+    assert (nuc.kind[in_aggregate] == 3).sum() > 3 * max(1, (plain.kind[plain_aggregate] == 3).sum())
+
+
+def test_lookalikes_darken_benign_tiles_like_tumour():
+    """Benign tiles in look-alike zones absorb about as much light as tumour tiles (colour alone cannot tell)."""
+    from wsi.synthetic.content import field_values, lookalike_values
+
+    spec = SyntheticSpec(
+        4096, 4096, mpp=0.5, seed=3, tumor=True, grade=3, tumor_threshold=0.5, lookalikes=1.0
+    )
+    od = {"tumour": [], "lookalike": [], "other benign": []}
+    for ty in range(0, 4096, 128):
+        for tx in range(0, 4096, 128):
+            xs, ys = np.meshgrid(np.arange(tx + 8, tx + 128, 16.0), np.arange(ty + 8, ty + 128, 16.0))
+            tissue, tumor = field_values(spec, xs, ys)
+            crowded, aggregate = lookalike_values(spec, xs, ys)
+            if (
+                (tissue > 0).mean() < 1
+                or len(od["lookalike"]) > 12
+                and len(od["other benign"]) > 12
+                and (tumor <= 0).all()
+            ):
+                continue
+            kind = (
+                "tumour"
+                if (tumor > 0).all()
+                else "lookalike"
+                if ((crowded > 0) | (aggregate > 0)).mean() > 0.7
+                else "other benign"
+                if ((crowded <= 0) & (aggregate <= 0) & (tumor <= 0)).all()
+                else None
+            )
+            if kind is not None:
+                tile = render_region(spec, (tx, ty), (128, 128))[0].astype(float)
+                od[kind].append(-np.log(np.clip(tile, 1, 255) / 255).sum(-1).mean())
+    assert all(len(v) >= 4 for v in od.values()), {k: len(v) for k, v in od.items()}
+    tumour, lookalike, other = (np.median(od[k]) for k in ("tumour", "lookalike", "other benign"))
+    assert lookalike > other and lookalike > 0.9 * tumour, (tumour, lookalike, other)
+
+
+def test_cohort_slides_keep_their_labels_when_n_changes():
+    from wsi.synthetic.cohort import cohort_labels, plan_cohort
+
+    small = plan_cohort(9, seed=5, dimensions=(512, 512), slide_mpp=0.5)
+    large = plan_cohort(30, seed=5, dimensions=(512, 512), slide_mpp=0.5)
+    assert small[2] == large[2][:9] and small[0] == large[0][:9]
+    fractions = [0.1 if s.tumor else 0.0 for s in large[2]]
+    a = cohort_labels(np.array(fractions[:9]), small[0], small[1], seed=5)
+    b = cohort_labels(np.array(fractions), large[0], large[1], seed=5)
+    assert a.equals(b.iloc[:9])
+    cancer = b[b.cancer == 1].drop_duplicates("patient_id")
+    assert abs(int(b.drop_duplicates("patient_id").cancer.sum()) - b.patient_id.nunique() / 2) <= 1
+    # Grades are balanced: every block of five cancer patients takes each grade once.
+    counts = cancer.grade.value_counts()
+    assert counts.max() - counts.min() <= 1 and len(counts) == 5

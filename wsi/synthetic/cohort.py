@@ -1,19 +1,25 @@
 """Synthetic cohorts: many synthetic slides plus a labels table whose labels follow from what the slides show.
 
 Rules (`write_cohort`), all drawn from one seed; what the pixels show is described in `wsi.synthetic.content`
-and `wsi.synthetic.glands`:
+and `wsi.synthetic.glands`. Every draw is keyed by the seed and the patient's or slide's index, so a slide keeps
+its patient, labels and pixels whatever `n` is (a larger cohort of the same seed extends a smaller one):
 - `patient_id`: about a third of the patients have two slides; a patient's slides share cancer status, grade and
   mutations (they come from one tumor), so grouped splits matter.
-- `cancer`: about half the patients have cancer; their slides are rendered with a tumor region covering a
-  target fraction of the tissue drawn log-uniformly between 2% and 30%. The label is 1 when the slide's
-  ground-truth tumor mask is not empty, so a label never names tumor the pixels lack.
-- `grade` (cancer only, empty for benign): 1-5 uniformly per patient, rendered as the tumor's morphology
-  (nuclear size, pleomorphism, crowding and stratification, vesicular nuclei with nucleoli, lumina fading to
-  solid nests at grade 5).
-- `mut_a` (cancer only): 1 for half the cancer patients, rendered as a dense band of lymphocytes in the stroma
-  in and around the tumor (strength 0.7-1.0; 0-0.1 without the mutation). `mut_b` (cancer only): 1 for 40% of
-  the cancer patients, rendered as pale, bluish, mucinous stroma in and around the tumor. Each observed label is
-  then flipped with probability 0.08 (label noise), so even a perfect reader of the pixels is not always right.
+- `cancer`: one patient of each consecutive pair has cancer (so half the patients, in any prefix); their
+  slides are rendered with a tumor region covering a target fraction of the tissue drawn log-uniformly between
+  2% and 30%. The label is 1 when the slide's ground-truth tumor mask is not empty, so a label never names tumor
+  the pixels lack.
+- every slide, benign or not, carries benign look-alikes of tumor (`lookalikes` 0.7-1.0: crowded basal-cell-rich
+  glands with small dark nuclei, lymphoid aggregates away from the tumor, darker-stained zones), so a tile's
+  colour does not tell tumor from benign; only morphology does.
+- `grade` (cancer only, empty for benign): 1-5, each block of five consecutive cancer patients takes every
+  grade once (balanced), rendered as the tumor's morphology (nuclear size, pleomorphism, crowding and
+  stratification, vesicular nuclei with nucleoli, lumina fading to solid nests at grade 5).
+- `mut_a` (cancer only): 1 for one of each consecutive pair of cancer patients, rendered as a dense band of
+  lymphocytes in the stroma in and around the tumor (strength 0.7-1.0; 0-0.1 without the mutation). `mut_b`
+  (cancer only): 1 for two of each block of five cancer patients (40%), rendered as pale, bluish, mucinous stroma
+  in and around the tumor. Each observed label is then flipped with probability 0.08 (label noise), so even a
+  perfect reader of the pixels is not always right.
 - `time`, `event`: Weibull (shape 3) survival with scale 80 months * exp(-lp / 3), lp = 2 * cancer
   + 0.7 * (grade - 1) + 5 * tumor fraction; censored uniformly on 24-150 months.
 """
@@ -36,6 +42,7 @@ __all__ = ["LABEL_COLUMNS", "SyntheticCohort", "cohort_labels", "plan_cohort", "
 LABEL_COLUMNS = ("slide_id", "patient_id", "cancer", "grade", "mut_a", "mut_b", "time", "event")
 LABEL_NOISE = 0.08
 BURDEN_RANGE = (0.02, 0.30)
+LOOKALIKE_RANGE = (0.7, 1.0)
 
 
 @dataclass(frozen=True)
@@ -57,13 +64,23 @@ class PatientTraits:
     mut_b: int
 
 
-def _patients(n: int, rng: np.random.Generator) -> list[int]:
-    """Patient index of each slide: about a third of the patients have two consecutive slides."""
+def _patients(n: int, seed: int) -> list[int]:
+    """Patient index of each slide: about a third of the patients have two consecutive slides (the last patient
+    of a cohort may lose its second slide to `n`; no slide changes patient when `n` grows)."""
     patients, patient = [], 0
     while len(patients) < n:
-        patients.extend([patient] * (2 if rng.random() < 1 / 3 and len(patients) + 2 <= n else 1))
+        two = np.random.default_rng([seed, 0, patient]).random() < 1 / 3
+        patients.extend([patient] * (2 if two else 1))
         patient += 1
-    return patients
+    return patients[:n]
+
+
+def _balanced(index: int, block: int, positives: int, seed: int, salt: int) -> int:
+    """A value in [0, block) for item `index` such that each block of `block` consecutive items takes each value
+    once (a seeded permutation per block); `positives` > 0: 1 for `positives` items of each block, else 0."""
+    order = np.random.default_rng([seed, salt, index // block]).permutation(block)
+    value = int(order[index % block])
+    return int(value < positives) if positives else value
 
 
 def _tumor_fraction(spec: SyntheticSpec, step: int = 16) -> float:
@@ -88,28 +105,28 @@ def _threshold_for(spec: SyntheticSpec, target: float) -> float:
 
 def plan_cohort(n: int, seed: int, dimensions: tuple[int, int], slide_mpp: float) -> tuple[list, list, list]:
     """Patients, their traits and each slide's spec (rules in the module doc), without writing anything."""
-    rng = np.random.default_rng(seed)
-    patients = _patients(n, rng)
-    n_patients = max(patients) + 1
-    order = rng.permutation(n_patients)
-    with_cancer = set(order[: n_patients // 2].tolist())
-    grades = rng.integers(1, 6, n_patients)
-    mut_a = (rng.random(n_patients) < 0.5).astype(int)
-    mut_b = (rng.random(n_patients) < 0.4).astype(int)
-    traits = [
-        PatientTraits(p in with_cancer, int(grades[p]), int(mut_a[p]), int(mut_b[p]))
-        for p in range(n_patients)
-    ]
+    patients = _patients(n, seed)
+    traits, n_cancer = [], 0
+    for p in range(max(patients) + 1):
+        if _balanced(p, 2, 1, seed, 1):
+            grade = 1 + _balanced(n_cancer, 5, 0, seed, 2)
+            mut_a, mut_b = _balanced(n_cancer, 2, 1, seed, 3), _balanced(n_cancer, 5, 2, seed, 4)
+            traits.append(PatientTraits(True, grade, mut_a, mut_b))
+            n_cancer += 1
+        else:
+            traits.append(PatientTraits(False, 3, 0, 0))
     width, height = dimensions
     specs = []
     for i, patient in enumerate(patients):
         t = traits[patient]
+        rng = np.random.default_rng([seed, 5, i])
         strength = rng.uniform(0.7, 1.0, 2)
         background = rng.uniform(0.0, 0.1, 2)
         spec = SyntheticSpec(
             width, height, mpp=slide_mpp, seed=seed * 10_000 + i, tumor=t.cancer, grade=t.grade if t.cancer else 3,
             lymphocytes=float(strength[0] if t.mut_a else background[0]) if t.cancer else 0.0,
             mucin=float(strength[1] if t.mut_b else background[1]) if t.cancer else 0.0,
+            lookalikes=round(float(rng.uniform(*LOOKALIKE_RANGE)), 3),
         )  # fmt: skip
         target = float(np.exp(rng.uniform(*np.log(BURDEN_RANGE))))
         if t.cancer:
@@ -126,19 +143,21 @@ def cohort_labels(tumor_fraction: np.ndarray, patients: list[int], traits: list[
         raise ValueError(
             f"tumor_fraction must have shape (n_slides,) = ({len(patients)},), got {fraction.shape}"
         )
-    rng = np.random.default_rng([seed, 1])
     n = len(fraction)
+    # One generator per slide: a slide's noise, event and censoring times do not depend on n.
+    draws = np.array([np.random.default_rng([seed, 1, i]).random(4) for i in range(n)]).reshape(n, 4)
     cancer = (fraction > 0).astype(int)
     slide_traits = [traits[p] for p in patients]
     grade = np.where(cancer == 1, [t.grade for t in slide_traits], np.nan)
     observed = {}
-    for name in ("mut_a", "mut_b"):
+    for k, name in enumerate(("mut_a", "mut_b")):
         true = np.array([getattr(t, name) for t in slide_traits])
-        flip = rng.random(n) < LABEL_NOISE
+        flip = draws[:, k] < LABEL_NOISE
         observed[name] = np.where(cancer == 1, np.where(flip, 1 - true, true), np.nan)
     lp = 2.0 * cancer + 0.7 * (np.nan_to_num(grade, nan=1.0) - 1) + 5.0 * fraction
-    event_time = 80.0 * np.exp(-lp / 3.0) * rng.weibull(3.0, n)
-    censor = rng.uniform(24, 150, n)
+    weibull = (-np.log1p(-draws[:, 2])) ** (1 / 3.0)  # inverse CDF of the shape-3 Weibull
+    event_time = 80.0 * np.exp(-lp / 3.0) * weibull
+    censor = 24 + 126 * draws[:, 3]
     return pd.DataFrame({
         "slide_id": [f"S{i:03d}" for i in range(n)],
         "patient_id": [f"P{p:03d}" for p in patients],
@@ -174,7 +193,8 @@ def write_cohort(out: str | Path, n: int = 40, seed: int = 0, dimensions: tuple[
 
     Refuses an OUT that already holds labels.csv or slides (it never overwrites). Slide i uses content seed
     `seed * 10_000 + i`, so cohorts of different seeds share no slide. labels.csv also carries the ground truth
-    behind the labels (`tumor_fraction`, and the rendered `lymphocytes` and `mucin` strengths). `workers` > 1
+    behind the labels (`tumor_fraction`, and the rendered `lymphocytes`, `mucin` and `lookalikes` strengths).
+    `workers` > 1
     writes that many slides at once in separate processes (the same files as one at a time).
     """
     if n < 2:
@@ -203,5 +223,6 @@ def write_cohort(out: str | Path, n: int = 40, seed: int = 0, dimensions: tuple[
     labels["tumor_fraction"] = np.round(fractions, 4)
     labels["lymphocytes"] = [round(s.lymphocytes, 3) for s in specs]
     labels["mucin"] = [round(s.mucin, 3) for s in specs]
+    labels["lookalikes"] = [s.lookalikes for s in specs]
     _write_csv_atomic(labels, labels_path)
     return SyntheticCohort(paths, labels, labels_path)

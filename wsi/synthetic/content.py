@@ -5,7 +5,11 @@ spindle fibroblasts, a few lymphocytes) with glands: a lumen lined by one orderl
 nuclei. The tumor region is packed with nests whose look follows `grade` (`wsi.synthetic.glands`): larger,
 crowded, stratified, pleomorphic, hyperchromatic nuclei with coarse chromatin and nucleoli, and lumina that shrink
 and vanish as the grade rises. Two optional traits of the tumor's surroundings: a dense band of lymphocytes
-(`lymphocytes`) and pale, bluish, mucinous stroma (`mucin`). Nuclei are drawn with `wsi.synthetic.cells`
+(`lymphocytes`) and pale, bluish, mucinous stroma (`mucin`). Benign look-alikes of tumour (`lookalikes`, on
+benign and cancer slides alike; `lookalike_values`): zones of crowded, basal-cell-rich glands with small dark
+uniform nuclei, lymphoid aggregates away from the tumour, and darker-stained zones, so that a tile's colour or
+hematoxylin density does not tell tumour from benign; only the nuclei's size, shape, pleomorphism, chromatin
+and arrangement do. Nuclei are drawn with `wsi.synthetic.cells`
 (chromatin texture, vesicular forms, nucleoli). Colours come from Beer-Lambert stain mixing with per-slide stain
 variation, so colour deconvolution and optical density thresholds behave as on real H&E.
 """
@@ -18,14 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsi.deprecation import warn_renamed
-from wsi.synthetic.glands import gland_grid, gland_nuclei
+from wsi.synthetic.glands import GLAND, gland_grid, gland_nuclei
 from wsi.synthetic.noise import hash_uniform, value_noise
 
-__all__ = ["NUCLEUS_KINDS", "Nuclei", "SyntheticSpec", "field_at", "field_values", "nuclei_in_box",
-           "render_region"]  # fmt: skip
+__all__ = ["NUCLEUS_KINDS", "Nuclei", "SyntheticSpec", "field_at", "field_values", "lookalike_values",
+           "nuclei_in_box", "render_region"]  # fmt: skip
 
 # Salts keep the random fields independent of each other.
 _TISSUE, _TISSUE2, _TUMOR, _FIBRE, _NUC, _STAIN, _PIXEL, _CHROMATIN, _WISP = range(1, 10)
+_CROWDED, _AGGREGATE, _DARK = range(21, 24)
 
 # Stain optical-density vectors (Ruifrok & Johnston) before per-slide variation.
 _H_OD = np.array([0.65, 0.70, 0.29])
@@ -42,7 +47,8 @@ class SyntheticSpec:
     """A synthetic slide: size (w, h) level-0 pixels at `mpp`; everything else follows from `seed`.
 
     `grade` (1-5) sets the tumor's morphology; `tumor_threshold` its extent (higher: less tumor);
-    `lymphocytes` and `mucin` (0-1) the strength of the two peritumoral traits.
+    `lymphocytes` and `mucin` (0-1) the strength of the two peritumoral traits; `lookalikes` (0-1) how much of the
+    benign tissue carries tumour look-alikes (crowded glands, lymphoid aggregates) and how uneven the staining is.
     """
 
     width: int
@@ -55,6 +61,7 @@ class SyntheticSpec:
     tumor_threshold: float = 0.62
     lymphocytes: float = 0.0
     mucin: float = 0.0
+    lookalikes: float = 0.0
 
     def __post_init__(self):
         if self.width < 64 or self.height < 64:
@@ -65,7 +72,7 @@ class SyntheticSpec:
             raise ValueError(f"grade must be 1, 2, 3, 4 or 5, got {self.grade!r}")
         if not 0 < self.tumor_threshold < 1:
             raise ValueError(f"tumor_threshold must be between 0 and 1, got {self.tumor_threshold}")
-        for name in ("lymphocytes", "mucin"):
+        for name in ("lymphocytes", "mucin", "lookalikes"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
 
@@ -128,6 +135,29 @@ def field_at(spec: SyntheticSpec, x: np.ndarray, y: np.ndarray) -> tuple[np.ndar
     return tissue > 0, tumor > 0
 
 
+def lookalike_values(spec: SyntheticSpec, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed fields of the benign look-alike zones at level-0 points (x, y), positive inside: crowded
+    basal-cell-rich glands (anywhere outside the tumor) and lymphoid aggregates (outside the peritumoral band, so
+    that lymphocytes AROUND the tumor stay the `lymphocytes` trait). Both are benign: never inside the tumor."""
+    tissue, _, raw = _fields(spec, x, y)
+    if spec.lookalikes <= 0:
+        none = np.full_like(tissue, -1.0)
+        return none, none
+    crowded = value_noise(x, y, _scale_um(spec, 450.0), spec.seed, _CROWDED) - (1.0 - 0.55 * spec.lookalikes)
+    aggregate = value_noise(x, y, _scale_um(spec, 140.0), spec.seed, _AGGREGATE) - (
+        1.0 - 0.35 * spec.lookalikes
+    )
+    benign = np.minimum(tissue, -raw)  # raw is -1 everywhere on a benign slide
+    away = np.minimum(tissue, -(raw + _PERI_BAND))
+    return np.minimum(crowded, benign), np.minimum(aggregate, away)
+
+
+def _structure_fields(spec: SyntheticSpec, x: np.ndarray, y: np.ndarray):
+    """Tissue, tumor and crowded-zone fields: what `gland_grid` needs."""
+    tissue, tumor = field_values(spec, x, y)
+    return tissue, tumor, lookalike_values(spec, x, y)[0]
+
+
 def _peritumoral(raw: np.ndarray) -> np.ndarray:
     """1 inside the tumor region, fading to 0 over the band around it."""
     return np.clip(raw / _PERI_BAND + 1.0, 0.0, 1.0)
@@ -188,11 +218,13 @@ def _stroma_nuclei(spec: SyntheticSpec, x0, y0, x1, y1, grid) -> dict[str, np.nd
     cy = (gy + 0.1 + 0.8 * rnd(1)) * c
     tissue, _, raw = _fields(spec, cx, cy)
     peri = _peritumoral(raw) if spec.tumor else np.zeros_like(raw)
+    aggregate = lookalike_values(spec, cx, cy)[1] > 0
     _, covered, _, _ = grid.lookup(cx, cy)
     stroma = (tissue > 0) & (covered == 0)
-    fibro = stroma & (slot == 0) & (rnd(2) < 0.5 * (1 - 0.6 * spec.mucin * peri))
+    fibro = stroma & (slot == 0) & ~aggregate & (rnd(2) < 0.5 * (1 - 0.6 * spec.mucin * peri))
     lymph_p = np.where(slot == 1, 0.04, 0.0) + 0.55 * spec.lymphocytes * peri
-    lymph = stroma & ~fibro & (slot > 0) & (rnd(3) < lymph_p)
+    lymph_p = np.where(aggregate, 0.95, lymph_p)  # a lymphoid aggregate: packed with lymphocytes
+    lymph = stroma & ~fibro & ((slot > 0) | aggregate) & (rnd(3) < lymph_p)
     keep = (fibro | lymph) & (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
     um = spec.px_per_um
     ra = np.where(lymph, 2.5 + 0.6 * rnd(4), 4.0 + 2.2 * rnd(4)) * um
@@ -215,7 +247,7 @@ def _stroma_nuclei(spec: SyntheticSpec, x0, y0, x1, y1, grid) -> dict[str, np.nd
 def nuclei_in_box(spec: SyntheticSpec, box: tuple[float, float, float, float], margin: float = 0.0) -> Nuclei:
     """Every nucleus whose centre lies in the level-0 box (x0, y0, x1, y1) grown by `margin` pixels."""
     x0, y0, x1, y1 = box[0] - margin, box[1] - margin, box[2] + margin, box[3] + margin
-    grid = gland_grid(spec, (x0, y0, x1, y1), lambda x, y: field_values(spec, x, y))
+    grid = gland_grid(spec, (x0, y0, x1, y1), lambda x, y: _structure_fields(spec, x, y))
     glands = gland_nuclei(spec, grid)
     inside = (glands["cx"] >= x0) & (glands["cx"] < x1) & (glands["cy"] >= y0) & (glands["cy"] < y1)
     inside &= field_values(spec, glands["cx"], glands["cy"])[0] > 0
@@ -233,7 +265,8 @@ def nuclei_in_box(spec: SyntheticSpec, box: tuple[float, float, float, float], m
 
 
 def _coarse_fields(spec: SyntheticSpec, x0: float, y0: float, w: int, h: int, d: float):
-    """Tissue / tumor / peritumoral weights at each output pixel, evaluated on a coarse grid and interpolated."""
+    """Tissue / tumor / peritumoral / lymphoid-aggregate weights and the stain-strength factor (uneven staining)
+    at each output pixel, evaluated on a coarse grid and interpolated."""
     step = max(1.0, 16.0 / d)
     nx, ny = math.ceil(w / step) + 2, math.ceil(h / step) + 2
     gx = x0 + (np.arange(nx) * step + 0.5) * d
@@ -245,7 +278,13 @@ def _coarse_fields(spec: SyntheticSpec, x0: float, y0: float, w: int, h: int, d:
     tissue = np.clip(_upsample(tissue, w, h, step) / edge + 0.5, 0.0, 1.0)
     tumor = np.clip(_upsample(tumor, w, h, step) / edge + 0.5, 0.0, 1.0)
     peri = _peritumoral(_upsample(raw, w, h, step)) if spec.tumor else np.zeros((h, w))
-    return tissue, tumor, peri
+    if spec.lookalikes <= 0:
+        return tissue, tumor, peri, np.zeros((h, w)), np.ones((h, w))
+    aggregate = lookalike_values(spec, xx, yy)[1]
+    aggregate = np.clip(_upsample(aggregate, w, h, step) / 0.03, 0.0, 1.0)
+    dark = value_noise(xx, yy, _scale_um(spec, 600.0), spec.seed, _DARK)
+    dark = 1.0 + 0.4 * spec.lookalikes * (2.0 * _upsample(dark, w, h, step) - 1.0)
+    return tissue, tumor, peri, aggregate, dark
 
 
 def _upsample(grid: np.ndarray, w: int, h: int, step: float) -> np.ndarray:
@@ -316,7 +355,7 @@ def render_region(
     x0, y0 = float(location[0]), float(location[1])
     w, h = int(size[0]), int(size[1])
     d = float(downsample)
-    tissue, tumor, peri = _coarse_fields(spec, x0, y0, w, h, d)
+    tissue, tumor, peri, aggregate, dark = _coarse_fields(spec, x0, y0, w, h, d)
     box = (x0, y0, x0 + w * d, y0 + h * d)
     margin = 8 * spec.px_per_um
     nuclei = nuclei_in_box(spec, box, margin=margin)
@@ -333,8 +372,8 @@ def render_region(
     hema_nuc, eosin_nuc, labels = _draw_nuclei(spec, nuclei, x0, y0, w, h, d, texture)
 
     # Glands and nests: epithelium (cytoplasm) and lumen, antialiased over one output pixel.
-    grid = gland_grid(spec, box, lambda x, y: field_values(spec, x, y))
-    dist, radius, lumen, nest = grid.lookup(xs[None, :] + 0 * ys[:, None], ys[:, None] + 0 * xs[None, :])
+    grid = gland_grid(spec, box, lambda x, y: _structure_fields(spec, x, y))
+    dist, radius, lumen, kind = grid.lookup(xs[None, :] + 0 * ys[:, None], ys[:, None] + 0 * xs[None, :])
     epi = np.where(radius > 0, np.clip((radius - dist) / d + 0.5, 0.0, 1.0), 0.0)
     lum = np.where(lumen > 0, np.clip((lumen - dist) / d + 0.5, 0.0, 1.0), 0.0)
     # Fibre texture: anisotropic noise (fibres along x) that averages out when zoomed out.
@@ -346,11 +385,13 @@ def render_region(
     fibre = 0.5 + (fibre - 0.5) * detail
     wisp = 0.5 + (wisp - 0.5) * detail
     h_vec, e_vec, strength = spec.stains()
+    strength = strength * dark
+    nest = kind != GLAND  # tumour nests and crowded glands: scant, pale cytoplasm
     mucin = spec.mucin * peri
     stroma = tissue * (1.0 - epi)
     cell = tissue * epi * (1.0 - lum)
     eosin = (
-        stroma * (0.30 + 0.35 * fibre) * (1.0 - 0.75 * mucin)
+        stroma * (0.30 + 0.35 * fibre) * (1.0 - 0.75 * mucin) * (1.0 - 0.6 * aggregate)
         + cell * np.where(nest, 0.20, 0.24)
         + tissue * lum * 0.03
         + 0.6 * eosin_nuc

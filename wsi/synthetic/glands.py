@@ -4,6 +4,9 @@ One candidate structure per lattice cell (90 um). In benign tissue about half th
 lumen lined by one orderly ring of small, uniform, basal nuclei. Inside the tumour region every candidate is a
 nest whose look follows the grade: nests grow and merge into sheets, lumina shrink and vanish (grade 5 is solid),
 nuclei get larger, more crowded and stratified, more pleomorphic and more often vesicular with nucleoli.
+Inside benign crowded zones (a look-alike of tumour, `content.lookalike_values`) every candidate is a crowded,
+basal-cell-rich gland: a small lumen inside several tight rows of small, uniform, dark nuclei that keep their
+polarity (no enlargement, no pleomorphism, no nucleoli): as dark and as crowded as a nest, benign by morphology.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import numpy as np
 
 from wsi.synthetic.noise import hash_uniform
 
-__all__ = ["GlandGrid", "gland_grid", "gland_nuclei", "grade_traits"]
+__all__ = ["CROWDED", "GLAND", "NEST", "GlandGrid", "gland_grid", "gland_nuclei", "grade_traits"]
 
 _GLAND = 11  # salt of the gland lattice
 GLAND_UM = 90.0  # lattice cell side, microns
 MAX_RADIUS_UM = 52.0  # no structure reaches further than this from its centre (keeps the 3 x 3 lookup exact)
+# Structure kinds: benign gland, tumour nest, crowded benign gland (a look-alike of tumour).
+GLAND, NEST, CROWDED = 0, 1, 2
+CROWDED_NUCLEUS_UM = 3.0  # semi-axis of the crowded glands' basal nuclei: smaller than any grade's (3.7+)
 
 
 def grade_traits(grade: int) -> dict[str, float]:
@@ -52,10 +58,18 @@ class GlandGrid:
     lumen: np.ndarray
     tumor: np.ndarray
     key: np.ndarray  # a global int64 key per cell
+    crowded: np.ndarray | None = None  # benign crowded glands (look-alikes); None: none
+
+    def kinds(self) -> np.ndarray:
+        """(ny, nx) int8 structure kind per cell: GLAND, NEST or CROWDED (GLAND where no structure)."""
+        kind = np.where(self.tumor, NEST, GLAND)
+        if self.crowded is not None:
+            kind = np.where(self.crowded & ~self.tumor, CROWDED, kind)
+        return kind.astype(np.int8)
 
     def lookup(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """At level-0 points: distance to the nearest covering structure's centre, its radius, lumen radius and
-        tumour flag (radius 0 where no structure covers the point)."""
+        kind (GLAND, NEST or CROWDED; radius 0 and GLAND where no structure covers the point)."""
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
         shape = np.broadcast_shapes(x.shape, y.shape)
         x, y = np.broadcast_to(x, shape).ravel(), np.broadcast_to(y, shape).ravel()
@@ -80,7 +94,7 @@ class GlandGrid:
             dist,
             np.where(covered, self.radius.ravel()[pick], 0.0),
             np.where(covered, self.lumen.ravel()[pick], 0.0),
-            self.tumor.ravel()[pick] & covered,
+            np.where(covered, self.kinds().ravel()[pick], GLAND).astype(np.int8),
         )
         return tuple(v.reshape(shape) for v in out)
 
@@ -88,7 +102,8 @@ class GlandGrid:
 def gland_grid(spec, box: tuple[float, float, float, float], fields) -> GlandGrid:
     """The structures of every lattice cell that can reach the level-0 box (x0, y0, x1, y1).
 
-    `fields(x, y)` gives the (tissue, tumor) signed fields at level-0 points (content.field_values).
+    `fields(x, y)` gives the (tissue, tumor, crowded) signed fields at level-0 points (positive inside; crowded:
+    the benign crowded zones of `content.lookalike_values`).
     """
     cell = GLAND_UM * spec.px_per_um
     reach = MAX_RADIUS_UM * spec.px_per_um
@@ -103,19 +118,27 @@ def gland_grid(spec, box: tuple[float, float, float, float], fields) -> GlandGri
 
     cx = (gx + 0.2 + 0.6 * rnd(0)) * cell
     cy = (gy + 0.2 + 0.6 * rnd(1)) * cell
-    tissue, tumor_field = fields(cx, cy)
+    tissue, tumor_field, crowded_field = fields(cx, cy)
     tumor = tumor_field > 0
+    crowded = (crowded_field > 0) & ~tumor
     traits = grade_traits(spec.grade)
     um = spec.px_per_um
     benign_r = (21.0 + 9.0 * rnd(2)) * um
     tumor_r = np.minimum((33.0 + 10.0 * rnd(2)) * traits["radius_scale"], MAX_RADIUS_UM) * um
-    present = (tissue > 0) & (tumor | (rnd(3) < 0.5))
-    radius = np.where(present, np.where(tumor, tumor_r, benign_r), 0.0)
+    crowded_r = (32.0 + 10.0 * rnd(2)) * um
+    present = (tissue > 0) & (tumor | crowded | (rnd(3) < 0.5))
+    radius = np.where(present, np.where(tumor, tumor_r, np.where(crowded, crowded_r, benign_r)), 0.0)
     lumen_frac = np.clip(traits["lumen"] * (0.8 + 0.4 * rnd(4)), 0.0, 0.7)
-    lumen = np.where(tumor, radius * lumen_frac, np.maximum(radius - 9.0 * um, 0.0))
+    lumen = np.where(
+        tumor,
+        radius * lumen_frac,
+        np.where(crowded, radius * (0.2 + 0.1 * rnd(4)), np.maximum(radius - 9.0 * um, 0.0)),
+    )
     ncols = math.ceil(spec.width / cell) + 4
     key = (gy + 2) * ncols + (gx + 2)
-    return GlandGrid(ix0, iy0, cell, cx, cy, radius, lumen, tumor & present, key.astype(np.int64))
+    return GlandGrid(
+        ix0, iy0, cell, cx, cy, radius, lumen, tumor & present, key.astype(np.int64), crowded & present
+    )
 
 
 def gland_nuclei(spec, grid: GlandGrid) -> dict[str, np.ndarray]:
@@ -123,6 +146,7 @@ def gland_nuclei(spec, grid: GlandGrid) -> dict[str, np.ndarray]:
 
     Benign glands: one ring of small oval nuclei near the basement membrane, long axis radial. Tumour nests:
     concentric rows from the lumen to the edge, spaced by the grade's crowding, jittered and pleomorphic.
+    Crowded benign glands: tight concentric rows of small, uniform, dark nuclei, long axis radial.
     Keys: id, cx, cy, ra, rb, angle, harmonics (N, 4), tumor, vesicular, darkness.
     """
     um = spec.px_per_um
@@ -131,18 +155,29 @@ def gland_nuclei(spec, grid: GlandGrid) -> dict[str, np.ndarray]:
     cx, cy = grid.cx.ravel()[sel], grid.cy.ravel()[sel]
     radius, lumen = grid.radius.ravel()[sel], grid.lumen.ravel()[sel]
     tumor, key = grid.tumor.ravel()[sel], grid.key.ravel()[sel]
+    crowded = grid.kinds().ravel()[sel] == CROWDED
+    rows = tumor | crowded  # structures drawn as concentric rows of nuclei
     n_rings, k_max = 8, 64
     ring = np.arange(n_rings)[None, :, None]
     k = np.arange(k_max)[None, None, :]
     # Nominal nuclear semi-axis and row spacing per structure.
-    size = np.where(tumor, traits["nucleus_um"], 3.1)[:, None, None] * um
-    spacing = np.where(tumor, 2 * traits["nucleus_um"] * traits["spacing"], 7.5)[:, None, None] * um
+    size = (
+        np.where(tumor, traits["nucleus_um"], np.where(crowded, CROWDED_NUCLEUS_UM, 3.1))[:, None, None] * um
+    )
+    spacing = (
+        np.where(
+            tumor,
+            2 * traits["nucleus_um"] * traits["spacing"],
+            np.where(crowded, 2.0 * CROWDED_NUCLEUS_UM, 7.5),
+        )[:, None, None]
+        * um
+    )
     r_out, r_in = radius[:, None, None], lumen[:, None, None]
-    tumor3 = tumor[:, None, None]
-    ring_r = np.where(tumor3, r_in + spacing * (0.5 + ring), r_out - 4.0 * um + 0 * ring)
-    solid_centre = tumor3 & (r_in < 0.5 * spacing) & (ring == 0)
-    ring_r = np.where(solid_centre, 0.0, np.where(tumor3 & (r_in < 0.5 * spacing), ring * spacing, ring_r))
-    valid_ring = np.where(tumor3, ring_r <= r_out - 0.35 * spacing, ring == 0)
+    rows3 = rows[:, None, None]
+    ring_r = np.where(rows3, r_in + spacing * (0.5 + ring), r_out - 4.0 * um + 0 * ring)
+    solid_centre = rows3 & (r_in < 0.5 * spacing) & (ring == 0)
+    ring_r = np.where(solid_centre, 0.0, np.where(rows3 & (r_in < 0.5 * spacing), ring * spacing, ring_r))
+    valid_ring = np.where(rows3, ring_r <= r_out - 0.35 * spacing, ring == 0)
     n = np.where(ring_r > 0, np.floor(2 * np.pi * ring_r / spacing), 1).astype(int)
     valid = valid_ring & (k < np.minimum(n, k_max))
     gi, ri, ki = np.nonzero(valid)
@@ -151,8 +186,8 @@ def gland_nuclei(spec, grid: GlandGrid) -> dict[str, np.ndarray]:
     def rnd(salt: int) -> np.ndarray:
         return hash_uniform(nid, np.full_like(nid, salt), spec.seed, _GLAND + 1)
 
-    t = tumor[gi]
-    jitter = np.where(t, traits["jitter"], 0.04)
+    t, c = tumor[gi], crowded[gi]
+    jitter = np.where(t, traits["jitter"], np.where(c, 0.06, 0.04))
     phase = 2 * np.pi * hash_uniform(key[gi] * n_rings + ri, np.zeros_like(ri), spec.seed, _GLAND + 2)
     theta = 2 * np.pi * (ki + 0.5 + jitter * (rnd(0) - 0.5) * 2) / n[gi, ri, 0] + phase
     rr = ring_r[gi, ri, 0] + spacing[gi, 0, 0] * jitter * (rnd(2) - 0.5) * 2
@@ -172,7 +207,7 @@ def gland_nuclei(spec, grid: GlandGrid) -> dict[str, np.ndarray]:
         [irregular * rnd(7), 2 * np.pi * rnd(8), irregular * rnd(9), 2 * np.pi * rnd(10)], axis=1
     )
     vesicular = t & (rnd(11) < traits["vesicular"])
-    darkness = np.where(t, 1.15 + 0.04 * spec.grade, 0.85) * (0.9 + 0.2 * rnd(12))
+    darkness = np.where(t, 1.15 + 0.04 * spec.grade, np.where(c, 1.5, 0.85)) * (0.9 + 0.2 * rnd(12))
     return {
         "id": nid, "cx": x, "cy": y, "ra": ra, "rb": ra * ratio, "angle": angle, "harmonics": harmonics,
         "tumor": t, "vesicular": vesicular, "darkness": darkness,
