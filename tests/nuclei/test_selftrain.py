@@ -10,7 +10,7 @@ from nuclei.augment import AugmentConfig
 from nuclei.datasets import NucleiTiles, synthetic_tiles
 from nuclei.datasets.base import UNKNOWN_TYPE
 from nuclei.model import NucleiOutput
-from nuclei.selftrain import mix_tiles, pseudo_label, pseudo_labels_from_maps
+from nuclei.selftrain import PseudoLabelConfig, mix_tiles, pseudo_label, pseudo_labels_from_maps
 from nuclei.targets import hv_maps
 from nuclei.train import _TrainSet, losses
 from slidestream.cli import main
@@ -41,6 +41,22 @@ def test_pseudo_labels_keep_confident_nuclei_and_ignore_the_rest():
     far[:, 30:] = False  # the split nucleus starts at x = 34
     far[sure | _disc(shape, 16, 16, 9)] = False
     assert not ignore[far].any() and (labels[far] == 0).all()  # confident background stays background
+
+
+def test_pseudo_labels_drop_dark_masses_cut_into_pieces():
+    # a confident 40 x 40 mass that the watershed cuts into four squares (keratin, a fold), and one nucleus
+    truth = np.zeros((64, 96), np.int32)
+    truth[4:24, 4:24], truth[4:24, 24:44], truth[24:44, 4:24], truth[24:44, 24:44] = 1, 2, 3, 4
+    nucleus = _disc(truth.shape, 30, 75, 6)
+    truth[nucleus] = 5
+    probs = np.where(truth > 0, 0.95, 0.02)[None].repeat(8, 0)
+    config = PseudoLabelConfig(max_blob=1000)
+    labels, ignore = pseudo_labels_from_maps(probs, hv_maps(truth), config)
+    assert labels.max() == 1 and (labels[nucleus] == 1).mean() > 0.9
+    assert ignore[4:44, 4:44].all()
+    # the same mass, smaller than max_blob: its pieces are kept (they are convex and confident)
+    labels, _ = pseudo_labels_from_maps(probs, hv_maps(truth), PseudoLabelConfig(max_blob=2000))
+    assert labels.max() == 5
 
 
 def test_pseudo_labels_check_shapes():
