@@ -1,8 +1,9 @@
 """Training augmentation for H&E nuclei tiles: geometry on image and labels together, appearance on the image.
 
 Geometry: random crop, flips, 90-degree rotations, scale (0.8-1.25), elastic warp. Appearance: stain jitter in
-HED space (per-stain scale and shift after colour deconvolution), brightness/contrast/saturation, Gaussian blur,
-Gaussian noise, JPEG re-encoding.
+HED space (per-stain scale and shift after colour deconvolution, then recomposition with stain vectors turned
+by a random small angle: the hue of each stain varies between labs as much as its amount),
+brightness/contrast/saturation, Gaussian blur, Gaussian noise, JPEG re-encoding.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
-from skimage.color import hed2rgb, rgb2hed
+from skimage.color import combine_stains, rgb2hed, rgb_from_hed
 
 __all__ = ["AugmentConfig", "augment", "hed_jitter"]
 
@@ -28,19 +29,26 @@ class AugmentConfig:
     p_elastic: float = 0.25
     hed_sigma: float = 0.06  # multiplicative jitter of each stain's concentration
     hed_bias: float = 0.02
+    hed_hue: float = 0.08  # standard deviation of the change to each stain's unit optical-density vector
     p_blur: float = 0.3
     p_noise: float = 0.3
     p_jpeg: float = 0.3
 
 
-def hed_jitter(
-    image: np.ndarray, rng: np.random.Generator, sigma: float = 0.06, bias: float = 0.02
-) -> np.ndarray:
-    """Jitter each stain (H, E, DAB) concentration by a random scale and shift in HED space; uint8 in and out."""
+def hed_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.06, bias: float = 0.02,
+               hue: float = 0.0) -> np.ndarray:  # fmt: skip
+    """Jitter each stain (H, E, DAB) concentration by a random scale and shift in HED space, and with `hue` > 0
+    recompose with the H and E vectors each moved by N(0, hue) per channel (then renormalised); uint8 in and out.
+    """
     hed = rgb2hed(image)
     scale = 1.0 + rng.uniform(-sigma, sigma, 3) * np.array([4.0, 4.0, 1.0])
     shift = rng.uniform(-bias, bias, 3) * np.array([1.0, 1.0, 0.3])
-    rgb = hed2rgb(hed * scale + shift)
+    stains = rgb_from_hed.copy()
+    if hue > 0:
+        for i in (0, 1):
+            v = np.abs(stains[i] + rng.normal(0, hue, 3))
+            stains[i] = v / np.linalg.norm(v)
+    rgb = combine_stains(hed * scale + shift, stains)
     return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -84,7 +92,7 @@ def augment(image: np.ndarray, instances: np.ndarray, types: np.ndarray, rng: np
             img, [np.ascontiguousarray(inst), np.ascontiguousarray(typ)], rng, 6.0, 6.0
         )
     # appearance
-    img = hed_jitter(img, rng, config.hed_sigma, config.hed_bias)
+    img = hed_jitter(img, rng, config.hed_sigma, config.hed_bias, config.hed_hue)
     f = img.astype(np.float32)
     f = (f - 128) * rng.uniform(0.85, 1.15) + 128 + rng.uniform(-12, 12)
     gray = f.mean(-1, keepdims=True)

@@ -3,7 +3,8 @@
     history = nuclei.train.train(tiles, TrainConfig(epochs=30), out_dir="model_dir", val=val_tiles)
 
 Losses: nucleus probability with BCE + soft Dice; HV maps with MSE + mean squared gradient error inside nuclei
-(HoVer-Net); types with cross-entropy on nucleus pixels. After each epoch the model is scored on `val` (instances
+(HoVer-Net); types with cross-entropy (pixels of `UNKNOWN_TYPE` skipped). Pixels a dataset marks `ignore`
+(pseudo-labels' uncertain ones) carry no loss at all. After each epoch the model is scored on `val` (instances
 from the same post-processing `segment` uses) and saved to `out_dir` with its metrics; the best epoch by PQ is
 kept as `out_dir/` itself, every epoch's metrics go to `out_dir/history.json`.
 """
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from nuclei.augment import AugmentConfig, augment
-from nuclei.datasets.base import NucleiTiles
+from nuclei.datasets.base import UNKNOWN_TYPE, NucleiTiles
 from nuclei.inference import predict_instances, resolve_device
 from nuclei.metrics import aggregate, score
 from nuclei.model import ModelConfig, NucleiNet, create_model, load_model, save_model
@@ -71,14 +72,18 @@ class _TrainSet(Dataset):
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         k = int(rng.integers(len(self.tiles)))
-        img, inst, typ = augment(
-            self.tiles.images[k], self.tiles.instances[k], self._types(k), rng, self.config
-        )
+        inst = self.tiles.instances[k]
+        if self.tiles.ignore is not None:  # -1 carries "no label" through the geometric augmentation
+            inst = np.where(self.tiles.ignore[k], -1, inst)
+        img, inst, typ = augment(self.tiles.images[k], inst, self._types(k), rng, self.config)
+        valid = inst >= 0
+        inst = np.maximum(inst, 0)
         return (
             torch.from_numpy(img.transpose(2, 0, 1).copy()),
             torch.from_numpy((inst > 0).astype(np.float32))[None],
             torch.from_numpy(hv_maps(inst)),
-            torch.from_numpy(typ.astype(np.int64)),
+            torch.from_numpy(np.where(valid, typ, UNKNOWN_TYPE).astype(np.int64)),
+            torch.from_numpy(valid.astype(np.float32))[None],
         )
 
 
@@ -90,21 +95,29 @@ def _sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return gx, gy
 
 
-def losses(model_out, fg: torch.Tensor, hv: torch.Tensor, types: torch.Tensor, type_weight: float) -> dict:
-    """The HoVer-Net loss terms (dict of scalars; 'total' is what is minimised)."""
+def losses(model_out, fg: torch.Tensor, hv: torch.Tensor, types: torch.Tensor, type_weight: float,
+           valid: torch.Tensor | None = None) -> dict:  # fmt: skip
+    """The HoVer-Net loss terms (dict of scalars; 'total' is what is minimised); `valid` (B, 1, H, W) is 0 on
+    pixels without a label (they add nothing), None when every pixel has one. Types equal to `UNKNOWN_TYPE` add
+    no type loss."""
     logits = model_out.logits
-    bce = F.binary_cross_entropy_with_logits(logits, fg)
-    p = torch.sigmoid(logits)
+    if valid is None:
+        valid = torch.ones_like(fg)
+    n_valid = valid.sum().clamp(min=1)
+    bce = (F.binary_cross_entropy_with_logits(logits, fg, reduction="none") * valid).sum() / n_valid
+    p = torch.sigmoid(logits) * valid
     dice = 1 - (2 * (p * fg).sum() + 1) / (p.sum() + fg.sum() + 1)
-    mse = F.mse_loss(model_out.hv, hv)
+    mse = (((model_out.hv - hv) ** 2) * valid).sum() / (2 * n_valid)
     pgx, pgy = _sobel(model_out.hv)
     tgx, tgy = _sobel(hv)
-    denom = fg.sum() + 1
-    msge = (((pgx - tgx) ** 2 + (pgy - tgy) ** 2) * fg).sum() / denom
+    # Gradients are 3x3: only nucleus pixels whose whole neighbourhood is labelled count.
+    inner = fg * -F.max_pool2d(-valid, 3, stride=1, padding=1)
+    msge = (((pgx - tgx) ** 2 + (pgy - tgy) ** 2) * inner).sum() / (inner.sum() + 1)
     out = {"bce": bce, "dice": dice, "mse": mse, "msge": msge}
     total = bce + dice + mse + 2 * msge
-    if model_out.types is not None and type_weight > 0 and int(types.max()) > 0:
-        ce = F.cross_entropy(model_out.types, types)
+    known = types != UNKNOWN_TYPE
+    if model_out.types is not None and type_weight > 0 and bool(known.any()) and int(types[known].max()) > 0:
+        ce = F.cross_entropy(model_out.types, types, ignore_index=UNKNOWN_TYPE)
         out["type_ce"] = ce
         total = total + type_weight * ce
     out["total"] = total
@@ -164,10 +177,16 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
             from tqdm import tqdm
 
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
-        for img, fg, hv, typ in bar:
-            img, fg, hv, typ = img.to(device), fg.to(device), hv.to(device), typ.to(device)
+        for img, fg, hv, typ, valid in bar:
+            img, fg, hv, typ, valid = (
+                img.to(device),
+                fg.to(device),
+                hv.to(device),
+                typ.to(device),
+                valid.to(device),
+            )
             out = model(model.normalise(img))
-            parts = losses(out, fg, hv, typ, config.type_weight)
+            parts = losses(out, fg, hv, typ, config.type_weight, valid)
             opt.zero_grad(set_to_none=True)
             parts["total"].backward()
             for group in opt.param_groups:

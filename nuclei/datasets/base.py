@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DatasetError", "NucleiTiles"]
+__all__ = ["UNKNOWN_TYPE", "DatasetError", "NucleiTiles"]
+
+UNKNOWN_TYPE = 255  # a type map value: a nucleus pixel whose class is not known (the type loss skips it)
 
 
 class DatasetError(Exception):
@@ -18,7 +20,8 @@ class NucleiTiles:
     """Images with instance (and optionally type) labels.
 
     `images` (N, H, W, 3) uint8 RGB; `instances` (N, H, W) int32, 0 background, ids unique per image;
-    `types` (N, H, W) uint8 class index per pixel (0 background) or None; `mpp` None when unknown.
+    `types` (N, H, W) uint8 class index per pixel (0 background, `UNKNOWN_TYPE` unknown) or None; `mpp` None
+    when unknown; `ignore` (N, H, W) bool, pixels without a label (pseudo-labels' uncertain pixels), or None.
     Images of different sizes are held as lists of arrays with the same per-item shapes.
     """
 
@@ -28,6 +31,7 @@ class NucleiTiles:
     mpp: float | None = None
     classes: tuple[str, ...] | None = None
     source: str = ""
+    ignore: list[np.ndarray] | None = None
 
     def __post_init__(self):
         if len(self.images) != len(self.instances):
@@ -39,6 +43,14 @@ class NucleiTiles:
                 raise ValueError(f"image {i} must be (H, W, 3) uint8, got {im.dtype} {im.shape}")
             if inst.shape != im.shape[:2]:
                 raise ValueError(f"instances {i} must be (H, W) = {im.shape[:2]}, got {inst.shape}")
+        if self.ignore is not None:
+            if len(self.ignore) != len(self.images):
+                raise ValueError(f"{len(self.images)} images but {len(self.ignore)} ignore masks")
+            for i, (im, ig) in enumerate(zip(self.images, self.ignore, strict=True)):
+                if ig.shape != im.shape[:2] or ig.dtype != bool:
+                    raise ValueError(
+                        f"ignore {i} must be (H, W) = {im.shape[:2]} bool, got {ig.dtype} {ig.shape}"
+                    )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -48,6 +60,12 @@ class NucleiTiles:
         if self.types is None:
             return np.zeros(self.instances[i].shape, np.uint8)
         return self.types[i]
+
+    def ignore_map(self, i: int) -> np.ndarray:
+        """Unlabelled pixels of image i; all False where the dataset labels every pixel."""
+        if self.ignore is None:
+            return np.zeros(self.instances[i].shape, bool)
+        return self.ignore[i]
 
     def subset(self, index) -> NucleiTiles:
         """The tiles at positions `index` (a sequence of ints)."""
@@ -59,4 +77,5 @@ class NucleiTiles:
             mpp=self.mpp,
             classes=self.classes,
             source=self.source,
+            ignore=None if self.ignore is None else [self.ignore[i] for i in idx],
         )

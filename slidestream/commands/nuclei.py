@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,11 @@ def register(sub) -> None:
         help="train a nuclei model on synthetic tiles or a labelled dataset folder",
         description="Trains the HoVer-Net style nuclei CNN. --data synthetic renders --n-synthetic training "
         "tiles and --n-val held-out tiles (other seeds); a folder is read as PanNuke, MoNuSeg/Kumar, "
-        "CoNSeP/Lizard or image + instance-mask pairs, with --val-fraction of it held out. Writes "
-        "config.json + model.safetensors (best epoch by validation PQ), last/ and history.json into -o.",
+        "CoNSeP/Lizard or image + instance-mask pairs, with --val-fraction of it held out. --self-train adds real, "
+        "unlabelled slides: the teacher (--init, else the shipped weights) labels their tissue tiles under eight "
+        "flips/rotations, keeps the confident nuclei, masks uncertain pixels out of the loss, and --self-train-share "
+        "of the training samples come from them. Writes config.json + model.safetensors (best epoch by validation "
+        "PQ), last/ and history.json into -o.",
     )
     t.add_argument("--data", required=True, help="'synthetic' or a dataset folder")
     t.add_argument("-o", "--out", required=True, type=output_folder, help="model folder")
@@ -58,6 +61,11 @@ def register(sub) -> None:
     t.add_argument("--threads", type=positive_int, help="torch CPU threads")
     t.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
     t.add_argument("--seed", type=non_negative_int, default=0)
+    t.add_argument("--self-train", nargs="+", metavar="SLIDE", help="real unlabelled slides to pseudo-label")
+    t.add_argument("--self-train-share", type=fraction, default=0.3,
+                   help="share of training samples drawn from the pseudo-labelled tiles")  # fmt: skip
+    t.add_argument("--self-train-tiles", type=positive_int, default=64,
+                   help="tissue tiles (512 px at the model's mpp) pseudo-labelled per slide, at most")  # fmt: skip
     add_quiet(t)
     t.set_defaults(func=run_train)
 
@@ -171,7 +179,14 @@ def run_train(args) -> int:
                        args.seed, args.encoder, args.tile_cache)  # fmt: skip
     if args.crop % 32:
         raise SystemExit(f"--crop must be a multiple of 32, got {args.crop}")
+    if args.self_train and not 0 < args.self_train_share < 1:
+        raise SystemExit(
+            f"--self-train-share must be between 0 and 1 (exclusive), got {args.self_train_share}"
+        )
     train_tiles, val_tiles = load_training_data(cmd, progress)
+    self_train = {}
+    if args.self_train:
+        train_tiles, self_train = _add_pseudo_labels(train_tiles, args, progress)
     model_config = ModelConfig()
     if cmd.encoder:
         model_config = replace(model_config, encoder=cmd.encoder)
@@ -183,13 +198,38 @@ def run_train(args) -> int:
                          steps_per_epoch=args.steps_per_epoch,
                          time_budget_s=args.time_budget * 60 if args.time_budget else None)  # fmt: skip
     provenance = {
-        "command": "slidestream nuclei " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["nuclei"] else ""
+        "command": "slidestream nuclei " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["nuclei"] else "",
+        **({"self_train": self_train} if self_train else {}),
     }
     history = train(train_tiles, config, cmd.out, val=val_tiles, model_config=model_config, progress=True,
                     provenance=provenance)  # fmt: skip
     print(json.dumps(history[-1]))
     print(f"model written to {cmd.out}")
     return 0
+
+
+def _add_pseudo_labels(train_tiles, args, progress: bool):
+    """Training tiles mixed with the teacher's pseudo-labelled tiles of --self-train slides, and what was done."""
+    import nuclei
+    from nuclei.selftrain import PseudoLabelConfig, mix_tiles, pseudo_label_slides
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    teacher = nuclei.load_model(args.init) if args.init else nuclei.default_model()
+    if train_tiles.mpp and abs(teacher.config.mpp - train_tiles.mpp) > 1e-6:
+        raise SystemExit(f"--self-train: the teacher works at {teacher.config.mpp} um/px, the training data is at "
+                         f"{train_tiles.mpp}")  # fmt: skip
+    config = PseudoLabelConfig(max_tiles=args.self_train_tiles, seed=args.seed)
+    pseudo = pseudo_label_slides(teacher, args.self_train, config, device=args.device, progress=progress)
+    kept = sum(int(i.max()) for i in pseudo.instances)
+    ignored = float(np.mean([ig.mean() for ig in pseudo.ignore]))
+    summary = {"slides": [str(p) for p in args.self_train], "tiles": len(pseudo), "nuclei_kept": kept,
+               "ignored_pixel_share": round(ignored, 4), "share": args.self_train_share,
+               "teacher": str(args.init or "shipped weights"), "config": asdict(config)}  # fmt: skip
+    print(f"self-training: {len(pseudo)} tiles, {kept} confident nuclei, {ignored:.1%} of pixels ignored")
+    return mix_tiles(train_tiles, pseudo, args.self_train_share), summary
 
 
 def _read_image(path: str) -> np.ndarray:

@@ -6,7 +6,7 @@ from nuclei.datasets import synthetic_tiles
 from wsi.synthetic.cells import CELL_TYPES, render_cells
 
 
-@pytest.mark.parametrize("scene", ["stroma", "nests", "inflamed", "mixed"])
+@pytest.mark.parametrize("scene", ["stroma", "nests", "inflamed", "mixed", "loose"])
 def test_field_masks_are_consistent(scene):
     f = render_cells((96, 128), mpp=0.5, rng=np.random.default_rng(3), scene=scene)
     assert f.image.shape == (96, 128, 3) and f.image.dtype == np.uint8

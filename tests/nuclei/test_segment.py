@@ -5,6 +5,7 @@ import nuclei
 from nuclei.datasets import synthetic_tiles
 from nuclei.postprocess import instances_from_maps
 from nuclei.targets import hv_maps
+from wsi.synthetic.cells import render_cells
 
 TILE = synthetic_tiles(1, size=128, seed=11)
 
@@ -62,10 +63,12 @@ def test_far_mpp_warns(tiny_model):
 
 
 def test_classical_baseline_finds_synthetic_nuclei():
-    tiles = synthetic_tiles(2, size=192, seed=31)
-    scores = [nuclei.metrics.score(i, nuclei.segment_classical(im, mpp=0.5))
-              for im, i in zip(tiles.images, tiles.instances, strict=True)]  # fmt: skip
+    # Sparse stroma, what a threshold-and-watershed baseline is for (crowded scenes defeat it: F1 0.14 on one)
+    fields = [
+        render_cells((192, 192), 0.5, np.random.default_rng(31), scene) for scene in ("loose", "stroma")
+    ]
+    scores = [nuclei.metrics.score(f.instances, nuclei.segment_classical(f.image, mpp=0.5)) for f in fields]
     total = nuclei.metrics.aggregate(scores)
-    assert total.dice > 0.5 and total.f1 > 0.3
+    assert total.dice > 0.7 and total.f1 > 0.6  # measured 0.92 / 0.89
     with pytest.raises(ValueError, match="grayscale"):
-        nuclei.segment_classical(tiles.images[0][..., 0], mpp=0.5)
+        nuclei.segment_classical(fields[0].image[..., 0], mpp=0.5)

@@ -29,7 +29,14 @@ NEOPLASTIC, INFLAMMATORY, CONNECTIVE, DEAD, EPITHELIAL = 1, 2, 3, 4, 5
 
 _H_OD = np.array([0.65, 0.70, 0.29])
 _E_OD = np.array([0.07, 0.99, 0.11])
-_SCENES = ("stroma", "nests", "inflamed", "mixed")
+# Stain vectors (optical density per R, G, B) as estimated (Macenko) on real H&E: the textbook pair above, a
+# magenta eosin (ovarian stroma, 0.45 um/px) and a redder one with a bluer haematoxylin (the CMU slide). Each
+# field mixes them at random, so the stain hue spans that range.
+_H_REF = np.array([_H_OD, [0.62, 0.76, 0.21], [0.76, 0.56, 0.34]])
+_E_REF = np.array([_E_OD, [0.22, 0.93, 0.29], [0.18, 0.86, 0.49]])
+_SCENES = ("stroma", "nests", "inflamed", "mixed", "loose")
+# Loose fibrous stroma is what real stroma mostly looks like and what the other scenes miss: drawn most often.
+_SCENE_P = (0.15, 0.15, 0.15, 0.15, 0.4)
 
 
 @dataclass(frozen=True)
@@ -62,24 +69,38 @@ def _smooth_noise(rng: np.random.Generator, shape, sigma) -> np.ndarray:
     return (n - n.mean()) / (n.std() + 1e-9)
 
 
-def _fibres(rng: np.random.Generator, shape, um: float, angle: float) -> tuple[np.ndarray, ...]:
-    """Wavy collagen along `angle`: eosin density, thin pale clefts between bundles and thin dark strands
-    (purple fibres, cell processes: the look-alikes a nuclei model must learn to ignore), each in [0, 1]."""
+def _warp(
+    rng: np.random.Generator, shape, um: float, amplitude: tuple[float, float], scale: tuple[float, float]
+):
+    """A smooth random displacement field (dy, dx) in px: `amplitude` and `scale` are ranges in microns."""
+    warp = rng.uniform(*amplitude) * um
+    dy = _smooth_noise(rng, shape, rng.uniform(*scale) * um) * warp
+    dx = _smooth_noise(rng, shape, rng.uniform(*scale) * um) * warp
+    return dy, dx
+
+
+def _oriented_noise(rng: np.random.Generator, shape, across: float, along: float, angle: float, dy, dx):
+    """Noise smoothed `across` / `along` px (streaks along `angle`), bent by the displacement (dy, dx);
+    zero mean, unit standard deviation."""
     h, w = shape
     side = int(math.ceil(math.hypot(h, w))) + 4
     oy, ox = (side - h) // 2, (side - w) // 2
-    warp = rng.uniform(2, 8) * um
-    dy = _smooth_noise(rng, shape, rng.uniform(8, 20) * um) * warp
-    dx = _smooth_noise(rng, shape, rng.uniform(8, 20) * um) * warp
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = ndi.gaussian_filter(rng.standard_normal((side, side)), (across, along))
+    base = ndi.rotate(base, -math.degrees(angle), reshape=False, order=1, mode="reflect")[
+        oy : oy + h, ox : ox + w
+    ]
+    f = ndi.map_coordinates(base, [yy + dy, xx + dx], order=1, mode="reflect")
+    return (f - f.mean()) / (f.std() + 1e-9)
+
+
+def _fibres(rng: np.random.Generator, shape, um: float, angle: float) -> tuple[np.ndarray, ...]:
+    """Wavy collagen along `angle`: eosin density, thin pale clefts between bundles and thin dark strands
+    (purple fibres, cell processes: the look-alikes a nuclei model must learn to ignore), each in [0, 1]."""
+    dy, dx = _warp(rng, shape, um, (2, 8), (8, 20))
 
     def oriented(across: float, along: float) -> np.ndarray:
-        base = ndi.gaussian_filter(rng.standard_normal((side, side)), (across, along))
-        base = ndi.rotate(base, -math.degrees(angle), reshape=False, order=1, mode="reflect")[
-            oy : oy + h, ox : ox + w
-        ]
-        f = ndi.map_coordinates(base, [yy + dy, xx + dx], order=1, mode="reflect")
-        return (f - f.mean()) / (f.std() + 1e-9)
+        return _oriented_noise(rng, shape, across, along, angle, dy, dx)
 
     bundles = oriented(rng.uniform(0.8, 2.0) * um, rng.uniform(4, 10) * um)
     fine = oriented(0.3 * um, rng.uniform(2, 5) * um)
@@ -235,6 +256,63 @@ def _stroma_nuclei(rng, canvas: _Canvas, region: np.ndarray, orient: np.ndarray,
                       density=rng.uniform(0.55, 1.2))  # fmt: skip
 
 
+def _loose_matrix(rng, shape, um: float, angle: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Loose fibrous stroma: thin wavy collagen fibrils gathered in bundles, pale oedematous gaps between the
+    bundles holding faint wispy blue-grey mucoid material (not nuclei). Returns eosin and haematoxylin
+    densities and the bundle weight in [0, 1] (where fibroblasts lie)."""
+    h, w = shape
+    dy, dx = _warp(rng, shape, um, (3, 10), (10, 25))
+    # Bundles: long smooth streaks; a random share of the field becomes pale gaps between them.
+    bundles = _oriented_noise(rng, shape, rng.uniform(3, 8) * um, rng.uniform(20, 45) * um, angle, dy, dx)
+    gap_share = rng.uniform(0.1, 0.5)
+    level = np.quantile(bundles, gap_share)
+    bundle = 1.0 / (1.0 + np.exp(-(bundles - level) * rng.uniform(2.5, 5.0)))
+    # Fibrils: thin lines at the zero crossings of narrow streaky noise, two layers of different spacing.
+    # Fibrils also crimp on a small scale, and cross each other a little (+-15 degrees).
+    fy, fx = _warp(rng, shape, um, (0.3, 1.0), (4.0, 8.0))
+    fibrils = np.zeros(shape)
+    for _ in range(3):
+        f = _oriented_noise(rng, shape, rng.uniform(0.5, 1.2) * um, rng.uniform(8, 20) * um,
+                            angle + rng.normal(0, 0.25), dy + fy, dx + fx)  # fmt: skip
+        fibrils = np.maximum(fibrils, np.exp(-((f / rng.uniform(0.2, 0.4)) ** 2)))
+    fibrils *= np.clip(0.7 + 0.5 * _smooth_noise(rng, shape, 3 * um), 0, 1)  # fibres fray and end
+    ground = rng.uniform(0.3, 0.7)  # pink ground substance between the fibrils of a bundle
+    eosin = bundle * (ground + rng.uniform(0.6, 1.3) * fibrils) * rng.uniform(0.9, 1.5)
+    eosin += (1 - bundle) * rng.uniform(0.0, 0.08)
+    # Mucoid wisps in the gaps: a lacy network of thin, faint, blue-grey threads.
+    lace = np.exp(-((_smooth_noise(rng, shape, rng.uniform(1.0, 2.0) * um) / 0.3) ** 2))
+    lace *= np.clip(_smooth_noise(rng, shape, 6 * um) + 0.7, 0, 1)
+    gaps = 1 - bundle
+    hema = gaps * lace * rng.uniform(0.1, 0.45) + eosin * rng.uniform(0.0, 0.1)
+    eosin = eosin + gaps * lace * rng.uniform(0.05, 0.2)
+    return eosin, hema, bundle
+
+
+def _loose_nuclei(rng, canvas: _Canvas, bundle: np.ndarray, angle: float, um: float) -> None:
+    """Sparse fibroblasts in the bundles: mostly thin dark spindles (about 9-18 x 2.5-4.5 um, often bent),
+    some plumper pale oval ones; scattered lymphocytes, a few of them in small groups."""
+    h, w = bundle.shape
+    area = h * w / um**2
+    n = rng.poisson(rng.uniform(0.15, 0.9) * area / 500.0)
+    weight = bundle**2 + 0.05
+    for x, y in _place(rng, n, h, w, weight) if n else ():
+        ang = angle + rng.normal(0, 0.25)
+        if rng.random() < 0.75:  # thin dark spindle
+            a = rng.uniform(4.5, 9.5) * um
+            b = rng.uniform(1.4, 2.8) * um
+            kind, dens = ("hyper" if rng.random() < 0.6 else "normal"), rng.uniform(0.9, 1.6)
+            bend = rng.normal(0, 0.12) / a
+        else:  # plump, paler, oval
+            a = rng.uniform(3.5, 6.0) * um
+            b = a * rng.uniform(0.4, 0.65)
+            kind, dens = ("vesicular" if rng.random() < 0.4 else "normal"), rng.uniform(0.7, 1.2)
+            bend = rng.normal(0, 0.06) / a
+        _draw_nucleus(canvas, rng, x, y, a, b, ang, kind, CONNECTIVE, um, blurred=rng.random() < 0.15,
+                      bend=bend, irregular=0.06, density=dens)  # fmt: skip
+    n_lymph = rng.poisson(rng.uniform(0.0, 1 / 4000) * area)
+    _lymphocytes(rng, canvas, np.ones((h, w), bool), um, n_lymph, clustered=rng.random() < 0.5)
+
+
 def _lymphocytes(rng, canvas: _Canvas, region: np.ndarray, um: float, n: int, clustered: bool):
     """Small round dark nuclei, scattered or in clusters; a few pyknotic dead cells."""
     h, w = region.shape
@@ -273,14 +351,15 @@ def _red_cells(rng, canvas: _Canvas, um: float, n: int) -> None:
 
 def render_cells(size: tuple[int, int], mpp: float = 0.5, rng: np.random.Generator | None = None,
                  scene: str | None = None) -> CellField:  # fmt: skip
-    """Render a (h, w) = `size` field at `mpp` microns per pixel; `scene` one of stroma/nests/inflamed/mixed."""
+    """Render a (h, w) = `size` field at `mpp` microns per pixel; `scene` one of stroma/nests/inflamed/mixed/loose
+    (drawn at random when None, loose stroma most often)."""
     h, w = int(size[0]), int(size[1])
     if h < 16 or w < 16:
         raise ValueError(f"size must be at least (16, 16) pixels, got {size}")
     if not 0.1 <= mpp <= 4.0:
         raise ValueError(f"mpp must be between 0.1 and 4, got {mpp}")
     rng = rng if rng is not None else np.random.default_rng()
-    scene = scene if scene is not None else _SCENES[rng.integers(len(_SCENES))]
+    scene = scene if scene is not None else str(rng.choice(_SCENES, p=_SCENE_P))
     if scene not in _SCENES:
         raise ValueError(f"scene must be one of {_SCENES}, got {scene!r}")
     um = 1.0 / mpp
@@ -290,11 +369,22 @@ def render_cells(size: tuple[int, int], mpp: float = 0.5, rng: np.random.Generat
 
     # Stroma everywhere first; nests are carved out of it.
     angle = rng.uniform(0, np.pi)
+    if scene == "loose":
+        eosin, hema, bundle = _loose_matrix(rng, (h, w), um, angle)
+        canvas.eosin += eosin
+        canvas.hema += hema
+        if rng.random() < 0.5:  # a few purple fibres and cell processes (look-alikes, not nuclei)
+            strands = _fibres(rng, (h, w), um, angle)[2]
+            canvas.hema += rng.uniform(0.05, 0.4) * strands * bundle
+        _loose_nuclei(rng, canvas, bundle, angle, um)
+        if rng.random() < 0.3:
+            _red_cells(rng, canvas, um, int(rng.integers(2, 8)))
+        return _finish(rng, canvas, um, mpp, scene)
     fib, clefts, strands = _fibres(rng, (h, w), um, angle)
     cleft_strength = rng.uniform(0.3, 1.0)
     stroma_e = (0.1 + 1.2 * fib**1.5) * (1 - cleft_strength * clefts) * rng.uniform(0.6, 1.2)
     canvas.eosin += stroma_e
-    canvas.hema += rng.uniform(0.02, 0.5) * stroma_e  # bluish stroma (mucoid, or a strong haematoxylin)
+    canvas.hema += rng.uniform(0.0, 0.25) * stroma_e  # bluish stroma (mucoid, or a strong haematoxylin)
     canvas.hema += rng.uniform(0.1, 1.0) * strands
     canvas.eosin += rng.uniform(0.0, 0.5) * strands
     orient = np.full((h, w), angle)
@@ -328,11 +418,19 @@ def render_cells(size: tuple[int, int], mpp: float = 0.5, rng: np.random.Generat
         canvas.eosin *= 1 - soft
         canvas.hema *= 1 - soft
         canvas.hema_blur *= 1 - soft
+    return _finish(rng, canvas, um, mpp, scene)
 
+
+def _stain_vector(rng, refs: np.ndarray) -> np.ndarray:
+    """A unit optical-density vector: a random convex mix of the reference stain vectors, jittered."""
+    v = rng.dirichlet(np.ones(len(refs))) @ refs + rng.normal(0, 0.04, 3)
+    return np.abs(v) / np.linalg.norm(v)
+
+
+def _finish(rng, canvas: _Canvas, um: float, mpp: float, scene: str) -> CellField:
+    """Stain concentrations -> RGB by Beer-Lambert with jittered stain vectors; masks numbered 1..N."""
     hema = canvas.hema + ndi.gaussian_filter(canvas.hema_blur, rng.uniform(1.0, 2.5) * um * 0.5)
-    h_vec = _H_OD + rng.normal(0, 0.06, 3)
-    e_vec = _E_OD + rng.normal(0, 0.06, 3)
-    h_vec, e_vec = np.abs(h_vec) / np.linalg.norm(h_vec), np.abs(e_vec) / np.linalg.norm(e_vec)
+    h_vec, e_vec = _stain_vector(rng, _H_REF), _stain_vector(rng, _E_REF)
     strength_h, strength_e = rng.uniform(0.9, 1.8), rng.uniform(0.3, 0.8)
     od = (hema * strength_h)[..., None] * h_vec + (canvas.eosin * strength_e)[..., None] * e_vec + 0.03
     od = ndi.gaussian_filter(od, (rng.uniform(0.3, 0.9), rng.uniform(0.3, 0.9), 0))
