@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from slidestream.commands._common import (
@@ -68,6 +69,20 @@ def _steps(args) -> tuple[str, ...] | None:
     return ("tile", "features", "predict") if args.model else None
 
 
+def _check_model_folder(model_dir) -> None:
+    """ValueError naming what is wrong when the predict step's model folder cannot be read."""
+    if model_dir is None:
+        raise ValueError(
+            "the predict step needs a model folder: --model MODEL_DIR, or model = ... in [predict]"
+        )
+    from slidestream.mil_slides import load_model_folder
+
+    try:
+        load_model_folder(model_dir)
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--model: {exc}") from exc
+
+
 def run(args) -> int:
     from slidestream.discovery import find_slides
     from slidestream.pipeline import load_config, plan, run_batch
@@ -93,6 +108,8 @@ def run(args) -> int:
                 require_weights(f.encoder, f.weights, f.random_weights)
             except EncoderError as exc:
                 raise ValueError(str(exc)) from exc
+        if "predict" in config.steps:  # a folder that is not a model: refused here, not once per slide
+            _check_model_folder(config.predict.model)
         slides, skipped = find_slides(args.slides)
     except ValueError as exc:  # NoSlidesFound is a ValueError naming the extensions searched
         print(f"error: {exc}", file=sys.stderr)

@@ -284,6 +284,11 @@ def test_run_with_a_model_adds_the_predict_step(cohort, cancer_model, tmp_path, 
     toml.write_text("[predict]\nhigh_fraction = 1.5\n")
     assert main(["run", str(slide), "-o", str(tmp_path / "o"), "--config", str(toml), "--dry-run"]) == 2
     assert "high_fraction must be between 0 and 1" in capsys.readouterr().err
+    # A folder that is not a model is refused before any slide is worked on (exit 2, nothing written).
+    out = tmp_path / "o2"
+    assert main(["run", str(slide), "-o", str(out), "--model", str(tmp_path)]) == 2
+    assert "not a MIL model folder" in capsys.readouterr().err
+    assert not (out / "slides").exists()
 
 
 def test_a_moved_slides_heatmap_is_drawn_on_its_stitch_image(synthetic_slide, tmp_path, monkeypatch):
