@@ -7,6 +7,8 @@ heatmap_nuclei.png (nuclei per mm^2). Adds nuclei count, density and type fracti
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +24,16 @@ SCORES_SOURCE = "slidestream nuclei"
 PANNUKE_TYPES = ("neoplastic", "inflammatory", "connective", "dead", "epithelial")
 # summary.csv columns of this step (the shipped model's types; other models' fractions are in the manifest).
 NUCLEI_COLUMNS = ("nuclei", "nuclei_density_mm2", *[f"nuclei_{t}" for t in PANNUKE_TYPES])
+
+
+@functools.lru_cache(maxsize=4)
+def _weights_digest_of(model_dir: str | None, mtime_ns: int) -> str:
+    """Digest of a model folder's weights (None: the shipped model), read once per process and weights file
+    (a rewritten file, new mtime, is read again): `is_current` asks it for every finished slide."""
+    import nuclei
+    from nuclei.segmenters import _weights_digest
+
+    return _weights_digest(nuclei.load_model(model_dir) if model_dir else nuclei.default_model("cpu"))
 
 
 def nuclei_measurements(summary: dict) -> dict:
@@ -68,11 +80,14 @@ class NucleiStep:
 
     @staticmethod
     def _weights(options: NucleiOptions) -> str:
-        import nuclei
-        from nuclei.segmenters import _weights_digest
+        if not options.model:
+            return _weights_digest_of(None, 0)
+        from nuclei.model import WEIGHTS_NAME
 
-        model = nuclei.load_model(options.model) if options.model else nuclei.default_model("cpu")
-        return _weights_digest(model)
+        weights = Path(options.model) / WEIGHTS_NAME
+        return _weights_digest_of(
+            str(Path(options.model).resolve()), os.stat(weights).st_mtime_ns if weights.exists() else 0
+        )
 
     def run(self, ctx: SlideContext) -> StepOutcome:
         import nuclei

@@ -112,3 +112,25 @@ def test_nuclei_table_in_the_run_config(tmp_path):
     toml.write_text('[nuclei]\nobject_type = "cells"\n')
     with pytest.raises(ValueError, match="object_type"):
         load_config(toml)
+
+
+def test_weights_digest_is_read_once_per_weights_file(tmp_path, monkeypatch):
+    """`is_current` asks for the weights' digest for every finished slide: one model load per weights file."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    import nuclei
+    from slidestream.pipeline.config import NucleiOptions
+    from slidestream.pipeline.nuclei_step import NucleiStep
+
+    folder = tmp_path / "model"
+    shutil.copytree(Path(nuclei.__file__).parent / "weights", folder)
+    calls = []
+    real = nuclei.load_model
+    monkeypatch.setattr(nuclei, "load_model", lambda d, *a, **k: calls.append(d) or real(d, *a, **k))
+    options = NucleiOptions(model=str(folder))
+    first = NucleiStep._weights(options)
+    assert NucleiStep._weights(options) == first and len(calls) == 1
+    os.utime(folder / "model.safetensors", ns=(10**9, 10**9))  # rewritten weights are read again
+    assert NucleiStep._weights(options) == first and len(calls) == 2
