@@ -42,15 +42,24 @@ def slide_lines(slide_id: str, records) -> list[str]:
 def totals(result, n_slides: int) -> str:
     """One line: slides, tiles, tissue area, elapsed time and slides per hour of this run."""
     done = n_slides - len(result.failed) - len(result.not_started)
-    tiles = tissue = 0.0
+    tiles = tissue = nuclei = 0.0
+    steps = set()
     worked = set()  # slides with a step done in this run (not skipped): the rate is of work done
     for r in result.records:
+        steps.add(r.step)
         if r.step == "tile" and r.status in ("done", "skipped"):
             tiles += r.measurements.get("tiles") or 0
             tissue += r.measurements.get("tissue_mm2") or 0.0
+        if r.step == "nuclei" and r.status in ("done", "skipped"):
+            nuclei += r.measurements.get("nuclei") or 0
         if r.status in ("done", "failed"):
             worked.add(r.slide_id)
-    line = f"{done} of {n_slides} slide(s) processed, {int(tiles)} tiles, tissue {tissue:.3g} mm2, {result.seconds:.1f} s"
+    parts = [f"{done} of {n_slides} slide(s) processed"]
+    if "tile" in steps:  # a run of later steps only (e.g. `nuclei slides`) has no tile counts to add up
+        parts.append(f"{int(tiles)} tiles, tissue {tissue:.3g} mm2")
+    if "nuclei" in steps:
+        parts.append(f"{int(nuclei):,} nuclei")
+    line = ", ".join([*parts, f"{result.seconds:.1f} s"])
     if worked and result.seconds > 0:
         line += f" ({len(worked) / result.seconds * 3600:.0f} slides/hour)"
     return f"{line} -> {result.out}"

@@ -83,6 +83,8 @@ def test_nuclei_slides_command_over_a_results_folder(small_slide, tmp_path, clus
     assert main(args) == 0
     summary = json.loads((folder / "nuclei.json").read_text())
     assert summary["object_type"] == "detection" and summary["nuclei"] > 100
+    totals = next(line for line in capsys.readouterr().out.splitlines() if "slide(s) processed" in line)
+    assert f"1 of 1 slide(s) processed, {summary['nuclei']:,} nuclei, " in totals and "tiles" not in totals
     assert check_geojson(folder / "nuclei.geojson.gz") == []
     with open(config.out / "summary.csv") as f:
         rows = {row["slide_id"]: row for row in csv.DictReader(f)}
