@@ -19,7 +19,8 @@ __all__ = ["DemoConfig", "bundled_slide", "prepare_demo_slides", "run_demo"]
 class DemoConfig:
     """What `slidestream demo` does: `synthetic_slides` slides of `synthetic_dimensions` (w, h) level-0 px
     beside the bundled real slide, all through `run` on a local cluster of `slide_workers` processes (default:
-    up to 2) or on the cluster at `scheduler_address`."""
+    up to 2) or on the cluster at `scheduler_address` (waiting `scheduler_timeout` seconds for it to answer;
+    None: the run's default)."""
 
     out: str | Path = "slidestream-demo"
     synthetic_slides: int = 2
@@ -27,6 +28,7 @@ class DemoConfig:
     progress: bool = True
     slide_workers: int | None = None
     scheduler_address: str | None = None
+    scheduler_timeout: float | None = None
 
     @property
     def synthetic_size(self) -> tuple[int, int]:
@@ -68,7 +70,8 @@ def run_demo(config: DemoConfig) -> int:
     out = Path(config.out)
     slides, _ = find_slides([folder])
     run_config = load_config(out=out, slide_workers=config.slide_workers or min(2, os.cpu_count() or 1),
-                             scheduler_address=config.scheduler_address, progress=config.progress)  # fmt: skip
+                             scheduler_address=config.scheduler_address,
+                             scheduler_timeout=config.scheduler_timeout, progress=config.progress)  # fmt: skip
     print(f"running {', '.join(run_config.steps)} on {len(slides)} slides in {folder} ...", flush=True)
     try:
         result = run_batch(slides, run_config)

@@ -56,6 +56,14 @@ class _DeprecatedAlias(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def add_scheduler_options(parser, timeout_default: str = "20") -> None:
+    """--scheduler-address and --scheduler-timeout, the same on every command that can use a dask cluster."""
+    parser.add_argument("--scheduler-address", metavar="ADDRESS",
+                        help="run on an existing dask.distributed cluster (tcp://HOST:PORT) instead of locally")  # fmt: skip
+    parser.add_argument("--scheduler-timeout", type=positive_float, metavar="SECONDS",
+                        help=f"how long to wait for --scheduler-address to answer (default: {timeout_default})")  # fmt: skip
+
+
 def add_deprecated_alias(parser, old: str, new: str, dest: str, type=None) -> None:  # noqa: A002 (argparse's name)
     """Accept `old` as a hidden alias of the option `new`, whose destination is `dest`."""
     parser.add_argument(old, dest=dest, action=_DeprecatedAlias, new=new, type=type, default=argparse.SUPPRESS,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from slidestream.commands._common import (
     add_quiet,
+    add_scheduler_options,
     non_negative_int,
     output_folder,
     parse_dimensions,
@@ -34,8 +35,7 @@ def register(sub) -> None:
         default=(8192, 6144),
         help="level-0 WxH of each synthetic slide in pixels (default 8192x6144; smaller is quicker)",
     )
-    p.add_argument("--scheduler-address", help="run on an existing dask.distributed cluster (tcp://HOST:PORT) "
-                   "instead of a local one")  # fmt: skip
+    add_scheduler_options(p)
     add_quiet(p)
     p.set_defaults(func=run)
 
@@ -44,5 +44,6 @@ def run(args) -> int:
     from slidestream.demo import DemoConfig, run_demo
 
     config = DemoConfig(out=args.out, synthetic_slides=args.slides, synthetic_dimensions=args.dimensions,
-                        progress=show_progress(args), scheduler_address=args.scheduler_address)  # fmt: skip
+                        progress=show_progress(args), scheduler_address=args.scheduler_address,
+                        scheduler_timeout=args.scheduler_timeout)  # fmt: skip
     return run_demo(config)

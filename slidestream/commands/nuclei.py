@@ -12,6 +12,7 @@ import numpy as np
 
 from slidestream.commands._common import (
     add_quiet,
+    add_scheduler_options,
     fraction,
     non_negative_int,
     output_folder,
@@ -128,9 +129,7 @@ def register(sub) -> None:
         "--workers", type=positive_int, default=1, help="slides in parallel (dask worker processes)"
     )
     r.add_argument("--threads", type=positive_int, help="torch threads per slide (default: cores / workers)")
-    r.add_argument(
-        "--scheduler-address", help="run on an existing dask.distributed cluster (tcp://HOST:PORT)"
-    )
+    add_scheduler_options(r)
     r.add_argument("--overwrite", action="store_true", help="redo slides whose nuclei are already done")
     add_quiet(r)
     r.set_defaults(func=run_slides)
@@ -319,7 +318,7 @@ def run_slides(args) -> int:
         threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
         config = load_config(
             None, out=args.results, steps=("nuclei",), slide_workers=args.workers, threads_per_worker=threads,
-            scheduler_address=args.scheduler_address,
+            scheduler_address=args.scheduler_address, scheduler_timeout=args.scheduler_timeout,
             overwrite=True if args.overwrite else None, progress=show_progress(args),
             **{"tiling.slide_mpp": args.slide_mpp, "nuclei.classical": args.classical or None,
                "nuclei.model": args.model, "nuclei.device": args.device, "nuclei.batch_size": args.batch_size,

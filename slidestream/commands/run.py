@@ -8,8 +8,8 @@ import sys
 from slidestream.commands._common import (
     add_deprecated_alias,
     add_quiet,
+    add_scheduler_options,
     add_slides_and_out,
-    positive_float,
     positive_int,
     show_progress,
 )
@@ -46,13 +46,8 @@ def register(sub) -> None:
                    help="where the slides run without --scheduler-address: threads of this process (default; "
                    "fastest) or worker processes of a local dask cluster (a crash in a codec ends one slide, not "
                    "the run; a few seconds more per run)")  # fmt: skip
-    p.add_argument(
-        "--scheduler-address", help="run on an existing dask.distributed cluster (tcp://HOST:PORT)"
-    )
+    add_scheduler_options(p, timeout_default="[run] scheduler_timeout of --config, else 20")
     add_deprecated_alias(p, "--scheduler", "--scheduler-address", dest="scheduler_address")
-    p.add_argument("--scheduler-timeout", type=positive_float, metavar="SECONDS",
-                   help="how long to wait for --scheduler-address to answer (default: [run] scheduler_timeout of "
-                   "--config, else 20)")  # fmt: skip
     p.add_argument(
         "--overwrite", action="store_true", help="redo every step, replacing results made with other options"
     )

@@ -162,6 +162,23 @@ def test_unreachable_scheduler_is_named_with_its_timeout(cmu_path, tmp_path, cap
     assert "Traceback" not in err
 
 
+def test_every_cluster_command_takes_the_scheduler_timeout(cmu_path, tmp_path, capsys):
+    """`nuclei slides` and `demo` share run's --scheduler-address / --scheduler-timeout (one declaration)."""
+    out = tmp_path / "o"
+    assert main(["tile", str(cmu_path), "-o", str(out), "--mpp", "4", "--size", "64", "-q"]) == 0
+    code = main(["nuclei", "slides", str(out), "--classical", "-q", "--scheduler-address", "tcp://127.0.0.1:9",
+                 "--scheduler-timeout", "1"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert (
+        "could not reach the dask scheduler at tcp://127.0.0.1:9 within 1 s" in err and "Traceback" not in err
+    )
+    args = build_parser().parse_args(["demo", "--scheduler-address", "tcp://h:1", "--scheduler-timeout", "5"])
+    assert (args.scheduler_address, args.scheduler_timeout) == ("tcp://h:1", 5.0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--scheduler-timeout", "0"])
+
+
 def test_run_dry_run_with_the_tiling_options(cmu_path, tmp_path, capsys):
     code = main(["run", str(cmu_path), "-o", str(tmp_path / "o"), "--magnification", "20", "--size", "128",
                  "--overlap", "16", "--codec", "zstd", "--coords-only", "--roi-mode", "replace", "--dry-run"])  # fmt: skip
