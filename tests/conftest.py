@@ -25,6 +25,17 @@ def openslide_rgb(path: Path, location, level: int, size) -> np.ndarray:
     return ((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
+def write_blank_slide(path: Path, width: int = 1024, height: int = 768) -> Path:
+    """A tiled TIFF of empty glass (grey 243 with a little noise) with a 0.5 um/px resolution tag: no tissue."""
+    import tifffile
+
+    image = np.full((height, width, 3), 243, np.uint8)
+    image += np.random.default_rng(0).integers(0, 4, image.shape, dtype=np.uint8)
+    tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5),
+                     resolutionunit="CENTIMETER")  # fmt: skip
+    return path
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Tests run tiny torch models (8-dim MIL bags, small CNNs): one intra-op thread is several times faster

@@ -13,10 +13,16 @@ from mil.encoders.loading import _near_names
 from mil.encoders.weights import KeyCheck
 
 
-def test_weights_of_another_size_name_the_architecture_they_fit(tmp_path):
-    timm = import_timm()
-    path = tmp_path / "resnet10t.pth"
-    torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), path)
+@pytest.fixture(scope="module")
+def resnet10t_weights(tmp_path_factory):
+    """A state dict of timm's resnet10t (random init) saved as a .pth file."""
+    path = tmp_path_factory.mktemp("weights") / "resnet10t.pth"
+    torch.save(import_timm().create_model("resnet10t", num_classes=0).state_dict(), path)
+    return path
+
+
+def test_weights_of_another_size_name_the_architecture_they_fit(resnet10t_weights):
+    path = resnet10t_weights
     with pytest.raises(EncoderError) as exc:
         mil.create_encoder("resnet14t", weights=path)
     message = str(exc.value)
@@ -26,10 +32,8 @@ def test_weights_of_another_size_name_the_architecture_they_fit(tmp_path):
     assert message.endswith("the file fits timm architecture resnet10t: use --encoder resnet10t")
 
 
-def test_weights_of_another_family_get_no_guess(tmp_path):
-    timm = import_timm()
-    path = tmp_path / "resnet10t.pth"
-    torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), path)
+def test_weights_of_another_family_get_no_guess(resnet10t_weights):
+    path = resnet10t_weights
     with pytest.raises(EncoderError) as exc:
         mil.create_encoder("vit_tiny_patch16_224", weights=path)
     message = str(exc.value)

@@ -14,22 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tifffile
 
 from slidestream.cli import main
+from tests.conftest import write_blank_slide
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _blank(path: Path) -> Path:
-    """Empty glass at 0.5 um/px: no tissue."""
-    image = np.full((512, 768, 3), 243, np.uint8)
-    image += np.random.default_rng(0).integers(0, 4, image.shape, dtype=np.uint8)
-    tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5),
-                     resolutionunit="CENTIMETER")  # fmt: skip
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +30,7 @@ def newcomer(tmp_path_factory):
     folder = tmp_path_factory.mktemp("newcomer") / "slides"
     folder.mkdir()
     write_slide(folder / "scan.svs", SyntheticSpec(1024, 768, mpp=0.5, seed=4), progress=False)
-    _blank(folder / "blank.tiff")
+    write_blank_slide(folder / "blank.tiff", width=768, height=512)
     (folder / "notes.txt").write_text("not a slide")
     return folder
 

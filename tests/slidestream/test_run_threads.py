@@ -15,14 +15,12 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tifffile
 
 from slidestream.discovery import SlideInput
 from slidestream.pipeline import load_config, plan, run_batch
 from slidestream.pipeline import runner as runner_module
-from tests.conftest import OPENSLIDE_DATA
+from tests.conftest import OPENSLIDE_DATA, write_blank_slide
 from tiling import PatchStore
 from wsi.thread_warnings import record_warnings, warnings_by_thread
 
@@ -68,9 +66,7 @@ def mixed_folder(synthetic_slide, tmp_path):
     shutil.copy(synthetic_slide.path, folder / "alpha.svs")
     shutil.copy(synthetic_slide.path, folder / "gamma.svs")
     shutil.copy(OPENSLIDE_DATA / "unreadable.svs", folder / "corrupt.svs")
-    glass = np.full((512, 512, 3), 243, np.uint8)
-    tifffile.imwrite(folder / "blank.tiff", glass, tile=(256, 256), photometric="rgb",
-                     resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")  # fmt: skip
+    write_blank_slide(folder / "blank.tiff", width=512, height=512)
     return folder
 
 

@@ -1,19 +1,14 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import tifffile
+
+from tests.conftest import write_blank_slide
 
 
 @pytest.fixture(scope="session")
 def blank_slide(tmp_path_factory):
     """A 1024 x 768 tiled TIFF of empty glass with a 0.5 um/px resolution tag."""
-    path = tmp_path_factory.mktemp("blank") / "blank.tiff"
-    image = np.full((768, 1024, 3), 243, np.uint8)
-    image += np.random.default_rng(0).integers(0, 4, image.shape, dtype=np.uint8)
-    tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5),
-                     resolutionunit="CENTIMETER")  # fmt: skip
-    return path
+    return write_blank_slide(tmp_path_factory.mktemp("blank") / "blank.tiff")
 
 
 @pytest.fixture(scope="session")
