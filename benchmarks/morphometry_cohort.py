@@ -60,7 +60,8 @@ def main(argv=None) -> int:
         tumor.append(_tumor_tiles(store, Path(args.slides) / f"{sid}.truth.json"))
         slide += [sid] * len(store)
     x, tumor, slide = np.concatenate(feats), np.concatenate(tumor), np.array(slide)
-    column = {name: x[:, i] for i, name in enumerate(MORPHOMETRY_FEATURES)}
+    names = store.features(args.features).attrs["description"].get("feature_names", MORPHOMETRY_FEATURES)
+    column = {name: x[:, i] for i, name in enumerate(names)}  # as the stores name them (their config)
     print(f"{len(x)} tiles of {len(set(slide))} slides, {int(tumor.sum())} tumor tiles")
     print("tile: tumor vs other tissue tiles, AUC of one feature (> 0.5: higher on tumor)")
     for name in TILE_FEATURES:

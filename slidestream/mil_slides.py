@@ -555,7 +555,10 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     raw = np.asarray(store.features(feature)[:], dtype=np.float32)
     bag = torch.from_numpy(raw)
     scale = model.manifest.get("feature_scale")
-    if scale is not None and len(scale["mean"]) == raw.shape[1]:  # the training slides' standardisation
+    if scale is not None:  # the training slides' standardisation (a length mismatch is an error, not skipped)
+        if len(scale["mean"]) != raw.shape[1]:
+            raise ValueError(f"features/{feature} have {raw.shape[1]} dimensions, the model's feature_scale "
+                             f"{len(scale['mean'])}")  # fmt: skip
         bag = torch.from_numpy(
             ((raw - np.asarray(scale["mean"])) / np.asarray(scale["sd"])).astype(np.float32)
         )

@@ -186,6 +186,7 @@ def tile_slide_result(
                 # in one store: start it again.
                 log.warning("%s: partial store written by the %r path, this run reads by %r: rewritten",
                             store_path, store.attrs.get(READ_PATH), reader.path_name)  # fmt: skip
+                reader.close()  # _create_store opens its own; this one would leak its slide handle
                 store = None
         status = "resumed" if store is not None else "done"
         if store is None:

@@ -80,7 +80,8 @@ def to_display(
     if has_alpha and not planar_channels:
         alpha, samples = samples[..., -1:], samples[..., :-1]
         if alpha.dtype != np.uint8:
-            alpha = (alpha.astype(np.float64) * (255.0 / np.iinfo(alpha.dtype).max)).astype(np.uint8)
+            full = np.iinfo(alpha.dtype).max if np.issubdtype(alpha.dtype, np.integer) else 1.0  # float: 0-1
+            alpha = np.clip(alpha.astype(np.float64) * (255.0 / full), 0, 255).astype(np.uint8)
     if window is not None:
         samples = window.apply(samples)
     elif samples.dtype != np.uint8:

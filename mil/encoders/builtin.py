@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from mil.encoders.base import Encoder, EncoderError
-from mil.encoders.morphometry import MorphometryConfig, feature_names
+from mil.encoders.morphometry import MorphometryConfig, checked_mpp, feature_names
 from mil.encoders.morphometry import morphometry as measure
 from mil.encoders.registry import register_encoder
 from mil.stain_stats import StainStats
@@ -37,8 +35,10 @@ class MorphometryEncoder(Encoder):
     """
 
     def __init__(self, mpp: float = 0.5, config: MorphometryConfig | None = None):
-        if isinstance(mpp, bool) or not isinstance(mpp, numbers.Real) or not np.isfinite(mpp) or mpp <= 0:
-            raise EncoderError(f"morphometry: mpp must be the tiles' microns per pixel (> 0), got {mpp!r}")
+        try:
+            mpp = checked_mpp(mpp)
+        except ValueError as exc:
+            raise EncoderError(str(exc)) from exc
         self.config = config or MorphometryConfig()
         self.feature_names = feature_names(self.config)
         arguments = {"mpp": float(mpp)} if config is None else {"mpp": float(mpp), "config": repr(config)}

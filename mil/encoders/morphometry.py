@@ -94,6 +94,13 @@ def feature_names(config: MorphometryConfig | None = None) -> tuple[str, ...]:
 MORPHOMETRY_FEATURES = feature_names()
 
 
+def checked_mpp(mpp) -> float:
+    """`mpp` as a float; ValueError unless it is a positive, finite number of microns per pixel."""
+    if isinstance(mpp, bool) or not isinstance(mpp, numbers.Real) or not np.isfinite(mpp) or mpp <= 0:
+        raise ValueError(f"morphometry: mpp must be a positive number of microns per pixel, got {mpp!r}")
+    return float(mpp)
+
+
 def morphometry(tiles: np.ndarray, mpp: float = 0.5, config: MorphometryConfig | None = None) -> np.ndarray:
     """(N, H, W, 3) uint8 RGB tiles at `mpp` um/px -> (N, D) float32 features named by `feature_names(config)`
     (`MORPHOMETRY_FEATURES` for the default config).
@@ -106,9 +113,7 @@ def morphometry(tiles: np.ndarray, mpp: float = 0.5, config: MorphometryConfig |
     tiles = np.asarray(tiles)
     if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8:
         raise ValueError(f"morphometry expects (N, H, W, 3) uint8 RGB tiles, got {tiles.shape} {tiles.dtype}")
-    if isinstance(mpp, bool) or not isinstance(mpp, numbers.Real) or not np.isfinite(mpp) or mpp <= 0:
-        raise ValueError(f"morphometry: mpp must be a positive number of microns per pixel, got {mpp!r}")
-    mpp = float(mpp)
+    mpp = checked_mpp(mpp)
     config = config or MorphometryConfig()
     n, h, w = tiles.shape[:3]
     f = max(1, int(config.work_mpp / mpp + 1e-6))

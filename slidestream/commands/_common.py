@@ -104,6 +104,7 @@ non_negative_int = _checked(int, lambda v: v >= 0, "0 or more", "non_negative_in
 positive_float = _checked(float, lambda v: v > 0, "a positive number", "positive_float")
 non_negative_float = _checked(float, lambda v: v >= 0, "0 or more", "non_negative_float")
 fraction = _checked(float, lambda v: 0 <= v <= 1, "a fraction between 0 and 1", "fraction")
+open_fraction = _checked(float, lambda v: 0 < v < 1, "a fraction strictly between 0 and 1", "open_fraction")
 magnification = _checked(float, lambda v: 0.5 <= v <= 200, "an objective magnification such as 20 or 40",
                          "magnification")  # fmt: skip
 tiff_tile_side = _checked(int, lambda v: v >= 16 and v % 16 == 0, "a multiple of 16 of at least 16 (the TIFF rule)",

@@ -15,6 +15,7 @@ from slidestream.commands._common import (
     add_scheduler_options,
     fraction,
     non_negative_int,
+    open_fraction,
     output_folder,
     positive_float,
     positive_int,
@@ -63,7 +64,7 @@ def register(sub) -> None:
     t.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
     t.add_argument("--seed", type=non_negative_int, default=0)
     t.add_argument("--self-train", nargs="+", metavar="SLIDE", help="real unlabelled slides to pseudo-label")
-    t.add_argument("--self-train-share", type=fraction, default=0.3,
+    t.add_argument("--self-train-share", type=open_fraction, default=0.3,
                    help="share of training samples drawn from the pseudo-labelled tiles")  # fmt: skip
     t.add_argument("--self-train-tiles", type=positive_int, default=64,
                    help="tissue tiles (512 px at the model's mpp) pseudo-labelled per slide, at most")  # fmt: skip
@@ -178,10 +179,6 @@ def run_train(args) -> int:
                        args.seed, args.encoder, args.tile_cache)  # fmt: skip
     if args.crop % 32:
         raise SystemExit(f"--crop must be a multiple of 32, got {args.crop}")
-    if args.self_train and not 0 < args.self_train_share < 1:
-        raise SystemExit(
-            f"--self-train-share must be between 0 and 1 (exclusive), got {args.self_train_share}"
-        )
     train_tiles, val_tiles = load_training_data(cmd, progress)
     self_train = {}
     if args.self_train:

@@ -65,15 +65,12 @@ def _steps(args) -> tuple[str, ...] | None:
 
 
 def _check_model_folder(model_dir) -> None:
-    """ValueError naming what is wrong when the predict step's model folder cannot be read."""
-    if model_dir is None:
-        raise ValueError(
-            "the predict step needs a model folder: --model MODEL_DIR, or model = ... in [predict]"
-        )
-    from slidestream.mil_slides import load_model_folder
+    """ValueError naming what is wrong when the predict step's model folder cannot be read (the read is kept
+    for the slides: the predict step reads a folder once per process)."""
+    from slidestream.pipeline.predict_step import load_model_dir
 
     try:
-        load_model_folder(model_dir)
+        load_model_dir(model_dir)
     except (OSError, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"--model: {exc}") from exc
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from slidestream.pipeline.steps import SlideContext, StepOutcome, register_step
 
-__all__ = ["PredictStep"]
+__all__ = ["PredictStep", "load_model_dir"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -27,7 +27,12 @@ def _load(model_dir: str, mtime_ns: int):
 
 
 def _model(ctx: SlideContext):
-    model_dir = ctx.config.predict.model
+    return load_model_dir(ctx.config.predict.model)
+
+
+def load_model_dir(model_dir: str | None):
+    """The predict step's model folder, read once per process (`run` reads it before the first slide, so a
+    folder that is not a model is refused at once and the slides reuse the read)."""
     if model_dir is None:
         raise ValueError(
             "the predict step needs a model folder: --model MODEL_DIR, or model = ... in [predict]"

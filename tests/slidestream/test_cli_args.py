@@ -184,3 +184,14 @@ def test_run_dry_run_with_the_tiling_options(cmu_path, tmp_path, capsys):
                  "--overlap", "16", "--codec", "zstd", "--coords-only", "--roi-mode", "replace", "--dry-run"])  # fmt: skip
     assert code == 0
     assert "tiling: 128 px at 20x (the mpp from each slide's objective power)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("share", ["0", "1", "1.5"])
+def test_self_train_share_is_checked_as_parsed(share, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(
+            ["nuclei", "train", "--data", "synthetic", "-o", "m", "--self-train-share", share]
+        )
+    assert exc.value.code == 2 and "--self-train-share" in capsys.readouterr().err
+    assert build_parser().parse_args(["nuclei", "train", "--data", "synthetic", "-o", "m",
+                                      "--self-train-share", "0.3"]).self_train_share == 0.3  # fmt: skip

@@ -165,3 +165,16 @@ def test_a_lone_dicom_that_is_no_slide_fails_naming_it(tmp_path):
     path = bad_files.lone_dicom(tmp_path / "scan.dcm")
     with pytest.raises(wsi.UnsupportedSlideError, match=r"scan\.dcm: not a supported slide"):
         wsi.open_slide(path)
+
+
+def test_float_samples_with_alpha_are_shown_through_their_window():
+    """Float RGBA samples (a float TIFF with an extra sample): alpha in 0-1 becomes 0-255, no integer-only call."""
+    from wsi.samples import to_display
+
+    rgba = np.zeros((2, 2, 4), np.float32)
+    rgba[..., :3] = [[[0.0]], [[1.0]]]
+    rgba[..., 3] = 0.5
+    window = IntensityWindow((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    out = to_display(rgba, window=window, planar_channels=False, has_alpha=True, min_is_white=False)
+    assert out.shape == (2, 2, 4) and out.dtype == np.uint8
+    assert (out[..., 3] == 127).all() and out[0, 0, 0] == 0 and out[1, 0, 0] == 255

@@ -260,7 +260,6 @@ def _loose_matrix(rng, shape, um: float, angle: float) -> tuple[np.ndarray, np.n
     """Loose fibrous stroma: thin wavy collagen fibrils gathered in bundles, pale oedematous gaps between the
     bundles holding faint wispy blue-grey mucoid material (not nuclei). Returns eosin and haematoxylin
     densities and the bundle weight in [0, 1] (where fibroblasts lie)."""
-    h, w = shape
     dy, dx = _warp(rng, shape, um, (3, 10), (10, 25))
     # Bundles: long smooth streaks; a random share of the field becomes pale gaps between them.
     bundles = _oriented_noise(rng, shape, rng.uniform(3, 8) * um, rng.uniform(20, 45) * um, angle, dy, dx)

@@ -177,9 +177,10 @@ def _write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
 
 def _write_one(job) -> tuple[Path, float]:
     """Write one slide of a cohort; its path and ground-truth tumor fraction of the tissue."""
-    path, spec, tile_size, progress = job
+    path, spec, tile_size, progress, in_pool = job
+    # Slides written in parallel processes draw with one thread each; one at a time, with the default threads.
     written = write_slide(
-        path, spec, tile_size=tile_size, progress=progress, render_workers=1 if not progress else None
+        path, spec, tile_size=tile_size, progress=progress, render_workers=1 if in_pool else None
     )
     truth = json.loads(Path(written.truth).read_text())
     tissue = max(truth["tissue_fraction"], 1e-12)
@@ -207,7 +208,7 @@ def write_cohort(out: str | Path, n: int = 40, seed: int = 0, dimensions: tuple[
     slides_dir.mkdir(parents=True, exist_ok=True)
     patients, traits, specs = plan_cohort(n, seed, dimensions, slide_mpp)
     jobs = [
-        (slides_dir / f"S{i:03d}.svs", spec, tile_size, progress and workers <= 1)
+        (slides_dir / f"S{i:03d}.svs", spec, tile_size, progress and workers <= 1, workers > 1)
         for i, spec in enumerate(specs)
     ]
     if workers > 1:

@@ -288,7 +288,7 @@ def _coarse_fields(spec: SyntheticSpec, x0: float, y0: float, w: int, h: int, d:
 
 
 def _upsample(grid: np.ndarray, w: int, h: int, step: float) -> np.ndarray:
-    """Bilinear interpolation of samples every `step` output pixels to (h, w) pixels (as interpolation_matrix,
+    """Bilinear interpolation of samples every `step` output pixels to (h, w) pixels (linear in each axis,
     by gathering: a matrix product here would spin up BLAS threads for a tiny job)."""
 
     def axis(n_out: int, n_in: int):

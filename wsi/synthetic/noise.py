@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["hash_uniform", "interpolation_matrix", "value_noise"]
+__all__ = ["hash_uniform", "value_noise"]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -45,14 +45,3 @@ def value_noise(x: np.ndarray, y: np.ndarray, scale: float, seed: int, salt: int
     top = v00 + (v10 - v00) * tx
     bottom = v01 + (v11 - v01) * tx
     return top + (bottom - top) * ty
-
-
-def interpolation_matrix(n_out: int, n_in: int, step: float) -> np.ndarray:
-    """(n_out, n_in) linear interpolation weights from samples every `step` output pixels to each pixel."""
-    pos = np.arange(n_out) / step
-    i0 = np.clip(np.floor(pos).astype(int), 0, n_in - 2)
-    t = pos - i0
-    m = np.zeros((n_out, n_in))
-    m[np.arange(n_out), i0] = 1 - t
-    m[np.arange(n_out), i0 + 1] = t
-    return m
