@@ -178,3 +178,25 @@ def test_float_samples_with_alpha_are_shown_through_their_window():
     out = to_display(rgba, window=window, planar_channels=False, has_alpha=True, min_is_white=False)
     assert out.shape == (2, 2, 4) and out.dtype == np.uint8
     assert (out[..., 3] == 127).all() and out[0, 0, 0] == 0 and out[1, 0, 0] == 255
+
+
+def test_intensity_windows_of_slides_opened_in_threads_at_once(tmp_path, monkeypatch):
+    """16-bit slides opened by many tiling threads while the per-file window cache is full and evicting."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wsi.backends import tiffslide_reader
+
+    paths = [tmp_path / f"g{i}.tif" for i in range(6)]
+    for i, path in enumerate(paths):
+        bad_files.gray16_tiff(path, size=(256, 192), hi=5000 + 100 * i)
+    monkeypatch.setattr(tiffslide_reader, "_WINDOWS", {("old", i): None for i in range(64)})  # full
+
+    def intensity(path):
+        with wsi.open_slide(path) as slide:
+            return slide.meta.intensity
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(pool.map(intensity, paths * 8))
+    assert all(text.startswith("uint16: linear") for text in seen)
+    assert len(tiffslide_reader._WINDOWS) == 64
+    assert sum(key[0] == "old" for key in tiffslide_reader._WINDOWS) == 64 - len(paths)  # one entry per file

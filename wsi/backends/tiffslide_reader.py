@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,7 @@ with warnings.catch_warnings():
 
 
 _WINDOWS: dict[tuple, IntensityWindow] = {}  # per file (path, size, mtime, inode), oldest dropped first
+_WINDOWS_LOCK = threading.Lock()
 
 
 def _check_codecs(slide: tiffslide.TiffSlide, path: Path) -> None:
@@ -78,15 +80,19 @@ class TiffSlideReader:
         if self._layout is not None and self._layout.dtype != "uint8":
             st = os.stat(path)
             key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-            if key not in _WINDOWS:  # every tiling thread opens the slide: measure once per file
-                if len(_WINDOWS) >= 64:
-                    _WINDOWS.pop(next(iter(_WINDOWS)))
+            with _WINDOWS_LOCK:  # every tiling thread opens the slide: measure once per file
+                window = _WINDOWS.get(key)
+            if window is None:
                 try:
-                    _WINDOWS[key] = self._intensity_window()
+                    window = self._intensity_window()
                 except Exception as exc:  # codec errors come from imagecodecs with many types
                     raise UnreadableSlideError(path, f"reading the coarsest level to set the intensity window "
                                                      f"failed: {exc}") from exc  # fmt: skip
-            self._window = _WINDOWS[key]
+                with _WINDOWS_LOCK:  # slides opened in threads at once: no eviction under another's lookup
+                    if key not in _WINDOWS and len(_WINDOWS) >= 64:
+                        _WINDOWS.pop(next(iter(_WINDOWS)))
+                    _WINDOWS[key] = window
+            self._window = window
             self.intensity = f"{self._layout.dtype}: {self._window.describe()}"
 
     def _warn(self, complaints: list[str]) -> None:
