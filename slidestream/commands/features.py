@@ -83,6 +83,7 @@ def run(args) -> int:
     from mil import EncoderError, create_encoder, extract_features, resolve_device
     from mil.encoders import encoder_table, require_weights
     from mil.features import encoder_arguments, features_done
+    from slidestream.pipeline.lock import LockBusy, SlideLock
     from tiling import PatchStore, StoreError
 
     if args.list_encoders:
@@ -140,26 +141,31 @@ def run(args) -> int:
     failed, skipped = [], 0
     for path in stores:
         slide_id = path.parent.name
-        try:
-            store = PatchStore.open(path)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "encoder .* RANDOM WEIGHTS")  # said once, above
-                encoder = encoder_for(store)
-            if not args.overwrite and features_done(store, encoder, args.name):
-                array = store.features(args.name or encoder.name)
-                print(f"{slide_id}: features/{args.name or encoder.name} {array.shape[0]} x {array.shape[1]} "
-                      "skipped (already computed; --overwrite recomputes)")  # fmt: skip
-                skipped += 1
-                continue
-            array = extract_features(store, encoder, batch_size=args.batch_size, device=device,
-                                     loader_workers=workers, amp=None if not args.no_amp else False,
-                                     name=args.name, overwrite=args.overwrite, progress=show_progress(args))  # fmt: skip
+        try:  # under the slide's lock, as `run` writes the store: two writers never meet in one store
+            with SlideLock(path.parent, wait=0):
+                store = PatchStore.open(path)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "encoder .* RANDOM WEIGHTS")  # said once, above
+                    encoder = encoder_for(store)
+                name = args.name or encoder.name
+                if not args.overwrite and features_done(store, encoder, args.name):
+                    array = store.features(name)
+                    print(f"{slide_id}: features/{name} {array.shape[0]} x {array.shape[1]} "
+                          "skipped (already computed; --overwrite recomputes)")  # fmt: skip
+                    skipped += 1
+                    continue
+                array = extract_features(store, encoder, batch_size=args.batch_size, device=device,
+                                         loader_workers=workers, amp=None if not args.no_amp else False,
+                                         name=args.name, overwrite=args.overwrite, progress=show_progress(args))  # fmt: skip
+        except LockBusy as exc:
+            failed.append(slide_id)
+            print(f"failed: {exc}; features again when it is done", file=sys.stderr)
+            continue
         except (StoreError, ValueError, RuntimeError, OSError) as exc:
             failed.append(slide_id)
             print(f"failed: {slide_id}: {exc}", file=sys.stderr)
             continue
-        print(f"{slide_id}: features/{args.name or encoder.name} {array.shape[0]} x {array.shape[1]} "
-              f"({encoder.weights_label})")  # fmt: skip
+        print(f"{slide_id}: features/{name} {array.shape[0]} x {array.shape[1]} ({encoder.weights_label})")
     if skipped == len(stores):
         print(f"nothing to do: the {skipped} store(s) have these features already")
     if failed:

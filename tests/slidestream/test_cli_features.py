@@ -128,3 +128,19 @@ def test_recipe_from_toml_and_random_weights_in_the_summary(synthetic_slide, tmp
     assert rows["alpha"]["encoder"] == "uni_v1" and rows["alpha"]["feature_dim"] == "1024"
     assert rows["alpha"]["weights"] == mil.create_encoder("uni_v1", weights=weights, depth=1).weights_hash
     assert rows["beta"]["encoder"] == "test_vit" and rows["beta"]["weights"] == "RANDOM WEIGHTS"
+
+
+def test_a_store_another_run_is_writing_is_left_alone(run_folder, capsys):
+    """The slide's lock is held (a `run` working on it): features fail for that slide, naming the holder, and
+    the store is not touched; once the lock is free the same command computes them."""
+    from slidestream.pipeline.lock import SlideLock
+
+    folder = run_folder / "slides" / "synthetic"
+    with SlideLock(folder):
+        code = main(["features", str(run_folder), "--encoder", "stain_stats", "--name", "locked", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "synthetic: in progress in another run" in err and "PID" in err
+    assert "locked" not in _store(run_folder).feature_names()
+    assert main(["features", str(run_folder), "--encoder", "stain_stats", "--name", "locked", "-q"]) == 0
+    assert _store(run_folder).features("locked").shape[1] == 53
