@@ -83,10 +83,9 @@ def process_slide(item: SlideInput, config: RunConfig, on_tiles: Callable[[int],
 
         # One worker's share of the machine: without this each worker's torch would use every core.
         torch.set_num_threads(max(1, config.threads_per_worker))
-    # tqdm's default lock is a multiprocessing semaphore: a worker ended by Ctrl-C would leave it behind, and
-    # multiprocessing would warn about it on the console. This process's threads need only a thread lock.
-    if _in_worker():
-        tqdm.set_lock(threading.RLock())
+    dask_worker = _dask_worker()
+    if dask_worker is not None and on_tiles is None and on_total is None:
+        on_tiles, on_total = _tile_reporters(dask_worker)
     folder = config.out / "slides" / item.slide_id
     worker = f"{socket.gethostname()}:{os.getpid()}"
     # Another run working on this slide: wait for it; then the steps it finished are skipped.
@@ -116,8 +115,6 @@ def process_slide(item: SlideInput, config: RunConfig, on_tiles: Callable[[int],
 
 def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str, on_tiles=None,
                on_total=None) -> list[StepRecord]:  # fmt: skip
-    if on_tiles is None and on_total is None:
-        on_tiles, on_total = _tile_reporters()
     ctx = SlideContext(item.slide_id, Path(item.path), folder, config, on_tiles=on_tiles, on_total=on_total)
     records = []
     failed = False
@@ -147,29 +144,30 @@ def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str, o
 TILES_TOPIC = "slidestream-tiles"
 
 
-def _in_worker() -> bool:
+_thread_lock_set = threading.Event()
+
+
+def _dask_worker():
+    """The dask worker running this task, or None (not in a dask worker). In a worker, once per process: tqdm's
+    lock becomes a thread lock (its default, a multiprocessing semaphore, would be left behind by a worker
+    ended by Ctrl-C, and multiprocessing would warn about it on the console)."""
     if "distributed" not in sys.modules:  # not a dask worker; and importing it (a second) is not needed here
-        return False
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except (ImportError, ValueError):
-        return False
-    return True
-
-
-def _tile_reporters():
-    """Inside a dask worker: report written tiles, and the tiles a slide will write, to the client (events
-    `n` and `("total", n)` on one topic); elsewhere: nothing."""
-    if "distributed" not in sys.modules:
-        return None, None
+        return None
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
-        return None, None
+        return None
+    if not _thread_lock_set.is_set():
+        tqdm.set_lock(threading.RLock())
+        _thread_lock_set.set()
+    return worker
+
+
+def _tile_reporters(worker):
+    """Report written tiles, and the tiles a slide will write, from dask `worker` to the client (events `n` and
+    `("total", n)` on one topic)."""
     return (lambda n: worker.log_event(TILES_TOPIC, n)), (
         lambda n: worker.log_event(TILES_TOPIC, ("total", n))
     )
