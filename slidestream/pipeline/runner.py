@@ -228,6 +228,8 @@ def _local_description(config: RunConfig) -> str:
     n = config.slide_workers or os.cpu_count()
     if config.executor == "processes":
         return f"local dask cluster, {n} worker process(es)"
+    if config.executor == "forks":
+        return f"{n} worker process(es) forked from this one"
     return f"this process, {n} slide(s) at a time in threads"
 
 
@@ -539,12 +541,17 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
 @contextlib.contextmanager
 def _pool(config: RunConfig):
     """Where the slides run: the dask cluster at `config.scheduler_address`, else this process's threads
-    (`config.executor` "threads") or a local dask cluster of worker processes ("processes", or a dashboard)."""
+    (`config.executor` "threads"), processes forked from this one ("forks") or a local dask cluster of worker
+    processes ("processes", or a dashboard)."""
     if config.scheduler_address or config.executor == "processes" or config.dashboard:
         with _client(config) as client:
             pool = _DaskPool(client)
             yield pool
             pool.close()  # not after Ctrl-C: the client is closed then, without another round trip
+        return
+    if config.executor == "forks":
+        with _forks(config) as pool:
+            yield pool
         return
     with _threads(config) as pool:
         yield pool
@@ -637,6 +644,158 @@ def _threads(config: RunConfig):
                 pool.close()
             if stopped:
                 raise KeyboardInterrupt
+
+
+class _ForkPool:
+    """Slides in worker processes forked from this one (`concurrent.futures`, "fork" start): each starts with
+    what this process has imported (nothing imported twice, nothing to close but the processes), and runs its
+    slides without sharing a GIL with the others.
+
+    Workers ignore Ctrl-C (this process stops the run). Tile counts and each slide's start come back on a
+    queue, read by a thread here. A stopped run ends each running slide at its next batch of tiles. A worker
+    that dies (a crash in a native codec) breaks the pool: a fresh one takes the slides left; a slide that was
+    running in two broken pools is recorded as lost, the others are tried again (a slide running beside a
+    crashing one is redone).
+    """
+
+    def __init__(self, workers: int):
+        import multiprocessing
+
+        self.context = multiprocessing.get_context("fork")
+        self.workers = workers
+        self.stopping = self.context.Event()
+        self.events = self.context.SimpleQueue()
+        self.started: set[str] = set()  # slides a worker has begun (from the queue)
+        self.strikes: dict[str, int] = {}  # slide id -> broken pools it was running in
+        self.executor = self._executor()
+        self._count: Callable | None = None
+        self._lock = threading.Lock()
+        self._listener: threading.Thread | None = None
+
+    def _executor(self):
+        from concurrent.futures import ProcessPoolExecutor
+
+        executor = ProcessPoolExecutor(self.workers, mp_context=self.context, initializer=_fork_worker_start,
+                                       initargs=(self.stopping, self.events))  # fmt: skip
+        # Fork every worker now, before this process starts threads of its own (the queue's reader, progress),
+        # with Ctrl-C ignored meanwhile: a worker forked then starts ignoring it (its initializer says so too).
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            executor.submit(int).result()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
+        return executor
+
+    def _listen(self) -> None:
+        while True:
+            event = self.events.get()
+            if event is None:
+                return
+            if isinstance(event, tuple) and event[0] == "start":
+                with self._lock:
+                    self.started.add(event[1])
+            elif self._count is not None:
+                self._count(event)
+
+    def submit(self, slides: list[SlideInput], config: RunConfig, count: Callable) -> dict:
+        self._count, self.config = count, config
+        if self._listener is None:
+            self._listener = threading.Thread(target=self._listen, name="slide-events", daemon=True)
+            self._listener.start()
+        return {self.executor.submit(_forked_slide, item, config): item for item in slides}
+
+    def as_completed(self, futures: dict):
+        """Futures as they finish; slides of a broken pool are submitted again to a fresh one (added to
+        `futures`), except a slide that was running in two broken pools: its future is given as it is."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        pool_of = dict.fromkeys(futures, self.executor)
+        running: set[str] = set()  # slides started in the pool that broke last
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                item = futures[future]
+                if (
+                    self.stopping.is_set()
+                    or future.cancelled()
+                    or not isinstance(future.exception(), BrokenProcessPool)
+                ):
+                    with self._lock:
+                        self.started.discard(item.slide_id)
+                    yield future
+                    continue
+                if pool_of[future] is self.executor:  # the first news of this pool's end: a fresh one
+                    with self._lock:
+                        running, self.started = set(self.started), set()
+                    self.executor.shutdown(wait=True, cancel_futures=True)
+                    self.executor = self._executor()
+                strikes = self.strikes[item.slide_id] = self.strikes.get(item.slide_id, 0) + (
+                    item.slide_id in running
+                )
+                if strikes >= 2:
+                    yield future  # recorded as lost
+                    continue
+                again = self.executor.submit(_forked_slide, item, self.config)
+                futures[again], pool_of[again] = item, self.executor
+                pending.add(again)
+
+    def cancel(self, futures) -> None:
+        self.stopping.set()
+        for future in futures:
+            future.cancel()
+
+    def lost(self, exc: BaseException) -> str:
+        return f"worker lost: {type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        """Stop: slides not started are cancelled, running ones end at their next batch of tiles."""
+        self.stopping.set()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self._listener is not None:
+            self.events.put(None)
+            self._listener.join()
+
+
+_fork_worker: dict = {}  # in a forked worker: the run's stop event and event queue
+
+
+def _fork_worker_start(stopping, events) -> None:
+    """A forked worker's start: Ctrl-C is for the main process (a terminal sends it to the whole group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _fork_worker.update(stopping=stopping, events=events)
+
+
+def _forked_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
+    """`process_slide` in a forked worker: its start and tile counts go to the main process; once the run is
+    stopping, the slide ends at its next batch of tiles."""
+    stopping, events = _fork_worker["stopping"], _fork_worker["events"]
+
+    def counted(event) -> None:
+        if stopping.is_set():
+            raise _Stopped
+        events.put(event)
+
+    events.put(("start", item.slide_id))
+    return process_slide(item, config, counted, lambda n: counted(("total", n)))
+
+
+@contextlib.contextmanager
+def _forks(config: RunConfig):
+    """A `_ForkPool` of `config.slide_workers` processes (default one per core); Ctrl-C waits for the running
+    slides to stop at their next batch of tiles."""
+    pool = _ForkPool(config.slide_workers or os.cpu_count() or 1)
+    try:
+        yield pool
+    finally:
+        stopped: list = []
+        with _interrupts_deferred(stopped):
+            pool.close()
+        if stopped:
+            raise KeyboardInterrupt
 
 
 def _count_tiles(bar: tqdm, event) -> None:

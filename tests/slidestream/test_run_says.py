@@ -18,6 +18,7 @@ import pytest
 
 from slidestream.cli import main
 from tests.conftest import write_blank_slide
+from tiling import PatchStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -191,6 +192,27 @@ def test_ctrl_c_while_the_cluster_starts(newcomer, tmp_path):
         time.sleep(0.3)  # into the cluster's start, well before two small slides could be finished
 
     _quiet_interrupt(*_interrupted_run(newcomer, tmp_path / "out", cluster_starting, executor="processes"))
+
+
+def test_ctrl_c_with_forked_workers_stops_the_slide_being_tiled(newcomer, synthetic_slide, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(newcomer / "blank.tiff", folder / "blank.tiff")
+    shutil.copy(
+        synthetic_slide.path, folder / "big.svs"
+    )  # first (by name), with many 64 px tiles at 0.25 um/px
+    out = tmp_path / "out"
+
+    def tiling_big(proc) -> None:
+        deadline = time.monotonic() + 60
+        while not (out / "slides" / "big" / "patches.zarr").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+
+    _quiet_interrupt(*_interrupted_run(folder, out, tiling_big, executor="forks"))
+    assert not PatchStore.open(
+        out / "slides" / "big" / "patches.zarr"
+    ).is_complete  # stopped, redone by a re-run
 
 
 @pytest.mark.slow
