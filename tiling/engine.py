@@ -171,8 +171,9 @@ def tile_slide_result(
         slide = wsi.open_slide(slide_or_path, backend=config.backend, slide_mpp=config.slide_mpp)
     try:
         store_path = Path(store_path)
-        fingerprint = _fingerprint(_slide_identity(slide.path), config, roi)
-        inputs = tiling_inputs(slide.path, config, roi)
+        identity = _slide_identity(slide.path)  # hashed once: the fingerprint and the recorded inputs
+        fingerprint = _fingerprint(identity, config, roi)
+        inputs = tiling_inputs(slide.path, config, roi, identity)
         store = None if overwrite else _existing(store_path, fingerprint)
         if store is not None and store.is_complete and store.missing_chunks() and not store.reopen_shards():
             store = None  # damaged beyond its shards: rewritten from the same inputs
@@ -215,9 +216,8 @@ def tile_slide_result(
 
 
 def _reader(slide: wsi.Slide, spec: TileSpec, config: TilingConfig) -> TileReader:
-    return TileReader(
-        slide.path, spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp, exact=config.exact
-    )
+    return TileReader(slide.path, spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp, exact=config.exact,
+                      slide=slide)  # fmt: skip
 
 
 # Tiles finer than the slide's own resolution by more than this factor are upsampled: warned about.

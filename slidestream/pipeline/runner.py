@@ -10,6 +10,7 @@ folder wait for each other's slides instead of writing them twice. A full disk e
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -661,6 +662,9 @@ class _ForkPool:
     def __init__(self, workers: int):
         import multiprocessing
 
+        if "fork" not in multiprocessing.get_all_start_methods():
+            raise ValueError("--executor forks needs a platform that forks processes (Linux); use threads or "
+                             "processes")  # fmt: skip
         self.context = multiprocessing.get_context("fork")
         self.workers = workers
         self.stopping = self.context.Event()
@@ -679,11 +683,15 @@ class _ForkPool:
                                        initargs=(self.stopping, self.events))  # fmt: skip
         # Fork every worker now, before this process starts threads of its own (the queue's reader, progress),
         # with Ctrl-C ignored meanwhile: a worker forked then starts ignoring it (its initializer says so too).
+        # The objects of this process are frozen for the forks' garbage collector: its passes would touch
+        # (and so copy) every page of them in each worker.
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        gc.freeze()
         try:
             executor.submit(int).result()
         finally:
+            gc.unfreeze()
             if main:
                 signal.signal(signal.SIGINT, previous)
         return executor
