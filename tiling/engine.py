@@ -30,7 +30,7 @@ from tiling.store import PatchStore, StoreError
 from tiling.tissue import TissueResult, detect_tissue_result, load_roi, write_tissue_geojson
 from wsi.thread_warnings import record_warnings
 
-__all__ = ["TilingConfig", "TilingResult", "tile_slide"]
+__all__ = ["TilingConfig", "TilingResult", "open_for_tiling", "tile_slide", "tile_slide_result"]
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +165,7 @@ def tile_slide_result(
     if isinstance(roi, str | Path):
         roi = load_roi(roi)
     own = not isinstance(slide_or_path, wsi.Slide)
-    slide = wsi.open_slide(slide_or_path, backend=config.backend) if own else slide_or_path
-    if own and slide.meta.mpp is None and config.slide_mpp is not None:
-        slide.close()
-        slide = wsi.open_slide(slide_or_path, backend=config.backend, slide_mpp=config.slide_mpp)
+    slide = open_for_tiling(slide_or_path, config) if own else slide_or_path
     try:
         store_path = Path(store_path)
         identity = _slide_identity(slide.path)  # hashed once: the fingerprint and the recorded inputs
@@ -213,6 +210,16 @@ def tile_slide_result(
     finally:
         if own:
             slide.close()
+
+
+def open_for_tiling(path: str | Path, config: TilingConfig) -> wsi.Slide:
+    """The slide at `path` as `tile_slide` opens it: with `config.backend`, and `config.slide_mpp` as its
+    resolution when the file records none. The caller closes it."""
+    slide = wsi.open_slide(path, backend=config.backend)
+    if slide.meta.mpp is None and config.slide_mpp is not None:
+        slide.close()
+        slide = wsi.open_slide(path, backend=config.backend, slide_mpp=config.slide_mpp)
+    return slide
 
 
 def _reader(slide: wsi.Slide, spec: TileSpec, config: TilingConfig) -> TileReader:

@@ -7,6 +7,7 @@ for the summary table. Steps run in registration order; `STEPS` maps names to st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable
@@ -143,14 +144,16 @@ def tile_with_pictures(folder: Path, slide_path: Path, slide_id: str, options: T
 
     def tile_and_pictures():
         from tiling import tile_slide_result
+        from tiling.engine import open_for_tiling
 
         roi = roi_for(options.roi, slide_id)  # its warning (no ROI file for this slide) is the slide's
-        result = tile_slide_result(slide_path, folder / "patches.zarr", options, roi=roi,
-                                   tissue_geojson=folder / "tissue.geojson", overwrite=overwrite, progress=progress,
-                                   on_tiles=on_tiles, on_total=on_total)  # fmt: skip
-        if result.status != "skipped" or not all((folder / name).exists() for name in PICTURES):
-            slide_pictures(folder, slide_path, result.store, roi, tissue=result.tissue, exact=options.exact,
-                           region=result.region)  # fmt: skip
+        with open_for_tiling(slide_path, options) as slide:  # one open for the tiles and the pictures
+            result = tile_slide_result(slide, folder / "patches.zarr", options, roi=roi,
+                                       tissue_geojson=folder / "tissue.geojson", overwrite=overwrite,
+                                       progress=progress, on_tiles=on_tiles, on_total=on_total)  # fmt: skip
+            if result.status != "skipped" or not all((folder / name).exists() for name in PICTURES):
+                slide_pictures(folder, slide_path, result.store, roi, tissue=result.tissue, exact=options.exact,
+                               region=result.region, slide=slide)  # fmt: skip
         return result
 
     result, caught = _collect_warnings(tile_and_pictures)
@@ -184,11 +187,12 @@ THUMBNAIL_MIN = 512
 
 
 def slide_pictures(folder: Path, slide_path: Path, store, roi=None, tissue=None, exact: bool = False,
-                   region: BaseGeometry | None = None) -> list[Path]:  # fmt: skip
+                   region: BaseGeometry | None = None, slide=None) -> list[Path]:  # fmt: skip
     """`write_pictures` on the image tissue detection has just read (`tissue`, a `tiling.TissueResult`) when it
     has at least THUMBNAIL_MIN px on its longest side (no second read of the slide), else on the slide shrunk
     to THUMBNAIL_SIZE px on its longest side (`tiling.tissue.read_downsampled`, with read_region when `exact`),
-    read here. `region` is what folder/tissue.geojson holds, when the caller has just written it."""
+    read here (from `slide`, the slide open already, if given). `region` is what folder/tissue.geojson holds,
+    when the caller has just written it."""
     import wsi
 
     if tissue is not None and max(tissue.image.shape[:2]) >= THUMBNAIL_MIN:
@@ -201,7 +205,11 @@ def slide_pictures(folder: Path, slide_path: Path, store, roi=None, tissue=None,
     else:
         from tiling.tissue import read_downsampled
 
-        with wsi.open_slide(slide_path, backend=store.attrs["slide"].get("backend")) as slide:
+        with contextlib.ExitStack() as stack:
+            if slide is None:
+                slide = stack.enter_context(
+                    wsi.open_slide(slide_path, backend=store.attrs["slide"].get("backend"))
+                )
             w0, h0 = slide.meta.dimensions
             # From DCT-scaled native tiles where the slide has them (a fifth of read_region's time on a biopsy).
             image = read_downsampled(slide, max(1.0, max(w0, h0) / THUMBNAIL_SIZE), exact=exact)
