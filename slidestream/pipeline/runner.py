@@ -673,9 +673,7 @@ class _ForkPool:
         self.strikes: dict[str, int] = {}  # slide id -> broken pools it was running in
         self.executor = self._executor()
         self._count: Callable | None = None
-        self.config: RunConfig | None = (
-            None  # the run's, from submit (slides of a broken pool are resubmitted)
-        )
+        self.config: RunConfig | None = None  # from submit: slides of a broken pool go again
         self._lock = threading.Lock()
         self._listener: threading.Thread | None = None
 
