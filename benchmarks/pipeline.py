@@ -9,8 +9,9 @@ resident memory (from the manifest).
 
 --small N (issue 13, biopsy folders): N copies of tests/data/CMU-1-Small-Region.svs (38 tiles each), tile step
 only. In one run, each in a fresh process, from scratch: `slidestream run DIR -o OUT --steps tile --workers 2`
-(threads, the default), the same with `--executor processes` (a local dask cluster), and a bare single-process
-loop of `tiling.tile_slide` over the same files. Prints wall and CPU times (the loop's also without its
+(threads, the default), the same with `--executor forks` (worker processes forked from the run's) and with
+`--executor processes` (a local dask cluster), and a bare single-process loop of `tiling.tile_slide` over the
+same files. Prints wall and CPU times (the loop's also without its
 interpreter start and imports) and the ratio run / loop (target <= 0.6); then tissue detection per slide on
 CMU-1-Small-Region, from DCT-scaled native tiles (the default) and by read_region (`exact`), in this process.
 """
@@ -101,8 +102,9 @@ def small_slides(data: str, n: int, repeat: int) -> None:
             shutil.copy(CMU, folder / f"cmu-{i:03d}.svs")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
-    walls: dict[str, list[float]] = {"threads": [], "processes": [], "loop": []}
-    cpus: dict[str, list[float]] = {"threads": [], "processes": [], "loop": []}
+    executors = ("threads", "forks", "processes")
+    walls: dict[str, list[float]] = {name: [] for name in (*executors, "loop")}
+    cpus: dict[str, list[float]] = {name: [] for name in (*executors, "loop")}
     loop_only = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +114,7 @@ def small_slides(data: str, n: int, repeat: int) -> None:
             walls["loop"].append(time.perf_counter() - start)
             cpus["loop"].append(_children_cpu() - cpu)
             loop_only.append(float(done.stdout.split()[-1]))
-            for executor in ("threads", "processes"):
+            for executor in executors:
                 start, cpu = time.perf_counter(), _children_cpu()
                 subprocess.run([sys.executable, "-m", "slidestream", "run", str(folder), "-o", f"{tmp}/{executor}",
                                 "--steps", "tile", "--workers", "2", "--executor", executor, "--quiet"], env=env,
@@ -124,27 +126,30 @@ def small_slides(data: str, n: int, repeat: int) -> None:
         loop = walls["loop"][-1]
         print(f"{n} slides, {tiles} tiles: bare loop {loop:.1f} s ({cpus['loop'][-1]:.1f} s CPU; {loop_only[-1]:.1f} s "
               f"without interpreter start and imports)", flush=True)  # fmt: skip
-        for executor in ("threads", "processes"):
+        for executor in executors:
             wall = walls[executor][-1]
             print(f"  run, 2 workers, {executor:9s}: {wall:.1f} s ({cpus[executor][-1]:.1f} s CPU"
-                  f"{'' if executor == 'threads' else ', not counting the fork-server workers'}); ratio run / loop "
+                  f"{', not counting the fork-server workers' if executor == 'processes' else ''}); ratio run / loop "
                   f"{wall / loop:.2f} ({wall / loop_only[-1]:.2f} against the loop without its start)", flush=True)  # fmt: skip
-    for executor in ("threads", "processes"):
+    for executor in executors:
         print(f"ratio run ({executor}) / bare loop, best of each: {min(walls[executor]) / min(walls['loop']):.2f} "
               f"(target <= 0.6); against the loop without its start: {min(walls[executor]) / min(loop_only):.2f}")  # fmt: skip
-    print(f"CPU time run (threads) / loop: {min(cpus['threads']) / min(cpus['loop']):.2f} (on two idle cores the "
-          f"run's wall time is at least half its CPU time: ratio >= {min(cpus['threads']) / 2 / min(cpus['loop']):.2f})")  # fmt: skip
+    for executor in ("threads", "forks"):
+        print(f"CPU time run ({executor}) / loop: {min(cpus[executor]) / min(cpus['loop']):.2f} (on two idle cores the "
+              f"run's wall time is at least half its CPU time: ratio >= {min(cpus[executor]) / 2 / min(cpus['loop']):.2f})")  # fmt: skip
     thread_scaling(folder)
     tissue_speed()
     print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def thread_scaling(folder: Path, n: int = 10) -> None:
-    """GIL contention: `process_slide` (tile step) on n of the slides in this process, in 1 then 2 threads."""
+    """GIL contention: `process_slide` (tile step) on n of the slides in this process, in 1 then 2 threads; then
+    in 2 worker processes forked from this one (`run --executor forks`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from slidestream.discovery import SlideInput
     from slidestream.pipeline import process_slide
+    from slidestream.pipeline.runner import _forks
 
     slides = [SlideInput(p.stem, p) for p in sorted(folder.glob("*.svs"))[:n]]
     seconds = {}
@@ -157,8 +162,17 @@ def thread_scaling(folder: Path, n: int = 10) -> None:
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(lambda item, c=config: process_slide(item, c), slides))
             seconds[threads] = time.perf_counter() - start
+        config = load_config(out=Path(tmp) / "forks", steps=("tile",), progress=False, slide_workers=2,
+                             executor="forks")  # fmt: skip
+        start = time.perf_counter()
+        with _forks(config) as pool:  # forked from this process: imports and first-use costs are done
+            futures = pool.submit(slides, config, lambda event: None)
+            for future in pool.as_completed(futures):
+                future.result()
+        seconds["forks"] = time.perf_counter() - start
     print(f"tile step in this process, {len(slides)} slides: 1 thread {seconds[1]:.1f} s, 2 threads {seconds[2]:.1f} s; "
-          f"speed-up {seconds[1] / seconds[2]:.2f} (2.0 on two idle cores without GIL contention)")  # fmt: skip
+          f"speed-up {seconds[1] / seconds[2]:.2f} (2.0 on two idle cores without GIL contention); 2 forked worker "
+          f"processes {seconds['forks']:.1f} s (with their start), speed-up {seconds[1] / seconds['forks']:.2f}")  # fmt: skip
 
 
 def tissue_speed(repeats: int = 5) -> None:

@@ -30,7 +30,7 @@ from tiling.store import PatchStore, StoreError
 from tiling.tissue import TissueResult, detect_tissue_result, load_roi, write_tissue_geojson
 from wsi.thread_warnings import record_warnings
 
-__all__ = ["TilingConfig", "TilingResult", "tile_slide"]
+__all__ = ["TilingConfig", "TilingResult", "open_for_tiling", "tile_slide", "tile_slide_result"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class TilingResult:
     `tissue` is the tissue detection of this call (its work image serves as a thumbnail without reading the
     slide again); None when no tissue was detected here (skipped or resumed stores, a replacing ROI).
     `warnings` are the quality-control warnings of the store (no tissue, no tiles, upsampling), kept in its
-    attributes so that a skipped or resumed store still reports them.
+    attributes so that a skipped or resumed store still reports them. `region` is the level-0 geometry the grid
+    was laid on (tissue within the ROI; what `tissue_geojson` receives), None when the store was not made here.
     """
 
     store: PatchStore
@@ -56,6 +57,7 @@ class TilingResult:
     tissue_mm2: float | None
     tissue: TissueResult | None = None
     warnings: tuple[str, ...] = ()
+    region: BaseGeometry | None = None
 
 
 def _slide_identity(path: Path) -> dict:
@@ -163,14 +165,12 @@ def tile_slide_result(
     if isinstance(roi, str | Path):
         roi = load_roi(roi)
     own = not isinstance(slide_or_path, wsi.Slide)
-    slide = wsi.open_slide(slide_or_path, backend=config.backend) if own else slide_or_path
-    if own and slide.meta.mpp is None and config.slide_mpp is not None:
-        slide.close()
-        slide = wsi.open_slide(slide_or_path, backend=config.backend, slide_mpp=config.slide_mpp)
+    slide = open_for_tiling(slide_or_path, config) if own else slide_or_path
     try:
         store_path = Path(store_path)
-        fingerprint = _fingerprint(_slide_identity(slide.path), config, roi)
-        inputs = tiling_inputs(slide.path, config, roi)
+        identity = _slide_identity(slide.path)  # hashed once: the fingerprint and the recorded inputs
+        fingerprint = _fingerprint(identity, config, roi)
+        inputs = tiling_inputs(slide.path, config, roi, identity)
         store = None if overwrite else _existing(store_path, fingerprint)
         if store is not None and store.is_complete and store.missing_chunks() and not store.reopen_shards():
             store = None  # damaged beyond its shards: rewritten from the same inputs
@@ -178,7 +178,7 @@ def tile_slide_result(
             log.info("%s: complete store with the same inputs, skipped", store_path)
             return TilingResult(store, "skipped", len(store), time.perf_counter() - start,
                                 store.attrs.get("tissue_mm2"), warnings=tuple(store.attrs.get("warnings", ())))  # fmt: skip
-        reader = tissue = None
+        reader = tissue = region = None
         if store is not None:
             reader = _reader(slide, TileSpec.from_dict(store.attrs["tiling"]), config)
             if store.patches is not None and store.attrs.get(READ_PATH) != reader.path_name:
@@ -191,7 +191,8 @@ def tile_slide_result(
         status = "resumed" if store is not None else "done"
         if store is None:
             prepare_store_path(store_path, inputs, overwrite)
-            store, tissue, reader = _create_store(slide, store_path, config, roi, fingerprint, tissue_geojson)
+            store, tissue, region, reader = _create_store(slide, store_path, config, roi, fingerprint,
+                                                          tissue_geojson)  # fmt: skip
         else:
             for stale in store.path.glob("patches/c/**/.*.tmp"):  # shard writes cut off by the interruption
                 stale.unlink()
@@ -204,16 +205,26 @@ def tile_slide_result(
             reader.close()  # the slide handles its threads opened
         store.mark_complete(inputs=inputs)
         return TilingResult(PatchStore.open(store_path), status, len(store), time.perf_counter() - start,
-                            store.attrs.get("tissue_mm2"), tissue, tuple(store.attrs.get("warnings", ())))  # fmt: skip
+                            store.attrs.get("tissue_mm2"), tissue, tuple(store.attrs.get("warnings", ())),
+                            region)  # fmt: skip
     finally:
         if own:
             slide.close()
 
 
+def open_for_tiling(path: str | Path, config: TilingConfig) -> wsi.Slide:
+    """The slide at `path` as `tile_slide` opens it: with `config.backend`, and `config.slide_mpp` as its
+    resolution when the file records none. The caller closes it."""
+    slide = wsi.open_slide(path, backend=config.backend)
+    if slide.meta.mpp is None and config.slide_mpp is not None:
+        slide.close()
+        slide = wsi.open_slide(path, backend=config.backend, slide_mpp=config.slide_mpp)
+    return slide
+
+
 def _reader(slide: wsi.Slide, spec: TileSpec, config: TilingConfig) -> TileReader:
-    return TileReader(
-        slide.path, spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp, exact=config.exact
-    )
+    return TileReader(slide.path, spec, backend=slide.meta.backend, slide_mpp=slide.meta.mpp, exact=config.exact,
+                      slide=slide)  # fmt: skip
 
 
 # Tiles finer than the slide's own resolution by more than this factor are upsampled: warned about.
@@ -230,8 +241,9 @@ def upsampling_warning(path, slide_mpp: float | None, mpp: float) -> str | None:
 
 
 def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tissue_geojson):
-    """A new partial store, with the tissue detection it made (None with a replacing ROI) and its reader. Its
-    quality-control warnings are issued (UserWarning) and kept in its "warnings" attribute."""
+    """A new partial store, with the tissue detection it made (None with a replacing ROI), the region its grid
+    covers and its reader. Its quality-control warnings are issued (UserWarning) and kept in its "warnings"
+    attribute."""
     with record_warnings() as caught:  # this thread's only, when slides are worked on in threads
         tissue = None
         if roi is None or config.roi_mode != "replace":
@@ -248,66 +260,67 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
     if tissue_geojson is not None:
         write_tissue_geojson(tissue_geojson, region, mpp0)
     qc, qc_attrs = None, None
-    if config.qc and len(grid):
-        grid, qc, qc_attrs = _quality_checked(slide, grid, config)
-    upsampled = upsampling_warning(slide.path, grid.spec.slide_mpp, grid.spec.mpp)
-    if upsampled:
-        messages.append(upsampled)
-        warnings.warn(upsampled, stacklevel=3)
-    if len(grid) == 0 and qc_attrs is not None:
-        messages.append(f"{slide.path}: tile QC ({', '.join(config.qc)}) flagged all "
-                        f"{qc_attrs['tiles_measured']} tiles {qc_attrs['dropped']}; the store is empty")  # fmt: skip
-        warnings.warn(messages[-1], stacklevel=3)
-    elif len(grid) == 0:
-        messages.append(
-            f"{slide.path}: no tiles with at least {config.min_tissue:.0%} tissue; the store is empty"
-        )
-        warnings.warn(messages[-1], stacklevel=3)
-    codec, colorspace = config.codec, None
+    # One reader for the quality checks and the tiles: its checks against the slide reader (TileReader) run once.
     reader = _reader(slide, grid.spec, config)
-    if codec in ("auto", "jpeg"):
-        copy = reader.can_copy_jpeg
-        codec = "jpeg" if copy or codec == "jpeg" else "lz4"
-        colorspace = reader.jpeg_colorspace if copy else None
-    m = slide.meta
-    attrs = {
-        "slide": {"path": str(slide.path.resolve()), "size": os.path.getsize(slide.path),
-                  "mtime": os.path.getmtime(slide.path), "backend": m.backend, "vendor": m.vendor,
-                  "dimensions": list(m.dimensions), "mpp": m.mpp},
-        "tiling": {**grid.spec.to_dict(), "min_tissue": config.min_tissue, "roi_mode": config.roi_mode},
-        "slide_id": slide.path.stem,
-        "fingerprint": fingerprint,
-        "tissue_mm2": tissue_mm2,
-        "warnings": messages,
-    }  # fmt: skip
-    if qc_attrs is not None:
-        attrs["qc"] = qc_attrs
-    if not config.coords_only:
-        attrs[READ_PATH] = reader.path_name
-    store = PatchStore.create(store_path, grid.coords, grid.tissue, grid.edge, attrs,
-                              None if config.coords_only else config.size, config.shard_tiles, codec,
-                              jpeg_colorspace=colorspace, qc=qc)  # fmt: skip
-    return store, tissue, reader
+    try:
+        if config.qc and len(grid):
+            grid, qc, qc_attrs = _quality_checked(slide, grid, config, reader)
+        upsampled = upsampling_warning(slide.path, grid.spec.slide_mpp, grid.spec.mpp)
+        if upsampled:
+            messages.append(upsampled)
+            warnings.warn(upsampled, stacklevel=3)
+        if len(grid) == 0 and qc_attrs is not None:
+            messages.append(f"{slide.path}: tile QC ({', '.join(config.qc)}) flagged all "
+                            f"{qc_attrs['tiles_measured']} tiles {qc_attrs['dropped']}; the store is empty")  # fmt: skip
+            warnings.warn(messages[-1], stacklevel=3)
+        elif len(grid) == 0:
+            messages.append(
+                f"{slide.path}: no tiles with at least {config.min_tissue:.0%} tissue; the store is empty"
+            )
+            warnings.warn(messages[-1], stacklevel=3)
+        codec, colorspace = config.codec, None
+        if codec in ("auto", "jpeg"):
+            copy = reader.can_copy_jpeg
+            codec = "jpeg" if copy or codec == "jpeg" else "lz4"
+            colorspace = reader.jpeg_colorspace if copy else None
+        m = slide.meta
+        attrs = {
+            "slide": {"path": str(slide.path.resolve()), "size": os.path.getsize(slide.path),
+                      "mtime": os.path.getmtime(slide.path), "backend": m.backend, "vendor": m.vendor,
+                      "dimensions": list(m.dimensions), "mpp": m.mpp},
+            "tiling": {**grid.spec.to_dict(), "min_tissue": config.min_tissue, "roi_mode": config.roi_mode},
+            "slide_id": slide.path.stem,
+            "fingerprint": fingerprint,
+            "tissue_mm2": tissue_mm2,
+            "warnings": messages,
+        }  # fmt: skip
+        if qc_attrs is not None:
+            attrs["qc"] = qc_attrs
+        if not config.coords_only:
+            attrs[READ_PATH] = reader.path_name
+        store = PatchStore.create(store_path, grid.coords, grid.tissue, grid.edge, attrs,
+                                  None if config.coords_only else config.size, config.shard_tiles, codec,
+                                  jpeg_colorspace=colorspace, qc=qc)  # fmt: skip
+        return store, tissue, region, reader
+    except BaseException:  # the caller closes it only when it is returned
+        reader.close()
+        raise
 
 
 def _measure_batch(reader: TileReader, coords: np.ndarray, checks: tuple[str, ...]) -> dict[str, np.ndarray]:
     return measure_tiles(reader.read_many(coords), checks)
 
 
-def _quality_checked(slide, grid: TileGrid, config: TilingConfig):
+def _quality_checked(slide, grid: TileGrid, config: TilingConfig, reader: TileReader):
     """The grid without the tiles `config.qc` flags, the kept tiles' measures, and attrs["qc"] (counts).
 
-    Every tile is read once for its measures before the store is made (a second read writes it), in batches
-    of `shard_tiles` on the tiling's dask scheduler."""
-    reader = _reader(slide, grid.spec, config)
+    Every tile is read by `reader` once for its measures before the store is made (a second read writes it), in
+    batches of `shard_tiles` on the tiling's dask scheduler."""
     step = config.shard_tiles
     tasks = [dask.delayed(_measure_batch, pure=False)(reader, grid.coords[i : i + step], config.qc)
              for i in range(0, len(grid), step)]  # fmt: skip
     workers = config.shard_workers or os.cpu_count() or 1
-    try:
-        batches = dask.compute(*tasks, scheduler=_scheduler(config), num_workers=workers)
-    finally:
-        reader.close()
+    batches = dask.compute(*tasks, scheduler=_scheduler(config, workers), num_workers=workers)
     measures = {c: np.concatenate([b[c] for b in batches]) for c in config.qc}
     flags = flag_tiles(measures, QCParams())
     flagged = np.logical_or.reduce(list(flags.values()))
@@ -322,12 +335,15 @@ def _quality_checked(slide, grid: TileGrid, config: TilingConfig):
     return kept, {c: v[keep] for c, v in measures.items()}, attrs
 
 
-def _scheduler(config: TilingConfig):
+def _scheduler(config: TilingConfig, workers: int):
     """dask's local scheduler named by `config.scheduler`, as a function: dask looks a name up only after
-    importing dask.distributed (a quarter of a second of CPU per process, which a tile run does not need)."""
+    importing dask.distributed (a quarter of a second of CPU per process, which a tile run does not need).
+    Threads with one worker run in the calling thread (a slide of `slidestream run`: no hand-over to a pool
+    thread and back for every batch)."""
     from dask.base import named_schedulers
 
-    return named_schedulers[config.scheduler]
+    name = "synchronous" if config.scheduler == "threads" and workers == 1 else config.scheduler
+    return named_schedulers[name]
 
 
 def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on_tiles=None) -> None:
@@ -346,6 +362,6 @@ def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on
         sizes[f"shard-{shard}-{store.path.name}"] = len(store.shard_range(shard))
     try:
         with _Progress(bar, sizes, on_tiles):
-            dask.compute(*tasks, scheduler=_scheduler(config), num_workers=workers)
+            dask.compute(*tasks, scheduler=_scheduler(config, workers), num_workers=workers)
     finally:
         bar.close()

@@ -49,13 +49,16 @@ def slide_identity(path: str | Path) -> dict:
     return {"size": path.stat().st_size, "sha256": digest.hexdigest()[:32]}
 
 
-def tiling_inputs(slide_path: str | Path, config: TilingConfig, roi: BaseGeometry | None) -> dict:
-    """What decides a store's content: the slide's identity, `config.content()` (the tiling options, slide_mpp
-    included; not how the work runs) and a hash of the ROI geometry."""
+def tiling_inputs(slide_path: str | Path, config: TilingConfig, roi: BaseGeometry | None,
+                  identity: dict | None = None) -> dict:  # fmt: skip
+    """What decides a store's content: the slide's identity (`identity` when the caller has it already, else
+    `slide_identity(slide_path)`), `config.content()` (the tiling options, slide_mpp included; not how the work
+    runs) and a hash of the ROI geometry."""
     options = config.content()
     slide_mpp = options.pop("slide_mpp")
     roi_hash = hashlib.sha256(roi.wkb).hexdigest()[:16] if roi is not None else None
-    return {"slide": slide_identity(slide_path), **options, "roi": roi_hash, "slide_mpp": slide_mpp}
+    identity = identity if identity is not None else slide_identity(slide_path)
+    return {"slide": identity, **options, "roi": roi_hash, "slide_mpp": slide_mpp}
 
 
 def changes(old: dict | None, new: dict) -> list[str]:

@@ -225,9 +225,12 @@ class TileReader:
 
     @renamed_keywords(mpp="slide_mpp")
     def __init__(self, path: str | Path, spec: TileSpec, backend: str | None = None,
-                 slide_mpp: float | None = None, native: bool = True, exact: bool = False):  # fmt: skip
+                 slide_mpp: float | None = None, native: bool = True, exact: bool = False,
+                 slide: wsi.Slide | None = None):  # fmt: skip
         """`slide_mpp` overrides the slide's own resolution, as in `wsi.open_slide` (old name: `mpp`).
-        `exact`: resampled tiles equal read_region + resize (no DCT scaling, see tiling.resample)."""
+        `exact`: resampled tiles equal read_region + resize (no DCT scaling, see tiling.resample). `slide`: a
+        handle of this slide the caller has open (same backend and mpp), used by the calling thread instead of
+        opening another one; the caller closes it, after this reader."""
         self.path = Path(path)
         self.spec = spec
         self.backend = backend
@@ -242,6 +245,8 @@ class TileReader:
         self._local = threading.local()
         self._opened: list[wsi.Slide] = []  # every thread's slide handle, for close()
         self._opened_lock = threading.Lock()  # not self._lock: _native_tiles holds that while opening a slide
+        if slide is not None:
+            self._local.slide = slide  # not in _opened: the caller's to close
 
     def close(self) -> None:
         """Close the slide handles this reader opened, in every thread (reopened if it reads again)."""

@@ -42,10 +42,11 @@ def register(sub) -> None:
     p.add_argument("--device", help="cpu, cuda or auto")
     p.add_argument("--workers", type=positive_int, help="slides in parallel, each tiling with one thread (default: one "
                    "per core)")  # fmt: skip
-    p.add_argument("--executor", choices=("threads", "processes"),
-                   help="where the slides run without --scheduler-address: threads of this process (default; "
-                   "fastest) or worker processes of a local dask cluster (a crash in a codec ends one slide, not "
-                   "the run; a few seconds more per run)")  # fmt: skip
+    p.add_argument("--executor", choices=("threads", "forks", "processes"),
+                   help="where the slides run without --scheduler-address: threads of this process (default), "
+                   "worker processes forked from this one (forks: no GIL shared between slides; a crash in a codec "
+                   "ends the slides of one worker, not the run) or worker processes of a local dask cluster (a "
+                   "crash ends one slide; a few seconds more per run)")  # fmt: skip
     add_scheduler_options(p, timeout_default="[run] scheduler_timeout of --config, else 20")
     add_deprecated_alias(p, "--scheduler", "--scheduler-address", dest="scheduler_address")
     p.add_argument(

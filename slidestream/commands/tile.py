@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import wsi
@@ -45,7 +44,7 @@ def run(args) -> int:
     from slidestream.pipeline.config import tile_options
     from slidestream.pipeline.lock import SlideLock
     from slidestream.pipeline.manifest import disk_full
-    from slidestream.pipeline.steps import PICTURES, roi_for, slide_pictures, tile_into, without_path
+    from slidestream.pipeline.steps import tile_with_pictures
     from tiling import StoreError
     from tiling.qc import describe
 
@@ -66,15 +65,11 @@ def run(args) -> int:
         folder = Path(args.out) / "slides" / item.slide_id
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            with warnings.catch_warnings(record=True) as caught, SlideLock(folder) as lock:
+            with SlideLock(folder) as lock:
                 if lock.waited_for:
                     print(f"{item.slide_id}: waited {lock.waited:.1f} s for another run ({lock.waited_for})")
-                warnings.simplefilter("always")
-                result = tile_into(folder, item.path, item.slide_id, options, overwrite=args.overwrite,
-                                   progress=show_progress(args))  # fmt: skip
-                if result.status != "skipped" or not all((folder / n).exists() for n in PICTURES):
-                    slide_pictures(folder, item.path, result.store, roi_for(args.roi, item.slide_id),
-                                   tissue=result.tissue, exact=options.exact)  # fmt: skip
+                result, said = tile_with_pictures(folder, item.path, item.slide_id, options,
+                                                  overwrite=args.overwrite, progress=show_progress(args))  # fmt: skip
         except (wsi.SlideError, StoreError, ValueError, OSError) as exc:
             failed.append(item.slide_id)
             print(f"failed: {item.slide_id}: {disk_full(exc, folder) or exc}", file=sys.stderr)
@@ -87,8 +82,7 @@ def run(args) -> int:
               f"{result.seconds:.1f} s -> {result.store.path}")  # fmt: skip
         # The store's quality-control warnings (also when skipped), then other warnings meant for users (not
         # ResourceWarnings of files a library left to the garbage collector, nor deprecations of its internals).
-        others = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-        for message in dict.fromkeys(without_path(m, item.path) for m in (*result.warnings, *others)):
+        for message in said:
             print(f"  warning: {message}")
     if failed:
         print(f"{len(failed)} of {len(slides)} slide(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -99,8 +99,9 @@ class RunConfig:
 
     `slide_workers` slides are worked on at once (default: one per core), each with `threads_per_worker` threads
     (tiling shards, torch). `executor` says where: "threads" of this process (the default: nothing to start,
-    import or close, the fastest on small slides; a crash in a native codec ends the whole run, which a re-run
-    resumes) or "processes", the worker processes of a local dask cluster (each slide isolated from the others'
+    import or close; a crash in a native codec ends the whole run, which a re-run resumes), "forks", worker
+    processes forked from this one (nothing imported again, no GIL shared between slides; a crash ends the
+    slides its worker was running) or "processes", the worker processes of a local dask cluster (each slide isolated from the others'
     crashes, at about 2 s of start and close per run and a few tenths of a second per slide; benchmarks/RESULTS.md).
     `scheduler_address` (tcp://host:port) sends the work to an existing dask.distributed cluster instead, which
     must answer within `scheduler_timeout` seconds. `dashboard` serves the local cluster's dask dashboard (on
@@ -111,7 +112,7 @@ class RunConfig:
     steps: tuple[str, ...] = ("tile", "features")
     slide_workers: int | None = None
     threads_per_worker: int = 1
-    executor: Literal["threads", "processes"] = "threads"
+    executor: Literal["threads", "forks", "processes"] = "threads"
     scheduler_address: str | None = None
     scheduler_timeout: float = 20.0
     overwrite: bool = False

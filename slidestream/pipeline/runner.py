@@ -10,6 +10,7 @@ folder wait for each other's slides instead of writing them twice. A full disk e
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -83,10 +84,9 @@ def process_slide(item: SlideInput, config: RunConfig, on_tiles: Callable[[int],
 
         # One worker's share of the machine: without this each worker's torch would use every core.
         torch.set_num_threads(max(1, config.threads_per_worker))
-    # tqdm's default lock is a multiprocessing semaphore: a worker ended by Ctrl-C would leave it behind, and
-    # multiprocessing would warn about it on the console. This process's threads need only a thread lock.
-    if _in_worker():
-        tqdm.set_lock(threading.RLock())
+    dask_worker = _dask_worker()
+    if dask_worker is not None and on_tiles is None and on_total is None:
+        on_tiles, on_total = _tile_reporters(dask_worker)
     folder = config.out / "slides" / item.slide_id
     worker = f"{socket.gethostname()}:{os.getpid()}"
     # Another run working on this slide: wait for it; then the steps it finished are skipped.
@@ -116,8 +116,6 @@ def process_slide(item: SlideInput, config: RunConfig, on_tiles: Callable[[int],
 
 def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str, on_tiles=None,
                on_total=None) -> list[StepRecord]:  # fmt: skip
-    if on_tiles is None and on_total is None:
-        on_tiles, on_total = _tile_reporters()
     ctx = SlideContext(item.slide_id, Path(item.path), folder, config, on_tiles=on_tiles, on_total=on_total)
     records = []
     failed = False
@@ -147,29 +145,30 @@ def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str, o
 TILES_TOPIC = "slidestream-tiles"
 
 
-def _in_worker() -> bool:
+_thread_lock_set = threading.Event()
+
+
+def _dask_worker():
+    """The dask worker running this task, or None (not in a dask worker). In a worker, once per process: tqdm's
+    lock becomes a thread lock (its default, a multiprocessing semaphore, would be left behind by a worker
+    ended by Ctrl-C, and multiprocessing would warn about it on the console)."""
     if "distributed" not in sys.modules:  # not a dask worker; and importing it (a second) is not needed here
-        return False
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except (ImportError, ValueError):
-        return False
-    return True
-
-
-def _tile_reporters():
-    """Inside a dask worker: report written tiles, and the tiles a slide will write, to the client (events
-    `n` and `("total", n)` on one topic); elsewhere: nothing."""
-    if "distributed" not in sys.modules:
-        return None, None
+        return None
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
-        return None, None
+        return None
+    if not _thread_lock_set.is_set():
+        tqdm.set_lock(threading.RLock())
+        _thread_lock_set.set()
+    return worker
+
+
+def _tile_reporters(worker):
+    """Report written tiles, and the tiles a slide will write, from dask `worker` to the client (events `n` and
+    `("total", n)` on one topic)."""
     return (lambda n: worker.log_event(TILES_TOPIC, n)), (
         lambda n: worker.log_event(TILES_TOPIC, ("total", n))
     )
@@ -230,6 +229,8 @@ def _local_description(config: RunConfig) -> str:
     n = config.slide_workers or os.cpu_count()
     if config.executor == "processes":
         return f"local dask cluster, {n} worker process(es)"
+    if config.executor == "forks":
+        return f"{n} worker process(es) forked from this one"
     return f"this process, {n} slide(s) at a time in threads"
 
 
@@ -541,12 +542,17 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
 @contextlib.contextmanager
 def _pool(config: RunConfig):
     """Where the slides run: the dask cluster at `config.scheduler_address`, else this process's threads
-    (`config.executor` "threads") or a local dask cluster of worker processes ("processes", or a dashboard)."""
+    (`config.executor` "threads"), processes forked from this one ("forks") or a local dask cluster of worker
+    processes ("processes", or a dashboard)."""
     if config.scheduler_address or config.executor == "processes" or config.dashboard:
         with _client(config) as client:
             pool = _DaskPool(client)
             yield pool
             pool.close()  # not after Ctrl-C: the client is closed then, without another round trip
+        return
+    if config.executor == "forks":
+        with _forks(config) as pool:
+            yield pool
         return
     with _threads(config) as pool:
         yield pool
@@ -639,6 +645,166 @@ def _threads(config: RunConfig):
                 pool.close()
             if stopped:
                 raise KeyboardInterrupt
+
+
+class _ForkPool:
+    """Slides in worker processes forked from this one (`concurrent.futures`, "fork" start): each starts with
+    what this process has imported (nothing imported twice, nothing to close but the processes), and runs its
+    slides without sharing a GIL with the others.
+
+    Workers ignore Ctrl-C (this process stops the run). Tile counts and each slide's start come back on a
+    queue, read by a thread here. A stopped run ends each running slide at its next batch of tiles. A worker
+    that dies (a crash in a native codec) breaks the pool: a fresh one takes the slides left; a slide that was
+    running in two broken pools is recorded as lost, the others are tried again (a slide running beside a
+    crashing one is redone).
+    """
+
+    def __init__(self, workers: int):
+        import multiprocessing
+
+        if "fork" not in multiprocessing.get_all_start_methods():
+            raise ValueError("--executor forks needs a platform that forks processes (Linux); use threads or "
+                             "processes")  # fmt: skip
+        self.context = multiprocessing.get_context("fork")
+        self.workers = workers
+        self.stopping = self.context.Event()
+        self.events = self.context.SimpleQueue()
+        self.started: set[str] = set()  # slides a worker has begun (from the queue)
+        self.strikes: dict[str, int] = {}  # slide id -> broken pools it was running in
+        self.executor = self._executor()
+        self._count: Callable | None = None
+        self.config: RunConfig | None = None  # from submit: slides of a broken pool go again
+        self._lock = threading.Lock()
+        self._listener: threading.Thread | None = None
+
+    def _executor(self):
+        from concurrent.futures import ProcessPoolExecutor
+
+        executor = ProcessPoolExecutor(self.workers, mp_context=self.context, initializer=_fork_worker_start,
+                                       initargs=(self.stopping, self.events))  # fmt: skip
+        # Fork every worker now, before this process starts threads of its own (the queue's reader, progress),
+        # with Ctrl-C ignored meanwhile: a worker forked then starts ignoring it (its initializer says so too).
+        # The objects of this process are frozen for the forks' garbage collector: its passes would touch
+        # (and so copy) every page of them in each worker.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        gc.freeze()
+        try:
+            executor.submit(int).result()
+        finally:
+            gc.unfreeze()
+            if main:
+                signal.signal(signal.SIGINT, previous)
+        return executor
+
+    def _listen(self) -> None:
+        while True:
+            event = self.events.get()
+            if event is None:
+                return
+            if isinstance(event, tuple) and event[0] == "start":
+                with self._lock:
+                    self.started.add(event[1])
+            elif self._count is not None:
+                self._count(event)
+
+    def submit(self, slides: list[SlideInput], config: RunConfig, count: Callable) -> dict:
+        self._count, self.config = count, config
+        if self._listener is None:
+            self._listener = threading.Thread(target=self._listen, name="slide-events", daemon=True)
+            self._listener.start()
+        return {self.executor.submit(_forked_slide, item, config): item for item in slides}
+
+    def as_completed(self, futures: dict):
+        """Futures as they finish; slides of a broken pool are submitted again to a fresh one (added to
+        `futures`), except a slide that was running in two broken pools: its future is given as it is."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        pool_of = dict.fromkeys(futures, self.executor)
+        running: set[str] = set()  # slides started in the pool that broke last
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                item = futures[future]
+                if (
+                    self.stopping.is_set()
+                    or future.cancelled()
+                    or not isinstance(future.exception(), BrokenProcessPool)
+                ):
+                    with self._lock:
+                        self.started.discard(item.slide_id)
+                    yield future
+                    continue
+                if pool_of[future] is self.executor:  # the first news of this pool's end: a fresh one
+                    with self._lock:
+                        running, self.started = set(self.started), set()
+                    self.executor.shutdown(wait=True, cancel_futures=True)
+                    self.executor = self._executor()
+                strikes = self.strikes[item.slide_id] = self.strikes.get(item.slide_id, 0) + (
+                    item.slide_id in running
+                )
+                if strikes >= 2:
+                    yield future  # recorded as lost
+                    continue
+                again = self.executor.submit(_forked_slide, item, self.config)
+                futures[again], pool_of[again] = item, self.executor
+                pending.add(again)
+
+    def cancel(self, futures) -> None:
+        self.stopping.set()
+        for future in futures:
+            future.cancel()
+
+    def lost(self, exc: BaseException) -> str:
+        return f"worker lost: {type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        """Stop: slides not started are cancelled, running ones end at their next batch of tiles."""
+        self.stopping.set()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self._listener is not None:
+            self.events.put(None)
+            self._listener.join()
+
+
+_fork_worker: dict = {}  # in a forked worker: the run's stop event and event queue
+
+
+def _fork_worker_start(stopping, events) -> None:
+    """A forked worker's start: Ctrl-C is for the main process (a terminal sends it to the whole group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _fork_worker.update(stopping=stopping, events=events)
+
+
+def _forked_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
+    """`process_slide` in a forked worker: its start and tile counts go to the main process; once the run is
+    stopping, the slide ends at its next batch of tiles."""
+    stopping, events = _fork_worker["stopping"], _fork_worker["events"]
+
+    def counted(event) -> None:
+        if stopping.is_set():
+            raise _Stopped
+        events.put(event)
+
+    events.put(("start", item.slide_id))
+    return process_slide(item, config, counted, lambda n: counted(("total", n)))
+
+
+@contextlib.contextmanager
+def _forks(config: RunConfig):
+    """A `_ForkPool` of `config.slide_workers` processes (default one per core); Ctrl-C waits for the running
+    slides to stop at their next batch of tiles."""
+    pool = _ForkPool(config.slide_workers or os.cpu_count() or 1)
+    try:
+        yield pool
+    finally:
+        stopped: list = []
+        with _interrupts_deferred(stopped):
+            pool.close()
+        if stopped:
+            raise KeyboardInterrupt
 
 
 def _count_tiles(bar: tqdm, event) -> None:

@@ -7,16 +7,20 @@ for the summary table. Steps run in registration order; `STEPS` maps names to st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from slidestream.pipeline.config import RunConfig, TileOptions
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 __all__ = [
     "PICTURES",
@@ -108,23 +112,13 @@ class TileStep:
         options = ctx.config.tiling
         if options.shard_workers is None:  # inside a dask worker: its own threads, not every core of the host
             options = replace(options, shard_workers=ctx.config.threads_per_worker)
-
-        def tile_and_thumbnail():
-            result = tile_into(ctx.folder, ctx.slide_path, ctx.slide_id, options, overwrite=ctx.config.overwrite,
-                               progress=False, on_tiles=ctx.on_tiles, on_total=ctx.on_total)  # fmt: skip
-            if result.status != "skipped" or not all((ctx.folder / name).exists() for name in PICTURES):
-                slide_pictures(ctx.folder, ctx.slide_path, result.store, roi_for(options.roi, ctx.slide_id),
-                               tissue=result.tissue, exact=options.exact)  # fmt: skip
-            return result
-
-        # Every open of the slide (tissue, each tiling thread, thumbnail) warns again: kept once each.
-        result, caught = _collect_warnings(tile_and_thumbnail)
+        result, said = tile_with_pictures(ctx.folder, ctx.slide_path, ctx.slide_id, options,
+                                          overwrite=ctx.config.overwrite, on_tiles=ctx.on_tiles,
+                                          on_total=ctx.on_total)  # fmt: skip
         store = result.store
         slide = store.attrs["slide"]
         tiling = store.attrs["tiling"]
         tissue = store.attrs.get("tissue_mm2")
-        # The store's own quality-control warnings (also those of a skipped store), then any others.
-        said = tuple(dict.fromkeys(without_path(w, ctx.slide_path) for w in (*result.warnings, *caught)))
         return StepOutcome(
             "skipped" if result.status == "skipped" else "done",
             {"mpp": slide["mpp"], "width": slide["dimensions"][0], "height": slide["dimensions"][1],
@@ -133,6 +127,38 @@ class TileStep:
              "qc_dropped": (store.attrs.get("qc") or {}).get("dropped_total")},
             said,
         )  # fmt: skip
+
+
+def tile_with_pictures(folder: Path, slide_path: Path, slide_id: str, options: TileOptions, *,
+                       overwrite: bool = False, progress: bool = False,
+                       on_tiles: Callable[[int], None] | None = None,
+                       on_total: Callable[[int], None] | None = None):  # fmt: skip
+    """One slide's tile work, shared by `tile` and `run`: folder/patches.zarr and folder/tissue.geojson
+    (`tiling.tile_slide_result` with `options` as they are), then the pictures (`slide_pictures`) when the store
+    was (re)made or one of them is missing. The slide's ROI is parsed once for both.
+
+    Returns the `tiling.TilingResult` and the slide's warnings meant for users: the store's quality-control
+    warnings (also those of a skipped store), then the others issued meanwhile (UserWarnings; every open of the
+    slide warns again: kept once each), without a leading path naming the slide.
+    """
+
+    def tile_and_pictures():
+        from tiling import tile_slide_result
+        from tiling.engine import open_for_tiling
+
+        roi = roi_for(options.roi, slide_id)  # its warning (no ROI file for this slide) is the slide's
+        with open_for_tiling(slide_path, options) as slide:  # one open for the tiles and the pictures
+            result = tile_slide_result(slide, folder / "patches.zarr", options, roi=roi,
+                                       tissue_geojson=folder / "tissue.geojson", overwrite=overwrite,
+                                       progress=progress, on_tiles=on_tiles, on_total=on_total)  # fmt: skip
+            if result.status != "skipped" or not all((folder / name).exists() for name in PICTURES):
+                slide_pictures(folder, slide_path, result.store, roi, tissue=result.tissue, exact=options.exact,
+                               region=result.region, slide=slide)  # fmt: skip
+        return result
+
+    result, caught = _collect_warnings(tile_and_pictures)
+    said = tuple(dict.fromkeys(without_path(w, slide_path) for w in (*result.warnings, *caught)))
+    return result, said
 
 
 def roi_for(roi: str | None, slide_id: str):
@@ -151,20 +177,6 @@ def roi_for(roi: str | None, slide_id: str):
     return load_roi(path)
 
 
-def tile_into(folder: Path, slide_path: Path, slide_id: str, options: TileOptions, *, overwrite: bool = False,
-              progress: bool = False, on_tiles: Callable[[int], None] | None = None,
-              on_total: Callable[[int], None] | None = None):  # fmt: skip
-    """Tile one slide into folder/patches.zarr and folder/tissue.geojson (shared by `tile` and `run`).
-
-    `options` go to `tiling.tile_slide_result` as they are; only the ROI is looked up for this slide.
-    """
-    from tiling import tile_slide_result
-
-    return tile_slide_result(slide_path, folder / "patches.zarr", options, roi=roi_for(options.roi, slide_id),
-                             tissue_geojson=folder / "tissue.geojson", overwrite=overwrite, progress=progress,
-                             on_tiles=on_tiles, on_total=on_total)  # fmt: skip
-
-
 PICTURES = ("thumbnail.png", "tissue_mask.png", "stitch.png")
 
 
@@ -174,13 +186,13 @@ THUMBNAIL_SIZE = 1024  # longest side at most
 THUMBNAIL_MIN = 512
 
 
-def slide_pictures(
-    folder: Path, slide_path: Path, store, roi=None, tissue=None, exact: bool = False
-) -> list[Path]:
+def slide_pictures(folder: Path, slide_path: Path, store, roi=None, tissue=None, exact: bool = False,
+                   region: BaseGeometry | None = None, slide=None) -> list[Path]:  # fmt: skip
     """`write_pictures` on the image tissue detection has just read (`tissue`, a `tiling.TissueResult`) when it
     has at least THUMBNAIL_MIN px on its longest side (no second read of the slide), else on the slide shrunk
     to THUMBNAIL_SIZE px on its longest side (`tiling.tissue.read_downsampled`, with read_region when `exact`),
-    read here."""
+    read here (from `slide`, the slide open already, if given). `region` is what folder/tissue.geojson holds,
+    when the caller has just written it."""
     import wsi
 
     if tissue is not None and max(tissue.image.shape[:2]) >= THUMBNAIL_MIN:
@@ -193,26 +205,33 @@ def slide_pictures(
     else:
         from tiling.tissue import read_downsampled
 
-        with wsi.open_slide(slide_path, backend=store.attrs["slide"].get("backend")) as slide:
+        with contextlib.ExitStack() as stack:
+            if slide is None:
+                slide = stack.enter_context(
+                    wsi.open_slide(slide_path, backend=store.attrs["slide"].get("backend"))
+                )
             w0, h0 = slide.meta.dimensions
             # From DCT-scaled native tiles where the slide has them (a fifth of read_region's time on a biopsy).
             image = read_downsampled(slide, max(1.0, max(w0, h0) / THUMBNAIL_SIZE), exact=exact)
             downsample = w0 / image.shape[1]
-    return write_pictures(folder, store, image, downsample, roi=roi)
+    return write_pictures(folder, store, image, downsample, roi=roi, region=region)
 
 
-def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, roi=None) -> list[Path]:
+def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, roi=None,
+                   region: BaseGeometry | None = None) -> list[Path]:  # fmt: skip
     """folder/thumbnail.png (figure: tiles, tissue outline with holes, ROI, scale bar, title, legend),
     tissue_mask.png (the tissue tiles were kept in, white on black) and stitch.png (the stored tiles at their
     place) of a tiled slide, each written atomically. Shared by `tile` and `run`.
 
     `image` is the whole slide at `downsample` level-0 px per pixel, already read (tiling.thumbnail draws
-    on it); `roi` the level-0 ROI geometry of the run, if any. The stitch reads every stored patch once.
+    on it); `roi` the level-0 ROI geometry of the run, if any; `region` the tissue as written to
+    folder/tissue.geojson (`tiling.TilingResult.region`; without it that file is read). The stitch reads every
+    stored patch once. PNGs by `tiling.png` (same pixels as any encoder, a third of Pillow's time).
     """
     import shapely
-    from PIL import Image
 
     from tiling import TileSpec
+    from tiling.png import write_png
     from tiling.thumbnail import Overlay, draw_thumbnail, stitch_image, tissue_mask_image
     from wsi import qupath
     from wsi.atomic import atomic_file
@@ -220,7 +239,11 @@ def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, ro
     attrs = store.attrs
     geojson = folder / "tissue.geojson"
     tissue = None
-    if geojson.exists():
+    if region is not None:  # as read back from the file: one polygon per annotation, united
+        tissue = shapely.union_all(
+            [qupath.clean_geometry(p) for p in shapely.get_parts(region) if not p.is_empty]
+        )
+    elif geojson.exists():
         tissue = shapely.union_all([o.geometry for o in qupath.read_geojson(geojson)])
     spec = TileSpec.from_dict(attrs["tiling"])
     slide_id = folder.name  # slides/<slide_id>/: the batch's id (the store's attrs have the file's stem)
@@ -236,9 +259,7 @@ def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, ro
     written = []
     for name in PICTURES:
         with atomic_file(folder / name) as tmp:
-            Image.fromarray(pictures[name]).save(
-                tmp, format="PNG", compress_level=1
-            )  # 3x faster than the default 6, 15% larger
+            write_png(tmp, pictures[name])
         written.append(folder / name)
     return written
 

@@ -43,3 +43,13 @@ def test_local_workers_config_names_dask_settings_that_exist():
     ours = LOCAL_WORKER_CONFIG["distributed.nanny.pre-spawn-environ"]
     assert set(default) - set(ours) == {"MALLOC_TRIM_THRESHOLD_"} and set(ours) <= set(default)
     assert LOCAL_WORKER_CONFIG["distributed.worker.profile.enabled"] is False
+
+
+def test_the_command_line_starts_without_pandas():
+    """Every command's parser is built at start: a command that needs pandas (0.3 s to import) imports it when
+    it runs, not when `slidestream run` starts."""
+    code = (
+        "import sys; from slidestream.cli import build_parser; build_parser(); print('pandas' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -193,6 +193,27 @@ def test_ctrl_c_while_the_cluster_starts(newcomer, tmp_path):
     _quiet_interrupt(*_interrupted_run(newcomer, tmp_path / "out", cluster_starting, executor="processes"))
 
 
+def test_ctrl_c_with_forked_workers_stops_the_slide_being_tiled(newcomer, synthetic_slide, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(newcomer / "blank.tiff", folder / "blank.tiff")
+    shutil.copy(
+        synthetic_slide.path, folder / "big.svs"
+    )  # first (by name), with many 64 px tiles at 0.25 um/px
+    out = tmp_path / "out"
+
+    def tiling_big(proc) -> None:
+        deadline = time.monotonic() + 60
+        while not (out / "slides" / "big" / "patches.zarr").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+
+    _quiet_interrupt(*_interrupted_run(folder, out, tiling_big, executor="forks"))
+    manifest = out / "manifest.jsonl"
+    records = [json.loads(line) for line in manifest.read_text().splitlines()] if manifest.exists() else []
+    assert not [r for r in records if r["status"] == "failed"]  # a stopped slide is not a failed one
+
+
 @pytest.mark.slow
 def test_ctrl_c_while_a_slide_is_worked_on(newcomer, synthetic_slide, tmp_path):
     folder = tmp_path / "in"

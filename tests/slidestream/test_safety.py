@@ -203,12 +203,12 @@ def test_manifest_keeps_finished_records_when_the_disk_fills(tmp_path, monkeypat
     ]  # no temp file left
 
 
-@pytest.mark.parametrize("executor", ["threads", "processes"])
+@pytest.mark.parametrize("executor", ["threads", "forks", "processes"])
 def test_disk_full_in_a_slide_ends_the_batch_and_a_rerun_completes(
     executor, inputs, tmp_path, monkeypatch, capsys
 ):
-    """A filesystem shim: shard writes of beta raise ENOSPC (the slides run in this process to see the shim: in
-    threads, or on a dask cluster of threads standing in for the local cluster of processes)."""
+    """A filesystem shim: shard writes of beta raise ENOSPC (the slides see the shim: in threads, in processes
+    forked after it was set, or on a dask cluster of threads standing in for the local cluster of processes)."""
     import contextlib
 
     from dask.distributed import Client, LocalCluster

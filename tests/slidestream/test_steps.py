@@ -144,3 +144,38 @@ def test_a_large_tissue_image_serves_as_the_thumbnail_without_reading_the_slide(
     small = replace(tissue, image=image[:100, :100])  # too small for a figure: the slide is read
     with pytest.raises(wsi.SlideError):
         slide_pictures(folder, gone, store, tissue=small)
+
+
+def test_pictures_from_the_region_in_memory_equal_those_from_tissue_geojson(cmu_path, tmp_path):
+    """The tile step draws the pictures from the tissue it has just written (no re-read of tissue.geojson):
+    the same pixels as drawn from the file, and PNGs that decode to exactly what was drawn."""
+    from slidestream.pipeline.steps import PICTURES, slide_pictures, tile_with_pictures
+
+    folder = tmp_path / "cmu"
+    options = TileOptions()
+    result, _ = tile_with_pictures(folder, cmu_path, "cmu", options)
+    assert result.region is not None and not result.region.is_empty
+    from_memory = {name: np.asarray(Image.open(folder / name)) for name in PICTURES}
+    slide_pictures(
+        folder, cmu_path, result.store, tissue=result.tissue
+    )  # region=None: tissue.geojson is read
+    for name in PICTURES:
+        np.testing.assert_array_equal(np.asarray(Image.open(folder / name)), from_memory[name])
+    assert from_memory["tissue_mask.png"].max() == 255 and from_memory["stitch.png"].any()
+
+
+def test_the_roi_is_parsed_once_per_slide_for_the_tiles_and_the_pictures(cmu_path, tmp_path, monkeypatch):
+    import tiling.roi
+    from slidestream.pipeline.steps import tile_with_pictures
+
+    w, h = 2220, 2967
+    roi_file = tmp_path / "roi.geojson"
+    wsi.qupath.write_geojson(roi_file, [wsi.qupath.QuPathObject(shapely.box(0, 0, w / 2, h))])
+    calls = []
+    parse = tiling.roi.load_roi
+    monkeypatch.setattr(tiling.roi, "load_roi", lambda path: calls.append(path) or parse(path))
+    monkeypatch.setattr(tiling, "load_roi", tiling.roi.load_roi)
+    result, _ = tile_with_pictures(tmp_path / "cmu", cmu_path, "cmu", TileOptions(roi=str(roi_file)))
+    assert calls == [roi_file]
+    assert result.store.coords[:, 0].max() < w / 2
+    assert result.region.bounds[2] <= w / 2 + 1

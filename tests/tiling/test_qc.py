@@ -128,10 +128,16 @@ def _inside(coords: np.ndarray, box, extent: float) -> np.ndarray:
     )
 
 
-def test_tile_slide_drops_flagged_tiles_and_keeps_the_measures(marked_slide, tmp_path):
+def test_tile_slide_drops_flagged_tiles_and_keeps_the_measures(marked_slide, tmp_path, monkeypatch):
     config = tiling.TilingConfig(size=128, mpp=0.5, min_tissue=0.5, shard_tiles=16)
     plain = tiling.tile_slide(marked_slide, tmp_path / "plain.zarr", config)
+    readers = []
+    make = tiling.engine.TileReader
+    monkeypatch.setattr(
+        tiling.engine, "TileReader", lambda *a, **k: readers.append(make(*a, **k)) or readers[-1]
+    )
     checked = tiling.tile_slide(marked_slide, tmp_path / "qc.zarr", config, qc=("blur", "pen"))
+    assert len(readers) == 1  # the quality checks and the tiles share one reader (its checks run once)
     qc = checked.attrs["qc"]
     assert qc["tiles_measured"] == len(plain)
     assert len(checked) == len(plain) - qc["dropped_total"]
