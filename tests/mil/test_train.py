@@ -192,3 +192,28 @@ def test_mismatched_validation_bags_and_eventless_survival_fold_are_named():
     y[:2, 1] = 1  # two events among twelve slides: three folds cannot each hold one
     with pytest.raises(ValueError, match=r"fold \d of 3 has no event \(every slide censored\).*fewer folds"):
         mil.cross_validate("mean", "survival", (bags, y), n_splits=3, config=FAST)
+
+
+def test_one_split_trains_on_three_parts_and_reports_the_fourth():
+    bags, y = synthetic_bags("binary", 24, 0)
+    ids = [f"s{i}" for i in range(24)]
+    result = mil.cross_validate("mean", "binary", (bags, y, ids), n_splits=1, config=FAST,
+                                model_kwargs={"embed_dim": 8})  # fmt: skip
+    assert len(result.models) == 1 and result.plan["validation_parts"] == 4
+    row = result.folds.iloc[0]
+    assert row["n_val"] == row["n_test"] == len(result.oof) and row["n_train"] + row["n_val"] == 24
+    assert set(result.oof["slide_id"]) < set(ids) and np.isnan(result.summary.loc["auc", "sd"])
+
+
+def test_one_split_needs_two_patients_and_an_evaluable_part():
+    bags, y = synthetic_bags("binary", 8, 0)
+    with pytest.raises(ValueError, match="at least 2 patients"):
+        mil.cross_validate(
+            "mean", "binary", mil.as_bags((bags, y), groups=["p"] * 8), n_splits=1, config=FAST
+        )
+    groups = ["p0", "p0", "p1", "p1", "p2", "p2", "p3", "p3"]
+    with pytest.raises(ValueError, match="every validation split has a problem, e.g. no positive slide"):
+        mil.cross_validate("mean", "binary", mil.as_bags((bags, np.zeros(8)), groups=groups), n_splits=1,
+                           config=FAST)  # fmt: skip
+    with pytest.raises(ValueError, match="n_splits must be 1"):
+        mil.cross_validate("mean", "binary", (bags, y), n_splits=0, config=FAST)
