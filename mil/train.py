@@ -470,7 +470,7 @@ def _splitter(n_splits: int, seed: int) -> StratifiedGroupKFold:
 VALIDATION_PARTS = 4  # n_splits=1: one part in four (grouped by patient, stratified) is the validation set
 
 
-def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config: FitConfig | str = "auto",
+def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config: FitConfig | str | dict = "auto",
                    model_kwargs: dict | None = None, seed: int = 0,
                    out_dir: str | Path | None = None) -> CVResult:  # fmt: skip
     """K-fold cross-validation of a registered model, folds grouped by patient and stratified by label.
@@ -481,8 +481,9 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
     for survival, without an event) is an error naming the fold. `n_splits=1` trains one model on a grouped,
     stratified train/validation split (one part in four is validation, the first part that can be evaluated)
     and reports the validation slides' figures: optimistic, as they also pick the epoch; the out-of-fold table
-    then holds the validation slides only. With `out_dir`, the plan (plan.json), fold metrics (folds.csv) and
-    out-of-fold predictions (oof.csv) are written there.
+    then holds the validation slides only. `config`: a `FitConfig`, "auto" (`plan` on the first fold's
+    training slides) or a dict of `FitConfig` fields replacing the planned ones. With `out_dir`, the plan
+    (plan.json), fold metrics (folds.csv) and out-of-fold predictions (oof.csv) are written there.
     """
     bags = as_bags(bags)
     base_task = create_task(task) if isinstance(task, str) else task
@@ -493,11 +494,13 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
         raise ValueError(f"n_splits must be 1 (a train/validation split) or more, got {n_splits}")
     folds = (_validation_split if n_splits == 1 else _cv_folds)(base_task, target, strata, bags.groups,
                                                                  n_splits, seed)  # fmt: skip
-    if isinstance(config, str):
-        if config != "auto":
-            raise ValueError(f"config must be a FitConfig or 'auto', got {config!r}")
+    if isinstance(config, (str, dict)):
+        if config != "auto" and not isinstance(config, dict):
+            raise ValueError(f"config must be a FitConfig, 'auto' or a dict of planned fields to replace, "
+                             f"got {config!r}")  # fmt: skip
+        overrides = config if isinstance(config, dict) else {}
         planned_on = np.concatenate(folds[0][:2]) if n_splits > 1 else folds[0][0]  # the training slides
-        config = FitConfig(**plan(bags.subset(planned_on), base_task)["config"])
+        config = FitConfig(**plan(bags.subset(planned_on), base_task, **overrides)["config"])
     planned = {"config": asdict(config), "n_splits": n_splits, "seed": seed, "model": model,
                "model_kwargs": model_kwargs or {}, "task": base_task.state()}  # fmt: skip
     if n_splits == 1:

@@ -72,7 +72,7 @@ def _read_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def _task_for(task: str, targets: list[str], values: pd.DataFrame):
+def _task_for(task: str, targets: list[str], values: pd.DataFrame, grade_link: str = "corn"):
     from mil import create_task
 
     if task not in TASK_CHOICES:
@@ -89,7 +89,9 @@ def _task_for(task: str, targets: list[str], values: pd.DataFrame):
         grades = values[targets[0]].to_numpy(dtype=float)
         if not np.all(grades == np.round(grades)):
             raise ValueError(f"grades in {targets[0]!r} must be whole numbers")
-        return create_task("grade", levels=list(range(int(grades.min()), int(grades.max()) + 1)))
+        return create_task(
+            "grade", levels=list(range(int(grades.min()), int(grades.max()) + 1)), link=grade_link
+        )
     return create_task(task)
 
 
@@ -202,8 +204,8 @@ def _training_curves(path: Path, histories: list, monitor: str) -> None:
 
 def train_slides(results: str | Path, labels: str | Path, task: str, targets, out: str | Path,
                  model: str = "abmil", feature: str = "stain_stats", folds: int = 5, group: str | None = None,
-                 seed: int = 0, config="auto", progress: bool = False,
-                 labels_subset: bool = False) -> TrainResult:  # fmt: skip
+                 seed: int = 0, config="auto", progress: bool = False, labels_subset: bool = False,
+                 model_kwargs: dict | None = None, grade_link: str = "corn") -> TrainResult:  # fmt: skip
     """Cross-validate `model` for `task` on the stores of `results` labelled by `labels` (column `slide_id`, the
     `targets` columns and, for patient-grouped folds, `group`); write the model folder `out` (module doc).
 
@@ -212,7 +214,9 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     slides only. Slides whose target is empty (e.g. the grade of a benign slide) or whose store has no tile are
     left out and listed. With `labels_subset` the table may list slides that are not in `results` (a master
     table): those rows are left out and their ids returned in `TrainResult.unused_labels`. `config` is
-    "auto" (planned from the data) or a `mil.FitConfig`. Refuses an `out` that exists and is not a model folder.
+    "auto" (planned from the data), a dict of planned fields to replace or a `mil.FitConfig`. `model_kwargs` go
+    to `mil.create_model`; `grade_link` is the grade task's link ("corn", "cumulative" or "regression").
+    Refuses an `out` that exists and is not a model folder.
     """
     from dataclasses import replace
 
@@ -252,19 +256,23 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     left_out = sorted(left_out + no_tiles)
     table = table.drop(index=no_tiles)
     opened = [opened[s] for s in table.index]
-    bag_task = _task_for(task, targets, table)
+    bag_task = _task_for(task, targets, table, grade_link)
     dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed)
     if config != "auto" and isinstance(config, FitConfig):
         config = replace(config, progress=progress)
     # Each fold's model standardises the features with the mean and sd of its own training slides' tiles
     # (`mil.FeatureScale`, kept in its checkpoint).
-    cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed)
+    if isinstance(config, dict):
+        config = {**config, "progress": progress}
+    cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed,
+                        model_kwargs=model_kwargs)  # fmt: skip
     encoder = _encoder_of(opened[0], feature)
     true = table.loc[cv.oof["slide_id"], targets].reset_index(drop=True).add_prefix("true_")
     oof = pd.concat([cv.oof.reset_index(drop=True), true], axis=1)
     summary = cv.summary
     metrics = {
-        "task": task, "targets": targets, "model": model, "feature": feature, "folds": folds,
+        "task": task, "targets": targets, "model": model, "model_kwargs": model_kwargs or {}, "feature": feature,
+        "folds": folds,
         "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
         "per_fold": json.loads(cv.folds.to_json(orient="records")),
         "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},
@@ -282,7 +290,8 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         _plots(tmp, task, oof, targets, cv.tasks, cv.tasks[0].columns())
         _training_curves(tmp / "training_curves.png", cv.histories, cv.tasks[0].monitor)
         write_json(tmp / _MANIFEST, {"format": MODEL_FORMAT, "name": out.name, "task": task, "targets": targets,
-                                     "model": model, "feature": feature, "encoder": encoder,
+                                     "model": model, "model_kwargs": model_kwargs or {}, "feature": feature,
+                                     "encoder": encoder,
                                      "folds": [f"fold_{k}" for k in range(len(cv.models))],
                                      "columns": cv.tasks[0].columns()})  # fmt: skip
         replace_dir(tmp, out)
@@ -487,7 +496,11 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     for k, column in enumerate(columns):
         row[f"{column}_mean"], row[f"{column}_sd"] = float(mean[k]), float(sd[k])
     row["tiles"] = len(bag)
-    weights = attention / attention.sum() if attention.sum() > 0 else np.full(len(bag), 1 / len(bag))
+    if (attention >= 0).all() and np.isclose(attention.sum(), 1.0, atol=1e-3):  # attention weights
+        weights = attention
+    else:  # per-tile scores (instance pooling models): their softmax over the slide's tiles
+        weights = np.exp(attention - attention.max())
+        weights /= weights.sum()
     pooled = weights @ raw.astype(np.float64)
     feature_row = {**row, "high_attention_fraction": float(high.mean()),
                    **{f"{feature}_{j}": float(v) for j, v in enumerate(pooled)}}  # fmt: skip

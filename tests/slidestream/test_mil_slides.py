@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from slidestream.cli import main
+from tiling import PatchStore
 
 N_SLIDES = 8
 
@@ -127,9 +128,13 @@ def test_grade_and_survival(cohort, tmp_path, capsys):
     labels.to_csv(tmp_path / "labels.csv", index=False)
     code = main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
                  "grade", "--target", "grade", "--folds", "2", "--epochs", "3", "-o", str(tmp_path / "grade"),
-                 "-q"])  # fmt: skip
+                 "--grade-link", "regression", "-q"])  # fmt: skip
     assert code == 0
     assert "left out 1 slide(s)" in capsys.readouterr().out
+    from mil import load_model
+
+    checkpoint = load_model(tmp_path / "grade" / "fold_0")
+    assert checkpoint.task.link == "regression" and checkpoint.model.n_outputs == 1
     assert (tmp_path / "grade" / "confusion_matrix.png").stat().st_size > 0
     oof = pd.read_csv(tmp_path / "grade" / "oof_predictions.csv")
     assert len(oof) == N_SLIDES - 1 and {"p_1", "p_2"} <= set(oof.columns)
@@ -224,8 +229,22 @@ def test_predict_failures_and_encoder_mismatch(cohort, tmp_path, capsys):
 
 def test_one_fold_is_a_train_validation_split(cohort, tmp_path):
     model = tmp_path / "split"
-    assert _train(cohort, model, "binary", "cancer", extra=["--folds", "1"]) == 0
+    extra = [
+        "--folds",
+        "1",
+        "--model",
+        "topk",
+        "--model-arg",
+        "top_k=2",
+        "--model-arg",
+        "embed_dim=8",
+        "--lr",
+        "3e-3",
+    ]
+    assert _train(cohort, model, "binary", "cancer", extra=extra) == 0
     metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["model"] == "topk" and metrics["model_kwargs"] == {"top_k": 2, "embed_dim": 8}
+    assert json.loads((model / "plan.json").read_text())["config"]["lr"] == 3e-3
     (fold,) = metrics["per_fold"]
     assert metrics["folds"] == 1 and fold["n_train"] + fold["n_val"] == N_SLIDES and fold["n_val"] >= 1
     oof = pd.read_csv(model / "oof_predictions.csv")
@@ -236,6 +255,25 @@ def test_one_fold_is_a_train_validation_split(cohort, tmp_path):
     assert main(["mil", "predict", str(cohort / "results"), "--model", str(model), "-o", str(out), "-q"]) == 0
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == N_SLIDES and (predictions.probability_sd == 0).all()  # one model: no spread
+    # topk's per-tile scores are logits, not weights: the slide features weigh the tiles by their softmax, a
+    # convex combination of the tiles' features.
+    features = pd.read_csv(out / "slide_features.csv", dtype={"slide_id": str}).set_index("slide_id")
+    for slide_id, row in features.iterrows():
+        tiles = PatchStore.open(cohort / "results" / "slides" / slide_id / "patches.zarr").features(
+            "stain_stats"
+        )[:]
+        assert tiles[:, 0].min() - 1e-3 <= row["stain_stats_0"] <= tiles[:, 0].max() + 1e-3
+
+
+def test_model_arg_parses_values_and_refuses_a_bad_key():
+    import argparse
+
+    from slidestream.commands.mil import model_arg
+
+    assert model_arg("top_k=4") == ("top_k", 4) and model_arg("gated=true") == ("gated", True)
+    assert model_arg("head=cox") == ("head", "cox") and model_arg("dropout=0.5") == ("dropout", 0.5)
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        model_arg("top_k")
 
 
 def test_predict_step_of_a_run(cohort, cancer_model, tmp_path):
