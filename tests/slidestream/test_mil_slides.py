@@ -356,3 +356,22 @@ def test_a_moved_slides_heatmap_is_drawn_on_its_stitch_image(synthetic_slide, tm
         tmp_path / "heat.png", store, tmp_path / "alpha", np.arange(len(store), dtype=float), "t", "v"
     )
     assert shapes == [(256, 320)] and (tmp_path / "heat.png").exists()
+
+
+def test_a_model_folder_with_the_older_shared_scale_predicts_the_same(cohort, cancer_model, tmp_path):
+    """Folders written before each fold kept its own scale hold one scale for all folds in mil_model.json."""
+    manifest = json.loads((cancer_model / "mil_model.json").read_text())
+    shared = json.loads((cancer_model / "fold_0" / "config.json").read_text())["feature_scale"]
+    for name, in_checkpoints in (("old", False), ("new", True)):
+        folder = tmp_path / name
+        shutil.copytree(cancer_model, folder)
+        for fold in manifest["folds"]:
+            config = json.loads((folder / fold / "config.json").read_text())
+            config["feature_scale"] = shared if in_checkpoints else None
+            (folder / fold / "config.json").write_text(json.dumps(config))
+        if not in_checkpoints:
+            (folder / "mil_model.json").write_text(json.dumps({**manifest, "feature_scale": shared}))
+        assert main(["mil", "predict", str(cohort / "results"), "--model", str(folder), "-o",
+                     str(tmp_path / f"{name}_out"), "-q"]) == 0  # fmt: skip
+    old, new = (pd.read_csv(tmp_path / f"{x}_out" / "predictions.csv") for x in ("old", "new"))
+    np.testing.assert_allclose(old.probability_mean, new.probability_mean, rtol=1e-5)
