@@ -174,7 +174,8 @@ def plan(bags: InMemoryBags, task: Task, **overrides) -> dict:
     `plan(...)["config"]` holds the `FitConfig` fields; `["data"]` the figures they came from. Rules: fewer bags
     get more epochs, more patience and more weight decay; wide features a smaller learning rate; large bags a
     `max_tiles` cap; small bags (median <= 256 tiles) are padded into batches of 16; survival needs batches of
-    several slides for the Cox loss (32, with bags capped at 2,048 tiles); a class under
+    several slides for the Cox loss (32, with bags capped at 2,048 tiles); the learning rate grows with the
+    batch size (linear scaling, at most 2e-3); a class under
     half the largest class turns on balanced class weights. `overrides` replace planned fields (checked names).
     """
     bags = as_bags(bags)
@@ -193,6 +194,9 @@ def plan(bags: InMemoryBags, task: Task, **overrides) -> dict:
         config["batch_size"] = 32
         config["max_tiles"] = 2048 if data["p90_tiles"] > 2048 else config["max_tiles"]
     config["batch_size"] = int(min(config["batch_size"], n))
+    # Linear scaling (Goyal et al. 2017): a step over a batch of bags takes a larger step, capped; without it
+    # small cohorts in batches of 16 get a few hundred small steps in all and stop far from a fit.
+    config["lr"] = float(min(2e-3, config["lr"] * config["batch_size"]))
     if task.name in ("binary", "multiclass"):
         counts = np.bincount(target.astype(int))
         data["class_counts"] = counts.tolist()

@@ -25,6 +25,7 @@ def test_auto_plan_follows_the_data_and_is_written(tmp_path):
     planned = mil.plan((bags, y), task)
     assert planned["data"]["n_bags"] == 40 and planned["data"]["dim"] == DIM
     assert planned["config"]["epochs"] == 100 and planned["config"]["batch_size"] == 16
+    assert planned["config"]["lr"] == 2e-3  # 2e-4 per bag, times 16 bags a step, capped
     assert planned["config"]["max_tiles"] is None
     big = [np.zeros((10_000, 1536), np.float32)] * 2
     big_plan = mil.plan((big, [0, 1]), mil.create_task("binary"))["config"]
