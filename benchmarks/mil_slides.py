@@ -239,7 +239,9 @@ def main(argv=None) -> int:
     p.add_argument("--model-arg", action="append", default=[], type=model_arg, metavar="KEY=VALUE",
                    help="model keyword argument, as `mil train --model-arg`")  # fmt: skip
     p.add_argument("--lr", type=float, help="learning rate (default: planned)")
-    p.add_argument("--grade-link", default="corn", help="grade task link: corn, cumulative or regression")
+    p.add_argument(
+        "--grade-link", default="cumulative", help="grade task link: corn, cumulative or regression"
+    )
     p.add_argument("--tile-baselines", action="store_true", help="also the per-tile colour baselines")
     p.add_argument(
         "--oracle",

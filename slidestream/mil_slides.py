@@ -72,7 +72,7 @@ def _read_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def _task_for(task: str, targets: list[str], values: pd.DataFrame, grade_link: str = "corn"):
+def _task_for(task: str, targets: list[str], values: pd.DataFrame, grade_link: str = "cumulative"):
     from mil import create_task
 
     if task not in TASK_CHOICES:
@@ -205,7 +205,7 @@ def _training_curves(path: Path, histories: list, monitor: str) -> None:
 def train_slides(results: str | Path, labels: str | Path, task: str, targets, out: str | Path,
                  model: str = "abmil", feature: str = "stain_stats", folds: int = 5, group: str | None = None,
                  seed: int = 0, config="auto", progress: bool = False, labels_subset: bool = False,
-                 model_kwargs: dict | None = None, grade_link: str = "corn") -> TrainResult:  # fmt: skip
+                 model_kwargs: dict | None = None, grade_link: str = "cumulative") -> TrainResult:  # fmt: skip
     """Cross-validate `model` for `task` on the stores of `results` labelled by `labels` (column `slide_id`, the
     `targets` columns and, for patient-grouped folds, `group`); write the model folder `out` (module doc).
 
@@ -215,7 +215,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     left out and listed. With `labels_subset` the table may list slides that are not in `results` (a master
     table): those rows are left out and their ids returned in `TrainResult.unused_labels`. `config` is
     "auto" (planned from the data), a dict of planned fields to replace or a `mil.FitConfig`. `model_kwargs` go
-    to `mil.create_model`; `grade_link` is the grade task's link ("corn", "cumulative" or "regression").
+    to `mil.create_model`; `grade_link` is the grade task's link ("cumulative", "corn" or "regression"; module `mil.tasks`).
     Refuses an `out` that exists and is not a model folder.
     """
     from dataclasses import replace

@@ -58,8 +58,9 @@ def register(sub) -> None:
     train.add_argument("--model-arg", action="append", default=[], type=model_arg, metavar="KEY=VALUE",
                        help="keyword argument of the model, e.g. --model-arg top_k=4 --model-arg embed_dim=32 "
                             "(values read as JSON numbers / booleans, else as text)")  # fmt: skip
-    train.add_argument("--grade-link", default="corn", metavar="LINK",
-                       help="grade task: the ordinal link, corn (default), cumulative or regression (README)")  # fmt: skip
+    train.add_argument("--grade-link", default="cumulative", metavar="LINK",
+                       help="grade task: the ordinal link, cumulative (default: best in cross-validation on the "
+                            "synthetic cohorts), corn or regression (README)")  # fmt: skip
     train.add_argument(
         "--features", default="stain_stats", help="feature name in the stores (default stain_stats)"
     )
