@@ -97,6 +97,26 @@ def test_max_tiles_draws_new_tiles_each_epoch(monkeypatch):
     assert len(seen) == 6 and len(set(seen)) == 6
 
 
+def test_instance_dropout_drops_a_share_of_each_training_bag(monkeypatch):
+    bags = [np.arange(n, dtype=np.float32)[:, None].repeat(DIM, 1) for n in (40, 3)]
+    task = mil.create_task("binary")
+    model = _model(task)
+    sizes = []
+    forward = model.forward
+
+    def spy(x, mask=None, instance_labels=None):
+        if model.training:
+            sizes.append(x.shape[1])
+        return forward(x, mask, instance_labels)
+
+    monkeypatch.setattr(model, "forward", spy)
+    config = mil.FitConfig(epochs=2, instance_dropout=0.75, progress=False)
+    mil.fit(model, task, (bags, [0, 1]), None, config)
+    assert sorted(sizes) == [1, 1, 10, 10]  # a quarter of 40 tiles; of 3 tiles, one stays
+    with pytest.raises(ValueError, match="instance_dropout"):
+        mil.FitConfig(instance_dropout=1.0)
+
+
 @pytest.mark.parametrize("name", ["clam_sb", "dsmil", "transmil"])
 def test_one_loop_serves_models_with_extra_losses(name):
     task = mil.create_task("binary")
