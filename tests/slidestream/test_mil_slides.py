@@ -360,8 +360,13 @@ def test_a_moved_slides_heatmap_is_drawn_on_its_stitch_image(synthetic_slide, tm
 
 def test_a_model_folder_with_the_older_shared_scale_predicts_the_same(cohort, cancer_model, tmp_path):
     """Folders written before each fold kept its own scale hold one scale for all folds in mil_model.json."""
+    from slidestream.mil_slides import load_model_folder, predict_store
+
     manifest = json.loads((cancer_model / "mil_model.json").read_text())
     shared = json.loads((cancer_model / "fold_0" / "config.json").read_text())["feature_scale"]
+    slide = tmp_path / "results" / "S000"
+    shutil.copytree(cohort / "results" / "slides" / "S000", slide)  # predict writes scores into the store
+    rows = {}
     for name, in_checkpoints in (("old", False), ("new", True)):
         folder = tmp_path / name
         shutil.copytree(cancer_model, folder)
@@ -371,7 +376,7 @@ def test_a_model_folder_with_the_older_shared_scale_predicts_the_same(cohort, ca
             (folder / fold / "config.json").write_text(json.dumps(config))
         if not in_checkpoints:
             (folder / "mil_model.json").write_text(json.dumps({**manifest, "feature_scale": shared}))
-        assert main(["mil", "predict", str(cohort / "results"), "--model", str(folder), "-o",
-                     str(tmp_path / f"{name}_out"), "-q"]) == 0  # fmt: skip
-    old, new = (pd.read_csv(tmp_path / f"{x}_out" / "predictions.csv") for x in ("old", "new"))
-    np.testing.assert_allclose(old.probability_mean, new.probability_mean, rtol=1e-5)
+        store = PatchStore.open(slide / "patches.zarr")
+        rows[name] = predict_store(load_model_folder(folder), store, slide / "patches.zarr", "S000",
+                                   tmp_path / f"{name}_out")[0]  # fmt: skip
+    assert rows["old"]["probability_mean"] == pytest.approx(rows["new"]["probability_mean"], rel=1e-5)
