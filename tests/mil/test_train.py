@@ -79,40 +79,38 @@ def test_deterministic_mode_repeats_a_run():
     assert runs[0].equals(runs[1])
 
 
-def test_max_tiles_draws_new_tiles_each_epoch(monkeypatch):
-    bags = [np.arange(40, dtype=np.float32)[:, None].repeat(DIM, 1) for _ in range(2)]
-    task = mil.create_task("binary")
-    model = _model(task)
+def _training_inputs(monkeypatch, model) -> list:
+    """The features of each training step, as the model receives them (recorded by wrapping its forward)."""
     seen = []
     forward = model.forward
 
     def spy(x, mask=None, instance_labels=None):
         if model.training:
-            seen.append(tuple(x[0, :, 0].tolist()))
-            assert x.shape[1] == 5
+            seen.append(x.detach().clone())
         return forward(x, mask, instance_labels)
 
     monkeypatch.setattr(model, "forward", spy)
+    return seen
+
+
+def test_max_tiles_draws_new_tiles_each_epoch(monkeypatch):
+    bags = [np.arange(40, dtype=np.float32)[:, None].repeat(DIM, 1) for _ in range(2)]
+    task = mil.create_task("binary")
+    model = _model(task)
+    seen = _training_inputs(monkeypatch, model)
     mil.fit(model, task, (bags, [0, 1]), None, mil.FitConfig(epochs=3, max_tiles=5, progress=False))
-    assert len(seen) == 6 and len(set(seen)) == 6
+    assert all(x.shape[1] == 5 for x in seen)
+    drawn = {tuple(x[0, :, 0].tolist()) for x in seen}
+    assert len(seen) == 6 and len(drawn) == 6
 
 
 def test_instance_dropout_drops_a_share_of_each_training_bag(monkeypatch):
     bags = [np.arange(n, dtype=np.float32)[:, None].repeat(DIM, 1) for n in (40, 3)]
     task = mil.create_task("binary")
     model = _model(task)
-    sizes = []
-    forward = model.forward
-
-    def spy(x, mask=None, instance_labels=None):
-        if model.training:
-            sizes.append(x.shape[1])
-        return forward(x, mask, instance_labels)
-
-    monkeypatch.setattr(model, "forward", spy)
-    config = mil.FitConfig(epochs=2, instance_dropout=0.75, progress=False)
-    mil.fit(model, task, (bags, [0, 1]), None, config)
-    assert sorted(sizes) == [1, 1, 10, 10]  # a quarter of 40 tiles; of 3 tiles, one stays
+    seen = _training_inputs(monkeypatch, model)
+    mil.fit(model, task, (bags, [0, 1]), None, mil.FitConfig(epochs=2, instance_dropout=0.75, progress=False))
+    assert sorted(x.shape[1] for x in seen) == [1, 1, 10, 10]  # a quarter of 40 tiles; of 3 tiles, one stays
     with pytest.raises(ValueError, match="instance_dropout"):
         mil.FitConfig(instance_dropout=1.0)
 
