@@ -1,7 +1,8 @@
 """Weak supervision on synthetic cohorts: train on one seed's cohort, test on another's (never seen).
 
     python -m benchmarks.mil_slides --train-results R1 --train-labels C1/labels.csv \
-        --test-results R2 --test-labels C2/labels.csv --test-slides C2/slides -o OUT [--tasks cancer,grade,...]
+        --test-results R2 --test-labels C2/labels.csv --test-slides C2/slides -o OUT [--tasks cancer,grade,...] \
+        [--model topk --model-arg top_k=4 --lr 0.002 --grade-link regression]
 
 Prints, per task, the held-out figure against the issue's limit: slide-level cancer AUC (>= 0.95), attention
 localisation AUC against the ground-truth tumor mask on the cancer slides (tile positive when >= 50% tumor;
@@ -35,6 +36,7 @@ import pandas as pd
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
+from slidestream.commands.mil import model_arg
 from slidestream.mil_slides import predict_slides, train_slides
 
 TASKS = {
@@ -233,6 +235,13 @@ def main(argv=None) -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--features", default="stain_stats")
     p.add_argument("--tasks", default="cancer,grade,mutation,survival")
+    p.add_argument("--model", default="abmil", help="registered MIL model (default abmil)")
+    p.add_argument("--model-arg", action="append", default=[], type=model_arg, metavar="KEY=VALUE",
+                   help="model keyword argument, as `mil train --model-arg`")  # fmt: skip
+    p.add_argument("--lr", type=float, help="learning rate (default: planned)")
+    p.add_argument(
+        "--grade-link", default="cumulative", help="grade task link: corn, cumulative or regression"
+    )
     p.add_argument("--tile-baselines", action="store_true", help="also the per-tile colour baselines")
     p.add_argument(
         "--oracle",
@@ -272,7 +281,9 @@ def main(argv=None) -> int:
         for folds in range(args.folds, 1, -1):  # fewer folds when a fold would lack a positive slide
             try:
                 trained = train_slides(args.train_results, args.train_labels, task, targets, out / f"model_{key}",
-                                       feature=args.features, folds=folds, group="patient_id")  # fmt: skip
+                                       model=args.model, feature=args.features, folds=folds, group="patient_id",
+                                       config={"lr": args.lr} if args.lr else "auto",
+                                       model_kwargs=dict(args.model_arg), grade_link=args.grade_link)  # fmt: skip
                 break
             except ValueError as exc:  # e.g. a cohort too small for the folds of this task
                 print(f"{key}: not trained with {folds} folds: {exc}")

@@ -16,6 +16,7 @@ from mil.encoders import (
 from mil.estimator import MILEstimator
 from mil.features import encoder_arguments, extract_features, features_done, resolve_device
 from mil.models import MILModel, MILOutput, ModelSpec, create_model, list_models, register_model
+from mil.scaling import FeatureScale
 from mil.tasks import Task, create_task, list_tasks, register_task
 from mil.train import CVResult, FitConfig, InMemoryBags, as_bags, cross_validate, fit, plan, predict_logits
 
@@ -27,6 +28,7 @@ __all__ = [
     "Checkpoint",
     "Encoder",
     "EncoderError",
+    "FeatureScale",
     "FitConfig",
     "InMemoryBags",
     "MILEstimator",

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from tiling import PatchStore
 
-__all__ = ["Bag", "BagBatch", "BagDataset", "collate_bags", "read_labels"]
+__all__ = ["Bag", "BagBatch", "BagDataset", "collate_bags", "match_slides", "read_labels"]
 
 
 def read_labels(path: str | Path, slide_column: str = "slide_id") -> pd.DataFrame:
@@ -28,6 +28,32 @@ def read_labels(path: str | Path, slide_column: str = "slide_id") -> pd.DataFram
     if repeated:
         raise ValueError(f"{path}: slide ids listed more than once: {repeated[:10]}")
     return table.set_index(slide_column)
+
+
+def match_slides(
+    labelled: Sequence[str], stored: Sequence[str], subset: bool = False, subset_option: str = "subset=True"
+) -> list[str]:
+    """Check a labels table's slide ids against the stores' ids: one ValueError listing the ids labelled more
+    than once, the labelled slides without a store and the stores without a label. With `subset` labelled
+    slides without a store are allowed (one master table for many folders) and returned, sorted: the rows to
+    leave out. `subset_option` is how the caller's user turns `subset` on (named in the error's hint)."""
+    ids = pd.Series([str(i) for i in labelled], dtype=object)
+    repeated = sorted(set(ids[ids.duplicated()]))
+    unknown = sorted(set(ids) - set(stored))
+    unlabelled = sorted(set(stored) - set(ids))
+    parts = []
+    if repeated:
+        parts.append(f"{len(repeated)} slide id(s) listed more than once: {repeated[:20]}")
+    if unknown and not subset:
+        parts.append(f"{len(unknown)} labelled slide(s) have no patch store: {unknown[:20]}")
+    if unlabelled:
+        parts.append(f"{len(unlabelled)} slide(s) have no label: {unlabelled[:20]}")
+    if parts:
+        hint = (
+            f" ({subset_option} uses the slides present)" if unknown and not subset and not unlabelled else ""
+        )
+        raise ValueError("labels and slides do not match: " + "; ".join(parts) + hint)
+    return unknown if subset else []
 
 
 @dataclass(frozen=True)
@@ -93,19 +119,7 @@ class BagDataset(Dataset):
         missing_columns = [c for c in label_columns if c not in table.columns]
         if missing_columns:
             raise ValueError(f"labels have no column(s) {missing_columns} (columns: {list(table.columns)})")
-        unknown = sorted(set(table.index) - set(self.stores))
-        unlabelled = sorted(set(self.stores) - set(table.index))
-        self.unused_labels = unknown if subset else []
-        if subset:
-            unknown = []
-        if unknown or unlabelled:
-            parts = []
-            if unknown:
-                parts.append(f"{len(unknown)} labelled slide(s) have no patch store: {unknown[:20]}")
-            if unlabelled:
-                parts.append(f"{len(unlabelled)} slide(s) have no label: {unlabelled[:20]}")
-            hint = "" if subset or unlabelled else " (subset=True uses the slides present)"
-            raise ValueError("labels and slides do not match: " + "; ".join(parts) + hint)
+        self.unused_labels = match_slides(table.index, list(self.stores), subset)
         for slide_id, store in self.stores.items():
             if feature not in store.feature_names() or not store.features(feature).attrs.get("complete"):
                 raise ValueError(f"slide {slide_id}: no complete features/{feature} in {store.path}; "

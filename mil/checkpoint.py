@@ -1,7 +1,8 @@
 """MIL checkpoints: a folder with `model.safetensors` (weights) and `config.json` (how to rebuild and check it).
 
 The JSON holds the model name and kwargs, the task with its label map, the feature name and encoder
-description, the training plan, metrics and library versions. Loading never unpickles.
+description, the feature standardisation (`mil.FeatureScale`, applied by the model), the training plan, metrics
+and library versions. Loading never unpickles.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mil.models import MILModel, create_model
+from mil.scaling import FeatureScale
 from mil.tasks import Task, task_from_state
 from mil.train import write_json
 from wsi.atomic import replace_dir
@@ -80,6 +82,7 @@ def save_model(path: str | Path, model: MILModel, task: Task, feature: str | Non
         raise FileExistsError(f"{path} exists and is not a MIL checkpoint; not overwriting it")
     config = {"format": FORMAT, "model": asdict(model.spec), "task": task.state(), "feature": feature,
               "encoder": _encoder_description(encoder), "plan": plan, "metrics": metrics,
+              "feature_scale": model.feature_scale.to_dict() if model.feature_scale is not None else None,
               "versions": _versions()}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
@@ -125,6 +128,13 @@ def load_model(path: str | Path, in_dim: int | None = None, encoder=None, device
             raise ValueError(f"{path}: the model was trained on features of encoder {saved.get('encoder')!r} "
                              f"(weights {hashes[1]}), but the features given come from {given.get('encoder')!r} "
                              f"(weights {hashes[0]})")  # fmt: skip
+    scale = config.get("feature_scale")
+    if scale is not None:
+        scale = FeatureScale.from_dict(scale)
+        if len(scale) != spec["in_dim"]:
+            raise ValueError(f"{path}: the feature scale has {len(scale)} dimensions but the model takes "
+                             f"{spec['in_dim']}-dimensional features; the checkpoint is inconsistent")  # fmt: skip
     model = create_model(spec["name"], spec["in_dim"], spec["n_outputs"], **spec["kwargs"])
     model.load_state_dict(load_file(str(path / _WEIGHTS), device="cpu"))
+    model.set_feature_scale(scale)
     return Checkpoint(model.to(device).eval(), task_from_state(config["task"]), config)

@@ -41,7 +41,7 @@ class MILEstimator(BaseEstimator):
                  task_kwargs: dict | None = None, epochs: int = 30, lr: float = 5e-4, weight_decay: float = 1e-4,
                  batch_size: int = 1, max_tiles: int | None = None, patience: int = 10,
                  validation_fraction: float = 0.0, schedule: str = "cosine", device: str = "cpu", seed: int = 0,
-                 progress: bool = False):  # fmt: skip
+                 progress: bool = False, standardize: bool = True):  # fmt: skip
         self.model = model
         self.task = task
         self.model_kwargs = model_kwargs
@@ -57,6 +57,7 @@ class MILEstimator(BaseEstimator):
         self.device = device
         self.seed = seed
         self.progress = progress
+        self.standardize = standardize
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -101,7 +102,8 @@ class MILEstimator(BaseEstimator):
     def _config(self) -> FitConfig:
         return FitConfig(epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size,
                          max_tiles=self.max_tiles, patience=self.patience, schedule=self.schedule,
-                         device=self.device, seed=self.seed, progress=self.progress)  # fmt: skip
+                         device=self.device, seed=self.seed, progress=self.progress,
+                         standardize=self.standardize)  # fmt: skip
 
     def fit(self, X, y):
         """Train on bags `X` with labels `y`; returns self. Bags without tiles are skipped with a warning."""

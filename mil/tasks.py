@@ -331,6 +331,9 @@ class MultiClassTask(Task):
         self.classes_, self.weight_ = learned.get("classes"), learned.get("weight")
 
 
+GRADE_LINKS = ("corn", "cumulative", "regression")
+
+
 class GradeTask(Task):
     """Ordered grades (Gleason / ISUP grade group 0-5, or any ordered labels) with an ordinal head.
 
@@ -339,7 +342,10 @@ class GradeTask(Task):
     each learned on the slides that reached grade k, with any head. `link="cumulative"` (proportional odds,
     McCullagh 1980): logit k = s - t_k is the log-odds of P(grade > k) for one slide score s and ordered
     thresholds; the loss is the negative log-likelihood of the grade, and the model needs the cumulative-link
-    head (`model_kwargs()` gives `head="cumulative"`). `predict` gives the class probabilities (n, levels);
+    head (`model_kwargs()` gives `head="cumulative"`). `link="regression"`: one output, the grade's position
+    s (0 for the first level), learned by a Huber loss and read as P(grade > k) = sigmoid(s - k - 0.5), so the
+    predicted grade is s rounded to a level; on weak evidence it regresses to the middle grades rather than
+    collapsing to the most frequent one. `predict` gives the class probabilities (n, levels);
     the predicted grade is the number of cumulative probabilities P(grade > k) above 0.5. Metrics: quadratic
     weighted kappa (monitored), accuracy, mean absolute error in grade steps.
     """
@@ -348,8 +354,8 @@ class GradeTask(Task):
     monitor = "qwk"
 
     def __init__(self, levels: int | Sequence = 6, link: str = "corn"):
-        if link not in ("corn", "cumulative"):
-            raise ValueError(f"link must be 'corn' or 'cumulative', got {link!r}")
+        if link not in GRADE_LINKS:
+            raise ValueError(f"link must be one of {GRADE_LINKS}, got {link!r}")
         self.kwargs = {"levels": levels if isinstance(levels, int) else list(levels), "link": link}
         self.levels = list(range(levels)) if isinstance(levels, int) else list(levels)
         self.link = link
@@ -358,7 +364,7 @@ class GradeTask(Task):
 
     @property
     def n_outputs(self) -> int:
-        return len(self.levels) - 1
+        return 1 if self.link == "regression" else len(self.levels) - 1
 
     def encode(self, y, ids=None):
         values = _as_1d(y, "grade")
@@ -372,6 +378,8 @@ class GradeTask(Task):
     def loss(self, logits, target):
         if self.link == "cumulative":
             return _cumulative_link_loss(logits, target.long())
+        if self.link == "regression":
+            return F.huber_loss(logits[:, 0], target.float())
         target = target.long()
         losses, count = [], 0
         for k in range(logits.shape[1]):
@@ -383,8 +391,14 @@ class GradeTask(Task):
         return torch.stack(losses).sum() / count
 
     def predict(self, logits):
-        sigmoid = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-        if self.link == "cumulative":  # P(grade > k) directly; already decreasing with the cumulative head
+        logits = np.asarray(logits, dtype=np.float64)
+        if self.link == "regression":  # P(grade > k) for the thresholds k + 0.5 between the levels
+            logits = logits[:, :1] - (np.arange(len(self.levels) - 1) + 0.5)
+        sigmoid = 1.0 / (1.0 + np.exp(-logits))
+        if self.link in (
+            "cumulative",
+            "regression",
+        ):  # P(grade > k) directly; already decreasing with the cumulative head
             above = np.minimum.accumulate(sigmoid, axis=1)
         else:  # CORN: chain the conditional probabilities
             above = np.cumprod(sigmoid, axis=1)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from mil.bags import BagDataset
 from mil.features import resolve_device
 from mil.models import MILModel, create_model
+from mil.scaling import FeatureScale
 from mil.tasks import Task, create_task
 from wsi.atomic import atomic_file
 
@@ -131,7 +132,10 @@ class FitConfig:
     all tiles). `schedule`: "cosine", "plateau" (on the validation metric) or "none". `class_weight` ("balanced"
     or None) is handed to tasks that weigh classes. `mixed_precision` is bfloat16 autocast on CUDA only.
     `deterministic` turns on torch's deterministic algorithms for the run. `progress`: a bar over the epochs
-    showing the validation metric (tqdm; hidden when stderr is not a terminal).
+    showing the validation metric (tqdm; hidden when stderr is not a terminal). `standardize` fits a
+    `mil.FeatureScale` on the training bags' tiles and sets it on the model (which applies it in `forward`, and
+    checkpoints keep it); False leaves the features as given. `instance_dropout` drops that share of each
+    training bag's tiles at each step (at least one tile stays), a regulariser for small cohorts.
     """
 
     epochs: int = 50
@@ -149,6 +153,8 @@ class FitConfig:
     seed: int = 0
     deterministic: bool = False
     progress: bool = True
+    standardize: bool = True
+    instance_dropout: float = 0.0
 
     def __post_init__(self):
         if self.schedule not in ("cosine", "plateau", "none"):
@@ -158,6 +164,8 @@ class FitConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_tiles is not None and self.max_tiles < 1:
             raise ValueError(f"max_tiles must be positive or None, got {self.max_tiles}")
+        if not 0.0 <= self.instance_dropout < 1.0:
+            raise ValueError(f"instance_dropout must be in [0, 1), got {self.instance_dropout}")
 
 
 def plan(bags: InMemoryBags, task: Task, **overrides) -> dict:
@@ -166,7 +174,8 @@ def plan(bags: InMemoryBags, task: Task, **overrides) -> dict:
     `plan(...)["config"]` holds the `FitConfig` fields; `["data"]` the figures they came from. Rules: fewer bags
     get more epochs, more patience and more weight decay; wide features a smaller learning rate; large bags a
     `max_tiles` cap; small bags (median <= 256 tiles) are padded into batches of 16; survival needs batches of
-    several slides for the Cox loss (32, with bags capped at 2,048 tiles); a class under
+    several slides for the Cox loss (32, with bags capped at 2,048 tiles); the learning rate grows with the
+    batch size (linear scaling, at most 2e-3); a class under
     half the largest class turns on balanced class weights. `overrides` replace planned fields (checked names).
     """
     bags = as_bags(bags)
@@ -185,6 +194,9 @@ def plan(bags: InMemoryBags, task: Task, **overrides) -> dict:
         config["batch_size"] = 32
         config["max_tiles"] = 2048 if data["p90_tiles"] > 2048 else config["max_tiles"]
     config["batch_size"] = int(min(config["batch_size"], n))
+    # Linear scaling (Goyal et al. 2017): a step over a batch of bags takes a larger step, capped; without it
+    # small cohorts in batches of 16 get a few hundred small steps in all and stop far from a fit.
+    config["lr"] = float(min(2e-3, config["lr"] * config["batch_size"]))
     if task.name in ("binary", "multiclass"):
         counts = np.bincount(target.astype(int))
         data["class_counts"] = counts.tolist()
@@ -301,7 +313,8 @@ def fit(model: MILModel, task: Task, train_bags, val_bags=None, config: FitConfi
     """Train `model` for `task` on `train_bags`, early-stopping on the task's metric over `val_bags`.
 
     `config="auto"` plans it from the training bags (`plan`); `plan_path` writes the plan (or the given
-    config) as JSON. Learns the task's labels from the training bags (`task.fit_labels`); after training the
+    config) as JSON. Learns the task's labels from the training bags (`task.fit_labels`) and, with
+    `config.standardize`, the feature scale (set on the model); after training the
     model holds the best validation epoch's weights and the task settles its threshold on validation
     (`task.finalize`). Returns the history, one row per epoch (train loss, validation loss and metrics, learning
     rate, seconds); `history.attrs` holds the best epoch, the monitored metric and the config used.
@@ -326,6 +339,7 @@ def fit(model: MILModel, task: Task, train_bags, val_bags=None, config: FitConfi
     _check_model(model, task, train.dim)
     if val is not None and val.dim != train.dim:
         raise ValueError(f"validation bags have {val.dim}-dimensional features, training bags {train.dim}")
+    model.set_feature_scale(FeatureScale.fit(train.features) if config.standardize else None)
 
     device = resolve_device(config.device)
     if config.deterministic and device.type == "cuda":
@@ -373,6 +387,10 @@ def _train(model, task, train, y_train, val, y_val, config: FitConfig, device) -
             bags = [train.features[i] for i in index.tolist()]
             if config.max_tiles is not None:
                 bags = [_subsample(b, config.max_tiles, rng) for b in bags]
+            if config.instance_dropout:
+                bags = [
+                    _subsample(b, max(1, round(len(b) * (1 - config.instance_dropout))), rng) for b in bags
+                ]
             x, mask = _pad(bags, device)
             target = y_train[index.to(device)]
             with _autocast(device, config.mixed_precision):
@@ -453,7 +471,10 @@ def _splitter(n_splits: int, seed: int) -> StratifiedGroupKFold:
     return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
 
 
-def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config: FitConfig | str = "auto",
+VALIDATION_PARTS = 4  # n_splits=1: one part in four (grouped by patient, stratified) is the validation set
+
+
+def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config: FitConfig | str | dict = "auto",
                    model_kwargs: dict | None = None, seed: int = 0,
                    out_dir: str | Path | None = None) -> CVResult:  # fmt: skip
     """K-fold cross-validation of a registered model, folds grouped by patient and stratified by label.
@@ -461,51 +482,45 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
     Survival folds are stratified by event and time quartile. In each fold a further grouped, stratified split
     of the training slides (one part in max(2, n_splits - 1)) is the validation set for early stopping and the
     threshold; the held-out fold gives the metrics (`task.evaluate`). A test fold without a positive slide (or,
-    for survival, without an event) is an error naming the fold. With `out_dir`, the plan (plan.json), fold
-    metrics (folds.csv) and out-of-fold predictions (oof.csv) are written there.
+    for survival, without an event) is an error naming the fold. `n_splits=1` trains one model on a grouped,
+    stratified train/validation split (one part in four is validation, the first part that can be evaluated)
+    and reports the validation slides' figures: optimistic, as they also pick the epoch; the out-of-fold table
+    then holds the validation slides only. `config`: a `FitConfig`, "auto" (`plan` on the first fold's
+    training slides) or a dict of `FitConfig` fields replacing the planned ones. With `out_dir`, the plan
+    (plan.json), fold metrics (folds.csv) and out-of-fold predictions (oof.csv) are written there.
     """
     bags = as_bags(bags)
     base_task = create_task(task) if isinstance(task, str) else task
     base_task.fit_labels(bags.labels, bags.ids)
     target = base_task.encode(bags.labels, bags.ids)
     strata = base_task.strata(target)
-    if len(np.unique(bags.groups)) < n_splits:
-        raise ValueError(
-            f"{n_splits} folds need at least {n_splits} patients, got {len(np.unique(bags.groups))}"
-        )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        splits = list(_splitter(n_splits, seed).split(np.zeros(len(bags)), strata, bags.groups))
-    for k, (_, test) in enumerate(splits):
-        problem = base_task.fold_problem(target[test])
-        if problem:
-            raise ValueError(f"fold {k} of {n_splits} has {problem} among its {len(test)} test slides; "
-                             f"use fewer folds (n_splits < {n_splits}) or more slides")  # fmt: skip
-    if isinstance(config, str):
-        planned = plan(bags.subset(splits[0][0]), base_task) if config == "auto" else None
-        if planned is None:
-            raise ValueError(f"config must be a FitConfig or 'auto', got {config!r}")
-        config = FitConfig(**planned["config"])
+    if n_splits < 1:
+        raise ValueError(f"n_splits must be 1 (a train/validation split) or more, got {n_splits}")
+    folds = (_validation_split if n_splits == 1 else _cv_folds)(base_task, target, strata, bags.groups,
+                                                                 n_splits, seed)  # fmt: skip
+    if isinstance(config, (str, dict)):
+        if config != "auto" and not isinstance(config, dict):
+            raise ValueError(f"config must be a FitConfig, 'auto' or a dict of planned fields to replace, "
+                             f"got {config!r}")  # fmt: skip
+        overrides = config if isinstance(config, dict) else {}
+        planned_on = np.concatenate(folds[0][:2]) if n_splits > 1 else folds[0][0]  # the training slides
+        config = FitConfig(**plan(bags.subset(planned_on), base_task, **overrides)["config"])
     planned = {"config": asdict(config), "n_splits": n_splits, "seed": seed, "model": model,
                "model_kwargs": model_kwargs or {}, "task": base_task.state()}  # fmt: skip
+    if n_splits == 1:
+        planned["validation_parts"] = min(VALIDATION_PARTS, len(np.unique(bags.groups)))
     rows, oof_parts, models, tasks, histories = [], [], [], [], []
-    for k, (train_index, test_index) in enumerate(splits):
-        inner = max(2, n_splits - 1)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-            fit_part, val_part = next(_splitter(inner, seed + k + 1).split(
-                np.zeros(len(train_index)), strata[train_index], bags.groups[train_index]))  # fmt: skip
+    for k, (fit_index, val_index, test_index) in enumerate(folds):
         fold_task = copy.deepcopy(base_task)
         fold_config = replace(config, seed=config.seed + k)
         torch.manual_seed(fold_config.seed)
         fold_model = create_model(model, bags.dim, base_task.n_outputs,
                                   **{**fold_task.model_kwargs(), **(model_kwargs or {})})  # fmt: skip
-        history = fit(fold_model, fold_task, bags.subset(train_index[fit_part]),
-                      bags.subset(train_index[val_part]), fold_config)  # fmt: skip
+        history = fit(fold_model, fold_task, bags.subset(fit_index), bags.subset(val_index), fold_config)
         test = bags.subset(test_index)
         prediction = fold_task.predict(predict_logits(fold_model, test, fold_config.device))
         metrics = fold_task.evaluate(target[test_index], prediction)
-        rows.append({"fold": k, "n_train": len(fit_part), "n_val": len(val_part), "n_test": len(test_index),
+        rows.append({"fold": k, "n_train": len(fit_index), "n_val": len(val_index), "n_test": len(test_index),
                      "best_epoch": history.attrs["best_epoch"],
                      **{m: v for m, v in metrics.items() if np.isscalar(v)}})  # fmt: skip
         part = pd.DataFrame(prediction.reshape(len(test_index), -1), columns=fold_task.columns())
@@ -520,14 +535,58 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
     metric_columns = [
         c for c in folds.columns if c not in ("fold", "n_train", "n_val", "n_test", "best_epoch")
     ]
-    summary = pd.DataFrame({"mean": folds[metric_columns].mean(), "sd": folds[metric_columns].std(ddof=1)})
-    oof = pd.concat(oof_parts, ignore_index=True).set_index("slide_id").loc[bags.ids].reset_index()
+    sd = folds[metric_columns].std(ddof=1) if len(folds) > 1 else pd.Series(np.nan, index=metric_columns)
+    summary = pd.DataFrame({"mean": folds[metric_columns].mean(), "sd": sd})
+    oof = pd.concat(oof_parts, ignore_index=True).set_index("slide_id")
+    oof = oof.loc[[i for i in bags.ids if i in oof.index]].reset_index()
     if out_dir is not None:
         out_dir = Path(out_dir)
         write_json(out_dir / "plan.json", planned)
         _write_csv(folds, out_dir / "folds.csv")
         _write_csv(oof, out_dir / "oof.csv")
     return CVResult(folds, summary, oof, models, tasks, planned, histories)
+
+
+def _grouped_split(n_splits: int, seed: int, strata: np.ndarray, groups: np.ndarray) -> list:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        return list(_splitter(n_splits, seed).split(np.zeros(len(strata)), strata, groups))
+
+
+def _cv_folds(task: Task, target, strata, groups, n_splits: int, seed: int) -> list:
+    """(fit, validation, test) slide indices of each fold: the test folds, then an inner split of each training
+    part for validation."""
+    if len(np.unique(groups)) < n_splits:
+        raise ValueError(f"{n_splits} folds need at least {n_splits} patients, got {len(np.unique(groups))}")
+    splits = _grouped_split(n_splits, seed, strata, groups)
+    for k, (_, test) in enumerate(splits):
+        problem = task.fold_problem(target[test])
+        if problem:
+            raise ValueError(f"fold {k} of {n_splits} has {problem} among its {len(test)} test slides; "
+                             f"use fewer folds (n_splits < {n_splits}) or more slides")  # fmt: skip
+    folds = []
+    for k, (train, test) in enumerate(splits):
+        fit_part, val_part = _grouped_split(max(2, n_splits - 1), seed + k + 1, strata[train], groups[train])[
+            0
+        ]
+        folds.append((train[fit_part], train[val_part], test))
+    return folds
+
+
+def _validation_split(task: Task, target, strata, groups, n_splits: int, seed: int) -> list:
+    """One (fit, validation, validation) triple: the first of `VALIDATION_PARTS` grouped, stratified parts
+    that can be evaluated (a small cohort's part may lack a class) is the validation set."""
+    parts = min(VALIDATION_PARTS, len(np.unique(groups)))
+    if parts < 2:
+        raise ValueError("a train/validation split needs slides of at least 2 patients")
+    splits = _grouped_split(parts, seed, strata, groups)
+    problems = [task.fold_problem(target[val]) for _, val in splits]
+    usable = [k for k, problem in enumerate(problems) if not problem]
+    if not usable:
+        raise ValueError(f"every validation split has a problem, e.g. {problems[0]} among its "
+                         f"{len(splits[0][1])} slides; add slides or use cross-validation")  # fmt: skip
+    train, val = splits[usable[0]]
+    return [(train, val, val)]
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:

@@ -72,29 +72,7 @@ def _read_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def _match(table: pd.DataFrame, stores: dict[str, Path], labels_path, subset: bool = False) -> list[str]:
-    """One error listing repeated ids, labelled slides without stores and stores without labels; with
-    `subset`, labelled slides without stores are allowed, and returned (the rows to leave out)."""
-    ids = table["slide_id"].astype(str)
-    repeated = sorted(set(ids[ids.duplicated()]))
-    unknown = sorted(set(ids) - set(stores))
-    unlabelled = sorted(set(stores) - set(ids))
-    parts = []
-    if repeated:
-        parts.append(f"{len(repeated)} slide id(s) listed more than once: {repeated[:20]}")
-    if unknown and not subset:
-        parts.append(f"{len(unknown)} labelled slide(s) have no patch store: {unknown[:20]}")
-    if unlabelled:
-        parts.append(f"{len(unlabelled)} patch store(s) have no label: {unlabelled[:20]}")
-    if parts:
-        hint = (
-            " (--labels-subset uses the slides present)" if unknown and not subset and not unlabelled else ""
-        )
-        raise ValueError(f"{labels_path}: labels and slides do not match: " + "; ".join(parts) + hint)
-    return unknown if subset else []
-
-
-def _task_for(task: str, targets: list[str], values: pd.DataFrame):
+def _task_for(task: str, targets: list[str], values: pd.DataFrame, grade_link: str = "cumulative"):
     from mil import create_task
 
     if task not in TASK_CHOICES:
@@ -111,7 +89,9 @@ def _task_for(task: str, targets: list[str], values: pd.DataFrame):
         grades = values[targets[0]].to_numpy(dtype=float)
         if not np.all(grades == np.round(grades)):
             raise ValueError(f"grades in {targets[0]!r} must be whole numbers")
-        return create_task("grade", levels=list(range(int(grades.min()), int(grades.max()) + 1)))
+        return create_task(
+            "grade", levels=list(range(int(grades.min()), int(grades.max()) + 1)), link=grade_link
+        )
     return create_task(task)
 
 
@@ -224,8 +204,8 @@ def _training_curves(path: Path, histories: list, monitor: str) -> None:
 
 def train_slides(results: str | Path, labels: str | Path, task: str, targets, out: str | Path,
                  model: str = "abmil", feature: str = "stain_stats", folds: int = 5, group: str | None = None,
-                 seed: int = 0, config="auto", progress: bool = False,
-                 labels_subset: bool = False) -> TrainResult:  # fmt: skip
+                 seed: int = 0, config="auto", progress: bool = False, labels_subset: bool = False,
+                 model_kwargs: dict | None = None, grade_link: str = "cumulative") -> TrainResult:  # fmt: skip
     """Cross-validate `model` for `task` on the stores of `results` labelled by `labels` (column `slide_id`, the
     `targets` columns and, for patient-grouped folds, `group`); write the model folder `out` (module doc).
 
@@ -234,11 +214,14 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     slides only. Slides whose target is empty (e.g. the grade of a benign slide) or whose store has no tile are
     left out and listed. With `labels_subset` the table may list slides that are not in `results` (a master
     table): those rows are left out and their ids returned in `TrainResult.unused_labels`. `config` is
-    "auto" (planned from the data) or a `mil.FitConfig`. Refuses an `out` that exists and is not a model folder.
+    "auto" (planned from the data), a dict of planned fields to replace or a `mil.FitConfig`. `model_kwargs` go
+    to `mil.create_model`; `grade_link` is the grade task's link ("cumulative", "corn" or "regression"; module `mil.tasks`).
+    Refuses an `out` that exists and is not a model folder.
     """
     from dataclasses import replace
 
     from mil import BagDataset, FitConfig, cross_validate, save_model
+    from mil.bags import match_slides
     from mil.train import write_json
     from tiling import PatchStore
 
@@ -252,7 +235,10 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         )
     stores = find_stores(results)
     table = _read_table(labels)
-    unused = _match(table, stores, labels, labels_subset)
+    try:
+        unused = match_slides(table["slide_id"], list(stores), labels_subset, subset_option="--labels-subset")
+    except ValueError as exc:
+        raise ValueError(f"{labels}: {exc}") from None
     table = table[~table["slide_id"].astype(str).isin(unused)]
     missing = [c for c in [*targets, *([group] if group else [])] if c not in table.columns]
     if missing:
@@ -270,21 +256,23 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     left_out = sorted(left_out + no_tiles)
     table = table.drop(index=no_tiles)
     opened = [opened[s] for s in table.index]
-    bag_task = _task_for(task, targets, table)
-    dataset, scale = _standardized(BagDataset(opened, table, feature, label_columns=targets, group_column=group,
-                                              seed=seed))  # fmt: skip
+    bag_task = _task_for(task, targets, table, grade_link)
+    dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed)
     if config != "auto" and isinstance(config, FitConfig):
         config = replace(config, progress=progress)
-    if folds == 1:
-        cv = _train_validation(model, bag_task, dataset, config=config, seed=seed)
-    else:
-        cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed)
+    # Each fold's model standardises the features with the mean and sd of its own training slides' tiles
+    # (`mil.FeatureScale`, kept in its checkpoint).
+    if isinstance(config, dict):
+        config = {**config, "progress": progress}
+    cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed,
+                        model_kwargs=model_kwargs)  # fmt: skip
     encoder = _encoder_of(opened[0], feature)
     true = table.loc[cv.oof["slide_id"], targets].reset_index(drop=True).add_prefix("true_")
     oof = pd.concat([cv.oof.reset_index(drop=True), true], axis=1)
     summary = cv.summary
     metrics = {
-        "task": task, "targets": targets, "model": model, "feature": feature, "folds": folds,
+        "task": task, "targets": targets, "model": model, "model_kwargs": model_kwargs or {}, "feature": feature,
+        "folds": folds,
         "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
         "per_fold": json.loads(cv.folds.to_json(orient="records")),
         "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},
@@ -302,95 +290,15 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         _plots(tmp, task, oof, targets, cv.tasks, cv.tasks[0].columns())
         _training_curves(tmp / "training_curves.png", cv.histories, cv.tasks[0].monitor)
         write_json(tmp / _MANIFEST, {"format": MODEL_FORMAT, "name": out.name, "task": task, "targets": targets,
-                                     "model": model, "feature": feature, "encoder": encoder,
+                                     "model": model, "model_kwargs": model_kwargs or {}, "feature": feature,
+                                     "encoder": encoder,
                                      "folds": [f"fold_{k}" for k in range(len(cv.models))],
-                                     "columns": cv.tasks[0].columns(), "feature_scale": scale})  # fmt: skip
+                                     "columns": cv.tasks[0].columns()})  # fmt: skip
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return TrainResult(out, cv.folds, summary, left_out, tuple(unused))
-
-
-def _standardized(dataset):
-    """The bags with every feature dimension standardised by the mean and sd over all tiles of the training
-    slides (label-free statistics), and those statistics (saved with the model, applied again at prediction).
-
-    Encoders such as stain_stats give features with sds of 0.01-0.2: unscaled, a MIL model sees slides that
-    differ by a few thousandths, learns slowly and predicts nearly the same value for every slide.
-    """
-    import torch
-
-    from mil import InMemoryBags, as_bags
-
-    bags = as_bags(dataset)
-    tiles = torch.cat([torch.as_tensor(f, dtype=torch.float32) for f in bags.features]).double()
-    mean, sd = tiles.mean(dim=0), tiles.std(dim=0)
-    sd = torch.where(sd > 1e-6, sd, torch.ones_like(sd))  # a constant dimension stays as it is, centred
-    scaled = [((torch.as_tensor(f, dtype=torch.float32).double() - mean) / sd).float() for f in bags.features]
-    scale = {"mean": mean.tolist(), "sd": sd.tolist()}
-    return InMemoryBags(scaled, bags.labels, bags.ids, bags.groups), scale
-
-
-VALIDATION_PARTS = 4  # --folds 1: one part in four (grouped by patient, stratified) is the validation set
-
-
-def _train_validation(model: str, task, dataset, config="auto", seed: int = 0):
-    """One grouped, stratified train/validation split (`--folds 1`): a `mil.CVResult` with one "fold" whose
-    test slides are the validation slides. They also pick the best epoch (early stopping), so the reported
-    figures are optimistic: cross-validation (folds >= 2) gives unbiased ones."""
-    import copy
-    import warnings
-    from dataclasses import asdict
-
-    import torch
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    from mil import CVResult, FitConfig, as_bags, create_model, fit, plan, predict_logits
-
-    bags = as_bags(dataset)
-    task.fit_labels(bags.labels, bags.ids)
-    target = task.encode(bags.labels, bags.ids)
-    strata = task.strata(target)
-    parts = min(VALIDATION_PARTS, len(np.unique(bags.groups)))
-    if parts < 2:
-        raise ValueError("a train/validation split needs slides of at least 2 patients")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        splitter = StratifiedGroupKFold(n_splits=parts, shuffle=True, random_state=seed)
-        splits = list(splitter.split(np.zeros(len(bags)), strata, bags.groups))
-    # The first part that can be evaluated (small cohorts: a part may lack a class) is the validation set.
-    problems = [task.fold_problem(target[val]) for _, val in splits]
-    usable = [k for k, problem in enumerate(problems) if not problem]
-    if not usable:
-        raise ValueError(f"every validation split has a problem, e.g. {problems[0]} among its "
-                         f"{len(splits[0][1])} slides; add slides or use cross-validation")  # fmt: skip
-    train_index, val_index = splits[usable[0]]
-    if isinstance(config, str):
-        if config != "auto":
-            raise ValueError(f"config must be a FitConfig or 'auto', got {config!r}")
-        config = FitConfig(**plan(bags.subset(train_index), task)["config"])
-    planned = {"config": asdict(config), "n_splits": 1, "validation_parts": parts, "seed": seed, "model": model,
-               "model_kwargs": {}, "task": task.state()}  # fmt: skip
-    torch.manual_seed(config.seed)
-    fold_task = copy.deepcopy(task)
-    fold_model = create_model(model, bags.dim, task.n_outputs, **fold_task.model_kwargs())
-    validation = bags.subset(val_index)
-    history = fit(fold_model, fold_task, bags.subset(train_index), validation, config)
-    prediction = fold_task.predict(predict_logits(fold_model, validation, config.device))
-    metrics = fold_task.evaluate(target[val_index], prediction)
-    folds = pd.DataFrame([{"fold": 0, "n_train": len(train_index), "n_val": len(val_index),
-                           "n_test": len(val_index), "best_epoch": history.attrs["best_epoch"],
-                           **{m: v for m, v in metrics.items() if np.isscalar(v)}}])  # fmt: skip
-    metric_columns = [
-        c for c in folds.columns if c not in ("fold", "n_train", "n_val", "n_test", "best_epoch")
-    ]
-    summary = pd.DataFrame({"mean": folds[metric_columns].iloc[0], "sd": np.nan})
-    oof = pd.DataFrame(prediction.reshape(len(val_index), -1), columns=fold_task.columns())
-    oof.insert(0, "fold", 0)
-    oof.insert(0, "group", bags.groups[val_index])
-    oof.insert(0, "slide_id", validation.ids)
-    return CVResult(folds, summary, oof, [fold_model], [fold_task], planned, [history])
 
 
 def _load_model_folder(model_dir: Path) -> tuple[dict, list]:
@@ -555,7 +463,9 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     raw = np.asarray(store.features(feature)[:], dtype=np.float32)
     bag = torch.from_numpy(raw)
     scale = model.manifest.get("feature_scale")
-    if scale is not None:  # the training slides' standardisation (a length mismatch is an error, not skipped)
+    # Model folders written before each fold checkpoint kept its own scale (`mil.FeatureScale`, applied by the
+    # model) carry one for all folds in the manifest (a length mismatch is an error, not skipped).
+    if scale is not None:
         if len(scale["mean"]) != raw.shape[1]:
             raise ValueError(f"features/{feature} have {raw.shape[1]} dimensions, the model's feature_scale "
                              f"{len(scale['mean'])}")  # fmt: skip
@@ -586,7 +496,11 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     for k, column in enumerate(columns):
         row[f"{column}_mean"], row[f"{column}_sd"] = float(mean[k]), float(sd[k])
     row["tiles"] = len(bag)
-    weights = attention / attention.sum() if attention.sum() > 0 else np.full(len(bag), 1 / len(bag))
+    if (attention >= 0).all() and np.isclose(attention.sum(), 1.0, atol=1e-3):  # attention weights
+        weights = attention
+    else:  # per-tile scores (instance pooling models): their softmax over the slide's tiles
+        weights = np.exp(attention - attention.max())
+        weights /= weights.sum()
     pooled = weights @ raw.astype(np.float64)
     feature_row = {**row, "high_attention_fraction": float(high.mean()),
                    **{f"{feature}_{j}": float(v) for j, v in enumerate(pooled)}}  # fmt: skip

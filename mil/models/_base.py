@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from mil.scaling import FeatureScale
 from survival import CoxHead
 
 __all__ = [
@@ -104,7 +105,8 @@ def make_head(kind: str, in_dim: int, n_outputs: int) -> nn.Module:
 
 
 class MILModel(nn.Module):
-    """Base of the registered models: checks `(B, N, D)` features and a `(B, N)` mask, then `forward_bags`.
+    """Base of the registered models: checks `(B, N, D)` features and a `(B, N)` mask, standardises the features
+    with `feature_scale` (when set), then `forward_bags`.
 
     `permutation_invariant` says whether reordering a bag's tiles leaves the logits unchanged (tested).
     """
@@ -116,6 +118,22 @@ class MILModel(nn.Module):
         super().__init__()
         self.in_dim = in_dim
         self.n_outputs = n_outputs
+        self.feature_scale: FeatureScale | None = None
+        # Not in the state dict: checkpoints keep the scale in their JSON, readable, with the model's spec.
+        self.register_buffer("_scale_mean", None, persistent=False)
+        self.register_buffer("_scale_sd", None, persistent=False)
+
+    def set_feature_scale(self, scale: FeatureScale | None) -> None:
+        """Standardise the features given to `forward` with `scale` (None: use them as they are)."""
+        if scale is not None and len(scale) != self.in_dim:
+            raise ValueError(f"a feature scale of {len(scale)} dimensions for a model of {self.in_dim}-dimensional "
+                             "features")  # fmt: skip
+        self.feature_scale = scale
+        device = next(self.parameters()).device
+        self._scale_mean = (
+            None if scale is None else torch.tensor(scale.mean, dtype=torch.float32, device=device)
+        )
+        self._scale_sd = None if scale is None else torch.tensor(scale.sd, dtype=torch.float32, device=device)
 
     def forward(
         self,
@@ -146,6 +164,8 @@ class MILModel(nn.Module):
             raise ValueError(
                 f"instance_labels must have shape (B,) = ({b},), got {tuple(instance_labels.shape)}"
             )
+        if self._scale_mean is not None:
+            features = (features - self._scale_mean) / self._scale_sd
         return self.forward_bags(features, mask, instance_labels)
 
     def forward_bags(self, features, mask, instance_labels) -> MILOutput:

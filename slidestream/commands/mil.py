@@ -3,9 +3,12 @@ predictions, heatmaps and QuPath tiles."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 
 from slidestream.commands._common import (
+    _checked,
     add_quiet,
     fraction,
     non_negative_int,
@@ -13,6 +16,20 @@ from slidestream.commands._common import (
     positive_int,
     show_progress,
 )
+
+
+def model_arg(text: str) -> tuple[str, object]:
+    """KEY=VALUE -> (key, value): the value as JSON (numbers, booleans, null), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a Python name, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+positive_float = _checked(float, lambda v: v > 0, "a positive number", "positive_float")
 
 
 def register(sub) -> None:
@@ -38,6 +55,12 @@ def register(sub) -> None:
     train.add_argument("--target", required=True, nargs="+", metavar="COL",
                        help="label column(s); survival takes TIME EVENT, mutation one or more 0/1 columns")  # fmt: skip
     train.add_argument("--model", default="abmil", help="registered MIL model (default abmil)")
+    train.add_argument("--model-arg", action="append", default=[], type=model_arg, metavar="KEY=VALUE",
+                       help="keyword argument of the model, e.g. --model-arg top_k=4 --model-arg embed_dim=32 "
+                            "(values read as JSON numbers / booleans, else as text)")  # fmt: skip
+    train.add_argument("--grade-link", default="cumulative", metavar="LINK",
+                       help="grade task: the ordinal link, cumulative (default: best in cross-validation on the "
+                            "synthetic cohorts), corn or regression (README)")  # fmt: skip
     train.add_argument(
         "--features", default="stain_stats", help="feature name in the stores (default stain_stats)"
     )
@@ -54,6 +77,7 @@ def register(sub) -> None:
         type=positive_int,
         help="train N epochs (patience N/3) with FitConfig defaults; default: settings planned from the data",
     )
+    train.add_argument("--lr", type=positive_float, help="learning rate (default: planned from the data)")
     train.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and the training")
     train.add_argument(
         "-o", "--out", required=True, type=output_folder, metavar="MODEL_DIR", help="model folder to write"
@@ -84,16 +108,17 @@ def run_train(args) -> int:
     from mil import FitConfig
     from slidestream.mil_slides import train_slides
 
-    config = "auto"
+    config = {"lr": args.lr} if args.lr is not None else "auto"  # the plan, with the learning rate replaced
     try:
         if args.epochs is not None:
+            lr = {"lr": args.lr} if args.lr is not None else {}
             config = FitConfig(
-                epochs=args.epochs, patience=max(1, args.epochs // 3), progress=show_progress(args)
+                epochs=args.epochs, patience=max(1, args.epochs // 3), progress=show_progress(args), **lr
             )
         result = train_slides(args.results, args.labels, args.task, args.target, args.out, model=args.model,
                               feature=args.features, folds=args.folds, group=args.group, seed=args.seed,
-                              config=config, progress=show_progress(args),
-                              labels_subset=args.labels_subset)  # fmt: skip
+                              config=config, progress=show_progress(args), labels_subset=args.labels_subset,
+                              model_kwargs=dict(args.model_arg), grade_link=args.grade_link)  # fmt: skip
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

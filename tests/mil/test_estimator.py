@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.utils.estimator_checks import check_estimator, estimator_checks_generator
 
@@ -56,7 +57,9 @@ def test_learns_and_scores():
     bags, y = _data(60)
     test_bags, test_y = _data(60, 1)
     est = mil.MILEstimator(validation_fraction=0.2, **{**SMALL, "epochs": 10, "lr": 1e-2}).fit(bags, y)
-    assert est.score(test_bags, test_y) >= 0.85  # accuracy; 3 in 4 bags are positive
+    # Ranking (AUC) is the learned part; the accuracy also depends on a threshold picked on 12 validation bags.
+    assert roc_auc_score(test_y == "tumour", est.decision_function(test_bags)) >= 0.95
+    assert est.score(test_bags, test_y) >= 0.8  # accuracy; 3 in 4 bags are positive
 
 
 def test_cross_val_score_and_grid_search():

@@ -15,6 +15,13 @@ EXPECTED = {
     "multiclass": ("multiclass", {}, 8, "auc", 0.95),
     "grade": ("grade", {"levels": 4}, 8, "qwk", 0.6),
     "grade_cumulative": ("grade", {"levels": 4, "link": "cumulative"}, 8, "qwk", 0.6),
+    "grade_regression": (
+        "grade",
+        {"levels": 4, "link": "regression"},
+        8,
+        "qwk",
+        0.5,
+    ),  # shrinks to the middle
     "mutation": ("mutation", {"targets": ["a", "b"]}, 8, "auc", 0.9),
     "survival": ("survival", {}, 16, "c_index", 0.65),
 }
@@ -122,7 +129,22 @@ def test_cumulative_link_loss_is_the_grade_likelihood():
     assert task.decide(task.predict(logits.numpy())).tolist() == ["G3", "G2", "G3", "G4"]
     with pytest.raises(ValueError, match="head='cumulative'"):
         task.loss(torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([1.0]))
-    with pytest.raises(ValueError, match="link must be 'corn' or 'cumulative'"):
+    with pytest.raises(ValueError, match="link must be one of"):
         mil.create_task("grade", link="probit")
     again = mil.tasks.task_from_state(task.state())
     assert again.link == "cumulative" and again.levels == task.levels
+
+
+def test_grade_regression_rounds_the_position_to_a_level():
+    task = mil.create_task("grade", levels=["G1", "G2", "G3", "G4"], link="regression")
+    assert task.n_outputs == 1 and task.model_kwargs() == {}
+    p = task.predict(np.array([[-3.0], [0.4], [0.6], [2.45], [9.0]]))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert (p >= 0).all()
+    assert task.decide(p).tolist() == ["G1", "G1", "G2", "G3", "G4"]
+    # The loss pulls the position towards the grade's index: zero there, and growing away from it.
+    assert float(task.loss(torch.tensor([[2.0]]), torch.tensor([2.0]))) == 0.0
+    assert float(task.loss(torch.tensor([[0.0]]), torch.tensor([3.0]))) > float(
+        task.loss(torch.tensor([[2.0]]), torch.tensor([3.0]))
+    )
+    assert mil.tasks.task_from_state(task.state()).link == "regression"

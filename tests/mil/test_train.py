@@ -25,6 +25,7 @@ def test_auto_plan_follows_the_data_and_is_written(tmp_path):
     planned = mil.plan((bags, y), task)
     assert planned["data"]["n_bags"] == 40 and planned["data"]["dim"] == DIM
     assert planned["config"]["epochs"] == 100 and planned["config"]["batch_size"] == 16
+    assert planned["config"]["lr"] == 2e-3  # 2e-4 per bag, times 16 bags a step, capped
     assert planned["config"]["max_tiles"] is None
     big = [np.zeros((10_000, 1536), np.float32)] * 2
     big_plan = mil.plan((big, [0, 1]), mil.create_task("binary"))["config"]
@@ -78,22 +79,40 @@ def test_deterministic_mode_repeats_a_run():
     assert runs[0].equals(runs[1])
 
 
-def test_max_tiles_draws_new_tiles_each_epoch(monkeypatch):
-    bags = [np.arange(40, dtype=np.float32)[:, None].repeat(DIM, 1) for _ in range(2)]
-    task = mil.create_task("binary")
-    model = _model(task)
+def _training_inputs(monkeypatch, model) -> list:
+    """The features of each training step, as the model receives them (recorded by wrapping its forward)."""
     seen = []
     forward = model.forward
 
     def spy(x, mask=None, instance_labels=None):
         if model.training:
-            seen.append(tuple(x[0, :, 0].tolist()))
-            assert x.shape[1] == 5
+            seen.append(x.detach().clone())
         return forward(x, mask, instance_labels)
 
     monkeypatch.setattr(model, "forward", spy)
+    return seen
+
+
+def test_max_tiles_draws_new_tiles_each_epoch(monkeypatch):
+    bags = [np.arange(40, dtype=np.float32)[:, None].repeat(DIM, 1) for _ in range(2)]
+    task = mil.create_task("binary")
+    model = _model(task)
+    seen = _training_inputs(monkeypatch, model)
     mil.fit(model, task, (bags, [0, 1]), None, mil.FitConfig(epochs=3, max_tiles=5, progress=False))
-    assert len(seen) == 6 and len(set(seen)) == 6
+    assert all(x.shape[1] == 5 for x in seen)
+    drawn = {tuple(x[0, :, 0].tolist()) for x in seen}
+    assert len(seen) == 6 and len(drawn) == 6
+
+
+def test_instance_dropout_drops_a_share_of_each_training_bag(monkeypatch):
+    bags = [np.arange(n, dtype=np.float32)[:, None].repeat(DIM, 1) for n in (40, 3)]
+    task = mil.create_task("binary")
+    model = _model(task)
+    seen = _training_inputs(monkeypatch, model)
+    mil.fit(model, task, (bags, [0, 1]), None, mil.FitConfig(epochs=2, instance_dropout=0.75, progress=False))
+    assert sorted(x.shape[1] for x in seen) == [1, 1, 10, 10]  # a quarter of 40 tiles; of 3 tiles, one stays
+    with pytest.raises(ValueError, match="instance_dropout"):
+        mil.FitConfig(instance_dropout=1.0)
 
 
 @pytest.mark.parametrize("name", ["clam_sb", "dsmil", "transmil"])
@@ -192,3 +211,28 @@ def test_mismatched_validation_bags_and_eventless_survival_fold_are_named():
     y[:2, 1] = 1  # two events among twelve slides: three folds cannot each hold one
     with pytest.raises(ValueError, match=r"fold \d of 3 has no event \(every slide censored\).*fewer folds"):
         mil.cross_validate("mean", "survival", (bags, y), n_splits=3, config=FAST)
+
+
+def test_one_split_trains_on_three_parts_and_reports_the_fourth():
+    bags, y = synthetic_bags("binary", 24, 0)
+    ids = [f"s{i}" for i in range(24)]
+    result = mil.cross_validate("mean", "binary", (bags, y, ids), n_splits=1, config=FAST,
+                                model_kwargs={"embed_dim": 8})  # fmt: skip
+    assert len(result.models) == 1 and result.plan["validation_parts"] == 4
+    row = result.folds.iloc[0]
+    assert row["n_val"] == row["n_test"] == len(result.oof) and row["n_train"] + row["n_val"] == 24
+    assert set(result.oof["slide_id"]) < set(ids) and np.isnan(result.summary.loc["auc", "sd"])
+
+
+def test_one_split_needs_two_patients_and_an_evaluable_part():
+    bags, y = synthetic_bags("binary", 8, 0)
+    with pytest.raises(ValueError, match="at least 2 patients"):
+        mil.cross_validate(
+            "mean", "binary", mil.as_bags((bags, y), groups=["p"] * 8), n_splits=1, config=FAST
+        )
+    groups = ["p0", "p0", "p1", "p1", "p2", "p2", "p3", "p3"]
+    with pytest.raises(ValueError, match="every validation split has a problem, e.g. no positive slide"):
+        mil.cross_validate("mean", "binary", mil.as_bags((bags, np.zeros(8)), groups=groups), n_splits=1,
+                           config=FAST)  # fmt: skip
+    with pytest.raises(ValueError, match="n_splits must be 1"):
+        mil.cross_validate("mean", "binary", (bags, y), n_splits=0, config=FAST)

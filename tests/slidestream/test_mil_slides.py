@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from slidestream.cli import main
+from tiling import PatchStore
 
 N_SLIDES = 8
 
@@ -81,9 +82,12 @@ def test_train_then_predict_binary(cohort, cancer_model, tmp_path):
     assert oof["probability"].between(0, 1).all()
     assert (model / "roc_cancer.png").stat().st_size > 0 and (model / "plan.json").exists()
     assert (model / "training_curves.png").stat().st_size > 0
-    scale = json.loads((model / "mil_model.json").read_text())["feature_scale"]  # applied again by predict
-    assert len(scale["mean"]) == len(scale["sd"]) == 53 and min(scale["sd"]) > 0
     checkpoint = load_model(model / "fold_1")
+    # Each fold standardises with its own training slides' tiles; the checkpoint keeps it, the model applies it.
+    scale = checkpoint.model.feature_scale
+    assert len(scale) == 53 and min(scale.sd) > 0
+    assert scale != load_model(model / "fold_0").model.feature_scale
+    assert "feature_scale" not in json.loads((model / "mil_model.json").read_text())
     assert (
         checkpoint.config["feature"] == "stain_stats"
         and checkpoint.config["encoder"]["encoder"] == "stain_stats"
@@ -124,9 +128,13 @@ def test_grade_and_survival(cohort, tmp_path, capsys):
     labels.to_csv(tmp_path / "labels.csv", index=False)
     code = main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
                  "grade", "--target", "grade", "--folds", "2", "--epochs", "3", "-o", str(tmp_path / "grade"),
-                 "-q"])  # fmt: skip
+                 "--grade-link", "regression", "-q"])  # fmt: skip
     assert code == 0
     assert "left out 1 slide(s)" in capsys.readouterr().out
+    from mil import load_model
+
+    checkpoint = load_model(tmp_path / "grade" / "fold_0")
+    assert checkpoint.task.link == "regression" and checkpoint.model.n_outputs == 1
     assert (tmp_path / "grade" / "confusion_matrix.png").stat().st_size > 0
     oof = pd.read_csv(tmp_path / "grade" / "oof_predictions.csv")
     assert len(oof) == N_SLIDES - 1 and {"p_1", "p_2"} <= set(oof.columns)
@@ -221,8 +229,22 @@ def test_predict_failures_and_encoder_mismatch(cohort, tmp_path, capsys):
 
 def test_one_fold_is_a_train_validation_split(cohort, tmp_path):
     model = tmp_path / "split"
-    assert _train(cohort, model, "binary", "cancer", extra=["--folds", "1"]) == 0
+    extra = [
+        "--folds",
+        "1",
+        "--model",
+        "topk",
+        "--model-arg",
+        "top_k=2",
+        "--model-arg",
+        "embed_dim=8",
+        "--lr",
+        "3e-3",
+    ]
+    assert _train(cohort, model, "binary", "cancer", extra=extra) == 0
     metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["model"] == "topk" and metrics["model_kwargs"] == {"top_k": 2, "embed_dim": 8}
+    assert json.loads((model / "plan.json").read_text())["config"]["lr"] == 3e-3
     (fold,) = metrics["per_fold"]
     assert metrics["folds"] == 1 and fold["n_train"] + fold["n_val"] == N_SLIDES and fold["n_val"] >= 1
     oof = pd.read_csv(model / "oof_predictions.csv")
@@ -233,6 +255,25 @@ def test_one_fold_is_a_train_validation_split(cohort, tmp_path):
     assert main(["mil", "predict", str(cohort / "results"), "--model", str(model), "-o", str(out), "-q"]) == 0
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == N_SLIDES and (predictions.probability_sd == 0).all()  # one model: no spread
+    # topk's per-tile scores are logits, not weights: the slide features weigh the tiles by their softmax, a
+    # convex combination of the tiles' features.
+    features = pd.read_csv(out / "slide_features.csv", dtype={"slide_id": str}).set_index("slide_id")
+    for slide_id, row in features.iterrows():
+        tiles = PatchStore.open(cohort / "results" / "slides" / slide_id / "patches.zarr").features(
+            "stain_stats"
+        )[:]
+        assert tiles[:, 0].min() - 1e-3 <= row["stain_stats_0"] <= tiles[:, 0].max() + 1e-3
+
+
+def test_model_arg_parses_values_and_refuses_a_bad_key():
+    import argparse
+
+    from slidestream.commands.mil import model_arg
+
+    assert model_arg("top_k=4") == ("top_k", 4) and model_arg("gated=true") == ("gated", True)
+    assert model_arg("head=cox") == ("head", "cox") and model_arg("dropout=0.5") == ("dropout", 0.5)
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        model_arg("top_k")
 
 
 def test_predict_step_of_a_run(cohort, cancer_model, tmp_path):
@@ -315,3 +356,27 @@ def test_a_moved_slides_heatmap_is_drawn_on_its_stitch_image(synthetic_slide, tm
         tmp_path / "heat.png", store, tmp_path / "alpha", np.arange(len(store), dtype=float), "t", "v"
     )
     assert shapes == [(256, 320)] and (tmp_path / "heat.png").exists()
+
+
+def test_a_model_folder_with_the_older_shared_scale_predicts_the_same(cohort, cancer_model, tmp_path):
+    """Folders written before each fold kept its own scale hold one scale for all folds in mil_model.json."""
+    from slidestream.mil_slides import load_model_folder, predict_store
+
+    manifest = json.loads((cancer_model / "mil_model.json").read_text())
+    shared = json.loads((cancer_model / "fold_0" / "config.json").read_text())["feature_scale"]
+    slide = tmp_path / "results" / "S000"
+    shutil.copytree(cohort / "results" / "slides" / "S000", slide)  # predict writes scores into the store
+    rows = {}
+    for name, in_checkpoints in (("old", False), ("new", True)):
+        folder = tmp_path / name
+        shutil.copytree(cancer_model, folder)
+        for fold in manifest["folds"]:
+            config = json.loads((folder / fold / "config.json").read_text())
+            config["feature_scale"] = shared if in_checkpoints else None
+            (folder / fold / "config.json").write_text(json.dumps(config))
+        if not in_checkpoints:
+            (folder / "mil_model.json").write_text(json.dumps({**manifest, "feature_scale": shared}))
+        store = PatchStore.open(slide / "patches.zarr")
+        rows[name] = predict_store(load_model_folder(folder), store, slide / "patches.zarr", "S000",
+                                   tmp_path / f"{name}_out")[0]  # fmt: skip
+    assert rows["old"]["probability_mean"] == pytest.approx(rows["new"]["probability_mean"], rel=1e-5)
