@@ -10,6 +10,7 @@ folder wait for each other's slides instead of writing them twice. A full disk e
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -145,13 +146,24 @@ def _run_steps(item: SlideInput, config: RunConfig, folder: Path, worker: str, o
 TILES_TOPIC = "slidestream-tiles"
 
 
-_thread_lock_set = threading.Event()
+def _thread_tqdm_lock() -> None:
+    """Give tqdm a fresh lock of this process's threads (its bars: `tqdm.auto`'s class and the plain one share
+    it). tqdm's default, a multiprocessing semaphore, would be left behind by a dask worker ended by Ctrl-C
+    (and multiprocessing would warn about it on the console); a forked worker must not keep the parent's lock,
+    which a thread of the parent that does not exist in the fork may have been holding when it was forked."""
+    from tqdm import std
+
+    lock = threading.RLock()
+    for cls in {std.tqdm, tqdm}:
+        cls.set_lock(lock)
+
+
+_thread_tqdm_lock_once = functools.cache(_thread_tqdm_lock)
 
 
 def _dask_worker():
     """The dask worker running this task, or None (not in a dask worker). In a worker, once per process: tqdm's
-    lock becomes a thread lock (its default, a multiprocessing semaphore, would be left behind by a worker
-    ended by Ctrl-C, and multiprocessing would warn about it on the console)."""
+    lock becomes a thread lock (`_thread_tqdm_lock`)."""
     if "distributed" not in sys.modules:  # not a dask worker; and importing it (a second) is not needed here
         return None
     try:
@@ -160,9 +172,7 @@ def _dask_worker():
         worker = get_worker()
     except (ImportError, ValueError):
         return None
-    if not _thread_lock_set.is_set():
-        tqdm.set_lock(threading.RLock())
-        _thread_lock_set.set()
+    _thread_tqdm_lock_once()
     return worker
 
 
@@ -682,8 +692,10 @@ class _ForkPool:
 
         executor = ProcessPoolExecutor(self.workers, mp_context=self.context, initializer=_fork_worker_start,
                                        initargs=(self.stopping, self.events))  # fmt: skip
-        # Fork every worker now, before this process starts threads of its own (the queue's reader, progress),
-        # with Ctrl-C ignored meanwhile: a worker forked then starts ignoring it (its initializer says so too).
+        # Fork every worker now, with Ctrl-C ignored meanwhile: a worker forked then starts ignoring it (its
+        # initializer says so too). The first pool is forked before this process starts threads of its own (the
+        # queue's reader, progress); a fresh one after a broken pool is forked while they run, so a worker
+        # takes no lock those threads may hold (tqdm's: the initializer gives it its own).
         # The objects of this process are frozen for the forks' garbage collector: its passes would touch
         # (and so copy) every page of them in each worker.
         main = threading.current_thread() is threading.main_thread()
@@ -773,8 +785,12 @@ _fork_worker: dict = {}  # in a forked worker: the run's stop event and event qu
 
 
 def _fork_worker_start(stopping, events) -> None:
-    """A forked worker's start: Ctrl-C is for the main process (a terminal sends it to the whole group)."""
+    """A forked worker's start: Ctrl-C is for the main process (a terminal sends it to the whole group), and
+    tqdm gets a lock of its own (`_thread_tqdm_lock`): a fresh pool is forked while this process's threads
+    (the queue's reader updating the tiles bar, tqdm's monitor) may hold tqdm's lock, and every slide makes
+    a bar, which takes it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _thread_tqdm_lock()
     _fork_worker.update(stopping=stopping, events=events)
 
 

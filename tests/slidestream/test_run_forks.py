@@ -65,3 +65,37 @@ def test_a_worker_that_dies_loses_its_slide_and_the_others_are_done(tmp_path, mo
     status = {r.slide_id: (r.status, r.error) for r in result.records}
     assert status["a"][0] == status["c"][0] == "done"
     assert status["bad"][0] == "failed" and status["bad"][1].startswith("worker lost: BrokenProcessPool")
+
+
+def _make_a_bar() -> str:
+    from tqdm.auto import tqdm
+
+    tqdm(total=1, disable=True).close()  # as each slide's tiling does: even a disabled bar takes tqdm's lock
+    return "ok"
+
+
+def test_a_pool_forked_while_a_thread_holds_tqdms_lock_works(tmp_path):
+    """A fresh pool after a broken one is forked while the event reader may be updating the tiles bar."""
+    import threading
+
+    from tqdm.auto import tqdm
+
+    held, release = threading.Event(), threading.Event()
+
+    def update_the_bar():
+        with tqdm.get_lock():
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=update_the_bar, daemon=True)
+    holder.start()
+    held.wait()
+    pool = runner_module._ForkPool(1)
+    release.set()
+    holder.join()
+    try:
+        assert pool.executor.submit(_make_a_bar).result(timeout=20) == "ok"
+    finally:
+        for process in list(pool.executor._processes.values()):
+            process.kill()  # a hung worker (the old behaviour) would keep the pool's shutdown waiting
+        pool.close()
