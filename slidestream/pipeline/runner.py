@@ -686,6 +686,7 @@ class _ForkPool:
         self.config: RunConfig | None = None  # from submit: slides of a broken pool go again
         self._lock = threading.Lock()
         self._listener: threading.Thread | None = None
+        self._drained = threading.Event()  # set by the reader at the ("drained",) marker (`_drain`)
 
     def _executor(self):
         from concurrent.futures import ProcessPoolExecutor
@@ -717,6 +718,8 @@ class _ForkPool:
             if isinstance(event, tuple) and event[0] == "start":
                 with self._lock:
                     self.started.add(event[1])
+            elif isinstance(event, tuple) and event[0] == "drained":
+                self._drained.set()
             elif self._count is not None:
                 self._count(event)
 
@@ -750,9 +753,8 @@ class _ForkPool:
                     yield future
                     continue
                 if pool_of[future] is self.executor:  # the first news of this pool's end: a fresh one
-                    with self._lock:
-                        running, self.started = set(self.started), set()
                     self.executor.shutdown(wait=True, cancel_futures=True)
+                    running = self._drain()
                     self.executor = self._executor()
                 strikes = self.strikes[item.slide_id] = self.strikes.get(item.slide_id, 0) + (
                     item.slide_id in running
@@ -763,6 +765,19 @@ class _ForkPool:
                 again = self.executor.submit(_forked_slide, item, self.config)
                 futures[again], pool_of[again] = item, self.executor
                 pending.add(again)
+
+    def _drain(self) -> set[str]:
+        """The slides started in the pool that has just ended (every worker of it gone), read to the last one:
+        after the workers' events, a marker this process puts on the queue (FIFO) comes back through the
+        reader. Without that, a dead worker's start event not read yet would be missed here, and would be
+        counted later against the fresh pool."""
+        if self._listener is not None:
+            self._drained.clear()
+            self.events.put(("drained",))
+            self._drained.wait()
+        with self._lock:
+            running, self.started = self.started, set()
+        return running
 
     def cancel(self, futures) -> None:
         self.stopping.set()

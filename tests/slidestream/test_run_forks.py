@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 from slidestream.discovery import SlideInput
 from slidestream.pipeline import load_config, run_batch
 from slidestream.pipeline import runner as runner_module
+from slidestream.pipeline.manifest import read_manifest
 from slidestream.pipeline.steps import STEPS
 from tests.conftest import write_blank_slide
 
@@ -99,3 +101,108 @@ def test_a_pool_forked_while_a_thread_holds_tqdms_lock_works(tmp_path):
         for process in list(pool.executor._processes.values()):
             process.kill()  # a hung worker (the old behaviour) would keep the pool's shutdown waiting
         pool.close()
+
+
+class _Scripted:
+    """The tile step, except that `script[slide_id](run, ctx)` runs first in each try of that slide (`run`: 1 for
+    the first try, counted in files under `folder`, which outlive the workers)."""
+
+    name, uses_torch = "tile", False
+
+    def __init__(self, step, folder, script):
+        self.step, self.folder, self.script = step, folder, script
+
+    def outputs(self, ctx):
+        return self.step.outputs(ctx)
+
+    def run(self, ctx):
+        tries = self.folder / f"{ctx.slide_id}.tries"
+        with open(tries, "a") as f:
+            f.write("x")
+        if ctx.slide_id in self.script:
+            self.script[ctx.slide_id](len(tries.read_text()), ctx)
+        return self.step.run(ctx)
+
+
+def _tries(folder, slide_id) -> int:
+    path = folder / f"{slide_id}.tries"
+    return len(path.read_text()) if path.exists() else 0
+
+
+def _wait_for(condition, seconds=60.0) -> None:
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "waited too long"
+        time.sleep(0.02)
+
+
+def test_a_slide_running_beside_one_that_dies_is_redone(tmp_path, monkeypatch):
+    """Two workers: "a" is mid-tiling when "bad" ends its worker (the pool breaks): "a" is done again in a fresh
+    pool, "bad", which dies there too, is lost."""
+    tries = tmp_path / "tries"
+    tries.mkdir()
+
+    def a(run, ctx):
+        if run == 1:
+            (tries / "a-started").touch()
+            time.sleep(60)  # ended with its pool, when "bad" dies
+
+    def bad(run, ctx):
+        if run == 1:
+            _wait_for((tries / "a-started").exists)
+        else:  # once "a" is recorded, so that only "bad" is running when the second pool breaks
+            _wait_for(
+                lambda: any(r["slide_id"] == "a" for r in read_manifest(ctx.config.out / "manifest.jsonl"))
+            )
+        os._exit(11)
+
+    monkeypatch.setitem(STEPS, "tile", _Scripted(STEPS["tile"], tries, {"a": a, "bad": bad}))
+    slides = [
+        SlideInput(name, write_blank_slide(tmp_path / f"{name}.tiff", 512, 512)) for name in ("a", "bad")
+    ]
+    config = load_config(
+        out=tmp_path / "out", steps=("tile",), progress=False, slide_workers=2, executor="forks"
+    )
+    result = run_batch(slides, config)
+    status = {r.slide_id: (r.status, r.error) for r in result.records}
+    assert status["a"] == ("done", None) and (_tries(tries, "a"), _tries(tries, "bad")) == (2, 2)
+    assert status["bad"][0] == "failed" and status["bad"][1].startswith("worker lost: BrokenProcessPool")
+
+
+def test_a_slide_start_read_late_still_counts_for_the_pool_that_broke(tmp_path, monkeypatch):
+    """The reader of the workers' events is slow to read a start: "bad" still gets its strike in the pool it
+    died in (and so is lost after two tries), and "a", queued behind it, gets none."""
+
+    def bad(run, ctx):
+        os._exit(11)
+
+    tries = tmp_path / "tries"
+    tries.mkdir()
+    monkeypatch.setitem(STEPS, "tile", _Scripted(STEPS["tile"], tries, {"bad": bad}))
+    slides = [
+        SlideInput(name, write_blank_slide(tmp_path / f"{name}.tiff", 512, 512)) for name in ("bad", "a")
+    ]
+    config = load_config(
+        out=tmp_path / "out", steps=("tile",), progress=False, slide_workers=1, executor="forks"
+    )
+    records = []
+    with runner_module._forks(config) as pool:
+        read = pool.events.get
+
+        def late():
+            event = read()
+            if isinstance(event, tuple) and event[0] == "start":
+                time.sleep(0.5)
+            return event
+
+        pool.events.get = late
+        futures = pool.submit(slides, config, lambda event: None)
+        for future in pool.as_completed(futures):
+            item = futures[future]
+            try:
+                records.extend(future.result())
+            except Exception as exc:
+                records.append((item.slide_id, pool.lost(exc)))
+    assert _tries(tries, "bad") == 2
+    assert [r.status for r in records if not isinstance(r, tuple)] == ["done"]
+    assert [r[0] for r in records if isinstance(r, tuple)] == ["bad"]
