@@ -123,6 +123,13 @@ class RunConfig:
     predict: PredictOptions = field(default_factory=PredictOptions)
     dashboard: bool = False
 
+    def __post_init__(self):
+        import multiprocessing
+
+        if self.executor == "forks" and "fork" not in multiprocessing.get_all_start_methods():
+            raise ValueError("executor 'forks' needs a platform that forks processes (Linux); use "
+                             "'threads' or 'processes'")  # fmt: skip
+
     @property
     def workers(self) -> int | None:
         """Deprecated name of `slide_workers`."""

@@ -672,9 +672,6 @@ class _ForkPool:
     def __init__(self, workers: int):
         import multiprocessing
 
-        if "fork" not in multiprocessing.get_all_start_methods():
-            raise ValueError("--executor forks needs a platform that forks processes (Linux); use threads or "
-                             "processes")  # fmt: skip
         self.context = multiprocessing.get_context("fork")
         self.workers = workers
         self.stopping = self.context.Event()

@@ -7,6 +7,8 @@ import os
 import shutil
 import time
 
+import pytest
+
 from slidestream.discovery import SlideInput
 from slidestream.pipeline import load_config, run_batch
 from slidestream.pipeline import runner as runner_module
@@ -206,3 +208,15 @@ def test_a_slide_start_read_late_still_counts_for_the_pool_that_broke(tmp_path, 
     assert _tries(tries, "bad") == 2
     assert [r.status for r in records if not isinstance(r, tuple)] == ["done"]
     assert [r[0] for r in records if isinstance(r, tuple)] == ["bad"]
+
+
+def test_forks_on_a_platform_that_does_not_fork_are_refused_where_the_config_is_built(tmp_path, monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    with pytest.raises(ValueError, match=r"^\[run\]: executor 'forks' needs a platform that forks"):
+        load_config(out=tmp_path / "out", executor="forks")
+    (tmp_path / "run.toml").write_text('[run]\nexecutor = "forks"\n')
+    with pytest.raises(ValueError, match=r"run\.toml: \[run\]: executor 'forks'"):
+        load_config(tmp_path / "run.toml")
+    assert load_config(out=tmp_path / "out", executor="threads").executor == "threads"
