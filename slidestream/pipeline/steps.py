@@ -239,10 +239,8 @@ def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, ro
     attrs = store.attrs
     geojson = folder / "tissue.geojson"
     tissue = None
-    if region is not None:  # as read back from the file: one polygon per annotation, united
-        tissue = shapely.union_all(
-            [qupath.clean_geometry(p) for p in shapely.get_parts(region) if not p.is_empty]
-        )
+    if region is not None:  # already clean (`tiling.tissue.drop_fragments`): what the file holds, united
+        tissue = qupath.clean_geometry(region)
     elif geojson.exists():
         tissue = shapely.union_all([o.geometry for o in qupath.read_geojson(geojson)])
     spec = TileSpec.from_dict(attrs["tiling"])

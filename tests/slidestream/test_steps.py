@@ -172,9 +172,10 @@ def test_the_roi_is_parsed_once_per_slide_for_the_tiles_and_the_pictures(cmu_pat
     roi_file = tmp_path / "roi.geojson"
     wsi.qupath.write_geojson(roi_file, [wsi.qupath.QuPathObject(shapely.box(0, 0, w / 2, h))])
     calls = []
-    parse = tiling.roi.load_roi
-    monkeypatch.setattr(tiling.roi, "load_roi", lambda path: calls.append(path) or parse(path))
-    monkeypatch.setattr(tiling, "load_roi", tiling.roi.load_roi)
+    parse = (
+        tiling.roi.read_roi
+    )  # every name of load_roi (tiling, tiling.tissue, tiling.engine) reads through it
+    monkeypatch.setattr(tiling.roi, "read_roi", lambda path, *args: calls.append(path) or parse(path, *args))
     result, _ = tile_with_pictures(tmp_path / "cmu", cmu_path, "cmu", TileOptions(roi=str(roi_file)))
     assert calls == [roi_file]
     assert result.store.coords[:, 0].max() < w / 2
