@@ -36,8 +36,9 @@ def _deflate(data: bytes, level: int) -> bytes:
     return zlib.compress(data, level)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+def _chunk(kind: bytes, data: bytes) -> tuple[bytes, ...]:
+    """A PNG chunk's pieces, for one join of the whole file (`data`, the image's IDAT, is not copied here)."""
+    return struct.pack(">I", len(data)), kind, data, struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
 def encode_png(image: np.ndarray, level: int = LEVEL) -> bytes:
@@ -56,8 +57,8 @@ def encode_png(image: np.ndarray, level: int = LEVEL) -> bytes:
     filtered[0, 1:] = rows[0]  # the row above the first is zeros
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # modulo 256, as the filter is defined
     header = struct.pack(">IIBBBBB", w, h, 8, _COLOUR_TYPE[channels], 0, 0, 0)
-    return b"".join((_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", _deflate(filtered.tobytes(), level)),
-                     _chunk(b"IEND", b"")))  # fmt: skip
+    return b"".join((_SIGNATURE, *_chunk(b"IHDR", header), *_chunk(b"IDAT", _deflate(filtered.tobytes(), level)),
+                     *_chunk(b"IEND", b"")))  # fmt: skip
 
 
 def write_png(target: str | Path | BinaryIO, image: np.ndarray, level: int = LEVEL) -> None:
