@@ -319,8 +319,7 @@ def _quality_checked(slide, grid: TileGrid, config: TilingConfig, reader: TileRe
     step = config.shard_tiles
     tasks = [dask.delayed(_measure_batch, pure=False)(reader, grid.coords[i : i + step], config.qc)
              for i in range(0, len(grid), step)]  # fmt: skip
-    workers = config.shard_workers or os.cpu_count() or 1
-    batches = dask.compute(*tasks, scheduler=_scheduler(config, workers), num_workers=workers)
+    batches = _compute(tasks, config)
     measures = {c: np.concatenate([b[c] for b in batches]) for c in config.qc}
     flags = flag_tiles(measures, QCParams())
     flagged = np.logical_or.reduce(list(flags.values()))
@@ -335,21 +334,21 @@ def _quality_checked(slide, grid: TileGrid, config: TilingConfig, reader: TileRe
     return kept, {c: v[keep] for c, v in measures.items()}, attrs
 
 
-def _scheduler(config: TilingConfig, workers: int):
-    """dask's local scheduler named by `config.scheduler`, as a function: dask looks a name up only after
-    importing dask.distributed (a quarter of a second of CPU per process, which a tile run does not need).
-    Threads with one worker run in the calling thread (a slide of `slidestream run`: no hand-over to a pool
-    thread and back for every batch)."""
+def _compute(tasks: list, config: TilingConfig) -> tuple:
+    """`dask.compute(*tasks)` on `config.shard_workers` workers (default one per core) of dask's local scheduler
+    named by `config.scheduler`, given as a function: dask looks a name up only after importing dask.distributed
+    (a quarter of a second of CPU per process, which a tile run does not need). Threads with one worker run in
+    the calling thread (a slide of `slidestream run`: no hand-over to a pool thread and back for every batch)."""
     from dask.base import named_schedulers
 
+    workers = config.shard_workers or os.cpu_count() or 1
     name = "synchronous" if config.scheduler == "threads" and workers == 1 else config.scheduler
-    return named_schedulers[name]
+    return dask.compute(*tasks, scheduler=named_schedulers[name], num_workers=workers)
 
 
 def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on_tiles=None) -> None:
     if not pending:
         return
-    workers = config.shard_workers or os.cpu_count() or 1
     bar = tqdm(total=sum(len(store.shard_range(s)) for s in pending), desc=f"tile {name}", unit="tile",
                disable=not progress, leave=False)  # fmt: skip
     coords = store.coords  # read once; each task gets its own rows
@@ -362,6 +361,6 @@ def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on
         sizes[f"shard-{shard}-{store.path.name}"] = len(store.shard_range(shard))
     try:
         with _Progress(bar, sizes, on_tiles):
-            dask.compute(*tasks, scheduler=_scheduler(config, workers), num_workers=workers)
+            _compute(tasks, config)
     finally:
         bar.close()
