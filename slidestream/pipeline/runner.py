@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -568,6 +569,11 @@ def _pool(config: RunConfig):
         yield pool
 
 
+def _worker_lost(exc: BaseException) -> str:
+    """A slide's error when the process running it died (dask and forked workers)."""
+    return f"worker lost: {type(exc).__name__}: {exc}"
+
+
 class _DaskPool:
     """Slides as tasks of a dask cluster; tile counts come back as events."""
 
@@ -587,8 +593,7 @@ class _DaskPool:
     def cancel(self, futures) -> None:
         self.client.cancel(futures)
 
-    def lost(self, exc: BaseException) -> str:
-        return f"worker lost: {type(exc).__name__}: {exc}"
+    lost = staticmethod(_worker_lost)
 
     def close(self) -> None:
         self.client.unsubscribe_topic(TILES_TOPIC)
@@ -599,26 +604,23 @@ class _Stopped(BaseException):
     not an Exception, so that no step records it as the slide's failure."""
 
 
-class _ThreadPool:
-    """Slides in threads of this process: nothing to start or import again, nothing to close. A stopped run
-    ends each running slide at its next batch of tiles (its store stays partial: a re-run redoes it)."""
+def _stoppable(count: Callable, stopping) -> Callable:
+    """`count(event)` (a slide's tile counts), which raises `_Stopped` instead once `stopping` (an Event) is set."""
 
-    def __init__(self, workers: int):
-        from concurrent.futures import ThreadPoolExecutor
+    def counted(event) -> None:
+        if stopping.is_set():
+            raise _Stopped
+        count(event)
 
-        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="slide")
-        self.stopping = threading.Event()
-        self._lock = threading.Lock()
+    return counted
 
-    def submit(self, slides: list[SlideInput], config: RunConfig, count: Callable) -> dict:
-        def counted(event) -> None:
-            if self.stopping.is_set():
-                raise _Stopped
-            with self._lock:  # the bar is shared by the slides' threads
-                count(event)
 
-        return {self.executor.submit(process_slide, item, config, counted, lambda n: counted(("total", n))): item
-                for item in slides}  # fmt: skip
+class _LocalPool:
+    """Slides in a `concurrent.futures` executor of this machine (`self.executor`), with an Event `self.stopping`
+    that each running slide checks at its next batch of tiles."""
+
+    executor: Any
+    stopping: Any
 
     def as_completed(self, futures):
         from concurrent.futures import as_completed
@@ -630,23 +632,47 @@ class _ThreadPool:
         for future in futures:
             future.cancel()
 
-    def lost(self, exc: BaseException) -> str:
-        return f"not finished: {type(exc).__name__}: {exc}"
-
     def close(self) -> None:
         """Stop: slides not started are cancelled, running ones end at their next batch of tiles."""
         self.stopping.set()
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self._closed()
+
+    def _closed(self) -> None:
+        """After the executor's shutdown: whatever else the pool holds is let go."""
+
+
+class _ThreadPool(_LocalPool):
+    """Slides in threads of this process: nothing to start or import again, nothing to close. A stopped run
+    ends each running slide at its next batch of tiles (its store stays partial: a re-run redoes it)."""
+
+    def __init__(self, workers: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="slide")
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def submit(self, slides: list[SlideInput], config: RunConfig, count: Callable) -> dict:
+        def locked(event) -> None:
+            with self._lock:  # the bar is shared by the slides' threads
+                count(event)
+
+        counted = _stoppable(locked, self.stopping)
+        return {self.executor.submit(process_slide, item, config, counted, lambda n: counted(("total", n))): item
+                for item in slides}  # fmt: skip
+
+    def lost(self, exc: BaseException) -> str:
+        return f"not finished: {type(exc).__name__}: {exc}"
 
 
 @contextlib.contextmanager
-def _threads(config: RunConfig):
-    """A `_ThreadPool` of `config.slide_workers` threads (default one per core). Each slide's warnings are its
-    own (`wsi.thread_warnings`); Ctrl-C waits for the running slides to stop at their next batch of tiles."""
-    from wsi.thread_warnings import warnings_by_thread
-
-    pool = _ThreadPool(config.slide_workers or os.cpu_count() or 1)
-    with warnings_by_thread():
+def _stopping(pool: _LocalPool, *contexts):
+    """`pool`, used inside `contexts` and closed on the way out; Ctrl-C while it closes waits for the running
+    slides to stop at their next batch of tiles, then ends the run."""
+    with contextlib.ExitStack() as stack:
+        for context in contexts:
+            stack.enter_context(context)
         try:
             yield pool
         finally:
@@ -657,7 +683,15 @@ def _threads(config: RunConfig):
                 raise KeyboardInterrupt
 
 
-class _ForkPool:
+def _threads(config: RunConfig):
+    """A `_ThreadPool` of `config.slide_workers` threads (default one per core), as a context (`_stopping`).
+    Each slide's warnings are its own (`wsi.thread_warnings`)."""
+    from wsi.thread_warnings import warnings_by_thread
+
+    return _stopping(_ThreadPool(config.slide_workers or os.cpu_count() or 1), warnings_by_thread())
+
+
+class _ForkPool(_LocalPool):
     """Slides in worker processes forked from this one (`concurrent.futures`, "fork" start): each starts with
     what this process has imported (nothing imported twice, nothing to close but the processes), and runs its
     slides without sharing a GIL with the others.
@@ -776,18 +810,9 @@ class _ForkPool:
             running, self.started = self.started, set()
         return running
 
-    def cancel(self, futures) -> None:
-        self.stopping.set()
-        for future in futures:
-            future.cancel()
+    lost = staticmethod(_worker_lost)
 
-    def lost(self, exc: BaseException) -> str:
-        return f"worker lost: {type(exc).__name__}: {exc}"
-
-    def close(self) -> None:
-        """Stop: slides not started are cancelled, running ones end at their next batch of tiles."""
-        self.stopping.set()
-        self.executor.shutdown(wait=True, cancel_futures=True)
+    def _closed(self) -> None:
         if self._listener is not None:
             self.events.put(None)
             self._listener.join()
@@ -809,30 +834,15 @@ def _fork_worker_start(stopping, events) -> None:
 def _forked_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
     """`process_slide` in a forked worker: its start and tile counts go to the main process; once the run is
     stopping, the slide ends at its next batch of tiles."""
-    stopping, events = _fork_worker["stopping"], _fork_worker["events"]
-
-    def counted(event) -> None:
-        if stopping.is_set():
-            raise _Stopped
-        events.put(event)
-
+    events = _fork_worker["events"]
+    counted = _stoppable(events.put, _fork_worker["stopping"])
     events.put(("start", item.slide_id))
     return process_slide(item, config, counted, lambda n: counted(("total", n)))
 
 
-@contextlib.contextmanager
 def _forks(config: RunConfig):
-    """A `_ForkPool` of `config.slide_workers` processes (default one per core); Ctrl-C waits for the running
-    slides to stop at their next batch of tiles."""
-    pool = _ForkPool(config.slide_workers or os.cpu_count() or 1)
-    try:
-        yield pool
-    finally:
-        stopped: list = []
-        with _interrupts_deferred(stopped):
-            pool.close()
-        if stopped:
-            raise KeyboardInterrupt
+    """A `_ForkPool` of `config.slide_workers` processes (default one per core), as a context (`_stopping`)."""
+    return _stopping(_ForkPool(config.slide_workers or os.cpu_count() or 1))
 
 
 def _count_tiles(bar: tqdm, event) -> None:
