@@ -50,17 +50,30 @@ class PseudoLabelConfig:
 
 
 def _views(model: NucleiNet, image: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (8, H, W) of the eight dihedral views (mapped back), and HV (2, H, W) averaged over flips."""
-    probs = []
+    """Probabilities (8, H, W) of the eight dihedral views (mapped back), and HV (2, H, W) averaged over the four
+    flips among them (rotations by 0 and 180 degrees, each with and without a left-right flip): 8 forward passes."""
+    probs, hvs = [], []
     for k in range(4):
         for flip in (False, True):
             view = np.rot90(image, k)
             view = np.ascontiguousarray(view[:, ::-1] if flip else view)
-            p, _ = predict_maps(model, view, device=device)
+            p, hv = predict_maps(model, view, device=device)
             p = p[:, ::-1] if flip else p
             probs.append(np.rot90(p, -k))
-    _, hv = predict_maps(model, image, device=device, tta=True)
-    return np.stack(probs), hv
+            if k % 2 == 0:
+                hvs.append(_unflip_hv(hv, rot180=k == 2, flip=flip))
+    return np.stack(probs), np.mean(hvs, axis=0)
+
+
+def _unflip_hv(hv: np.ndarray, rot180: bool, flip: bool) -> np.ndarray:
+    """HV maps (2, H, W) of a view (the image turned by 180 degrees if `rot180`, then flipped left-right if
+    `flip`) in the image's frame: each mirrored axis reverses the map and the sign of its offset."""
+    h, v = hv[0], hv[1]
+    if flip:
+        h, v = -h[:, ::-1], v[:, ::-1]
+    if rot180:
+        h, v = -h[::-1, ::-1], -v[::-1, ::-1]
+    return np.stack([h, v])
 
 
 def pseudo_labels_from_maps(probs: np.ndarray, hv: np.ndarray, config: PseudoLabelConfig | None = None,

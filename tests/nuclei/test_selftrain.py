@@ -108,7 +108,7 @@ def test_train_set_carries_ignore_through_augmentation():
                          ignore=[ignore])  # fmt: skip
     ds = _TrainSet(masked, AugmentConfig(crop=96, p_scale=0, p_elastic=0), seed=0, length=4, use_types=True)
     for i in range(4):
-        img, fg, hv, typ, valid = ds[i]
+        img, fg, hv, typ, valid, _ = ds[i]
         assert valid.shape == fg.shape == (1, 96, 96)
         assert 0.45 < float(valid.mean()) < 0.55  # half the tile, whichever way it was turned
         assert (fg[valid == 0] == 0).all() and (hv[:, valid[0] == 0] == 0).all()
