@@ -4,10 +4,11 @@
 
 Losses: nucleus probability with BCE + soft Dice; HV maps with MSE + mean squared gradient error inside nuclei
 (HoVer-Net), optionally weighted up on the pixels of nuclei that touch another nucleus (`boundary_weight`:
-where touching nuclei get merged, the HV maps are what must separate them); types with cross-entropy (pixels of `UNKNOWN_TYPE` skipped). Pixels a dataset marks `ignore`
-(pseudo-labels' uncertain ones) carry no loss at all. After each epoch the model is scored on `val` (instances
-from the same post-processing `segment` uses) and saved to `out_dir` with its metrics; the best epoch by PQ is
-kept as `out_dir/` itself, every epoch's metrics go to `out_dir/history.json`.
+where touching nuclei get merged, the HV maps are what must separate them); types with cross-entropy (pixels
+of `UNKNOWN_TYPE` skipped). Pixels a dataset marks `ignore` (pseudo-labels' uncertain ones) carry no loss at
+all. After each epoch the model is scored on `val` (instances from the same post-processing `segment` uses)
+and saved to `out_dir` with its metrics; the best epoch by PQ is kept as `out_dir/` itself, every epoch's
+metrics go to `out_dir/history.json`.
 """
 
 from __future__ import annotations

@@ -182,6 +182,13 @@ def run_train(args) -> int:
                        args.seed, args.encoder, args.tile_cache)  # fmt: skip
     if args.crop % 32:
         raise SystemExit(f"--crop must be a multiple of 32, got {args.crop}")
+    if (
+        args.self_train
+    ):  # before any tile is rendered: a slide that cannot be read fails now, not minutes later
+        problem = _unreadable_slide(args.self_train)
+        if problem:
+            print(f"error: --self-train: {problem}", file=sys.stderr)
+            return 2
     train_tiles, val_tiles = load_training_data(cmd, progress)
     self_train, teacher = {}, None
     if args.self_train:
@@ -206,6 +213,19 @@ def run_train(args) -> int:
     print(json.dumps(history[-1]))
     print(f"model written to {cmd.out}")
     return 0
+
+
+def _unreadable_slide(paths) -> str | None:
+    """Why the first of `paths` that cannot be opened as a slide cannot be, or None when all open."""
+    import wsi
+
+    for path in paths:
+        try:
+            with wsi.open_slide(path):
+                pass
+        except wsi.SlideError as exc:
+            return str(exc)
+    return None
 
 
 def _add_pseudo_labels(train_tiles, args, progress: bool):

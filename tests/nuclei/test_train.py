@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import nuclei
-from nuclei.augment import AugmentConfig, augment
+from nuclei.augment import AugmentConfig, augment, hed_jitter
 from nuclei.datasets import cached_synthetic_tiles, synthetic_tiles
 from nuclei.train import TrainConfig, train
 from slidestream.cli import main
@@ -22,6 +22,34 @@ def test_augment_keeps_image_and_labels_aligned():
         assert ((inst > 0) == (typ > 0)).all()
         if (inst > 0).any() and (inst == 0).any():  # nuclei stay darker than their surroundings
             assert img.mean(-1)[inst > 0].mean() < img.mean(-1)[inst == 0].mean()
+
+
+def _od_direction(pixels: np.ndarray) -> np.ndarray:
+    od = -np.log((pixels.reshape(-1, 3).astype(np.float64) + 1) / 256).mean(0)
+    return od / np.linalg.norm(od)
+
+
+def test_stain_hue_jitter_turns_each_stain_and_keeps_its_amount():
+    from skimage.color import combine_stains, rgb_from_hed
+
+    hed = np.zeros((32, 64, 3))
+    hed[:, :32, 0], hed[:, 32:, 1] = 0.08, 0.06  # hematoxylin left, eosin right
+    image = (np.clip(combine_stains(hed, rgb_from_hed), 0, 1) * 255 + 0.5).astype(np.uint8)
+    same = hed_jitter(image, np.random.default_rng(0), sigma=0, bias=0, hue=0)
+    assert np.abs(same.astype(int) - image).max() <= 2  # no jitter asked: the image comes back
+    turns = []
+    for seed in range(8):
+        out = hed_jitter(image, np.random.default_rng(seed), sigma=0, bias=0, hue=0.08)
+        for half in (slice(0, 32), slice(32, 64)):
+            a, b = _od_direction(image[:, half]), _od_direction(out[:, half])
+            turns.append(np.degrees(np.arccos(np.clip(a @ b, -1, 1))))
+            amount = (
+                np.log((out[:, half].astype(float) + 1) / 256).sum()
+                / np.log((image[:, half] + 1.0) / 256).sum()
+            )
+            assert 0.6 < amount < 1.6  # the stain's amount is kept, only its hue changes
+    assert np.median(turns) > 2 and len(set(np.round(turns, 3))) == len(turns)  # each draw its own hue
+    assert AugmentConfig().hed_hue > 0  # and training uses it by default
 
 
 def test_train_writes_best_model_and_history(tmp_path):
