@@ -6,7 +6,7 @@ import pytest
 import nuclei
 from nuclei.augment import AugmentConfig, augment, hed_jitter
 from nuclei.datasets import cached_synthetic_tiles, synthetic_tiles
-from nuclei.train import TrainConfig, train
+from nuclei.train import TrainConfig, losses, touching_pixels, train
 from slidestream.cli import main
 
 TINY = {"decoder_channels": (8, 8, 8, 8)}
@@ -52,11 +52,42 @@ def test_stain_hue_jitter_turns_each_stain_and_keeps_its_amount():
     assert AugmentConfig().hed_hue > 0  # and training uses it by default
 
 
+def test_touching_pixels_are_the_borders_between_nuclei():
+    inst = np.zeros((10, 16), np.int32)
+    inst[2:8, 2:7], inst[2:8, 7:12] = 1, 2  # two nuclei sharing the edge between columns 6 and 7
+    inst[2:8, 14:16] = 3  # one alone, 2 px of background from nucleus 2
+    touching = touching_pixels(inst)
+    assert touching[2:8, 5:9].all() and not touching[:, :5].any() and not touching[:, 10:].any()
+    assert not touching[inst == 0].any() and not touching[inst == 3].any()
+    nucleus_three = inst.copy()
+    nucleus_three[2:8, 13] = 3  # now 1 px from nucleus 2: the facing columns of both touch
+    assert touching_pixels(nucleus_three)[2:8, 11].all() and touching_pixels(nucleus_three)[2:8, 13].all()
+
+
+def test_hv_weight_scales_only_the_hv_terms():
+    import torch
+
+    from nuclei.model import NucleiOutput
+
+    g = torch.Generator().manual_seed(0)
+    fg = (torch.rand(1, 1, 32, 32, generator=g) > 0.5).float()
+    hv, types = torch.rand(1, 2, 32, 32, generator=g) * 2 - 1, torch.zeros(1, 32, 32, dtype=torch.long)
+    out = NucleiOutput(logits=torch.randn(1, 1, 32, 32, generator=g), hv=torch.rand(1, 2, 32, 32, generator=g) * 2 - 1,
+                       types=None)  # fmt: skip
+    plain = losses(out, fg, hv, types, 0.5)
+    ones = losses(out, fg, hv, types, 0.5, hv_weight=torch.ones_like(fg))
+    heavy = losses(out, fg, hv, types, 0.5, hv_weight=torch.full_like(fg, 3.0))
+    for k in ("bce", "dice", "mse", "msge"):
+        assert torch.isclose(plain[k], ones[k]), k
+    assert torch.isclose(heavy["mse"], 3 * plain["mse"]) and torch.isclose(heavy["msge"], 3 * plain["msge"])
+    assert torch.isclose(heavy["bce"], plain["bce"]) and torch.isclose(heavy["dice"], plain["dice"])
+
+
 def test_train_writes_best_model_and_history(tmp_path):
     tiles = synthetic_tiles(4, size=64, seed=3)
     val = synthetic_tiles(1, size=64, seed=4)
     cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=1, augment=AugmentConfig(crop=64), loader_workers=0,
-                      device="cpu")  # fmt: skip
+                      device="cpu", boundary_weight=2.0)  # fmt: skip
     history = train(
         tiles, cfg, tmp_path / "m", val=val, model_config=nuclei.ModelConfig(**TINY), progress=False
     )
