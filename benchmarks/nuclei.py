@@ -2,6 +2,7 @@
 
     python -m benchmarks.nuclei [--device auto] [--batch-size 8] [--tiles 32] [--repeat 3] [--model DIR]
     python -m benchmarks.nuclei slide-quality | slide-speed | slide-memory ...   (benchmarks/nuclei_slide.py)
+    python -m benchmarks.nuclei errors [--model DIR] [--tiles 32]   (where PQ is lost: benchmarks/nuclei_errors.py)
 
 The model is the shipped default (nuclei/weights) unless --model names another; inputs are synthetic H&E
 tiles of 256 px at the model's mpp. Printed: forward MPix/s (batches of 256 px tiles, no post-processing),
@@ -91,5 +92,9 @@ if __name__ == "__main__":
         from benchmarks.nuclei_slide import main as slide_main
 
         slide_main(sys.argv[1:])
+    elif sys.argv[1:2] == ["errors"]:
+        from benchmarks.nuclei_errors import main as errors_main
+
+        errors_main(sys.argv[2:])
     else:
         main()

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Scores", "aggregate", "pair_counts", "score"]
+__all__ = ["Scores", "aggregate", "error_counts", "pair_counts", "score"]
 
 
 @dataclass(frozen=True)
@@ -138,3 +138,32 @@ def aggregate(scores: list[Scores]) -> Scores:
         raise ValueError("aggregate needs at least one Scores")
     fields = Scores.__dataclass_fields__
     return Scores(**{k: sum(getattr(s, k) for s in scores) for k in fields})
+
+
+def error_counts(true: np.ndarray, pred: np.ndarray) -> dict[str, int]:
+    """Why true nuclei go unmatched, by kind (a diagnosis, not a metric): counts of true nuclei and predictions.
+
+    A prediction "holds" a true nucleus when it covers more than half of it. `merged`: true nuclei held by a
+    prediction that holds two or more; `split`: true nuclei that no prediction holds but two or more cover by more
+    than a fifth each; `missed`: true nuclei that no prediction holds, with more than half of
+    their pixels predicted background; `false_positive`: predictions with under a fifth of their pixels on true
+    nuclei. `true` and `pred` are (H, W) integer labels, 0 = background.
+    """
+    true, pred = _check(true, "true"), _check(pred, "pred")
+    if true.shape != pred.shape:
+        raise ValueError(f"true and pred must have the same (H, W) shape, got {true.shape} and {pred.shape}")
+    inter, t_area, p_area = pair_counts(true, pred)
+    n_true, n_pred = len(t_area), len(p_area)
+    if not n_true or not n_pred:
+        return {"true": n_true, "pred": n_pred, "merged": 0, "split": 0, "missed": n_true,
+                "false_positive": n_pred}  # fmt: skip
+    cover = inter / np.maximum(t_area[:, None], 1)  # share of each true nucleus under each prediction
+    held = cover > 0.5
+    holder_count = held.sum(0)  # true nuclei each prediction holds
+    merged = int((held & (holder_count >= 2)[None, :]).any(1).sum())
+    unheld = ~held.any(1)
+    split = int((unheld & ((cover > 0.2).sum(1) >= 2)).sum())
+    missed = int((unheld & (cover.sum(1) < 0.5)).sum())
+    false_positive = int((inter.sum(0) / np.maximum(p_area, 1) < 0.2).sum())
+    return {"true": n_true, "pred": n_pred, "merged": merged, "split": split, "missed": missed,
+            "false_positive": false_positive}  # fmt: skip

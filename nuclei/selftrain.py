@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from nuclei.datasets.base import UNKNOWN_TYPE, NucleiTiles
+from nuclei.datasets.base import NucleiTiles
 from nuclei.inference import predict_maps
 from nuclei.model import NucleiNet
 from nuclei.postprocess import PostprocessConfig, instances_from_maps
@@ -50,17 +50,30 @@ class PseudoLabelConfig:
 
 
 def _views(model: NucleiNet, image: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (8, H, W) of the eight dihedral views (mapped back), and HV (2, H, W) averaged over flips."""
-    probs = []
+    """Probabilities (8, H, W) of the eight dihedral views (mapped back), and HV (2, H, W) averaged over the four
+    flips among them (rotations by 0 and 180 degrees, each with and without a left-right flip): 8 forward passes."""
+    probs, hvs = [], []
     for k in range(4):
         for flip in (False, True):
             view = np.rot90(image, k)
             view = np.ascontiguousarray(view[:, ::-1] if flip else view)
-            p, _ = predict_maps(model, view, device=device)
+            p, hv = predict_maps(model, view, device=device)
             p = p[:, ::-1] if flip else p
             probs.append(np.rot90(p, -k))
-    _, hv = predict_maps(model, image, device=device, tta=True)
-    return np.stack(probs), hv
+            if k % 2 == 0:
+                hvs.append(_unflip_hv(hv, rot180=k == 2, flip=flip))
+    return np.stack(probs), np.mean(hvs, axis=0)
+
+
+def _unflip_hv(hv: np.ndarray, rot180: bool, flip: bool) -> np.ndarray:
+    """HV maps (2, H, W) of a view (the image turned by 180 degrees if `rot180`, then flipped left-right if
+    `flip`) in the image's frame: each mirrored axis reverses the map and the sign of its offset."""
+    h, v = hv[0], hv[1]
+    if flip:
+        h, v = -h[:, ::-1], v[:, ::-1]
+    if rot180:
+        h, v = -h[::-1, ::-1], -v[::-1, ::-1]
+    return np.stack([h, v])
 
 
 def pseudo_labels_from_maps(probs: np.ndarray, hv: np.ndarray, config: PseudoLabelConfig | None = None,
@@ -137,7 +150,7 @@ def _slide_tiles(path: str | os.PathLike, mpp: float, config: PseudoLabelConfig)
 def pseudo_label_slides(model: NucleiNet, paths, config: PseudoLabelConfig | None = None,
                         device: str | torch.device = "cpu", progress: bool = False) -> NucleiTiles:  # fmt: skip
     """Pseudo-labelled tissue tiles of the slides at `paths` (anything `wsi.open_slide` reads), at the model's
-    mpp; ignored pixels in `NucleiTiles.ignore`, types `UNKNOWN_TYPE` on nuclei."""
+    mpp; ignored pixels in `NucleiTiles.ignore`; no types (`type_map` gives `UNKNOWN_TYPE` on their nuclei)."""
     config = config or PseudoLabelConfig()
     mpp = model.config.mpp
     images = [img for p in paths for img in _slide_tiles(p, mpp, config)]
@@ -147,15 +160,14 @@ def pseudo_label_slides(model: NucleiNet, paths, config: PseudoLabelConfig | Non
         from tqdm import tqdm
 
         images = tqdm(images, desc="pseudo-labels", unit="tile")
-    out_img, out_inst, out_types, out_ignore = [], [], [], []
+    out_img, out_inst, out_ignore = [], [], []
     for img in images:
         inst, ignore = pseudo_label(model, img, config, device)
         out_img.append(img)
         out_inst.append(inst)
         out_ignore.append(ignore)
-        out_types.append(np.where(inst > 0, UNKNOWN_TYPE, 0).astype(np.uint8))
     names = ", ".join(os.path.basename(str(p)) for p in paths)
-    return NucleiTiles(out_img, out_inst, out_types, mpp=mpp, classes=model.config.classes,
+    return NucleiTiles(out_img, out_inst, None, mpp=mpp, classes=model.config.classes,
                        source=f"pseudo-labels({names})", ignore=out_ignore)  # fmt: skip
 
 
@@ -168,18 +180,10 @@ def mix_tiles(labelled: NucleiTiles, pseudo: NucleiTiles, share: float) -> Nucle
     reps = max(1, int(round(share / (1 - share) * len(labelled) / len(pseudo))))
     idx = list(range(len(pseudo))) * reps
     n = len(labelled)
-
-    def types(t: NucleiTiles, i: int) -> np.ndarray:  # a set without types: nuclei of unknown type
-        return (
-            t.types[i]
-            if t.types is not None
-            else np.where(t.instances[i] > 0, UNKNOWN_TYPE, 0).astype(np.uint8)
-        )
-
     return NucleiTiles(
         images=list(labelled.images) + [pseudo.images[i] for i in idx],
         instances=list(labelled.instances) + [pseudo.instances[i] for i in idx],
-        types=[types(labelled, i) for i in range(n)] + [types(pseudo, i) for i in idx],
+        types=[labelled.type_map(i) for i in range(n)] + [pseudo.type_map(i) for i in idx],
         mpp=labelled.mpp,
         classes=labelled.classes,
         source=f"{labelled.source} + {reps} x {pseudo.source}",

@@ -3,10 +3,12 @@
     history = nuclei.train.train(tiles, TrainConfig(epochs=30), out_dir="model_dir", val=val_tiles)
 
 Losses: nucleus probability with BCE + soft Dice; HV maps with MSE + mean squared gradient error inside nuclei
-(HoVer-Net); types with cross-entropy (pixels of `UNKNOWN_TYPE` skipped). Pixels a dataset marks `ignore`
-(pseudo-labels' uncertain ones) carry no loss at all. After each epoch the model is scored on `val` (instances
-from the same post-processing `segment` uses) and saved to `out_dir` with its metrics; the best epoch by PQ is
-kept as `out_dir/` itself, every epoch's metrics go to `out_dir/history.json`.
+(HoVer-Net), optionally weighted up on the pixels of nuclei that touch another nucleus (`boundary_weight`:
+where touching nuclei get merged, the HV maps are what must separate them); types with cross-entropy (pixels
+of `UNKNOWN_TYPE` skipped). Pixels a dataset marks `ignore` (pseudo-labels' uncertain ones) carry no loss at
+all. After each epoch the model is scored on `val` (instances from the same post-processing `segment` uses)
+and saved to `out_dir` with its metrics; the best epoch by PQ is kept as `out_dir/` itself, every epoch's
+metrics go to `out_dir/history.json`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 from torch.utils.data import DataLoader, Dataset
 
 from nuclei.augment import AugmentConfig, augment
@@ -51,14 +54,16 @@ class TrainConfig:
     threads: int | None = None
     init: str | None = None
     time_budget_s: float | None = None  # stop after this long; the learning-rate schedule follows the clock
+    boundary_weight: float = 0.0  # extra HV-loss weight on nucleus pixels within 2 px of another nucleus
 
 
 class _TrainSet(Dataset):
     """Random augmented crops of the tiles, with their targets as tensors."""
 
-    def __init__(self, tiles: NucleiTiles, config: AugmentConfig, seed: int, length: int, use_types: bool):
+    def __init__(self, tiles: NucleiTiles, config: AugmentConfig, seed: int, length: int, use_types: bool,
+                 boundary_weight: float = 0.0):  # fmt: skip
         self.tiles, self.config, self.seed, self.length = tiles, config, seed, length
-        self.use_types = use_types
+        self.use_types, self.boundary_weight = use_types, boundary_weight
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -78,13 +83,26 @@ class _TrainSet(Dataset):
         img, inst, typ = augment(self.tiles.images[k], inst, self._types(k), rng, self.config)
         valid = inst >= 0
         inst = np.maximum(inst, 0)
+        weight = 1.0 + self.boundary_weight * touching_pixels(inst)
         return (
             torch.from_numpy(img.transpose(2, 0, 1).copy()),
             torch.from_numpy((inst > 0).astype(np.float32))[None],
             torch.from_numpy(hv_maps(inst)),
             torch.from_numpy(np.where(valid, typ, UNKNOWN_TYPE).astype(np.int64)),
             torch.from_numpy(valid.astype(np.float32))[None],
+            torch.from_numpy(weight.astype(np.float32))[None],
         )
+
+
+def touching_pixels(instances: np.ndarray, reach: int = 2) -> np.ndarray:
+    """(H, W) bool: nucleus pixels with a pixel of another nucleus within `reach` px (a square window)."""
+    size = 2 * reach + 1
+    high = ndi.maximum_filter(instances, size=size, mode="nearest")
+    big = np.iinfo(np.int32).max
+    low = ndi.minimum_filter(
+        np.where(instances > 0, instances, big).astype(np.int32), size=size, mode="nearest"
+    )
+    return (instances > 0) & ((high > instances) | (low < instances))
 
 
 def _sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,10 +114,11 @@ def _sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def losses(model_out, fg: torch.Tensor, hv: torch.Tensor, types: torch.Tensor, type_weight: float,
-           valid: torch.Tensor | None = None) -> dict:  # fmt: skip
+           valid: torch.Tensor | None = None, hv_weight: torch.Tensor | None = None) -> dict:  # fmt: skip
     """The HoVer-Net loss terms (dict of scalars; 'total' is what is minimised); `valid` (B, 1, H, W) is 0 on
-    pixels without a label (they add nothing), None when every pixel has one. Types equal to `UNKNOWN_TYPE` add
-    no type loss."""
+    pixels without a label (they add nothing), None when every pixel has one; `hv_weight` (B, 1, H, W) scales
+    each pixel's HV terms (MSE and gradient error; still divided by the unweighted pixel counts), None for 1.
+    Types equal to `UNKNOWN_TYPE` add no type loss."""
     logits = model_out.logits
     if valid is None:
         valid = torch.ones_like(fg)
@@ -107,12 +126,14 @@ def losses(model_out, fg: torch.Tensor, hv: torch.Tensor, types: torch.Tensor, t
     bce = (F.binary_cross_entropy_with_logits(logits, fg, reduction="none") * valid).sum() / n_valid
     p = torch.sigmoid(logits) * valid
     dice = 1 - (2 * (p * fg).sum() + 1) / (p.sum() + fg.sum() + 1)
-    mse = (((model_out.hv - hv) ** 2) * valid).sum() / (2 * n_valid)
+    w = valid if hv_weight is None else valid * hv_weight
+    mse = (((model_out.hv - hv) ** 2) * w).sum() / (2 * n_valid)
     pgx, pgy = _sobel(model_out.hv)
     tgx, tgy = _sobel(hv)
     # Gradients are 3x3: only nucleus pixels whose whole neighbourhood is labelled count.
     inner = fg * -F.max_pool2d(-valid, 3, stride=1, padding=1)
-    msge = (((pgx - tgx) ** 2 + (pgy - tgy) ** 2) * inner).sum() / (inner.sum() + 1)
+    scale = inner if hv_weight is None else inner * hv_weight
+    msge = (((pgx - tgx) ** 2 + (pgy - tgy) ** 2) * scale).sum() / (inner.sum() + 1)
     out = {"bce": bce, "dice": dice, "mse": mse, "msge": msge}
     total = bce + dice + mse + 2 * msge
     known = types != UNKNOWN_TYPE
@@ -136,8 +157,11 @@ def evaluate(model: NucleiNet, tiles: NucleiTiles, device: torch.device | str = 
 
 def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | os.PathLike = "nuclei_model",
           val: NucleiTiles | None = None, model_config: ModelConfig | None = None, progress: bool = True,
-          provenance: dict | None = None) -> list[dict]:  # fmt: skip
-    """Train on `tiles` and write the best model (by validation PQ, else the last) to `out_dir`."""
+          provenance: dict | None = None, model: NucleiNet | None = None) -> list[dict]:  # fmt: skip
+    """Train on `tiles` and write the best model (by validation PQ, else the last) to `out_dir`.
+
+    `model` starts training from a model already in memory (it is trained in place), e.g. the self-training
+    teacher loaded from `config.init`, instead of loading `config.init` again."""
     config = config or TrainConfig()
     if len(tiles) == 0:
         raise ValueError("no training tiles")
@@ -145,14 +169,17 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    if config.init:
+    if model is not None:
+        model = model.to(device)
+    elif config.init:
         model = load_model(config.init, device=device)
     else:
         model = create_model(model_config).to(device)
     steps = config.steps_per_epoch or max(1, len(tiles) // config.batch_size)
     # Types train the type head only when the dataset's classes are the model's (e.g. PanNuke, synthetic).
     use_types = tiles.types is not None and tuple(tiles.classes or ()) == tuple(model.config.classes)
-    dataset = _TrainSet(tiles, config.augment, config.seed, steps * config.batch_size, use_types)
+    dataset = _TrainSet(tiles, config.augment, config.seed, steps * config.batch_size, use_types,
+                        config.boundary_weight)  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = _Schedule(config.lr, steps * config.epochs, config.time_budget_s)
     out_dir = Path(out_dir)
@@ -177,16 +204,11 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
             from tqdm import tqdm
 
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
-        for img, fg, hv, typ, valid in bar:
-            img, fg, hv, typ, valid = (
-                img.to(device),
-                fg.to(device),
-                hv.to(device),
-                typ.to(device),
-                valid.to(device),
-            )
+        for img, fg, hv, typ, valid, weight in bar:
+            img, fg, hv, typ, valid, weight = (t.to(device) for t in (img, fg, hv, typ, valid, weight))
             out = model(model.normalise(img))
-            parts = losses(out, fg, hv, typ, config.type_weight, valid)
+            hv_weight = weight if config.boundary_weight else None
+            parts = losses(out, fg, hv, typ, config.type_weight, valid, hv_weight)
             opt.zero_grad(set_to_none=True)
             parts["total"].backward()
             for group in opt.param_groups:

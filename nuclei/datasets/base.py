@@ -56,9 +56,9 @@ class NucleiTiles:
         return len(self.images)
 
     def type_map(self, i: int) -> np.ndarray:
-        """Types of image i; all-zero (unknown) where the dataset has none."""
+        """Types of image i; where the dataset has none, `UNKNOWN_TYPE` on nuclei and 0 on background."""
         if self.types is None:
-            return np.zeros(self.instances[i].shape, np.uint8)
+            return np.where(self.instances[i] > 0, UNKNOWN_TYPE, 0).astype(np.uint8)
         return self.types[i]
 
     def ignore_map(self, i: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from slidestream.commands._common import (
     add_quiet,
     add_scheduler_options,
     fraction,
+    non_negative_float,
     non_negative_int,
     open_fraction,
     output_folder,
@@ -61,6 +62,8 @@ def register(sub) -> None:
         "--time-budget", type=positive_float, help="stop after this many minutes (schedule follows the clock)"
     )
     t.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    t.add_argument("--boundary-weight", type=non_negative_float, default=0.0,
+                   help="extra HV-loss weight on pixels of nuclei that touch another nucleus (0: plain HoVer-Net)")  # fmt: skip
     t.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
     t.add_argument("--seed", type=non_negative_int, default=0)
     t.add_argument("--self-train", nargs="+", metavar="SLIDE", help="real unlabelled slides to pseudo-label")
@@ -179,10 +182,17 @@ def run_train(args) -> int:
                        args.seed, args.encoder, args.tile_cache)  # fmt: skip
     if args.crop % 32:
         raise SystemExit(f"--crop must be a multiple of 32, got {args.crop}")
+    if (
+        args.self_train
+    ):  # before any tile is rendered: a slide that cannot be read fails now, not minutes later
+        problem = _unreadable_slide(args.self_train)
+        if problem:
+            print(f"error: --self-train: {problem}", file=sys.stderr)
+            return 2
     train_tiles, val_tiles = load_training_data(cmd, progress)
-    self_train = {}
+    self_train, teacher = {}, None
     if args.self_train:
-        train_tiles, self_train = _add_pseudo_labels(train_tiles, args, progress)
+        train_tiles, self_train, teacher = _add_pseudo_labels(train_tiles, args, progress)
     model_config = ModelConfig()
     if cmd.encoder:
         model_config = replace(model_config, encoder=cmd.encoder)
@@ -191,21 +201,36 @@ def run_train(args) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
                          augment=AugmentConfig(crop=args.crop), seed=args.seed, loader_workers=args.workers,
                          threads=args.threads, init=args.init,
-                         steps_per_epoch=args.steps_per_epoch,
+                         steps_per_epoch=args.steps_per_epoch, boundary_weight=args.boundary_weight,
                          time_budget_s=args.time_budget * 60 if args.time_budget else None)  # fmt: skip
     provenance = {
         "command": "slidestream nuclei " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["nuclei"] else "",
         **({"self_train": self_train} if self_train else {}),
     }
+    # The teacher loaded from --init is the starting point too: it is not loaded twice.
     history = train(train_tiles, config, cmd.out, val=val_tiles, model_config=model_config, progress=True,
-                    provenance=provenance)  # fmt: skip
+                    provenance=provenance, model=teacher if args.init else None)  # fmt: skip
     print(json.dumps(history[-1]))
     print(f"model written to {cmd.out}")
     return 0
 
 
+def _unreadable_slide(paths) -> str | None:
+    """Why the first of `paths` that cannot be opened as a slide cannot be, or None when all open."""
+    import wsi
+
+    for path in paths:
+        try:
+            with wsi.open_slide(path):
+                pass
+        except wsi.SlideError as exc:
+            return str(exc)
+    return None
+
+
 def _add_pseudo_labels(train_tiles, args, progress: bool):
-    """Training tiles mixed with the teacher's pseudo-labelled tiles of --self-train slides, and what was done."""
+    """Training tiles mixed with the teacher's pseudo-labelled tiles of --self-train slides, what was done, and the
+    teacher."""
     import nuclei
     from nuclei.selftrain import PseudoLabelConfig, mix_tiles, pseudo_label_slides
 
@@ -225,7 +250,7 @@ def _add_pseudo_labels(train_tiles, args, progress: bool):
                "ignored_pixel_share": round(ignored, 4), "share": args.self_train_share,
                "teacher": str(args.init or "shipped weights"), "config": asdict(config)}  # fmt: skip
     print(f"self-training: {len(pseudo)} tiles, {kept} confident nuclei, {ignored:.1%} of pixels ignored")
-    return mix_tiles(train_tiles, pseudo, args.self_train_share), summary
+    return mix_tiles(train_tiles, pseudo, args.self_train_share), summary, teacher
 
 
 def _read_image(path: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nuclei.metrics import aggregate, score
+from nuclei.metrics import aggregate, error_counts, score
 
 TRUE = np.array(
     [
@@ -60,3 +60,18 @@ def test_bad_input():
         score(TRUE.astype(float), PRED)
     with pytest.raises(ValueError, match="at least one"):
         aggregate([])
+
+
+def test_error_counts_by_kind():
+    true = np.zeros((6, 12), int)
+    true[0:2, 0:2], true[0:2, 2:4] = 1, 2  # two touching nuclei ...
+    true[3:5, 0:4] = 3  # ... one nucleus ...
+    true[0:2, 6:8] = 4  # ... one the model does not see
+    pred = np.zeros_like(true)
+    pred[0:2, 0:4] = 7  # ... found as one
+    pred[3:5, 0:2], pred[3:5, 2:4] = 8, 9  # ... found as two halves
+    pred[4:6, 9:12] = 5  # on background
+    e = error_counts(true, pred)
+    assert e == {"true": 4, "pred": 4, "merged": 2, "split": 1, "missed": 1, "false_positive": 1}
+    assert error_counts(true, np.zeros_like(true))["missed"] == 4
+    assert error_counts(true, true)["merged"] == error_counts(true, true)["split"] == 0

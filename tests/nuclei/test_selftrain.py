@@ -108,7 +108,7 @@ def test_train_set_carries_ignore_through_augmentation():
                          ignore=[ignore])  # fmt: skip
     ds = _TrainSet(masked, AugmentConfig(crop=96, p_scale=0, p_elastic=0), seed=0, length=4, use_types=True)
     for i in range(4):
-        img, fg, hv, typ, valid = ds[i]
+        img, fg, hv, typ, valid, _ = ds[i]
         assert valid.shape == fg.shape == (1, 96, 96)
         assert 0.45 < float(valid.mean()) < 0.55  # half the tile, whichever way it was turned
         assert (fg[valid == 0] == 0).all() and (hv[:, valid[0] == 0] == 0).all()
@@ -131,16 +131,81 @@ def test_mix_tiles_draws_the_asked_share():
         mix_tiles(synth, pseudo, share=1.0)
 
 
-def test_cli_self_train_on_a_real_slide(tmp_path, capsys):
+def test_cli_self_train_on_a_real_slide(tmp_path, monkeypatch, capsys):
+    import nuclei.train
+
     teacher = tmp_path / "teacher"
     nuclei.save_model(nuclei.create_model(**TINY), teacher)
+    loads = []
+    real = nuclei.load_model
+
+    def counted(path, *args, **kwargs):
+        loads.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(nuclei, "load_model", counted)
+    monkeypatch.setattr(nuclei.train, "load_model", counted)
     out = tmp_path / "student"
     rc = main(["nuclei", "train", "--data", "synthetic", "--n-synthetic", "2", "--n-val", "1", "--epochs", "1",
                "--steps-per-epoch", "1", "--batch-size", "2", "--crop", "64", "--workers", "0", "--device", "cpu",
                "--init", str(teacher), "--self-train", str(CMU), "--self-train-tiles", "1", "-q", "-o", str(out)])  # fmt: skip
     assert rc == 0
+    assert loads == [str(teacher)]  # the teacher is the starting point too: loaded once
     assert "self-training: 1 tiles" in capsys.readouterr().out
     prov = json.loads((out / "config.json").read_text())["provenance"]
+    assert prov["train_config"]["init"] == str(teacher)
     st = prov["self_train"]
     assert st["tiles"] == 1 and st["slides"] == [str(CMU)] and 0 <= st["ignored_pixel_share"] <= 1
     assert "pseudo-labels(CMU-1-Small-Region.svs)" in prov["train_source"]
+
+
+def test_untyped_tiles_give_unknown_type_on_nuclei():
+    synth = synthetic_tiles(1, size=64, seed=1)
+    untyped = NucleiTiles(synth.images, synth.instances, None, mpp=0.5)
+    types = untyped.type_map(0)
+    assert (synth.instances[0] > 0).any() and types.dtype == np.uint8
+    assert (types[synth.instances[0] > 0] == UNKNOWN_TYPE).all() and (
+        types[synth.instances[0] == 0] == 0
+    ).all()
+
+
+def test_pseudo_labels_take_eight_forward_passes(tiny_model, monkeypatch):
+    calls = []
+    forward = type(tiny_model).forward
+    monkeypatch.setattr(type(tiny_model), "forward", lambda self, x: calls.append(len(x)) or forward(self, x))
+    image = synthetic_tiles(1, size=64, seed=1).images[0]
+    pseudo_label(tiny_model, image)
+    assert sum(calls) == 8  # the eight dihedral views; the HV maps come from the four flips among them
+
+
+@pytest.mark.parametrize("slide", ["missing.svs", "not_a_slide.txt"])
+def test_self_train_slide_that_cannot_be_read_fails_first(tmp_path, capsys, slide):
+    (tmp_path / "not_a_slide.txt").write_text("hello")
+    args = ["nuclei", "train", "--data", "synthetic", "--n-synthetic", "2", "--n-val", "1", "--epochs", "1",
+            "--workers", "0", "--self-train", str(CMU), str(tmp_path / slide), "-q", "-o", str(tmp_path / "m")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--self-train" in err and slide in err
+    assert not (tmp_path / "m" / "config.json").exists()
+
+
+def test_self_train_teacher_at_another_mpp_is_refused(tmp_path):
+    teacher = tmp_path / "teacher"
+    nuclei.save_model(nuclei.create_model(**TINY, mpp=0.25), teacher)
+    args = ["nuclei", "train", "--data", "synthetic", "--n-synthetic", "2", "--n-val", "1", "--epochs", "1",
+            "--workers", "0", "--init", str(teacher), "--self-train", str(CMU), "-q", "-o", str(tmp_path / "m")]  # fmt: skip
+    with pytest.raises(SystemExit, match=r"teacher works at 0\.25 um/px, the training data is at 0\.5"):
+        main(args)
+
+
+def test_pseudo_label_slides_and_mix_tiles_refuse_bad_input(tiny_model):
+    from nuclei.selftrain import pseudo_label_slides
+
+    with pytest.raises(ValueError, match="no tiles to pseudo-label"):
+        pseudo_label_slides(tiny_model, [])
+    synth = synthetic_tiles(2, size=64, seed=1)
+    other = NucleiTiles(synth.images, synth.instances, None, mpp=0.25)
+    with pytest.raises(ValueError, match=r"labelled tiles are at 0\.5 um/px, pseudo-labels at 0\.25"):
+        mix_tiles(synth, other, share=0.3)
+    with pytest.raises(ValueError, match="share must be between 0 and 1"):
+        mix_tiles(synth, synth, share=0.0)

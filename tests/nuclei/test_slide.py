@@ -258,3 +258,38 @@ def test_seam_copies_are_removed_once():
     candidates = table[near].reset_index(drop=True)
     # The copy of tile 0 (centroid 0.2 px inside its core) goes; tile 1's (0.3 px inside) stays.
     assert seam_duplicates(candidates, cores).tolist() == [0]
+
+
+class ShiftingSegmenter(ThresholdSegmenter):
+    """The threshold segmenter with every other tile's labels moved `shift` px to the right: two tiles see one
+    nucleus at centroids `shift` px apart, as a CNN's outlines of one nucleus differ with the context."""
+
+    def __init__(self, shift: int):
+        super().__init__()
+        self.shift, self.seen = shift, 0
+
+    def maps(self, images: np.ndarray) -> list[TileWork]:
+        out = []
+        for im in images:
+            labels = label_image(im)
+            if self.seen % 2:
+                labels = np.pad(labels, ((0, 0), (self.shift, 0)))[:, : labels.shape[1]]
+            self.seen += 1
+            out.append(TileWork("labels", im, labels=labels))
+        return out
+
+
+def test_seam_copies_deeper_than_the_guard_band_are_removed(slide_path):
+    # Copies 6 px apart: one lies beyond the 4 px guard band inside its core, the other within its own core's
+    # guard band. Comparing only centroids within the guard band (before the seam-margin fix) kept both.
+    with wsi.open_slide(slide_path) as slide:
+        config = SlideNucleiConfig(tile=128, halo=32, workers=0, guard=4)
+        plan = plan_slide(slide, 0.5, config, tissue=False)
+        assert plan.seam_margin0 == pytest.approx(12) and plan.guard0 == pytest.approx(4)
+        table = nuclei.segment_slide(slide, model=ShiftingSegmenter(6), tissue=False, config=config)
+    polygons = shapely.from_wkb(table["geometry"].to_numpy())
+    left, right = shapely.STRtree(polygons).query(polygons, predicate="intersects")
+    pair = left < right
+    inter = shapely.area(shapely.intersection(polygons[left[pair]], polygons[right[pair]]))
+    union = shapely.area(polygons[left[pair]]) + shapely.area(polygons[right[pair]]) - inter
+    assert len(table) > 300 and not np.any(inter / union > 0.3)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import nuclei
-from nuclei.augment import AugmentConfig, augment
+from nuclei.augment import AugmentConfig, augment, hed_jitter
 from nuclei.datasets import cached_synthetic_tiles, synthetic_tiles
-from nuclei.train import TrainConfig, train
+from nuclei.train import TrainConfig, losses, touching_pixels, train
 from slidestream.cli import main
 
 TINY = {"decoder_channels": (8, 8, 8, 8)}
@@ -24,11 +24,70 @@ def test_augment_keeps_image_and_labels_aligned():
             assert img.mean(-1)[inst > 0].mean() < img.mean(-1)[inst == 0].mean()
 
 
+def _od_direction(pixels: np.ndarray) -> np.ndarray:
+    od = -np.log((pixels.reshape(-1, 3).astype(np.float64) + 1) / 256).mean(0)
+    return od / np.linalg.norm(od)
+
+
+def test_stain_hue_jitter_turns_each_stain_and_keeps_its_amount():
+    from skimage.color import combine_stains, rgb_from_hed
+
+    hed = np.zeros((32, 64, 3))
+    hed[:, :32, 0], hed[:, 32:, 1] = 0.08, 0.06  # hematoxylin left, eosin right
+    image = (np.clip(combine_stains(hed, rgb_from_hed), 0, 1) * 255 + 0.5).astype(np.uint8)
+    same = hed_jitter(image, np.random.default_rng(0), sigma=0, bias=0, hue=0)
+    assert np.abs(same.astype(int) - image).max() <= 2  # no jitter asked: the image comes back
+    turns = []
+    for seed in range(8):
+        out = hed_jitter(image, np.random.default_rng(seed), sigma=0, bias=0, hue=0.08)
+        for half in (slice(0, 32), slice(32, 64)):
+            a, b = _od_direction(image[:, half]), _od_direction(out[:, half])
+            turns.append(np.degrees(np.arccos(np.clip(a @ b, -1, 1))))
+            amount = (
+                np.log((out[:, half].astype(float) + 1) / 256).sum()
+                / np.log((image[:, half] + 1.0) / 256).sum()
+            )
+            assert 0.6 < amount < 1.6  # the stain's amount is kept, only its hue changes
+    assert np.median(turns) > 2 and len(set(np.round(turns, 3))) == len(turns)  # each draw its own hue
+    assert AugmentConfig().hed_hue > 0  # and training uses it by default
+
+
+def test_touching_pixels_are_the_borders_between_nuclei():
+    inst = np.zeros((10, 16), np.int32)
+    inst[2:8, 2:7], inst[2:8, 7:12] = 1, 2  # two nuclei sharing the edge between columns 6 and 7
+    inst[2:8, 14:16] = 3  # one alone, 2 px of background from nucleus 2
+    touching = touching_pixels(inst)
+    assert touching[2:8, 5:9].all() and not touching[:, :5].any() and not touching[:, 10:].any()
+    assert not touching[inst == 0].any() and not touching[inst == 3].any()
+    nucleus_three = inst.copy()
+    nucleus_three[2:8, 13] = 3  # now 1 px from nucleus 2: the facing columns of both touch
+    assert touching_pixels(nucleus_three)[2:8, 11].all() and touching_pixels(nucleus_three)[2:8, 13].all()
+
+
+def test_hv_weight_scales_only_the_hv_terms():
+    import torch
+
+    from nuclei.model import NucleiOutput
+
+    g = torch.Generator().manual_seed(0)
+    fg = (torch.rand(1, 1, 32, 32, generator=g) > 0.5).float()
+    hv, types = torch.rand(1, 2, 32, 32, generator=g) * 2 - 1, torch.zeros(1, 32, 32, dtype=torch.long)
+    out = NucleiOutput(logits=torch.randn(1, 1, 32, 32, generator=g), hv=torch.rand(1, 2, 32, 32, generator=g) * 2 - 1,
+                       types=None)  # fmt: skip
+    plain = losses(out, fg, hv, types, 0.5)
+    ones = losses(out, fg, hv, types, 0.5, hv_weight=torch.ones_like(fg))
+    heavy = losses(out, fg, hv, types, 0.5, hv_weight=torch.full_like(fg, 3.0))
+    for k in ("bce", "dice", "mse", "msge"):
+        assert torch.isclose(plain[k], ones[k]), k
+    assert torch.isclose(heavy["mse"], 3 * plain["mse"]) and torch.isclose(heavy["msge"], 3 * plain["msge"])
+    assert torch.isclose(heavy["bce"], plain["bce"]) and torch.isclose(heavy["dice"], plain["dice"])
+
+
 def test_train_writes_best_model_and_history(tmp_path):
     tiles = synthetic_tiles(4, size=64, seed=3)
     val = synthetic_tiles(1, size=64, seed=4)
     cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=1, augment=AugmentConfig(crop=64), loader_workers=0,
-                      device="cpu")  # fmt: skip
+                      device="cpu", boundary_weight=2.0)  # fmt: skip
     history = train(
         tiles, cfg, tmp_path / "m", val=val, model_config=nuclei.ModelConfig(**TINY), progress=False
     )

@@ -15,7 +15,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "nuclei"
 HGSC_MPP = 0.45  # estimated from nucleus sizes, see tests/data/nuclei/README.md
 # Floors a little under what the shipped weights measured (benchmarks/RESULTS.md): regression guards, not goals.
 MIN_SYNTHETIC_F1 = 0.65  # measured 0.692 on this tile (11 nuclei: one more or less moves F1 by about 0.08)
-MIN_HGSC_RECALL = 0.3  # measured 0.461 (F1 0.261: far below the 0.75 target, and below the classical 0.323)
+MIN_HGSC_RECALL = 0.3  # measured 0.390 (F1 0.289: far below the 0.75 target, and below the classical 0.323)
 
 
 def test_shipped_weights_are_small_and_documented():
