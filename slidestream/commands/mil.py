@@ -3,33 +3,18 @@ predictions, heatmaps and QuPath tiles."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 from slidestream.commands._common import (
-    _checked,
     add_quiet,
     fraction,
+    key_value,
     non_negative_int,
     output_folder,
+    positive_float,
     positive_int,
     show_progress,
 )
-
-
-def model_arg(text: str) -> tuple[str, object]:
-    """KEY=VALUE -> (key, value): the value as JSON (numbers, booleans, null), else as text."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a Python name, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
-
-
-positive_float = _checked(float, lambda v: v > 0, "a positive number", "positive_float")
 
 
 def register(sub) -> None:
@@ -55,9 +40,9 @@ def register(sub) -> None:
     train.add_argument("--target", required=True, nargs="+", metavar="COL",
                        help="label column(s); survival takes TIME EVENT, mutation one or more 0/1 columns")  # fmt: skip
     train.add_argument("--model", default="abmil", help="registered MIL model (default abmil)")
-    train.add_argument("--model-arg", action="append", default=[], type=model_arg, metavar="KEY=VALUE",
+    train.add_argument("--model-arg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                        help="keyword argument of the model, e.g. --model-arg top_k=4 --model-arg embed_dim=32 "
-                            "(values read as JSON numbers / booleans, else as text)")  # fmt: skip
+                            "(values read as TOML: numbers, true / false, \"strings\"; else as text)")  # fmt: skip
     train.add_argument("--grade-link", default="cumulative", metavar="LINK",
                        help="grade task: the ordinal link, cumulative (default: best in cross-validation on the "
                             "synthetic cohorts), corn or regression (README)")  # fmt: skip

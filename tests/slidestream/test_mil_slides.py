@@ -265,15 +265,23 @@ def test_one_fold_is_a_train_validation_split(cohort, tmp_path):
         assert tiles[:, 0].min() - 1e-3 <= row["stain_stats_0"] <= tiles[:, 0].max() + 1e-3
 
 
-def test_model_arg_parses_values_and_refuses_a_bad_key():
+def test_model_arg_parses_values_as_toml_and_refuses_a_bad_key():
     import argparse
 
-    from slidestream.commands.mil import model_arg
+    from slidestream.commands._common import key_value
+    from slidestream.commands.features import parse_encoder_args
 
-    assert model_arg("top_k=4") == ("top_k", 4) and model_arg("gated=true") == ("gated", True)
-    assert model_arg("head=cox") == ("head", "cox") and model_arg("dropout=0.5") == ("dropout", 0.5)
+    assert key_value("top_k=4") == ("top_k", 4) and key_value("gated=true") == ("gated", True)
+    assert key_value("head=cox") == ("head", "cox") and key_value("dropout=0.5") == ("dropout", 0.5)
+    assert key_value('head="cox"') == ("head", "cox") and key_value("dims=[1, 2]") == ("dims", [1, 2])
+    assert key_value("lr=1e-5") == ("lr", 1e-5)
+    assert parse_encoder_args(["top_k=4", 'head="cox"']) == dict(
+        [key_value("top_k=4"), key_value('head="cox"')]
+    )
     with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
-        model_arg("top_k")
+        key_value("top_k")
+    with pytest.raises(ValueError, match="--encoder-arg"):
+        parse_encoder_args(["top_k"])
 
 
 def test_predict_step_of_a_run(cohort, cancer_model, tmp_path):
