@@ -194,8 +194,13 @@ def plan(bags: InMemoryBags, task: Task, **overrides) -> dict:
         config["batch_size"] = 32
         config["max_tiles"] = 2048 if data["p90_tiles"] > 2048 else config["max_tiles"]
     config["batch_size"] = int(min(config["batch_size"], n))
+    unknown = set(overrides) - {f.name for f in fields(FitConfig)}
+    if unknown:
+        raise ValueError(f"unknown FitConfig field(s) {sorted(unknown)}")
+    config["batch_size"] = overrides.get("batch_size", config["batch_size"])
     # Linear scaling (Goyal et al. 2017): a step over a batch of bags takes a larger step, capped; without it
-    # small cohorts in batches of 16 get a few hundred small steps in all and stop far from a fit.
+    # small cohorts in batches of 16 get a few hundred small steps in all and stop far from a fit. The batch
+    # size is the one trained with (an override included); a learning rate given is kept as it is.
     config["lr"] = float(min(2e-3, config["lr"] * config["batch_size"]))
     if task.name in ("binary", "multiclass"):
         counts = np.bincount(target.astype(int))
@@ -203,9 +208,6 @@ def plan(bags: InMemoryBags, task: Task, **overrides) -> dict:
         config["class_weight"] = "balanced" if counts.min() < 0.5 * counts.max() else None
     elif task.name == "mutation":
         data["positive_fraction"] = np.nanmean(target, axis=0).round(4).tolist()
-    unknown = set(overrides) - {f.name for f in fields(FitConfig)}
-    if unknown:
-        raise ValueError(f"unknown FitConfig field(s) {sorted(unknown)}")
     config.update(overrides)
     FitConfig(**config)  # checks the values
     return {"config": config, "data": data}
