@@ -240,7 +240,10 @@ def main(argv=None) -> int:
                    help="model keyword argument, as `mil train --model-arg`")  # fmt: skip
     p.add_argument("--lr", type=float, help="learning rate (default: planned)")
     p.add_argument(
-        "--grade-link", default="cumulative", help="grade task link: corn, cumulative or regression"
+        "--grade-link",
+        default="cumulative",
+        choices=("cumulative", "corn", "regression"),
+        help="grade task link (mil.tasks.GRADE_LINKS)",
     )
     p.add_argument("--tile-baselines", action="store_true", help="also the per-tile colour baselines")
     p.add_argument(

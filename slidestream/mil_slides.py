@@ -220,7 +220,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     """
     from dataclasses import replace
 
-    from mil import BagDataset, FitConfig, cross_validate, save_model
+    from mil import BagDataset, FitConfig, create_model, cross_validate, save_model
     from mil.bags import match_slides
     from mil.train import write_json
     from tiling import PatchStore
@@ -233,6 +233,10 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         raise ValueError(
             f"folds must be 1 (a train/validation split) or more (cross-validation), got {folds}"
         )
+    try:  # a bad keyword is an error now, not a TypeError after every store has been read
+        create_model(model, 1, 1, **(model_kwargs or {}))
+    except TypeError as exc:
+        raise ValueError(f"model keyword arguments (--model-arg): {exc}") from None
     stores = find_stores(results)
     table = _read_table(labels)
     try:
@@ -258,11 +262,13 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     opened = [opened[s] for s in table.index]
     bag_task = _task_for(task, targets, table, grade_link)
     dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed)
-    if config != "auto" and isinstance(config, FitConfig):
-        config = replace(config, progress=progress)
     # Each fold's model standardises the features with the mean and sd of its own training slides' tiles
     # (`mil.FeatureScale`, kept in its checkpoint).
-    if isinstance(config, dict):
+    if isinstance(config, str) and config == "auto":
+        config = {}  # the plan, with nothing replaced but `progress`
+    if isinstance(config, FitConfig):
+        config = replace(config, progress=progress)
+    else:
         config = {**config, "progress": progress}
     cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed,
                         model_kwargs=model_kwargs)  # fmt: skip

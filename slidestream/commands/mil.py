@@ -43,7 +43,7 @@ def register(sub) -> None:
     train.add_argument("--model-arg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                        help="keyword argument of the model, e.g. --model-arg top_k=4 --model-arg embed_dim=32 "
                             "(values read as TOML: numbers, true / false, \"strings\"; else as text)")  # fmt: skip
-    train.add_argument("--grade-link", default="cumulative", metavar="LINK",
+    train.add_argument("--grade-link", default="cumulative", choices=("cumulative", "corn", "regression"),
                        help="grade task: the ordinal link, cumulative (default: best in cross-validation on the "
                             "synthetic cohorts), corn or regression (README)")  # fmt: skip
     train.add_argument(
@@ -60,7 +60,7 @@ def register(sub) -> None:
     train.add_argument(
         "--epochs",
         type=positive_int,
-        help="train N epochs (patience N/3) with FitConfig defaults; default: settings planned from the data",
+        help="train N epochs with patience N/3 (the other settings as planned from the data); default: planned",
     )
     train.add_argument("--lr", type=positive_float, help="learning rate (default: planned from the data)")
     train.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and the training")
@@ -90,19 +90,15 @@ def register(sub) -> None:
 
 
 def run_train(args) -> int:
-    from mil import FitConfig
     from slidestream.mil_slides import train_slides
 
-    config = {"lr": args.lr} if args.lr is not None else "auto"  # the plan, with the learning rate replaced
+    overrides = {"lr": args.lr} if args.lr is not None else {}  # replace planned fields, keep the rest
+    if args.epochs is not None:
+        overrides.update(epochs=args.epochs, patience=max(1, args.epochs // 3))
     try:
-        if args.epochs is not None:
-            lr = {"lr": args.lr} if args.lr is not None else {}
-            config = FitConfig(
-                epochs=args.epochs, patience=max(1, args.epochs // 3), progress=show_progress(args), **lr
-            )
         result = train_slides(args.results, args.labels, args.task, args.target, args.out, model=args.model,
                               feature=args.features, folds=args.folds, group=args.group, seed=args.seed,
-                              config=config, progress=show_progress(args), labels_subset=args.labels_subset,
+                              config=overrides, progress=show_progress(args), labels_subset=args.labels_subset,
                               model_kwargs=dict(args.model_arg), grade_link=args.grade_link)  # fmt: skip
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
