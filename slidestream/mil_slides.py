@@ -308,13 +308,24 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
 
 
 def _load_model_folder(model_dir: Path) -> tuple[dict, list]:
-    from mil import load_model
+    from mil import FeatureScale, load_model
 
     if not _is_ours(model_dir):
         raise FileNotFoundError(f"{model_dir}: not a MIL model folder (no {_MANIFEST}); train one with "
                                 "`slidestream mil train`")  # fmt: skip
     manifest = json.loads((model_dir / _MANIFEST).read_text())
-    return manifest, [load_model(model_dir / name) for name in manifest["folds"]]
+    checkpoints = [load_model(model_dir / name) for name in manifest["folds"]]
+    # Model folders written before each fold checkpoint kept its own scale carry one for all folds in the
+    # manifest: the models apply it as they apply their own.
+    if manifest.get("feature_scale") is not None:
+        scale = FeatureScale.from_dict(manifest["feature_scale"])
+        for checkpoint in checkpoints:
+            if checkpoint.model.feature_scale is None:
+                try:
+                    checkpoint.model.set_feature_scale(scale)
+                except ValueError as exc:
+                    raise ValueError(f"{model_dir / _MANIFEST}: feature_scale: {exc}") from None
+    return manifest, checkpoints
 
 
 def _check_encoder(manifest: dict, store, slide_id: str) -> None:
@@ -468,16 +479,6 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     feature, columns, checkpoints = model.feature, model.manifest["columns"], model.checkpoints
     raw = np.asarray(store.features(feature)[:], dtype=np.float32)
     bag = torch.from_numpy(raw)
-    scale = model.manifest.get("feature_scale")
-    # Model folders written before each fold checkpoint kept its own scale (`mil.FeatureScale`, applied by the
-    # model) carry one for all folds in the manifest (a length mismatch is an error, not skipped).
-    if scale is not None:
-        if len(scale["mean"]) != raw.shape[1]:
-            raise ValueError(f"features/{feature} have {raw.shape[1]} dimensions, the model's feature_scale "
-                             f"{len(scale['mean'])}")  # fmt: skip
-        bag = torch.from_numpy(
-            ((raw - np.asarray(scale["mean"])) / np.asarray(scale["sd"])).astype(np.float32)
-        )
     if bag.shape[1] != checkpoints[0].model.in_dim:
         raise ValueError(f"features/{feature} have {bag.shape[1]} dimensions, the model takes "
                          f"{checkpoints[0].model.in_dim}")  # fmt: skip
