@@ -471,7 +471,7 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
                   high_fraction: float = 0.1, raw_attention: bool = False) -> tuple[dict, dict]:  # fmt: skip
     """Predict one store with the fold ensemble: scores/<name> into the store, heatmap_<name>.png and .geojson
     into `folder`. Returns the predictions row (slide_id, each column's fold mean and sd, tiles) and the
-    slide-features row (the row, the high-attention fraction and the attention-weighted mean tile features)."""
+    slide-features row (the row, the high-attention fraction and the weighted mean tile features, README)."""
     import torch
 
     from mil import predict_logits
@@ -503,9 +503,10 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     for k, column in enumerate(columns):
         row[f"{column}_mean"], row[f"{column}_sd"] = float(mean[k]), float(sd[k])
     row["tiles"] = len(bag)
-    if (attention >= 0).all() and np.isclose(attention.sum(), 1.0, atol=1e-3):  # attention weights
-        weights = attention
-    else:  # per-tile scores (instance pooling models): their softmax over the slide's tiles
+    if checkpoints[0].model.instance_scores_are_weights:  # attention (TransMIL's sums to at most 1)
+        weights = np.clip(attention, 0.0, None)
+        weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(weights), 1 / len(weights))
+    else:  # per-tile class scores (instance pooling, DSMIL): their softmax over the slide's tiles
         weights = np.exp(attention - attention.max())
         weights /= weights.sum()
     pooled = weights @ raw.astype(np.float64)
@@ -525,7 +526,7 @@ def predict_slides(results: str | Path, model_dir: str | Path, out: str | Path, 
     """Predict every store of `results` with the fold ensemble of `model_dir` (see the README section).
 
     Writes OUT/predictions.csv (slide_id, each prediction's fold mean and sd, tiles), OUT/slide_features.csv
-    (predictions, attention-weighted mean tile features, fraction of high-attention tiles),
+    (predictions, weighted mean tile features, fraction of high-attention tiles),
     OUT/slides/<slide_id>/heatmap_<name>.png and .geojson, OUT/predict_manifest.jsonl (one record per slide,
     with the reason of each failure) and scores/<name> into each store (attention mean and sd over folds, its
     rank within the slide, high-attention flag). Tiles in the top `high_fraction` of attention are "High

@@ -109,9 +109,12 @@ class MILModel(nn.Module):
     with `feature_scale` (when set), then `forward_bags`.
 
     `permutation_invariant` says whether reordering a bag's tiles leaves the logits unchanged (tested).
+    `instance_scores_are_weights` says whether `instance_scores` are attention weights (non-negative, at most 1
+    over a bag's tiles) rather than per-tile class scores (logits).
     """
 
     permutation_invariant: bool = True
+    instance_scores_are_weights: bool = True
     spec: ModelSpec | None = None
 
     def __init__(self, in_dim: int, n_outputs: int):

@@ -21,6 +21,8 @@ class InstancePooling(MILModel):
     `instance_scores` are the per-tile logits.
     """
 
+    instance_scores_are_weights = False
+
     def __init__(self, in_dim: int, n_outputs: int, pool: str = "mean", embed_dim: int = 256,
                  dropout: float = 0.25, encoder_layers: int = 1, head: str = "linear", top_k: int = 4):  # fmt: skip
         super().__init__(in_dim, n_outputs)
