@@ -29,6 +29,36 @@ def test_scale_of_the_tiles_and_constant_dimensions():
         mil.FeatureScale.fit([np.zeros((0, 2))])
 
 
+def test_scale_is_accumulated_bag_by_bag_as_numpy_computes_it_over_all_tiles():
+    rng = np.random.default_rng(0)
+    # Bags of different sizes and offsets (one of one tile, one empty, one a torch tensor), a large mean
+    # against a small sd: the merge must not lose the sd to cancellation.
+    bags = [rng.normal(1000.0 + k, 0.01 + k, size=(n, 5)) for k, n in enumerate([1, 40, 7, 300])]
+    bags += [np.zeros((0, 5)), torch.from_numpy(rng.normal(-3.0, 2.0, size=(25, 5)).astype(np.float32))]
+    tiles = np.concatenate([np.asarray(b, dtype=np.float64) for b in bags])
+    scale = mil.FeatureScale.fit(bags)
+    np.testing.assert_allclose(scale.mean, tiles.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(scale.sd, tiles.std(axis=0, ddof=1), rtol=1e-9)
+    small = [rng.normal(50.0, 1e-3, size=(n, 3)) for n in (3, 9, 1)]
+    np.testing.assert_allclose(
+        mil.FeatureScale.fit(small).sd, np.concatenate(small).std(axis=0, ddof=1), rtol=1e-6
+    )
+
+
+def test_fit_scales_with_the_training_bags_never_the_validation_bags():
+    train, y = synthetic_bags("binary", 16, 0)
+    val, y_val = synthetic_bags("binary", 8, 1)
+    train, val = [b + 3.0 for b in train], [b + 3.0 for b in val]
+    task = mil.create_task("binary")
+    outlier = [val[0] + 1000.0, *val[1:]]
+    model = mil.create_model("mean", DIM, 1, embed_dim=8)
+    mil.fit(model, task, (train, y), (outlier, y_val), FAST)
+    assert np.abs(np.asarray(model.feature_scale.mean) - 3.0).max() < 1.0
+    model = mil.create_model("mean", DIM, 1, embed_dim=8)
+    mil.fit(model, task, ([train[0] + 1000.0, *train[1:]], y), (val, y_val), FAST)
+    assert np.asarray(model.feature_scale.mean).min() > 20.0
+
+
 def test_each_fold_scales_with_its_training_bags_only():
     bags, y = synthetic_bags("binary", 24, 0)
     bags = [b + 3.0 for b in bags]
