@@ -40,8 +40,8 @@ class InstancePooling(MILModel):
         b, n, _ = h.shape
         scores = self.head(h.reshape(b * n, -1)).reshape(b, n, -1)
         m = mask[..., None]
+        weights = m.to(h.dtype) / m.sum(dim=1, keepdim=True)  # masked mean (the embedding of mean and topk)
         if self.pool == "mean":
-            weights = m.to(h.dtype) / m.sum(dim=1, keepdim=True)
             logits = (scores * weights).sum(dim=1)
             embedding = (h * weights).sum(dim=1)
         elif self.pool == "max":
@@ -54,7 +54,7 @@ class InstancePooling(MILModel):
             )  # (B, k, K), -inf past a bag's end
             taken = torch.isfinite(top)
             logits = top.masked_fill(~taken, 0.0).sum(dim=1) / taken.sum(dim=1)
-            embedding = (h * (m.to(h.dtype) / m.sum(dim=1, keepdim=True))).sum(dim=1)
+            embedding = (h * weights).sum(dim=1)
         return MILOutput(logits, nan_masked(scores, mask), embedding=embedding)
 
 

@@ -106,7 +106,7 @@ def test_scale_is_saved_refused_when_inconsistent_and_applied_at_predict(tmp_pat
     config["feature_scale"]["sd"] = config["feature_scale"]["sd"][:-1]
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(
-        ValueError, match=rf"feature scale has {DIM - 1} dimensions but the model takes {DIM}"
+        ValueError, match=rf"ckpt: a feature scale of {DIM - 1} dimensions for a model of {DIM}-"
     ):
         mil.load_model(path)
     with pytest.raises(ValueError, match="feature scale of 3 dimensions"):
