@@ -36,7 +36,7 @@ import pandas as pd
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from slidestream.commands.mil import model_arg
+from slidestream.commands._common import key_value
 from slidestream.mil_slides import predict_slides, train_slides
 
 TASKS = {
@@ -236,11 +236,14 @@ def main(argv=None) -> int:
     p.add_argument("--features", default="stain_stats")
     p.add_argument("--tasks", default="cancer,grade,mutation,survival")
     p.add_argument("--model", default="abmil", help="registered MIL model (default abmil)")
-    p.add_argument("--model-arg", action="append", default=[], type=model_arg, metavar="KEY=VALUE",
+    p.add_argument("--model-arg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="model keyword argument, as `mil train --model-arg`")  # fmt: skip
     p.add_argument("--lr", type=float, help="learning rate (default: planned)")
     p.add_argument(
-        "--grade-link", default="cumulative", help="grade task link: corn, cumulative or regression"
+        "--grade-link",
+        default="cumulative",
+        choices=("cumulative", "corn", "regression"),
+        help="grade task link (mil.tasks.GRADE_LINKS)",
     )
     p.add_argument("--tile-baselines", action="store_true", help="also the per-tile colour baselines")
     p.add_argument(

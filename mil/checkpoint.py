@@ -129,12 +129,10 @@ def load_model(path: str | Path, in_dim: int | None = None, encoder=None, device
                              f"(weights {hashes[1]}), but the features given come from {given.get('encoder')!r} "
                              f"(weights {hashes[0]})")  # fmt: skip
     scale = config.get("feature_scale")
-    if scale is not None:
-        scale = FeatureScale.from_dict(scale)
-        if len(scale) != spec["in_dim"]:
-            raise ValueError(f"{path}: the feature scale has {len(scale)} dimensions but the model takes "
-                             f"{spec['in_dim']}-dimensional features; the checkpoint is inconsistent")  # fmt: skip
     model = create_model(spec["name"], spec["in_dim"], spec["n_outputs"], **spec["kwargs"])
     model.load_state_dict(load_file(str(path / _WEIGHTS), device="cpu"))
-    model.set_feature_scale(scale)
+    try:
+        model.set_feature_scale(None if scale is None else FeatureScale.from_dict(scale))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}; the checkpoint is inconsistent") from None
     return Checkpoint(model.to(device).eval(), task_from_state(config["task"]), config)

@@ -38,16 +38,29 @@ class FeatureScale:
 
     @classmethod
     def fit(cls, bags: Sequence) -> FeatureScale:
-        """Mean and sd over all tiles of `bags` (each (n_i, D)), in float64."""
-        parts = [
-            torch.as_tensor(np.asarray(b, dtype=np.float32) if not torch.is_tensor(b) else b) for b in bags
-        ]
-        parts = [p.reshape(len(p), -1).double() for p in parts if len(p)]
-        if not parts:
+        """Mean and sd over all tiles of `bags` (each (n_i, D)), in float64.
+
+        Accumulated bag by bag (each bag's mean and sum of squared deviations, merged as Chan et al. do), so the
+        memory is one bag in float64, not every tile of the cohort."""
+        n, mean, m2 = 0, None, None
+        for bag in bags:
+            tiles = torch.as_tensor(bag if torch.is_tensor(bag) else np.asarray(bag))
+            if not len(tiles):
+                continue
+            tiles = tiles.reshape(len(tiles), -1).detach().to("cpu", torch.float64)
+            bag_mean = tiles.mean(dim=0)
+            bag_m2 = ((tiles - bag_mean) ** 2).sum(dim=0)
+            if mean is None:
+                n, mean, m2 = len(tiles), bag_mean, bag_m2
+                continue
+            total = n + len(tiles)
+            delta = bag_mean - mean
+            mean = mean + delta * (len(tiles) / total)
+            m2 = m2 + bag_m2 + delta**2 * (n * len(tiles) / total)
+            n = total
+        if mean is None:
             raise ValueError("no tile to fit a feature scale on")
-        tiles = torch.cat(parts)
-        mean = tiles.mean(dim=0)
-        sd = tiles.std(dim=0) if len(tiles) > 1 else torch.ones_like(mean)
+        sd = (m2 / (n - 1)).sqrt() if n > 1 else torch.ones_like(mean)
         sd = torch.where(sd > _MIN_SD, sd, torch.ones_like(sd))
         return cls(tuple(mean.tolist()), tuple(sd.tolist()))
 

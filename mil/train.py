@@ -194,8 +194,13 @@ def plan(bags: InMemoryBags, task: Task, **overrides) -> dict:
         config["batch_size"] = 32
         config["max_tiles"] = 2048 if data["p90_tiles"] > 2048 else config["max_tiles"]
     config["batch_size"] = int(min(config["batch_size"], n))
+    unknown = set(overrides) - {f.name for f in fields(FitConfig)}
+    if unknown:
+        raise ValueError(f"unknown FitConfig field(s) {sorted(unknown)}")
+    config["batch_size"] = overrides.get("batch_size", config["batch_size"])
     # Linear scaling (Goyal et al. 2017): a step over a batch of bags takes a larger step, capped; without it
-    # small cohorts in batches of 16 get a few hundred small steps in all and stop far from a fit.
+    # small cohorts in batches of 16 get a few hundred small steps in all and stop far from a fit. The batch
+    # size is the one trained with (an override included); a learning rate given is kept as it is.
     config["lr"] = float(min(2e-3, config["lr"] * config["batch_size"]))
     if task.name in ("binary", "multiclass"):
         counts = np.bincount(target.astype(int))
@@ -203,9 +208,6 @@ def plan(bags: InMemoryBags, task: Task, **overrides) -> dict:
         config["class_weight"] = "balanced" if counts.min() < 0.5 * counts.max() else None
     elif task.name == "mutation":
         data["positive_fraction"] = np.nanmean(target, axis=0).round(4).tolist()
-    unknown = set(overrides) - {f.name for f in fields(FitConfig)}
-    if unknown:
-        raise ValueError(f"unknown FitConfig field(s) {sorted(unknown)}")
     config.update(overrides)
     FitConfig(**config)  # checks the values
     return {"config": config, "data": data}
@@ -496,8 +498,10 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
     strata = base_task.strata(target)
     if n_splits < 1:
         raise ValueError(f"n_splits must be 1 (a train/validation split) or more, got {n_splits}")
-    folds = (_validation_split if n_splits == 1 else _cv_folds)(base_task, target, strata, bags.groups,
-                                                                 n_splits, seed)  # fmt: skip
+    if n_splits == 1:
+        folds, validation_parts = _validation_split(base_task, target, strata, bags.groups, seed)
+    else:
+        folds = _cv_folds(base_task, target, strata, bags.groups, n_splits, seed)
     if isinstance(config, (str, dict)):
         if config != "auto" and not isinstance(config, dict):
             raise ValueError(f"config must be a FitConfig, 'auto' or a dict of planned fields to replace, "
@@ -508,7 +512,7 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
     planned = {"config": asdict(config), "n_splits": n_splits, "seed": seed, "model": model,
                "model_kwargs": model_kwargs or {}, "task": base_task.state()}  # fmt: skip
     if n_splits == 1:
-        planned["validation_parts"] = min(VALIDATION_PARTS, len(np.unique(bags.groups)))
+        planned["validation_parts"] = validation_parts
     rows, oof_parts, models, tasks, histories = [], [], [], [], []
     for k, (fit_index, val_index, test_index) in enumerate(folds):
         fold_task = copy.deepcopy(base_task)
@@ -573,9 +577,10 @@ def _cv_folds(task: Task, target, strata, groups, n_splits: int, seed: int) -> l
     return folds
 
 
-def _validation_split(task: Task, target, strata, groups, n_splits: int, seed: int) -> list:
-    """One (fit, validation, validation) triple: the first of `VALIDATION_PARTS` grouped, stratified parts
-    that can be evaluated (a small cohort's part may lack a class) is the validation set."""
+def _validation_split(task: Task, target, strata, groups, seed: int) -> tuple[list, int]:
+    """One (fit, validation, validation) triple, and the number of parts: the first of `VALIDATION_PARTS`
+    grouped, stratified parts (fewer with fewer patients) that can be evaluated (a small cohort's part may lack
+    a class) is the validation set."""
     parts = min(VALIDATION_PARTS, len(np.unique(groups)))
     if parts < 2:
         raise ValueError("a train/validation split needs slides of at least 2 patients")
@@ -586,7 +591,7 @@ def _validation_split(task: Task, target, strata, groups, n_splits: int, seed: i
         raise ValueError(f"every validation split has a problem, e.g. {problems[0]} among its "
                          f"{len(splits[0][1])} slides; add slides or use cross-validation")  # fmt: skip
     train, val = splits[usable[0]]
-    return [(train, val, val)]
+    return [(train, val, val)], parts
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:

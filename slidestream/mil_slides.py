@@ -220,7 +220,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     """
     from dataclasses import replace
 
-    from mil import BagDataset, FitConfig, cross_validate, save_model
+    from mil import BagDataset, FitConfig, create_model, cross_validate, save_model
     from mil.bags import match_slides
     from mil.train import write_json
     from tiling import PatchStore
@@ -233,6 +233,10 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         raise ValueError(
             f"folds must be 1 (a train/validation split) or more (cross-validation), got {folds}"
         )
+    try:  # a bad keyword is an error now, not a TypeError after every store has been read
+        create_model(model, 1, 1, **(model_kwargs or {}))
+    except TypeError as exc:
+        raise ValueError(f"model keyword arguments (--model-arg): {exc}") from None
     stores = find_stores(results)
     table = _read_table(labels)
     try:
@@ -258,11 +262,13 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     opened = [opened[s] for s in table.index]
     bag_task = _task_for(task, targets, table, grade_link)
     dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed)
-    if config != "auto" and isinstance(config, FitConfig):
-        config = replace(config, progress=progress)
     # Each fold's model standardises the features with the mean and sd of its own training slides' tiles
     # (`mil.FeatureScale`, kept in its checkpoint).
-    if isinstance(config, dict):
+    if isinstance(config, str) and config == "auto":
+        config = {}  # the plan, with nothing replaced but `progress`
+    if isinstance(config, FitConfig):
+        config = replace(config, progress=progress)
+    else:
         config = {**config, "progress": progress}
     cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed,
                         model_kwargs=model_kwargs)  # fmt: skip
@@ -302,13 +308,24 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
 
 
 def _load_model_folder(model_dir: Path) -> tuple[dict, list]:
-    from mil import load_model
+    from mil import FeatureScale, load_model
 
     if not _is_ours(model_dir):
         raise FileNotFoundError(f"{model_dir}: not a MIL model folder (no {_MANIFEST}); train one with "
                                 "`slidestream mil train`")  # fmt: skip
     manifest = json.loads((model_dir / _MANIFEST).read_text())
-    return manifest, [load_model(model_dir / name) for name in manifest["folds"]]
+    checkpoints = [load_model(model_dir / name) for name in manifest["folds"]]
+    # Model folders written before each fold checkpoint kept its own scale carry one for all folds in the
+    # manifest: the models apply it as they apply their own.
+    if manifest.get("feature_scale") is not None:
+        scale = FeatureScale.from_dict(manifest["feature_scale"])
+        for checkpoint in checkpoints:
+            if checkpoint.model.feature_scale is None:
+                try:
+                    checkpoint.model.set_feature_scale(scale)
+                except ValueError as exc:
+                    raise ValueError(f"{model_dir / _MANIFEST}: feature_scale: {exc}") from None
+    return manifest, checkpoints
 
 
 def _check_encoder(manifest: dict, store, slide_id: str) -> None:
@@ -454,7 +471,7 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
                   high_fraction: float = 0.1, raw_attention: bool = False) -> tuple[dict, dict]:  # fmt: skip
     """Predict one store with the fold ensemble: scores/<name> into the store, heatmap_<name>.png and .geojson
     into `folder`. Returns the predictions row (slide_id, each column's fold mean and sd, tiles) and the
-    slide-features row (the row, the high-attention fraction and the attention-weighted mean tile features)."""
+    slide-features row (the row, the high-attention fraction and the weighted mean tile features, README)."""
     import torch
 
     from mil import predict_logits
@@ -462,16 +479,6 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     feature, columns, checkpoints = model.feature, model.manifest["columns"], model.checkpoints
     raw = np.asarray(store.features(feature)[:], dtype=np.float32)
     bag = torch.from_numpy(raw)
-    scale = model.manifest.get("feature_scale")
-    # Model folders written before each fold checkpoint kept its own scale (`mil.FeatureScale`, applied by the
-    # model) carry one for all folds in the manifest (a length mismatch is an error, not skipped).
-    if scale is not None:
-        if len(scale["mean"]) != raw.shape[1]:
-            raise ValueError(f"features/{feature} have {raw.shape[1]} dimensions, the model's feature_scale "
-                             f"{len(scale['mean'])}")  # fmt: skip
-        bag = torch.from_numpy(
-            ((raw - np.asarray(scale["mean"])) / np.asarray(scale["sd"])).astype(np.float32)
-        )
     if bag.shape[1] != checkpoints[0].model.in_dim:
         raise ValueError(f"features/{feature} have {bag.shape[1]} dimensions, the model takes "
                          f"{checkpoints[0].model.in_dim}")  # fmt: skip
@@ -496,9 +503,10 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     for k, column in enumerate(columns):
         row[f"{column}_mean"], row[f"{column}_sd"] = float(mean[k]), float(sd[k])
     row["tiles"] = len(bag)
-    if (attention >= 0).all() and np.isclose(attention.sum(), 1.0, atol=1e-3):  # attention weights
-        weights = attention
-    else:  # per-tile scores (instance pooling models): their softmax over the slide's tiles
+    if checkpoints[0].model.instance_scores_are_weights:  # attention (TransMIL's sums to at most 1)
+        weights = np.clip(attention, 0.0, None)
+        weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(weights), 1 / len(weights))
+    else:  # per-tile class scores (instance pooling, DSMIL): their softmax over the slide's tiles
         weights = np.exp(attention - attention.max())
         weights /= weights.sum()
     pooled = weights @ raw.astype(np.float64)
@@ -518,7 +526,7 @@ def predict_slides(results: str | Path, model_dir: str | Path, out: str | Path, 
     """Predict every store of `results` with the fold ensemble of `model_dir` (see the README section).
 
     Writes OUT/predictions.csv (slide_id, each prediction's fold mean and sd, tiles), OUT/slide_features.csv
-    (predictions, attention-weighted mean tile features, fraction of high-attention tiles),
+    (predictions, weighted mean tile features, fraction of high-attention tiles),
     OUT/slides/<slide_id>/heatmap_<name>.png and .geojson, OUT/predict_manifest.jsonl (one record per slide,
     with the reason of each failure) and scores/<name> into each store (attention mean and sd over folds, its
     rank within the slide, high-attention flag). Tiles in the top `high_fraction` of attention are "High

@@ -109,26 +109,35 @@ class MILModel(nn.Module):
     with `feature_scale` (when set), then `forward_bags`.
 
     `permutation_invariant` says whether reordering a bag's tiles leaves the logits unchanged (tested).
+    `instance_scores_are_weights` says whether `instance_scores` are attention weights (non-negative, at most 1
+    over a bag's tiles) rather than per-tile class scores (logits).
     """
 
     permutation_invariant: bool = True
+    instance_scores_are_weights: bool = True
     spec: ModelSpec | None = None
 
     def __init__(self, in_dim: int, n_outputs: int):
         super().__init__()
         self.in_dim = in_dim
         self.n_outputs = n_outputs
-        self.feature_scale: FeatureScale | None = None
-        # Not in the state dict: checkpoints keep the scale in their JSON, readable, with the model's spec.
+        # The scale's only copy (they move with the model). Not in the state dict: checkpoints keep the scale in
+        # their JSON, readable, with the model's spec.
         self.register_buffer("_scale_mean", None, persistent=False)
         self.register_buffer("_scale_sd", None, persistent=False)
+
+    @property
+    def feature_scale(self) -> FeatureScale | None:
+        """The scale `forward` applies (float32, as applied), or None."""
+        if self._scale_mean is None:
+            return None
+        return FeatureScale(tuple(self._scale_mean.tolist()), tuple(self._scale_sd.tolist()))
 
     def set_feature_scale(self, scale: FeatureScale | None) -> None:
         """Standardise the features given to `forward` with `scale` (None: use them as they are)."""
         if scale is not None and len(scale) != self.in_dim:
             raise ValueError(f"a feature scale of {len(scale)} dimensions for a model of {self.in_dim}-dimensional "
                              "features")  # fmt: skip
-        self.feature_scale = scale
         device = next(self.parameters()).device
         self._scale_mean = (
             None if scale is None else torch.tensor(scale.mean, dtype=torch.float32, device=device)

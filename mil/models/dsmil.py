@@ -20,6 +20,8 @@ __all__ = ["DSMIL", "dsmil"]
 
 
 class DSMIL(MILModel):
+    instance_scores_are_weights = False  # per-tile class scores of the max-instance stream
+
     def __init__(self, in_dim: int, n_outputs: int, embed_dim: int = 256, query_dim: int = 128,
                  dropout: float = 0.25, encoder_layers: int = 1, head: str = "linear"):  # fmt: skip
         super().__init__(in_dim, n_outputs)

@@ -21,6 +21,8 @@ class InstancePooling(MILModel):
     `instance_scores` are the per-tile logits.
     """
 
+    instance_scores_are_weights = False
+
     def __init__(self, in_dim: int, n_outputs: int, pool: str = "mean", embed_dim: int = 256,
                  dropout: float = 0.25, encoder_layers: int = 1, head: str = "linear", top_k: int = 4):  # fmt: skip
         super().__init__(in_dim, n_outputs)
@@ -38,8 +40,8 @@ class InstancePooling(MILModel):
         b, n, _ = h.shape
         scores = self.head(h.reshape(b * n, -1)).reshape(b, n, -1)
         m = mask[..., None]
+        weights = m.to(h.dtype) / m.sum(dim=1, keepdim=True)  # masked mean (the embedding of mean and topk)
         if self.pool == "mean":
-            weights = m.to(h.dtype) / m.sum(dim=1, keepdim=True)
             logits = (scores * weights).sum(dim=1)
             embedding = (h * weights).sum(dim=1)
         elif self.pool == "max":
@@ -52,7 +54,7 @@ class InstancePooling(MILModel):
             )  # (B, k, K), -inf past a bag's end
             taken = torch.isfinite(top)
             logits = top.masked_fill(~taken, 0.0).sum(dim=1) / taken.sum(dim=1)
-            embedding = (h * (m.to(h.dtype) / m.sum(dim=1, keepdim=True))).sum(dim=1)
+            embedding = (h * weights).sum(dim=1)
         return MILOutput(logits, nan_masked(scores, mask), embedding=embedding)
 
 

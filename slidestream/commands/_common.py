@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tomllib
 import warnings
 from pathlib import Path
 
@@ -110,6 +111,19 @@ magnification = _checked(float, lambda v: 0.5 <= v <= 200, "an objective magnifi
 tiff_tile_side = _checked(int, lambda v: v >= 16 and v % 16 == 0, "a multiple of 16 of at least 16 (the TIFF rule)",
                           "tiff_tile_side")  # fmt: skip
 jpeg_quality = _checked(int, lambda v: 1 <= v <= 100, "a JPEG quality from 1 to 100", "jpeg_quality")
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """An argparse type: KEY=VALUE -> (key, value), the value read as a TOML value (numbers, true / false,
+    "strings", [arrays]), as in the config file; anything else is kept as text."""
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a Python name, got {text!r}")
+    try:
+        return key, tomllib.loads(f"value = {value}")["value"]
+    except tomllib.TOMLDecodeError:
+        return key, value
 
 
 def target_mpp(text: str) -> float:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from slidestream.commands._common import add_quiet, non_negative_int, positive_int, show_progress
+from slidestream.commands._common import add_quiet, key_value, non_negative_int, positive_int, show_progress
 
 
 def parse_encoder_args(items: list[str] | None) -> dict[str, Any] | None:
@@ -19,14 +19,11 @@ def parse_encoder_args(items: list[str] | None) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise ValueError(f"--encoder-arg wants KEY=VALUE (e.g. init_values=1e-5), got {item!r}")
         try:
-            out[key] = tomllib.loads(f"value = {text.strip()}")["value"]
-        except tomllib.TOMLDecodeError:
-            out[key] = text.strip()
+            key, value = key_value(item)
+        except argparse.ArgumentTypeError:
+            raise ValueError(f"--encoder-arg wants KEY=VALUE (e.g. init_values=1e-5), got {item!r}") from None
+        out[key] = value
     return out
 
 

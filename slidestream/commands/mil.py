@@ -3,33 +3,18 @@ predictions, heatmaps and QuPath tiles."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 from slidestream.commands._common import (
-    _checked,
     add_quiet,
     fraction,
+    key_value,
     non_negative_int,
     output_folder,
+    positive_float,
     positive_int,
     show_progress,
 )
-
-
-def model_arg(text: str) -> tuple[str, object]:
-    """KEY=VALUE -> (key, value): the value as JSON (numbers, booleans, null), else as text."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a Python name, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
-
-
-positive_float = _checked(float, lambda v: v > 0, "a positive number", "positive_float")
 
 
 def register(sub) -> None:
@@ -55,10 +40,10 @@ def register(sub) -> None:
     train.add_argument("--target", required=True, nargs="+", metavar="COL",
                        help="label column(s); survival takes TIME EVENT, mutation one or more 0/1 columns")  # fmt: skip
     train.add_argument("--model", default="abmil", help="registered MIL model (default abmil)")
-    train.add_argument("--model-arg", action="append", default=[], type=model_arg, metavar="KEY=VALUE",
+    train.add_argument("--model-arg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                        help="keyword argument of the model, e.g. --model-arg top_k=4 --model-arg embed_dim=32 "
-                            "(values read as JSON numbers / booleans, else as text)")  # fmt: skip
-    train.add_argument("--grade-link", default="cumulative", metavar="LINK",
+                            "(values read as TOML: numbers, true / false, \"strings\"; else as text)")  # fmt: skip
+    train.add_argument("--grade-link", default="cumulative", choices=("cumulative", "corn", "regression"),
                        help="grade task: the ordinal link, cumulative (default: best in cross-validation on the "
                             "synthetic cohorts), corn or regression (README)")  # fmt: skip
     train.add_argument(
@@ -75,7 +60,7 @@ def register(sub) -> None:
     train.add_argument(
         "--epochs",
         type=positive_int,
-        help="train N epochs (patience N/3) with FitConfig defaults; default: settings planned from the data",
+        help="train N epochs with patience N/3 (the other settings as planned from the data); default: planned",
     )
     train.add_argument("--lr", type=positive_float, help="learning rate (default: planned from the data)")
     train.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and the training")
@@ -105,19 +90,15 @@ def register(sub) -> None:
 
 
 def run_train(args) -> int:
-    from mil import FitConfig
     from slidestream.mil_slides import train_slides
 
-    config = {"lr": args.lr} if args.lr is not None else "auto"  # the plan, with the learning rate replaced
+    overrides = {"lr": args.lr} if args.lr is not None else {}  # replace planned fields, keep the rest
+    if args.epochs is not None:
+        overrides.update(epochs=args.epochs, patience=max(1, args.epochs // 3))
     try:
-        if args.epochs is not None:
-            lr = {"lr": args.lr} if args.lr is not None else {}
-            config = FitConfig(
-                epochs=args.epochs, patience=max(1, args.epochs // 3), progress=show_progress(args), **lr
-            )
         result = train_slides(args.results, args.labels, args.task, args.target, args.out, model=args.model,
                               feature=args.features, folds=args.folds, group=args.group, seed=args.seed,
-                              config=config, progress=show_progress(args), labels_subset=args.labels_subset,
+                              config=overrides, progress=show_progress(args), labels_subset=args.labels_subset,
                               model_kwargs=dict(args.model_arg), grade_link=args.grade_link)  # fmt: skip
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -163,6 +163,19 @@ def test_attention_weights_sum_to_one():
         torch.testing.assert_close(torch.nansum(scores, dim=1), torch.ones(3, scores.shape[2]))
 
 
+@pytest.mark.parametrize("name", mil.list_models())
+def test_instance_scores_are_what_the_model_says(name):
+    """Attention models give weights (>= 0, at most 1 over a bag); the others per-tile logits, which can be
+    negative, so `mil predict` reads a model's scores by its `instance_scores_are_weights`, not by their values."""
+    model = _build(name, 2)
+    x, mask = _bags()
+    scores = model(x, mask).instance_scores
+    if model.instance_scores_are_weights:
+        assert torch.nan_to_num(scores).min() >= 0 and torch.nansum(scores, dim=1).max() <= 1 + 1e-5
+    else:
+        assert name in ("mean", "max", "topk", "dsmil") and torch.nan_to_num(scores).min() < 0
+
+
 def test_transmil_exact_attention_is_what_nystrom_converges_to():
     from mil.models.transmil import NystromAttention
 

@@ -36,6 +36,10 @@ def test_auto_plan_follows_the_data_and_is_written(tmp_path):
     assert imbalanced["class_weight"] == "balanced"
     with pytest.raises(ValueError, match="unknown FitConfig field"):
         mil.plan((bags, y), task, epoch=3)
+    # The learning rate grows with the batch size trained with (an override's), and a given one is kept.
+    assert mil.plan((bags, y), task, batch_size=1)["config"]["lr"] == 2e-4
+    assert mil.plan((bags, y), task, batch_size=4)["config"]["lr"] == pytest.approx(8e-4)
+    assert mil.plan((bags, y), task, lr=5e-5)["config"]["lr"] == 5e-5
 
     history = mil.fit(_model(task), task, (bags[:12], y[:12]), None, "auto", plan_path=tmp_path / "plan.json")
     written = json.loads((tmp_path / "plan.json").read_text())

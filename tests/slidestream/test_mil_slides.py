@@ -265,15 +265,23 @@ def test_one_fold_is_a_train_validation_split(cohort, tmp_path):
         assert tiles[:, 0].min() - 1e-3 <= row["stain_stats_0"] <= tiles[:, 0].max() + 1e-3
 
 
-def test_model_arg_parses_values_and_refuses_a_bad_key():
+def test_model_arg_parses_values_as_toml_and_refuses_a_bad_key():
     import argparse
 
-    from slidestream.commands.mil import model_arg
+    from slidestream.commands._common import key_value
+    from slidestream.commands.features import parse_encoder_args
 
-    assert model_arg("top_k=4") == ("top_k", 4) and model_arg("gated=true") == ("gated", True)
-    assert model_arg("head=cox") == ("head", "cox") and model_arg("dropout=0.5") == ("dropout", 0.5)
+    assert key_value("top_k=4") == ("top_k", 4) and key_value("gated=true") == ("gated", True)
+    assert key_value("head=cox") == ("head", "cox") and key_value("dropout=0.5") == ("dropout", 0.5)
+    assert key_value('head="cox"') == ("head", "cox") and key_value("dims=[1, 2]") == ("dims", [1, 2])
+    assert key_value("lr=1e-5") == ("lr", 1e-5)
+    assert parse_encoder_args(["top_k=4", 'head="cox"']) == dict(
+        [key_value("top_k=4"), key_value('head="cox"')]
+    )
     with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
-        model_arg("top_k")
+        key_value("top_k")
+    with pytest.raises(ValueError, match="--encoder-arg"):
+        parse_encoder_args(["top_k"])
 
 
 def test_predict_step_of_a_run(cohort, cancer_model, tmp_path):
@@ -380,3 +388,37 @@ def test_a_model_folder_with_the_older_shared_scale_predicts_the_same(cohort, ca
         rows[name] = predict_store(load_model_folder(folder), store, slide / "patches.zarr", "S000",
                                    tmp_path / f"{name}_out")[0]  # fmt: skip
     assert rows["old"]["probability_mean"] == pytest.approx(rows["new"]["probability_mean"], rel=1e-5)
+
+
+def test_train_options_replace_planned_fields_and_bad_ones_stop_early(cohort, tmp_path, monkeypatch, capsys):
+    import mil
+    from mil.tasks import GRADE_LINKS
+    from slidestream.cli import build_parser
+
+    seen = []
+
+    def spy(model, task, bags, n_splits=5, config="auto", **kwargs):
+        seen.append(config)
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(mil, "cross_validate", spy)
+    # --epochs and --lr replace those fields of the plan (which keeps its batch size, max_tiles, class weights);
+    # -q turns the epoch bars off with or without them.
+    assert _train(cohort, tmp_path / "m", "binary", "cancer", extra=["--lr", "0.001"]) == 2
+    assert seen.pop() == {"lr": 0.001, "epochs": 3, "patience": 1, "progress": False}
+    code = main(["mil", "train", str(cohort / "results"), "--labels", str(cohort / "cohort" / "labels.csv"),
+                 "--task", "binary", "--target", "cancer", "-o", str(tmp_path / "m"), "-q"])  # fmt: skip
+    assert code == 2 and seen.pop() == {"progress": False}
+    # An unknown model keyword is a usage error before any store is read, not a TypeError traceback.
+    capsys.readouterr()
+    assert _train(cohort, tmp_path / "m", "binary", "cancer", extra=["--model-arg", "bogus=1"]) == 2
+    err = capsys.readouterr().err
+    assert "--model-arg" in err and "bogus" in err and not seen
+    # --grade-link offers exactly the task's links.
+    mil_parser = build_parser()._subparsers._group_actions[0].choices["mil"]
+    train = mil_parser._subparsers._group_actions[0].choices["train"]
+    link = next(a for a in train._actions if a.dest == "grade_link")
+    assert set(link.choices) == set(GRADE_LINKS)
+    with pytest.raises(SystemExit) as exc:
+        _train(cohort, tmp_path / "m", "grade", "grade", extra=["--grade-link", "probit"])
+    assert exc.value.code == 2
