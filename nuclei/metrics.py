@@ -145,8 +145,8 @@ def error_counts(true: np.ndarray, pred: np.ndarray) -> dict[str, int]:
 
     A prediction "holds" a true nucleus when it covers more than half of it. `merged`: true nuclei held by a
     prediction that holds two or more; `split`: true nuclei that no prediction holds but two or more cover by more
-    than a fifth each; `missed`: true nuclei that no prediction holds, with more than half of
-    their pixels predicted background; `false_positive`: predictions with under a fifth of their pixels on true
+    than a fifth each; `missed`: true nuclei that no prediction holds and that are not split, with more than half
+    of their pixels predicted background; `false_positive`: predictions with under a fifth of their pixels on true
     nuclei. `true` and `pred` are (H, W) integer labels, 0 = background.
     """
     true, pred = _check(true, "true"), _check(pred, "pred")
@@ -162,8 +162,8 @@ def error_counts(true: np.ndarray, pred: np.ndarray) -> dict[str, int]:
     holder_count = held.sum(0)  # true nuclei each prediction holds
     merged = int((held & (holder_count >= 2)[None, :]).any(1).sum())
     unheld = ~held.any(1)
-    split = int((unheld & ((cover > 0.2).sum(1) >= 2)).sum())
-    missed = int((unheld & (cover.sum(1) < 0.5)).sum())
+    split = unheld & ((cover > 0.2).sum(1) >= 2)
+    missed = int((unheld & ~split & (cover.sum(1) < 0.5)).sum())  # each true nucleus is of one kind at most
     false_positive = int((inter.sum(0) / np.maximum(p_area, 1) < 0.2).sum())
-    return {"true": n_true, "pred": n_pred, "merged": merged, "split": split, "missed": missed,
+    return {"true": n_true, "pred": n_pred, "merged": merged, "split": int(split.sum()), "missed": missed,
             "false_positive": false_positive}  # fmt: skip

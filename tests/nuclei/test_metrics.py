@@ -75,3 +75,12 @@ def test_error_counts_by_kind():
     assert e == {"true": 4, "pred": 4, "merged": 2, "split": 1, "missed": 1, "false_positive": 1}
     assert error_counts(true, np.zeros_like(true))["missed"] == 4
     assert error_counts(true, true)["merged"] == error_counts(true, true)["split"] == 0
+
+
+def test_a_nucleus_split_into_small_pieces_is_split_not_also_missed():
+    true = np.zeros((10, 10), int)
+    true[:, :] = 1  # 100 px
+    pred = np.zeros_like(true)
+    pred.flat[:21], pred.flat[50:71] = 2, 3  # two predictions of 21 px each: 42% of it, no holder
+    e = error_counts(true, pred)
+    assert (e["split"], e["missed"]) == (1, 0)
