@@ -20,19 +20,11 @@ import torch
 import torch.nn.functional as F
 
 import nuclei
+from nuclei.datasets.synthetic import synthetic_fields
 from nuclei.inference import predict_maps
 from nuclei.metrics import aggregate, error_counts, score
 from nuclei.postprocess import instances_from_maps
 from nuclei.targets import hv_maps
-from wsi.synthetic.cells import render_cells
-
-
-def rendered(n: int, seed: int, mpp: float = 0.5, size: int = 256, size_jitter: float = 0.15):
-    """(image, instances, scene) of the tiles `synthetic_tiles(n, size, mpp, seed)` returns, with their scenes."""
-    for i in range(n):
-        rng = np.random.default_rng([seed, i])
-        field = render_cells((size, size), mpp=mpp * rng.uniform(1 - size_jitter, 1 + size_jitter), rng=rng)
-        yield field.image, field.instances, field.scene
 
 
 def true_maps(instances: np.ndarray, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -59,14 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     model = nuclei.load_model(args.model) if args.model else nuclei.default_model("cpu")
     scores: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for image, truth, scene in rendered(args.tiles, args.seed, model.config.mpp):
-        prob, hv = predict_maps(model, image)
-        found = instances_from_maps(prob, hv)
-        for key in (scene, "all"):
-            scores[key]["model"].append(score(truth, found))
-            scores[key]["true maps"].append(score(truth, instances_from_maps(*true_maps(truth))))
-            scores[key]["true maps, stride 2"].append(score(truth, instances_from_maps(*true_maps(truth, 2))))
-            for k, v in error_counts(truth, found).items():
+    for field in synthetic_fields(range(args.tiles), mpp=model.config.mpp, seed=args.seed):
+        truth = field.instances
+        found = instances_from_maps(*predict_maps(model, field.image))
+        tile = {"model": score(truth, found),
+                "true maps": score(truth, instances_from_maps(*true_maps(truth))),
+                "true maps, stride 2": score(truth, instances_from_maps(*true_maps(truth, 2)))}  # fmt: skip
+        kinds = error_counts(truth, found)
+        for key in (field.scene, "all"):
+            for name, value in tile.items():
+                scores[key][name].append(value)
+            for k, v in kinds.items():
                 errors[key][k] += v
     print(f"{args.tiles} synthetic tiles, seed {args.seed}, model {args.model or 'shipped weights'}")
     print("| scene | tiles | true nuclei | PQ model | PQ true maps | PQ true maps, stride 2 | merged | split | "

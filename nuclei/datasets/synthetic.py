@@ -14,6 +14,15 @@ from wsi.synthetic.cells import CELL_TYPES, render_cells
 __all__ = ["cached_synthetic_tiles", "synthetic_tiles"]
 
 
+def synthetic_fields(indices, size: int = 256, mpp: float = 0.5, seed: int = 0, size_jitter: float = 0.15):
+    """The rendered fields (`wsi.synthetic.cells.render_cells`: image, instances, types, scene) of tiles
+    `indices` of `synthetic_tiles(..., seed)`, one at a time: tile i is rendered from the generator [seed, i]
+    at mpp * U(1 - size_jitter, 1 + size_jitter)."""
+    for i in indices:
+        rng = np.random.default_rng([seed, i])
+        yield render_cells((size, size), mpp=mpp * rng.uniform(1 - size_jitter, 1 + size_jitter), rng=rng)
+
+
 def synthetic_tiles(n: int, size: int = 256, mpp: float = 0.5, seed: int = 0, size_jitter: float = 0.15,
                     progress: bool = False) -> NucleiTiles:  # fmt: skip
     """`n` tiles of (size, size) px labelled as `mpp`; each is rendered at mpp * U(1 - j, 1 + j) so that
@@ -26,10 +35,7 @@ def synthetic_tiles(n: int, size: int = 256, mpp: float = 0.5, seed: int = 0, si
         from tqdm import tqdm
 
         iterator = tqdm(iterator, desc="synthetic tiles", unit="tile")
-    for i in iterator:
-        rng = np.random.default_rng([seed, i])
-        render_mpp = mpp * rng.uniform(1 - size_jitter, 1 + size_jitter)
-        field = render_cells((size, size), mpp=render_mpp, rng=rng)
+    for field in synthetic_fields(iterator, size, mpp, seed, size_jitter):
         images.append(field.image)
         instances.append(field.instances)
         types.append(field.types)
