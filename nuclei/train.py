@@ -83,7 +83,12 @@ class _TrainSet(Dataset):
         img, inst, typ = augment(self.tiles.images[k], inst, self._types(k), rng, self.config)
         valid = inst >= 0
         inst = np.maximum(inst, 0)
-        weight = 1.0 + self.boundary_weight * touching_pixels(inst)
+        # The HV-loss weight of touching borders; two rank filters per crop only when it is asked for.
+        weight = (
+            1.0 + self.boundary_weight * touching_pixels(inst)
+            if self.boundary_weight
+            else np.ones(inst.shape)
+        )
         return (
             torch.from_numpy(img.transpose(2, 0, 1).copy()),
             torch.from_numpy((inst > 0).astype(np.float32))[None],
