@@ -182,13 +182,10 @@ def run_train(args) -> int:
                        args.seed, args.encoder, args.tile_cache)  # fmt: skip
     if args.crop % 32:
         raise SystemExit(f"--crop must be a multiple of 32, got {args.crop}")
-    if (
-        args.self_train
-    ):  # before any tile is rendered: a slide that cannot be read fails now, not minutes later
-        problem = _unreadable_slide(args.self_train)
-        if problem:
-            print(f"error: --self-train: {problem}", file=sys.stderr)
-            return 2
+    # Before any tile is rendered: a slide that cannot be read fails now, not minutes later.
+    if args.self_train and (problem := _unreadable_slide(args.self_train)):
+        print(f"error: --self-train: {problem}", file=sys.stderr)
+        return 2
     train_tiles, val_tiles = load_training_data(cmd, progress)
     self_train, teacher = {}, None
     if args.self_train:
