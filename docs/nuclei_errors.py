@@ -26,13 +26,11 @@ CROWDED = ("mixed", "nests", "inflamed")  # one field of each, the first from se
 def _outlined(image: np.ndarray, labels: np.ndarray, colour, truth: np.ndarray | None = None) -> np.ndarray:
     from skimage.segmentation import find_boundaries
 
+    from nuclei.metrics import merged_predictions
+
     out = image.copy()
     if truth is not None and labels.max():  # predictions holding two or more true nuclei, filled red
-        inter = np.zeros((truth.max() + 1, labels.max() + 1), np.int64)
-        np.add.at(inter, (truth.ravel(), labels.ravel()), 1)
-        held = inter[1:, 1:] > 0.5 * inter[1:].sum(1, keepdims=True)
-        merged = np.flatnonzero(held.sum(0) >= 2) + 1
-        m = np.isin(labels, merged)
+        m = np.isin(labels, merged_predictions(truth, labels))
         out[m] = (0.5 * out[m] + [127, 0, 0]).astype(np.uint8)
     out[find_boundaries(labels, mode="inner")] = colour
     return out
@@ -48,9 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before", help="a second model folder, drawn in the middle row")
     parser.add_argument("-o", "--out", type=Path, default=DOCS / "nuclei_errors.jpg")
     args = parser.parse_args(argv)
-    models = [nuclei.load_model(p) for p in (args.before, args.model) if p] or [nuclei.default_model("cpu")]
-    if args.before and not args.model:
-        models.append(nuclei.default_model("cpu"))
+    paths = ([args.before] if args.before else []) + [args.model]  # None: the shipped weights
+    models = [nuclei.load_model(p) if p else nuclei.default_model("cpu") for p in paths]
     fields, seed = {}, 30_000
     while len(fields) < len(CROWDED):
         field = render_cells((SIDE, SIDE), mpp=0.5, rng=np.random.default_rng([seed, 0]))
@@ -66,9 +63,7 @@ def main(argv: list[str] | None = None) -> None:
                      for img, truth in columns])  # fmt: skip
     figure = Image.fromarray(np.concatenate([np.concatenate(r, 1) for r in rows], 0))
     draw = ImageDraw.Draw(figure)
-    names = (
-        [args.before, args.model or "shipped weights"] if args.before else [args.model or "shipped weights"]
-    )
+    names = [p or "shipped weights" for p in paths]
     captions = ["truth (green); last column: CMU-1, real, unlabelled"] + [
         f"{Path(str(n)).name}: outlines yellow, merged nuclei red" for n in names
     ]

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Scores", "aggregate", "error_counts", "pair_counts", "score"]
+__all__ = ["Scores", "aggregate", "error_counts", "merged_predictions", "pair_counts", "score"]
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,20 @@ def aggregate(scores: list[Scores]) -> Scores:
     return Scores(**{k: sum(getattr(s, k) for s in scores) for k in fields})
 
 
+def _held(inter: np.ndarray, t_area: np.ndarray) -> np.ndarray:
+    """(n_true, n_pred) of `pair_counts`: prediction j covers more than half of true nucleus i."""
+    return inter > 0.5 * t_area[:, None]
+
+
+def merged_predictions(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Label ids of the predictions that hold two or more true nuclei (`error_counts`' `merged`, per
+    prediction: what a picture of the errors fills)."""
+    true, pred = _check(true, "true"), _check(pred, "pred")
+    inter, t_area, _ = pair_counts(true, pred)
+    ids = np.unique(pred)
+    return ids[ids != 0][_held(inter, t_area).sum(0) >= 2]
+
+
 def error_counts(true: np.ndarray, pred: np.ndarray) -> dict[str, int]:
     """Why true nuclei go unmatched, by kind (a diagnosis, not a metric): counts of true nuclei and predictions.
 
@@ -158,7 +172,7 @@ def error_counts(true: np.ndarray, pred: np.ndarray) -> dict[str, int]:
         return {"true": n_true, "pred": n_pred, "merged": 0, "split": 0, "missed": n_true,
                 "false_positive": n_pred}  # fmt: skip
     cover = inter / np.maximum(t_area[:, None], 1)  # share of each true nucleus under each prediction
-    held = cover > 0.5
+    held = _held(inter, t_area)
     holder_count = held.sum(0)  # true nuclei each prediction holds
     merged = int((held & (holder_count >= 2)[None, :]).any(1).sum())
     unheld = ~held.any(1)

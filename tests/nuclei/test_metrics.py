@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nuclei.metrics import aggregate, error_counts, score
+from nuclei.metrics import aggregate, error_counts, merged_predictions, score
 
 TRUE = np.array(
     [
@@ -73,6 +73,7 @@ def test_error_counts_by_kind():
     pred[4:6, 9:12] = 5  # on background
     e = error_counts(true, pred)
     assert e == {"true": 4, "pred": 4, "merged": 2, "split": 1, "missed": 1, "false_positive": 1}
+    assert merged_predictions(true, pred).tolist() == [7]
     assert error_counts(true, np.zeros_like(true))["missed"] == 4
     assert error_counts(true, true)["merged"] == error_counts(true, true)["split"] == 0
 
