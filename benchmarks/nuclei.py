@@ -15,6 +15,7 @@ post-processing ms per tile (marker watershed on the maps), and `segment` end to
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -50,7 +51,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     model = nuclei.load_model(args.model, device=device) if args.model else nuclei.default_model(device)
-    tiles = synthetic_tiles(args.tiles, size=256, mpp=model.config.mpp, seed=123)
+    tiles = synthetic_tiles(args.tiles, size=256, mpp=model.config.mpp, seed=123, workers=os.cpu_count() or 1)
     batch = torch.from_numpy(np.stack(tiles.images)).permute(0, 3, 1, 2).contiguous()
 
     @torch.inference_mode()

@@ -33,6 +33,7 @@ __all__ = [
     "create_model",
     "load_model",
     "save_model",
+    "transfer_weights",
 ]
 
 CONFIG_NAME = "config.json"
@@ -237,6 +238,16 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     model.provenance = provenance
     return model.eval().to(device)
+
+
+def transfer_weights(target: NucleiNet, source: NucleiNet) -> list[str]:
+    """Copy into `target` every tensor of `source` with the same name and shape (e.g. a stride-2 model's encoder
+    and decoder into a full-resolution one); returns the names of `target`'s tensors left as initialised."""
+    theirs = source.state_dict()
+    mine = target.state_dict()
+    copied = {k: theirs[k].to(v.dtype) for k, v in mine.items() if k in theirs and theirs[k].shape == v.shape}
+    target.load_state_dict(copied, strict=False)
+    return sorted(set(mine) - set(copied))
 
 
 def pad_to_stride(image: np.ndarray, stride: int = NucleiNet.stride) -> tuple[np.ndarray, tuple[int, int]]:

@@ -30,7 +30,15 @@ from nuclei.augment import AugmentConfig, augment
 from nuclei.datasets.base import UNKNOWN_TYPE, NucleiTiles
 from nuclei.inference import predict_instances, resolve_device
 from nuclei.metrics import aggregate, score
-from nuclei.model import ModelConfig, NucleiNet, create_model, load_model, save_model
+from nuclei.model import (
+    ModelConfig,
+    NucleiNet,
+    NucleiOutput,
+    create_model,
+    load_model,
+    save_model,
+    transfer_weights,
+)
 from nuclei.targets import hv_maps
 from wsi.atomic import atomic_file
 
@@ -55,6 +63,7 @@ class TrainConfig:
     init: str | None = None
     time_budget_s: float | None = None  # stop after this long; the learning-rate schedule follows the clock
     boundary_weight: float = 0.0  # extra HV-loss weight on nucleus pixels within 2 px of another nucleus
+    amp: bool = False  # bfloat16 autocast of the forward pass on CUDA (ignored on CPU); losses in float32
 
 
 class _TrainSet(Dataset):
@@ -166,7 +175,9 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
     """Train on `tiles` and write the best model (by validation PQ, else the last) to `out_dir`.
 
     `model` starts training from a model already in memory (it is trained in place), e.g. the self-training
-    teacher loaded from `config.init`, instead of loading `config.init` again."""
+    teacher loaded from `config.init`, instead of loading `config.init` again. When `model_config` differs from
+    the starting model's (e.g. `full_resolution` added), a new model of `model_config` starts from every tensor
+    of the starting one that fits (`transfer_weights`); the others start fresh."""
     config = config or TrainConfig()
     if len(tiles) == 0:
         raise ValueError("no training tiles")
@@ -180,6 +191,12 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
         model = load_model(config.init, device=device)
     else:
         model = create_model(model_config).to(device)
+    if model_config is not None and model.config != model_config:
+        start, model = model, create_model(model_config).to(device)
+        fresh = transfer_weights(model, start)
+        print(f"architecture changed from the starting model's: {len(fresh)} tensors start fresh "
+              f"({', '.join(sorted({k.rsplit('.', 2)[0] for k in fresh})[:6])})", flush=True)  # fmt: skip
+    amp = config.amp and device.type == "cuda"
     steps = config.steps_per_epoch or max(1, len(tiles) // config.batch_size)
     # Types train the type head only when the dataset's classes are the model's (e.g. PanNuke, synthetic).
     use_types = tiles.types is not None and tuple(tiles.classes or ()) == tuple(model.config.classes)
@@ -211,7 +228,12 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
         for img, fg, hv, typ, valid, weight in bar:
             img, fg, hv, typ, valid, weight = (t.to(device) for t in (img, fg, hv, typ, valid, weight))
-            out = model(model.normalise(img))
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                out = model(model.normalise(img))
+            if amp:
+                out = NucleiOutput(
+                    out.logits.float(), out.hv.float(), None if out.types is None else out.types.float()
+                )
             hv_weight = weight if config.boundary_weight else None
             parts = losses(out, fg, hv, typ, config.type_weight, valid, hv_weight)
             opt.zero_grad(set_to_none=True)
