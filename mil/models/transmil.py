@@ -23,6 +23,12 @@ from mil.models._registry import register_model
 __all__ = ["NystromAttention", "TransMIL", "transmil"]
 
 
+def _masked(sim: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """`sim` with the pairs outside `keep` at the lowest value of its own dtype (under bfloat16 autocast the
+    products are bfloat16, where float32's lowest value does not fit)."""
+    return sim.masked_fill(~keep, -torch.finfo(sim.dtype).max)
+
+
 def _pinv(x: torch.Tensor, iterations: int) -> torch.Tensor:
     """Iterative Moore-Penrose pseudo-inverse (Razavi et al. 2014), as in the Nystromformer."""
     abs_x = x.abs()
@@ -89,12 +95,9 @@ class NystromAttention(nn.Module):
         q_land = q.reshape(1, self.heads, self.landmarks, per, -1).sum(dim=3) / divisor
         k_land = k.reshape(1, self.heads, self.landmarks, per, -1).sum(dim=3) / divisor
         land_mask = counts > 0
-        fill = -torch.finfo(x.dtype).max
-        sim1 = (q @ k_land.transpose(-1, -2)).masked_fill(~(mask[:, None] & land_mask[None, :]), fill)
-        sim2 = (q_land @ k_land.transpose(-1, -2)).masked_fill(
-            ~(land_mask[:, None] & land_mask[None, :]), fill
-        )
-        sim3 = (q_land @ k.transpose(-1, -2)).masked_fill(~(land_mask[:, None] & mask[None, :]), fill)
+        sim1 = _masked(q @ k_land.transpose(-1, -2), mask[:, None] & land_mask[None, :])
+        sim2 = _masked(q_land @ k_land.transpose(-1, -2), land_mask[:, None] & land_mask[None, :])
+        sim3 = _masked(q_land @ k.transpose(-1, -2), land_mask[:, None] & mask[None, :])
         attn1, attn2, attn3 = sim1.softmax(-1), sim2.softmax(-1), sim3.softmax(-1)
         left = attn1 @ _pinv(attn2, self.pinv_iterations)
         out = self._output(left @ (attn3 @ v) + self.residual(v))[:, -n:]
