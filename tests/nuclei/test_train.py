@@ -144,3 +144,50 @@ def test_foreign_type_classes_do_not_train_the_type_head(tmp_path):
                       device="cpu")  # fmt: skip
     history = train(tiles, cfg, tmp_path / "m", model_config=nuclei.ModelConfig(**TINY), progress=False)
     assert "loss_type_ce" not in history[0]
+
+
+def test_synthetic_tiles_are_the_same_rendered_in_parallel():
+    one = synthetic_tiles(5, size=64, seed=3)
+    two = synthetic_tiles(5, size=64, seed=3, workers=2)
+    for a, b in zip(
+        one.images + one.instances + one.types, two.images + two.instances + two.types, strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="workers"):
+        synthetic_tiles(1, size=64, workers=0)
+
+
+def test_transfer_weights_into_a_full_resolution_model():
+    import torch
+
+    torch.manual_seed(0)
+    source = nuclei.create_model(**TINY)
+    target = nuclei.create_model(decoder_channels=(8, 8, 8, 8, 8), full_resolution=True)
+    fresh = nuclei.model.transfer_weights(target, source)
+    assert {k.split(".")[0] + "." + k.split(".")[1] for k in fresh} == {"stem.0", "stem.1", "decoder.4"}
+    mine, theirs = target.state_dict(), source.state_dict()
+    for k in theirs:  # everything else came across: encoder, the four decoder stages, the heads (same width)
+        assert torch.equal(mine[k], theirs[k]), k
+
+
+def test_cli_train_full_resolution_from_a_stride_2_init(tmp_path, capsys):
+    tiles = synthetic_tiles(2, size=64, seed=3)
+    cfg = TrainConfig(epochs=1, batch_size=1, steps_per_epoch=1, augment=AugmentConfig(crop=64), loader_workers=0,
+                      device="cpu")  # fmt: skip
+    train(tiles, cfg, tmp_path / "init", model_config=nuclei.ModelConfig(**TINY), progress=False)
+    common = ["nuclei", "train", "--data", "synthetic", "--n-synthetic", "2", "--n-val", "1", "--epochs", "1",
+              "--steps-per-epoch", "1", "--batch-size", "1", "--crop", "64", "--workers", "0", "--device", "cpu",
+              "--init", str(tmp_path / "init"), "--render-workers", "2", "-q"]  # fmt: skip
+    assert main([*common, "--full-resolution", "--amp", "-o", str(tmp_path / "full")]) == 0
+    assert "tensors start fresh (decoder.4, stem)" in capsys.readouterr().out
+    config = nuclei.load_model(tmp_path / "full").config
+    assert config.full_resolution and config.decoder_channels == (
+        8,
+        8,
+        8,
+        8,
+        8,
+    )  # the init's widths, extended
+    with pytest.raises(SystemExit, match="decoder_channels needs 5 entries"):
+        main([*common, "--full-resolution", "--decoder-channels", "8", "8", "8", "8", "8", "8", "-o",
+              str(tmp_path / "bad")])  # fmt: skip
