@@ -194,8 +194,9 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
     if model_config is not None and model.config != model_config:
         start, model = model, create_model(model_config).to(device)
         fresh = transfer_weights(model, start)
-        print(f"architecture changed from the starting model's: {len(fresh)} tensors start fresh "
-              f"({', '.join(sorted({k.rsplit('.', 2)[0] for k in fresh})[:6])})", flush=True)  # fmt: skip
+        if fresh:  # (an mpp or class change alone keeps every tensor)
+            print(f"architecture changed from the starting model's: {len(fresh)} tensors start fresh "
+                  f"({', '.join(sorted({k.rsplit('.', 2)[0] for k in fresh})[:6])})", flush=True)  # fmt: skip
     amp = config.amp and device.type == "cuda"
     steps = config.steps_per_epoch or max(1, len(tiles) // config.batch_size)
     # Types train the type head only when the dataset's classes are the model's (e.g. PanNuke, synthetic).

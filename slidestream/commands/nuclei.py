@@ -60,7 +60,7 @@ def register(sub) -> None:
     t.add_argument("--init", help="continue from this model folder")
     t.add_argument("--full-resolution", action="store_true",
                    help="heads at stride 1 (a full-resolution decoder stage) instead of stride 2 upsampled: finer "
-                   "outlines of small, touching nuclei, about 1.5x the CPU cost; with --init, the tensors that fit "
+                   "outlines of small, touching nuclei, 1.7-2.3x the CPU time; with --init, the tensors that fit "
                    "are kept")  # fmt: skip
     t.add_argument("--decoder-channels", type=positive_int, nargs="+", metavar="C",
                    help="decoder widths at strides 16, 8, 4, 2 (and 1 with --full-resolution)")  # fmt: skip
