@@ -238,9 +238,9 @@ def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
 
 def _local_description(config: RunConfig) -> str:
     n = config.slide_workers or os.cpu_count()
-    if config.executor == "processes":
+    if config.run_executor == "processes":
         return f"local dask cluster, {n} worker process(es)"
-    if config.executor == "forks":
+    if config.run_executor == "forks":
         return f"{n} worker process(es) forked from this one"
     return f"this process, {n} slide(s) at a time in threads"
 
@@ -426,8 +426,10 @@ def run_batch(
     *,
     skipped: tuple[SkippedInput, ...] | list[SkippedInput] = (),
 ) -> BatchResult:
-    """Process `slides` in threads of this process (`config.executor`), on a local dask cluster or on the one at
-    `config.scheduler_address`, appending to OUT/manifest.jsonl and rewriting OUT/summary.csv (this run's slides). Returns the records and the ids of slides with a failed step.
+    """Process `slides` in threads of this process, processes forked from it or a local dask cluster
+    (`config.run_executor`: threads unless `config.executor` says otherwise), or on the dask cluster at
+    `config.scheduler_address`, appending to OUT/manifest.jsonl and rewriting OUT/summary.csv (this run's
+    slides). Returns the records and the ids of slides with a failed step.
 
     `skipped` (from `find_slides`) are recorded in the manifest too, one line each: step "input", status "ignored",
     the reason in `error`, no slide id.
@@ -553,15 +555,15 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
 @contextlib.contextmanager
 def _pool(config: RunConfig):
     """Where the slides run: the dask cluster at `config.scheduler_address`, else this process's threads
-    (`config.executor` "threads"), processes forked from this one ("forks") or a local dask cluster of worker
+    (`config.run_executor` "threads"), processes forked from this one ("forks") or a local dask cluster of worker
     processes ("processes", or a dashboard)."""
-    if config.scheduler_address or config.executor == "processes" or config.dashboard:
+    if config.scheduler_address or config.run_executor == "processes" or config.dashboard:
         with _client(config) as client:
             pool = _DaskPool(client)
             yield pool
             pool.close()  # not after Ctrl-C: the client is closed then, without another round trip
         return
-    if config.executor == "forks":
+    if config.run_executor == "forks":
         with _forks(config) as pool:
             yield pool
         return

@@ -220,3 +220,48 @@ def test_forks_on_a_platform_that_does_not_fork_are_refused_where_the_config_is_
     with pytest.raises(ValueError, match=r"run\.toml: \[run\]: executor 'forks'"):
         load_config(tmp_path / "run.toml")
     assert load_config(out=tmp_path / "out", executor="threads").executor == "threads"
+
+
+def test_the_command_line_forks_on_linux_from_its_main_thread_and_uses_threads_elsewhere(monkeypatch):
+    import multiprocessing
+    import sys
+    import threading
+
+    from slidestream.pipeline.config import default_executor
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert default_executor() == "forks"
+    found = []
+    caller = threading.Thread(target=lambda: found.append(default_executor()))  # a threaded caller
+    caller.start()
+    caller.join()
+    assert found == ["threads"]
+    monkeypatch.setattr(sys, "platform", "darwin")  # forks there, but not safely: Python spawns
+    assert default_executor() == "threads"
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    assert default_executor() == "threads"
+
+
+def test_the_run_commands_executor_is_its_flag_else_the_config_files_else_the_default(cmu_path, tmp_path,
+                                                                                      capsys, monkeypatch):  # fmt: skip
+    from slidestream.cli import main
+    from slidestream.pipeline import config as config_module
+
+    def scheduler_line(*args: str) -> str:
+        assert (
+            main(["run", str(cmu_path), "-o", str(tmp_path / "o"), "--workers", "2", "--dry-run", *args]) == 0
+        )
+        return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("scheduler:"))
+
+    monkeypatch.setattr(config_module, "default_executor", lambda: "forks")
+    assert scheduler_line() == "scheduler: 2 worker process(es) forked from this one"
+    assert (
+        scheduler_line("--executor", "threads") == "scheduler: this process, 2 slide(s) at a time in threads"
+    )
+    toml = tmp_path / "run.toml"
+    toml.write_text('[run]\nexecutor = "threads"\n')
+    assert scheduler_line("--config", str(toml)) == "scheduler: this process, 2 slide(s) at a time in threads"
+    assert scheduler_line("--config", str(toml), "--executor", "processes").endswith("2 worker process(es)")
+    monkeypatch.setattr(config_module, "default_executor", lambda: "threads")  # macOS, a threaded caller
+    assert scheduler_line() == "scheduler: this process, 2 slide(s) at a time in threads"
