@@ -91,6 +91,7 @@ class PatchStore:
         self._group = group
         self.path = path
         self._coords: np.ndarray | None = None
+        self._len: int | None = None  # the tiles never change once created: looked up once (a zarr round trip)
 
     # -- opening --------------------------------------------------------------------------------------------
     @classmethod
@@ -177,7 +178,9 @@ class PatchStore:
 
     # -- what it holds -------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self._group["coords"].shape[0])
+        if self._len is None:
+            self._len = int(self._group["coords"].shape[0])
+        return self._len
 
     def __repr__(self) -> str:
         state = "complete" if self.is_complete else "partial"
@@ -216,7 +219,10 @@ class PatchStore:
     @property
     def patches(self) -> zarr.Array | None:
         """(N, S, S, 3) uint8 zarr array, or None in a coords-only store (read tiles from the slide)."""
-        return self._group["patches"] if "patches" in self._group else None
+        try:  # one lookup (a zarr round trip), not a membership test and then a lookup
+            return self._group["patches"]
+        except KeyError:
+            return None
 
     @property
     def tile_size(self) -> int:
