@@ -91,9 +91,8 @@ class PatchStore:
         self._group = group
         self.path = path
         self._coords: np.ndarray | None = None
-        self._len: int | None = (
-            None  # the tiles never change once created: looked up once (a zarr round trip)
-        )
+        # The tiles never change once created: their number is looked up once (a zarr round trip).
+        self._len: int | None = None
 
     # -- opening --------------------------------------------------------------------------------------------
     @classmethod
