@@ -48,7 +48,7 @@ def register(sub) -> None:
                    "(forks: no GIL shared between slides; a crash in a codec ends the slides of one worker, not the "
                    "run), threads of this process (threads: shared memory, one GIL) or worker processes of a local "
                    "dask cluster (a crash ends one slide; a few seconds more per run) (default: [run] executor of "
-                   "--config, else forks on Linux and threads elsewhere)")  # fmt: skip
+                   "--config, else forks on Linux for steps without torch (tile), threads otherwise)")  # fmt: skip
     add_scheduler_options(p, timeout_default="[run] scheduler_timeout of --config, else 20")
     add_deprecated_alias(p, "--scheduler", "--scheduler-address", dest="scheduler_address")
     p.add_argument(
@@ -83,6 +83,7 @@ def run(args) -> int:
     from slidestream.pipeline import load_config, plan, run_batch
     from slidestream.pipeline.config import default_executor
     from slidestream.pipeline.report import report
+    from slidestream.pipeline.steps import uses_torch
 
     try:
         config = load_config(
@@ -96,9 +97,9 @@ def run(args) -> int:
                "features.random_weights": True if args.random_weights else None, "predict.model": args.model,
                **{f"tiling.{k}": v for k, v in quality_options(args).items()}},
         )  # fmt: skip
-        # Neither --executor nor [run] executor: forks on Linux, threads elsewhere (`default_executor`).
+        # Neither --executor nor [run] executor: forks on Linux for tile runs, else threads (`default_executor`).
         if config.executor is None:
-            config = replace(config, executor=default_executor())
+            config = replace(config, executor=default_executor(uses_torch(config.steps)))
         if "features" in config.steps:  # refused here, not once per slide; mil (torch) imported only then
             from mil.encoders import EncoderError, require_weights
 

@@ -159,11 +159,13 @@ class RunConfig:
 RunConfig.__init__ = renamed_keywords(**_RUN_RENAMED)(RunConfig.__init__)
 
 
-def default_executor() -> str:
+def default_executor(uses_torch: bool = False) -> str:
     """The executor of `slidestream run` when neither --executor nor [run] executor names one: "forks" on Linux
     when called from the main thread (the command line's own process: nothing else runs in it that a fork
-    could catch half-way), else "threads" (macOS, where forking a process that has used system frameworks is
-    unsafe and Python spawns instead; Windows, which cannot fork; a caller running the command in a thread).
+    could catch half-way) for steps that do not use torch (`uses_torch` False: the tile step), else "threads":
+    macOS, where forking a process that has used system frameworks is unsafe and Python spawns instead;
+    Windows, which cannot fork; a caller running the command in a thread; and torch steps (features, nuclei,
+    predict), which in forked workers would each hold a CUDA context and a copy of the model, not measured.
 
     Forks ran a folder of small slides faster than threads on two cores (no GIL shared between the slides;
     benchmarks/RESULTS.md, "Many small slides, session 14")."""
@@ -172,7 +174,8 @@ def default_executor() -> str:
     import threading
 
     if (
-        sys.platform.startswith("linux")
+        not uses_torch
+        and sys.platform.startswith("linux")
         and "fork" in multiprocessing.get_all_start_methods()
         and threading.current_thread() is threading.main_thread()
     ):

@@ -45,7 +45,7 @@ from slidestream.pipeline.manifest import (
 )
 from slidestream.pipeline.report import slide_lines
 from slidestream.pipeline.state import StepState, slide_states
-from slidestream.pipeline.steps import STEPS, SlideContext
+from slidestream.pipeline.steps import STEPS, SlideContext, uses_torch
 
 __all__ = ["BatchResult", "plan", "process_slide", "run_batch"]
 
@@ -81,7 +81,7 @@ def process_slide(item: SlideInput, config: RunConfig, on_tiles: Callable[[int],
 
     `on_tiles(n)` / `on_total(n)` report tiles written / to write (progress); inside a dask worker, without
     them, they go to the client as events."""
-    if any(getattr(STEPS[s], "uses_torch", True) for s in config.steps if s in STEPS):
+    if uses_torch(config.steps):
         import torch  # only then: importing it costs seconds and hundreds of MB per worker
 
         # One worker's share of the machine: without this each worker's torch would use every core.
@@ -203,12 +203,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _done_in_manifest(out: Path) -> set[tuple[str, str]]:
-    return {
-        (r["slide_id"], r["step"])
-        for r in read_manifest(out / "manifest.jsonl")
-        if r["status"] in ("done", "skipped")
-    }
+def _done_in_manifest(out: Path, records: list[dict] | None = None) -> set[tuple[str, str]]:
+    """(slide id, step) of the steps done or skipped in OUT/manifest.jsonl (its `records`, if read already)."""
+    if records is None:
+        records = read_manifest(out / "manifest.jsonl")
+    return {(r["slide_id"], r["step"]) for r in records if r["status"] in ("done", "skipped")}
 
 
 def _resolution(tiling) -> str:
@@ -447,7 +446,8 @@ def run_batch(
     out.mkdir(parents=True, exist_ok=True)
     config = replace(config, out=out)
     manifest = out / "manifest.jsonl"
-    done = _done_in_manifest(out)
+    earlier = read_manifest(manifest)  # read once for what is done and what was measured
+    done = _done_in_manifest(out, earlier)
     states = {item.slide_id: slide_states(item, config, done) for item in slides}
     if not config.overwrite:
         _refuse_other_options(states)
@@ -458,7 +458,7 @@ def run_batch(
     )
     todo = [item for item in slides if item not in finished]
     previous: dict[tuple[str, str], dict] = {}
-    for record in read_manifest(manifest):
+    for record in earlier:
         if record["status"] in ("done", "skipped") and record.get("measurements"):
             previous[(record["slide_id"], record["step"])] = record
     handler = _BestEffortFileHandler(out / "run.log")

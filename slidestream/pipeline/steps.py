@@ -33,6 +33,7 @@ __all__ = [
     "register_step",
     "slide_pictures",
     "step_names",
+    "uses_torch",
     "write_pictures",
 ]
 
@@ -74,6 +75,11 @@ STEPS: dict[str, Step] = {}
 def register_step(step: Step) -> Step:
     STEPS[step.name] = step
     return step
+
+
+def uses_torch(steps) -> bool:
+    """Whether any of `steps` (names) uses torch: a registered step without `uses_torch = False` is taken to."""
+    return any(getattr(STEPS[s], "uses_torch", True) for s in steps if s in STEPS)
 
 
 def step_names() -> list[str]:

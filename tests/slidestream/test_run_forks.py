@@ -231,6 +231,9 @@ def test_the_command_line_forks_on_linux_from_its_main_thread_and_uses_threads_e
 
     monkeypatch.setattr(sys, "platform", "linux")
     assert default_executor() == "forks"
+    assert (
+        default_executor(uses_torch=True) == "threads"
+    )  # a CUDA context and a model per worker: not measured
     found = []
     caller = threading.Thread(target=lambda: found.append(default_executor()))  # a threaded caller
     caller.start()
@@ -245,8 +248,9 @@ def test_the_command_line_forks_on_linux_from_its_main_thread_and_uses_threads_e
 
 def test_the_run_commands_executor_is_its_flag_else_the_config_files_else_the_default(cmu_path, tmp_path,
                                                                                       capsys, monkeypatch):  # fmt: skip
+    import sys
+
     from slidestream.cli import main
-    from slidestream.pipeline import config as config_module
 
     def scheduler_line(*args: str) -> str:
         assert (
@@ -254,14 +258,17 @@ def test_the_run_commands_executor_is_its_flag_else_the_config_files_else_the_de
         )
         return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("scheduler:"))
 
-    monkeypatch.setattr(config_module, "default_executor", lambda: "forks")
-    assert scheduler_line() == "scheduler: 2 worker process(es) forked from this one"
-    assert (
-        scheduler_line("--executor", "threads") == "scheduler: this process, 2 slide(s) at a time in threads"
+    monkeypatch.setattr(sys, "platform", "linux")
+    forks, threads = (
+        "scheduler: 2 worker process(es) forked from this one",
+        "scheduler: this process, 2 slide(s) at a time in threads",
     )
+    assert scheduler_line("--steps", "tile") == forks
+    assert scheduler_line() == threads  # tile and features: features use torch
+    assert scheduler_line("--steps", "tile", "--executor", "threads") == threads
     toml = tmp_path / "run.toml"
-    toml.write_text('[run]\nexecutor = "threads"\n')
-    assert scheduler_line("--config", str(toml)) == "scheduler: this process, 2 slide(s) at a time in threads"
+    toml.write_text('[run]\nexecutor = "threads"\nsteps = ["tile"]\n')
+    assert scheduler_line("--config", str(toml)) == threads
     assert scheduler_line("--config", str(toml), "--executor", "processes").endswith("2 worker process(es)")
-    monkeypatch.setattr(config_module, "default_executor", lambda: "threads")  # macOS, a threaded caller
-    assert scheduler_line() == "scheduler: this process, 2 slide(s) at a time in threads"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert scheduler_line("--steps", "tile") == threads
