@@ -105,7 +105,7 @@ class RunConfig:
     running) or "processes", the worker processes of a local dask cluster (each slide isolated from the others'
     crashes, at about 2 s of start and close per run and a few tenths of a second per slide; benchmarks/RESULTS.md).
     None (the default) is "threads" for a library caller (`run_executor`); `slidestream run` takes
-    `default_executor()` instead (forks on Linux).
+    `default_executor()` instead (forks on Linux for tile-only runs).
     `scheduler_address` (tcp://host:port) sends the work to an existing dask.distributed cluster instead, which
     must answer within `scheduler_timeout` seconds. `dashboard` serves the local cluster's dask dashboard (on
     port 8787, or the next free one) and prints its address (it runs the slides on that cluster's processes).
