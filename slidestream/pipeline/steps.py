@@ -190,8 +190,9 @@ def roi_for(roi: str | None, slide_id: str):
 
 PICTURES = ("thumbnail.png", "tissue_mask.png", "stitch.png")
 
-# The most tile pixels a slide's tile step keeps in memory for its stitch (about 340 tiles of 256 px: a biopsy);
-# past it the stitch reads the tiles back from the store, a batch at a time.
+# The most tile pixels a slide's tile step keeps in memory for its stitch (about 340 tiles of 256 px: a biopsy;
+# twice that while the shards are put together); past it the stitch reads the tiles back from the store, a
+# batch at a time.
 KEEP_TILES_BYTES = 64 * 2**20
 
 
@@ -300,6 +301,9 @@ def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, ro
     overlay = Overlay(coords=store.coords, extent=spec.extent, tissue=tissue, roi=roi, slide_mpp=spec.slide_mpp,
                       title=slide_id, subtitle=_caption(store, spec))  # fmt: skip
     tiles = store.patches if patches is None else patches
+    if patches is not None and patches.shape != (len(store), spec.size, spec.size, 3):
+        raise ValueError(f"patches must hold the store's tiles, shape {(len(store), spec.size, spec.size, 3)} "
+                         f"(N, S, S, 3); got {patches.shape}")  # fmt: skip
     pictures = {
         "thumbnail.png": draw_thumbnail(image, downsample, overlay).image,
         "tissue_mask.png": tissue_mask_image(image.shape[:2], downsample, tissue),

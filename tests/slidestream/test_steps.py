@@ -224,3 +224,15 @@ def test_tiles_kept_are_given_in_store_order_only_when_every_row_was_written_and
     for start in (0, 4, 8):
         small(start, tiles[start : start + 4])
     assert small.over and not small.blocks and small.patches(10) is None  # past the budget: nothing held
+
+
+def test_pictures_refuse_tiles_that_are_not_the_stores(cmu_path, tmp_path):
+    from slidestream.pipeline.steps import tile_with_pictures, write_pictures
+
+    result, _ = tile_with_pictures(tmp_path / "cmu", cmu_path, "cmu", TileOptions())
+    n = len(result.store)
+    with pytest.raises(
+        ValueError, match=rf"shape \({n}, 256, 256, 3\) \(N, S, S, 3\); got \({n - 1}, 256, 256, 3\)"
+    ):
+        write_pictures(tmp_path / "cmu", result.store, np.zeros((64, 48, 3), np.uint8), 50.0,
+                       patches=np.zeros((n - 1, 256, 256, 3), np.uint8))  # fmt: skip
