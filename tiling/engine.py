@@ -167,8 +167,9 @@ def tile_slide_result(
     quality-control warnings). `on_total(n)` is called once with the number of tiles left to write, before
     `on_tiles` is (a progress total from elsewhere); not at all for a skipped store. `on_patches(row, patches)`
     receives each shard of pixels as written (the first row it holds, (n, S, S, 3) uint8): the same pixels
-    as the store holds with a lossless codec; never called for a "jpeg" store (it holds streams) or a
-    coords-only one; from the tiling's threads when `shard_workers` > 1."""
+    as the store holds with a lossless codec; never called for a "jpeg" store (it holds streams), a
+    coords-only one, or with the "processes" scheduler (the shards are written in other processes); from the
+    tiling's threads when `shard_workers` > 1."""
     start = time.perf_counter()
     config = resolve_config(config, overrides)
     if isinstance(roi, str | Path):
@@ -362,6 +363,8 @@ def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on
     bar = tqdm(total=sum(len(store.shard_range(s)) for s in pending), desc=f"tile {name}", unit="tile",
                disable=not progress, leave=False)  # fmt: skip
     coords = store.coords  # read once; each task gets its own rows
+    if config.scheduler == "processes":
+        on_patches = None  # it would be called in the worker processes, with copies of the shards
     tasks, sizes = [], {}
     for shard in pending:
         rows = store.shard_range(shard)

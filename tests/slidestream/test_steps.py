@@ -236,3 +236,18 @@ def test_pictures_refuse_tiles_that_are_not_the_stores(cmu_path, tmp_path):
     ):
         write_pictures(tmp_path / "cmu", result.store, np.zeros((64, 48, 3), np.uint8), 50.0,
                        patches=np.zeros((n - 1, 256, 256, 3), np.uint8))  # fmt: skip
+
+
+def test_the_tile_step_on_dasks_processes_scheduler_reads_the_stitch_back(cmu_path, tmp_path):
+    """Shards written in other processes reach no `on_patches` here (a thread lock does not pickle): the
+    stitch reads them back from the store, and equals the one drawn from the tiles in memory."""
+    from slidestream.pipeline.steps import PICTURES, tile_with_pictures
+
+    tile_with_pictures(tmp_path / "threads" / "cmu", cmu_path, "cmu", TileOptions(shard_tiles=16))
+    options = TileOptions(shard_tiles=16, scheduler="processes", shard_workers=2)
+    result, _ = tile_with_pictures(tmp_path / "processes" / "cmu", cmu_path, "cmu", options)
+    assert result.status == "done" and len(result.store) > 16
+    for name in PICTURES:
+        assert (tmp_path / "threads" / "cmu" / name).read_bytes() == (
+            tmp_path / "processes" / "cmu" / name
+        ).read_bytes()
