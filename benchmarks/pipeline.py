@@ -9,11 +9,12 @@ resident memory (from the manifest).
 
 --small N (issue 13, biopsy folders): N copies of tests/data/CMU-1-Small-Region.svs (38 tiles each), tile step
 only. In one run, each in a fresh process, from scratch: `slidestream run DIR -o OUT --steps tile --workers 2`
-(threads, the default), the same with `--executor forks` (worker processes forked from the run's) and with
-`--executor processes` (a local dask cluster), and a bare single-process loop of `tiling.tile_slide` over the
-same files. Prints wall and CPU times (the loop's also without its
-interpreter start and imports) and the ratio run / loop (target <= 0.6); then tissue detection per slide on
-CMU-1-Small-Region, from DCT-scaled native tiles (the default) and by read_region (`exact`), in this process.
+with `--executor threads`, `forks` (worker processes forked from the run's; the command's default on Linux)
+and `processes` (a local dask cluster), and a bare single-process loop of `tiling.tile_slide` over the same
+files. Prints wall and CPU times (the loop's also without its interpreter start and imports) and the ratio
+run / loop (target <= 0.6), the default executor's first; then the tile step in this process in 1 and 2
+threads and 2 forked workers, and tissue detection per slide on CMU-1-Small-Region, from DCT-scaled native
+tiles (the default) and by read_region (`exact`).
 """
 
 from __future__ import annotations
@@ -89,8 +90,9 @@ print(time.perf_counter() - loop)
 
 
 def small_slides(data: str, n: int, repeat: int) -> None:
-    """`slidestream run --steps tile` on 2 workers (threads, then processes) against the bare tile_slide loop on
-    n small slides; then tissue detection's time per slide, fast and exact."""
+    """`slidestream run --steps tile` on 2 workers (threads, forks, processes) against the bare tile_slide loop
+    on n small slides; then CPU per slide and per process of each, GIL contention, and tissue detection's time
+    per slide, fast and exact."""
     import os
     import subprocess
     import sys
@@ -131,15 +133,62 @@ def small_slides(data: str, n: int, repeat: int) -> None:
             print(f"  run, 2 workers, {executor:9s}: {wall:.1f} s ({cpus[executor][-1]:.1f} s CPU"
                   f"{', not counting the fork-server workers' if executor == 'processes' else ''}); ratio run / loop "
                   f"{wall / loop:.2f} ({wall / loop_only[-1]:.2f} against the loop without its start)", flush=True)  # fmt: skip
-    for executor in executors:
-        print(f"ratio run ({executor}) / bare loop, best of each: {min(walls[executor]) / min(walls['loop']):.2f} "
+    from slidestream.pipeline.config import default_executor
+
+    default = default_executor()  # what `slidestream run` uses here without --executor
+    for executor in sorted(executors, key=lambda e: e != default):
+        said = f"{executor}, the default here" if executor == default else executor
+        print(f"ratio run ({said}) / bare loop, best of each: {min(walls[executor]) / min(walls['loop']):.2f} "
               f"(target <= 0.6); against the loop without its start: {min(walls[executor]) / min(loop_only):.2f}")  # fmt: skip
     for executor in ("threads", "forks"):
         print(f"CPU time run ({executor}) / loop: {min(cpus[executor]) / min(cpus['loop']):.2f} (on two idle cores the "
               f"run's wall time is at least half its CPU time: ratio >= {min(cpus[executor]) / 2 / min(cpus['loop']):.2f})")  # fmt: skip
+    per_slide_and_fixed(folder, env)
     thread_scaling(folder)
     tissue_speed()
     print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def per_slide_and_fixed(folder: Path, env: dict, n: int = 10) -> None:
+    """CPU per slide in this process (after a warm-up slide): `tile_slide` against the run's tile step
+    (`process_slide`); and each one's fixed CPU per process (interpreter, imports, parser, executor start,
+    summary): a fresh process on one slide, less the CPU of one slide (the first slide's first-use costs
+    count as fixed)."""
+    import subprocess
+    import sys
+
+    from slidestream.discovery import SlideInput
+    from slidestream.pipeline import process_slide
+    from tiling import tile_slide
+
+    paths = sorted(folder.glob("*.svs"))[: n + 1]
+    per_slide = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        config = load_config(out=tmp / "run", steps=("tile",), progress=False)
+        tile_slide(paths[0], tmp / "warm" / "patches.zarr")
+        process_slide(SlideInput(paths[0].stem, paths[0]), config)
+        for name in ("loop", "run"):
+            start = time.process_time()
+            for path in paths[1:]:
+                if name == "loop":
+                    tile_slide(path, tmp / "loop" / path.stem / "patches.zarr")
+                else:
+                    process_slide(SlideInput(path.stem, path), config)
+            per_slide[name] = (time.process_time() - start) / (len(paths) - 1)
+        one = tmp / "one"
+        one.mkdir()
+        shutil.copy(paths[0], one / paths[0].name)
+        fixed = {}
+        for name, command in (("loop", ["-c", _BARE_LOOP, str(one), str(tmp / "bare")]),
+                              ("run", ["-m", "slidestream", "run", str(one), "-o", str(tmp / "one-run"), "--steps",
+                                       "tile", "--workers", "2", "--quiet"])):  # fmt: skip
+            cpu = _children_cpu()
+            subprocess.run([sys.executable, *command], env=env, check=True, capture_output=True)
+            fixed[name] = _children_cpu() - cpu - per_slide[name]
+    print(f"CPU per slide, in process ({len(paths) - 1} slides): tile_slide {per_slide['loop'] * 1e3:.0f} ms, the "
+          f"run's tile step {per_slide['run'] * 1e3:.0f} ms ({per_slide['run'] / per_slide['loop']:.2f}x); fixed CPU "
+          f"per process: loop {fixed['loop']:.2f} s, run (default executor) {fixed['run']:.2f} s")  # fmt: skip
 
 
 def thread_scaling(folder: Path, n: int = 10) -> None:

@@ -102,15 +102,20 @@ class _Progress(Callback):
             self._on_tiles(tiles)
 
 
-def _write_shard(store_path: str, reader: TileReader, shard: int, coords: np.ndarray) -> int:
-    """Read the tiles at `coords` (this shard's rows) and write the shard; returns the number of tiles."""
+def _write_shard(store_path: str, reader: TileReader, shard: int, coords: np.ndarray,
+                 on_patches: Callable[[int, np.ndarray], None] | None = None) -> int:  # fmt: skip
+    """Read the tiles at `coords` (this shard's rows) and write the shard; returns the number of tiles. With
+    `on_patches`, a shard of pixels (not JPEG streams) is handed to it once written: (its first row, patches)."""
     store = PatchStore.open(store_path, mode="r+")
     if store.patches is None:
         store.write_shard(shard, None)
     elif store.codec == "jpeg":
         store.write_shard(shard, reader.read_streams(coords))
     else:
-        store.write_shard(shard, reader.read_many(coords))
+        patches = reader.read_many(coords)
+        store.write_shard(shard, patches)
+        if on_patches is not None:
+            on_patches(store.shard_range(shard).start, patches)
     return len(coords)
 
 
@@ -155,11 +160,16 @@ def tile_slide_result(
     progress: bool = False,
     on_tiles: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    on_patches: Callable[[int, np.ndarray], None] | None = None,
     **overrides: Any,
 ) -> TilingResult:
     """`tile_slide` returning a `TilingResult` (status done / resumed / skipped, tiles, seconds, tissue area,
     quality-control warnings). `on_total(n)` is called once with the number of tiles left to write, before
-    `on_tiles` is (a progress total from elsewhere); not at all for a skipped store."""
+    `on_tiles` is (a progress total from elsewhere); not at all for a skipped store. `on_patches(row, patches)`
+    receives each shard of pixels as written (the first row it holds, (n, S, S, 3) uint8): the same pixels
+    as the store holds with a lossless codec; never called for a "jpeg" store (it holds streams), a
+    coords-only one, or with the "processes" scheduler (the shards are written in other processes); from the
+    tiling's threads when `shard_workers` > 1."""
     start = time.perf_counter()
     config = resolve_config(config, overrides)
     if isinstance(roi, str | Path):
@@ -200,7 +210,7 @@ def tile_slide_result(
         if on_total is not None:
             on_total(sum(len(store.shard_range(s)) for s in pending))
         try:
-            _run_shards(store, reader, pending, config, progress, slide.path.name, on_tiles)
+            _run_shards(store, reader, pending, config, progress, slide.path.name, on_tiles, on_patches)
         finally:
             reader.close()  # the slide handles its threads opened
         store.mark_complete(inputs=inputs)
@@ -346,17 +356,20 @@ def _compute(tasks: list, config: TilingConfig) -> tuple:
     return dask.compute(*tasks, scheduler=named_schedulers[name], num_workers=workers)
 
 
-def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on_tiles=None) -> None:
+def _run_shards(store, reader, pending, config: TilingConfig, progress, name, on_tiles=None,
+                on_patches=None) -> None:  # fmt: skip
     if not pending:
         return
     bar = tqdm(total=sum(len(store.shard_range(s)) for s in pending), desc=f"tile {name}", unit="tile",
                disable=not progress, leave=False)  # fmt: skip
     coords = store.coords  # read once; each task gets its own rows
+    if config.scheduler == "processes":
+        on_patches = None  # it would be called in the worker processes, with copies of the shards
     tasks, sizes = [], {}
     for shard in pending:
         rows = store.shard_range(shard)
         task = dask.delayed(_write_shard, pure=False)(str(store.path), reader, shard, coords[rows.start : rows.stop],
-                                                      dask_key_name=f"shard-{shard}-{store.path.name}")  # fmt: skip
+                                                      on_patches, dask_key_name=f"shard-{shard}-{store.path.name}")  # fmt: skip
         tasks.append(task)
         sizes[f"shard-{shard}-{store.path.name}"] = len(store.shard_range(shard))
     try:

@@ -63,6 +63,14 @@ def _tile_arrays(group: zarr.Group) -> list[str]:
     return names + ([f"qc/{n}" for n in sorted(group["qc"].array_keys())] if "qc" in group else [])
 
 
+def _tile_array_nodes(group: zarr.Group) -> dict[str, zarr.Array]:
+    """`_tile_arrays`, opened: read in one round trip to zarr's I/O thread (a lookup per name costs one each)."""
+    nodes = dict(group.members(max_depth=None))
+    names = [n for n in TILE_ARRAYS if n in nodes]
+    names += sorted(n for n, node in nodes.items() if n.startswith("qc/") and isinstance(node, zarr.Array))
+    return {name: nodes[name] for name in names}
+
+
 def is_patch_store(path: str | Path) -> bool:
     """Whether `path` is a slidestream patch store, recognised by its own attributes (not by its name)."""
     try:
@@ -83,6 +91,8 @@ class PatchStore:
         self._group = group
         self.path = path
         self._coords: np.ndarray | None = None
+        # The tiles never change once created: their number is looked up once (a zarr round trip).
+        self._len: int | None = None
 
     # -- opening --------------------------------------------------------------------------------------------
     @classmethod
@@ -161,13 +171,17 @@ class PatchStore:
             )
         n_shards = -(-n // shard_tiles)
         group.create_array("shards_done", shape=(n_shards,), chunks=(1,), dtype="uint8", fill_value=0)
-        group.attrs.update({**attrs, "format": FORMAT, "shard_tiles": shard_tiles, "codec": codec,
-                            "coords_only": tile_size is None, "complete": False})  # fmt: skip
+        # One write of zarr.json (`attrs.update` rewrites it once per key), after the arrays: a store whose
+        # creation was cut short has no "format", and is not taken for a patch store.
+        group.update_attributes({**attrs, "format": FORMAT, "shard_tiles": shard_tiles, "codec": codec,
+                                 "coords_only": tile_size is None, "complete": False})  # fmt: skip
         return cls(group, path)
 
     # -- what it holds -------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self._group["coords"].shape[0])
+        if self._len is None:
+            self._len = int(self._group["coords"].shape[0])
+        return self._len
 
     def __repr__(self) -> str:
         state = "complete" if self.is_complete else "partial"
@@ -206,7 +220,10 @@ class PatchStore:
     @property
     def patches(self) -> zarr.Array | None:
         """(N, S, S, 3) uint8 zarr array, or None in a coords-only store (read tiles from the slide)."""
-        return self._group["patches"] if "patches" in self._group else None
+        try:  # one lookup (a zarr round trip), not a membership test and then a lookup
+            return self._group["patches"]
+        except KeyError:
+            return None
 
     @property
     def tile_size(self) -> int:
@@ -249,9 +266,9 @@ class PatchStore:
     def mark_complete(self, **attrs) -> None:
         """Record each array's contents, then final attributes and `complete`, last: a store without it is
         partial."""
-        for name in _tile_arrays(self._group):
-            self._group[name].attrs["contents"] = record_contents(self.path / name)
-        self._group.attrs.update({**attrs, "complete": True})
+        for name, array in _tile_array_nodes(self._group).items():
+            array.update_attributes({"contents": record_contents(self.path / name)})
+        self._group.update_attributes({**attrs, "complete": True})  # one write (attrs.update: one per key)
 
     # -- integrity -----------------------------------------------------------------------------------------
     def _recorded_arrays(self) -> list[tuple[str, dict]]:
@@ -350,13 +367,13 @@ class PatchStore:
             name, shape=(n, width), chunks=(max(1, min(n, FEATURE_ROWS_PER_CHUNK)), width), dtype=dtype,
             overwrite=True, compressors=ZstdCodec(level=1),
         )  # fmt: skip
-        array.attrs.update({**attrs, "complete": False})
+        array.update_attributes({**attrs, "complete": False})
         return array
 
     def finish_rows(self, kind: str, name: str) -> None:
         """Record the contents of `kind`/`name`, then mark it complete (last)."""
         array = self._group[f"{kind}/{name}"]
-        array.attrs.update({"contents": record_contents(self.path / kind / name), "complete": True})
+        array.update_attributes({"contents": record_contents(self.path / kind / name), "complete": True})
 
     def missing_row_chunks(self, kind: str, name: str) -> list[int]:
         """Indices of the recorded row chunks of `kind`/`name` that are gone (a listing)."""

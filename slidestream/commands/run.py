@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
 from slidestream.commands._common import (
     add_deprecated_alias,
@@ -43,10 +44,11 @@ def register(sub) -> None:
     p.add_argument("--workers", type=positive_int, help="slides in parallel, each tiling with one thread (default: one "
                    "per core)")  # fmt: skip
     p.add_argument("--executor", choices=("threads", "forks", "processes"),
-                   help="where the slides run without --scheduler-address: threads of this process (default), "
-                   "worker processes forked from this one (forks: no GIL shared between slides; a crash in a codec "
-                   "ends the slides of one worker, not the run) or worker processes of a local dask cluster (a "
-                   "crash ends one slide; a few seconds more per run)")  # fmt: skip
+                   help="where the slides run without --scheduler-address: worker processes forked from this one "
+                   "(forks: no GIL shared between slides; a crash in a codec ends the slides of one worker, not the "
+                   "run), threads of this process (threads: shared memory, one GIL) or worker processes of a local "
+                   "dask cluster (a crash ends one slide; a few seconds more per run) (default: [run] executor of "
+                   "--config, else forks on Linux for steps without torch (tile), threads otherwise)")  # fmt: skip
     add_scheduler_options(p, timeout_default="[run] scheduler_timeout of --config, else 20")
     add_deprecated_alias(p, "--scheduler", "--scheduler-address", dest="scheduler_address")
     p.add_argument(
@@ -79,7 +81,9 @@ def _check_model_folder(model_dir) -> None:
 def run(args) -> int:
     from slidestream.discovery import find_slides
     from slidestream.pipeline import load_config, plan, run_batch
+    from slidestream.pipeline.config import default_executor
     from slidestream.pipeline.report import report
+    from slidestream.pipeline.steps import uses_torch
 
     try:
         config = load_config(
@@ -93,6 +97,9 @@ def run(args) -> int:
                "features.random_weights": True if args.random_weights else None, "predict.model": args.model,
                **{f"tiling.{k}": v for k, v in quality_options(args).items()}},
         )  # fmt: skip
+        # Neither --executor nor [run] executor: forks on Linux for tile runs, else threads (`default_executor`).
+        if config.executor is None:
+            config = replace(config, executor=default_executor(uses_torch(config.steps)))
         if "features" in config.steps:  # refused here, not once per slide; mil (torch) imported only then
             from mil.encoders import EncoderError, require_weights
 

@@ -20,6 +20,7 @@ __all__ = [
     "PredictOptions",
     "RunConfig",
     "TileOptions",
+    "default_executor",
     "load_config",
     "tile_options",
 ]
@@ -98,11 +99,13 @@ class RunConfig:
     """What `slidestream run` does. `steps` are run in the pipeline's order.
 
     `slide_workers` slides are worked on at once (default: one per core), each with `threads_per_worker` threads
-    (tiling shards, torch). `executor` says where: "threads" of this process (the default: nothing to start,
-    import or close; a crash in a native codec ends the whole run, which a re-run resumes), "forks", worker
-    processes forked from this one (nothing imported again, no GIL shared between slides; a crash ends the
-    slides its worker was running) or "processes", the worker processes of a local dask cluster (each slide isolated from the others'
+    (tiling shards, torch). `executor` says where: "threads" of this process (nothing to start, import or close;
+    a crash in a native codec ends the whole run, which a re-run resumes), "forks", worker processes forked from
+    this one (nothing imported again, no GIL shared between slides; a crash ends the slides its worker was
+    running) or "processes", the worker processes of a local dask cluster (each slide isolated from the others'
     crashes, at about 2 s of start and close per run and a few tenths of a second per slide; benchmarks/RESULTS.md).
+    None (the default) is "threads" for a library caller (`run_executor`); `slidestream run` takes
+    `default_executor()` instead (forks on Linux for tile-only runs).
     `scheduler_address` (tcp://host:port) sends the work to an existing dask.distributed cluster instead, which
     must answer within `scheduler_timeout` seconds. `dashboard` serves the local cluster's dask dashboard (on
     port 8787, or the next free one) and prints its address (it runs the slides on that cluster's processes).
@@ -112,7 +115,7 @@ class RunConfig:
     steps: tuple[str, ...] = ("tile", "features")
     slide_workers: int | None = None
     threads_per_worker: int = 1
-    executor: Literal["threads", "forks", "processes"] = "threads"
+    executor: Literal["threads", "forks", "processes"] | None = None
     scheduler_address: str | None = None
     scheduler_timeout: float = 20.0
     overwrite: bool = False
@@ -129,6 +132,11 @@ class RunConfig:
         if self.executor == "forks" and "fork" not in multiprocessing.get_all_start_methods():
             raise ValueError("executor 'forks' needs a platform that forks processes (Linux); use "
                              "'threads' or 'processes'")  # fmt: skip
+
+    @property
+    def run_executor(self) -> str:
+        """Where the slides run without a scheduler address: `executor`, "threads" when None."""
+        return self.executor or "threads"
 
     @property
     def workers(self) -> int | None:
@@ -149,6 +157,30 @@ class RunConfig:
 
 
 RunConfig.__init__ = renamed_keywords(**_RUN_RENAMED)(RunConfig.__init__)
+
+
+def default_executor(uses_torch: bool = False) -> str:
+    """The executor of `slidestream run` when neither --executor nor [run] executor names one: "forks" on Linux
+    when called from the main thread (the command line's own process: nothing else runs in it that a fork
+    could catch half-way) for steps that do not use torch (`uses_torch` False: the tile step), else "threads":
+    macOS, where forking a process that has used system frameworks is unsafe and Python spawns instead;
+    Windows, which cannot fork; a caller running the command in a thread; and torch steps (features, nuclei,
+    predict), which in forked workers would each hold a CUDA context and a copy of the model, not measured.
+
+    Forks ran a folder of small slides faster than threads on two cores (no GIL shared between the slides;
+    benchmarks/RESULTS.md, "Many small slides, session 14")."""
+    import multiprocessing
+    import sys
+    import threading
+
+    if (
+        not uses_torch
+        and sys.platform.startswith("linux")
+        and "fork" in multiprocessing.get_all_start_methods()
+        and threading.current_thread() is threading.main_thread()
+    ):
+        return "forks"
+    return "threads"
 
 
 def _section(

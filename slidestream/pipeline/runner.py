@@ -45,7 +45,7 @@ from slidestream.pipeline.manifest import (
 )
 from slidestream.pipeline.report import slide_lines
 from slidestream.pipeline.state import StepState, slide_states
-from slidestream.pipeline.steps import STEPS, SlideContext
+from slidestream.pipeline.steps import STEPS, SlideContext, uses_torch
 
 __all__ = ["BatchResult", "plan", "process_slide", "run_batch"]
 
@@ -81,7 +81,7 @@ def process_slide(item: SlideInput, config: RunConfig, on_tiles: Callable[[int],
 
     `on_tiles(n)` / `on_total(n)` report tiles written / to write (progress); inside a dask worker, without
     them, they go to the client as events."""
-    if any(getattr(STEPS[s], "uses_torch", True) for s in config.steps if s in STEPS):
+    if uses_torch(config.steps):
         import torch  # only then: importing it costs seconds and hundreds of MB per worker
 
         # One worker's share of the machine: without this each worker's torch would use every core.
@@ -203,12 +203,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _done_in_manifest(out: Path) -> set[tuple[str, str]]:
-    return {
-        (r["slide_id"], r["step"])
-        for r in read_manifest(out / "manifest.jsonl")
-        if r["status"] in ("done", "skipped")
-    }
+def _done_in_manifest(out: Path, records: list[dict] | None = None) -> set[tuple[str, str]]:
+    """(slide id, step) of the steps done or skipped in OUT/manifest.jsonl (its `records`, if read already)."""
+    if records is None:
+        records = read_manifest(out / "manifest.jsonl")
+    return {(r["slide_id"], r["step"]) for r in records if r["status"] in ("done", "skipped")}
 
 
 def _resolution(tiling) -> str:
@@ -238,9 +237,9 @@ def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
 
 def _local_description(config: RunConfig) -> str:
     n = config.slide_workers or os.cpu_count()
-    if config.executor == "processes":
+    if config.run_executor == "processes":
         return f"local dask cluster, {n} worker process(es)"
-    if config.executor == "forks":
+    if config.run_executor == "forks":
         return f"{n} worker process(es) forked from this one"
     return f"this process, {n} slide(s) at a time in threads"
 
@@ -426,8 +425,10 @@ def run_batch(
     *,
     skipped: tuple[SkippedInput, ...] | list[SkippedInput] = (),
 ) -> BatchResult:
-    """Process `slides` in threads of this process (`config.executor`), on a local dask cluster or on the one at
-    `config.scheduler_address`, appending to OUT/manifest.jsonl and rewriting OUT/summary.csv (this run's slides). Returns the records and the ids of slides with a failed step.
+    """Process `slides` in threads of this process, processes forked from it or a local dask cluster
+    (`config.run_executor`: threads unless `config.executor` says otherwise), or on the dask cluster at
+    `config.scheduler_address`, appending to OUT/manifest.jsonl and rewriting OUT/summary.csv (this run's
+    slides). Returns the records and the ids of slides with a failed step.
 
     `skipped` (from `find_slides`) are recorded in the manifest too, one line each: step "input", status "ignored",
     the reason in `error`, no slide id.
@@ -445,7 +446,8 @@ def run_batch(
     out.mkdir(parents=True, exist_ok=True)
     config = replace(config, out=out)
     manifest = out / "manifest.jsonl"
-    done = _done_in_manifest(out)
+    earlier = read_manifest(manifest)  # read once for what is done and what was measured
+    done = _done_in_manifest(out, earlier)
     states = {item.slide_id: slide_states(item, config, done) for item in slides}
     if not config.overwrite:
         _refuse_other_options(states)
@@ -456,7 +458,7 @@ def run_batch(
     )
     todo = [item for item in slides if item not in finished]
     previous: dict[tuple[str, str], dict] = {}
-    for record in read_manifest(manifest):
+    for record in earlier:
         if record["status"] in ("done", "skipped") and record.get("measurements"):
             previous[(record["slide_id"], record["step"])] = record
     handler = _BestEffortFileHandler(out / "run.log")
@@ -553,15 +555,15 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
 @contextlib.contextmanager
 def _pool(config: RunConfig):
     """Where the slides run: the dask cluster at `config.scheduler_address`, else this process's threads
-    (`config.executor` "threads"), processes forked from this one ("forks") or a local dask cluster of worker
+    (`config.run_executor` "threads"), processes forked from this one ("forks") or a local dask cluster of worker
     processes ("processes", or a dashboard)."""
-    if config.scheduler_address or config.executor == "processes" or config.dashboard:
+    if config.scheduler_address or config.run_executor == "processes" or config.dashboard:
         with _client(config) as client:
             pool = _DaskPool(client)
             yield pool
             pool.close()  # not after Ctrl-C: the client is closed then, without another round trip
         return
-    if config.executor == "forks":
+    if config.run_executor == "forks":
         with _forks(config) as pool:
             yield pool
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,9 +29,11 @@ __all__ = [
     "SlideContext",
     "Step",
     "StepOutcome",
+    "TilesKept",
     "register_step",
     "slide_pictures",
     "step_names",
+    "uses_torch",
     "write_pictures",
 ]
 
@@ -72,6 +75,11 @@ STEPS: dict[str, Step] = {}
 def register_step(step: Step) -> Step:
     STEPS[step.name] = step
     return step
+
+
+def uses_torch(steps) -> bool:
+    """Whether any of `steps` (names) uses torch: a registered step without `uses_torch = False` is taken to."""
+    return any(getattr(STEPS[s], "uses_torch", True) for s in steps if s in STEPS)
 
 
 def step_names() -> list[str]:
@@ -147,13 +155,16 @@ def tile_with_pictures(folder: Path, slide_path: Path, slide_id: str, options: T
         from tiling.engine import open_for_tiling
 
         roi = roi_for(options.roi, slide_id)  # its warning (no ROI file for this slide) is the slide's
+        kept = TilesKept()  # the tiles' pixels as written: the stitch reads none back (a small slide's)
         with open_for_tiling(slide_path, options) as slide:  # one open for the tiles and the pictures
             result = tile_slide_result(slide, folder / "patches.zarr", options, roi=roi,
                                        tissue_geojson=folder / "tissue.geojson", overwrite=overwrite,
-                                       progress=progress, on_tiles=on_tiles, on_total=on_total)  # fmt: skip
+                                       progress=progress, on_tiles=on_tiles, on_total=on_total,
+                                       on_patches=kept)  # fmt: skip
             if result.status != "skipped" or not all((folder / name).exists() for name in PICTURES):
+                patches = kept.patches(len(result.store)) if result.status == "done" else None
                 slide_pictures(folder, slide_path, result.store, roi, tissue=result.tissue, exact=options.exact,
-                               region=result.region, slide=slide)  # fmt: skip
+                               region=result.region, slide=slide, patches=patches)  # fmt: skip
         return result
 
     result, caught = _collect_warnings(tile_and_pictures)
@@ -179,6 +190,47 @@ def roi_for(roi: str | None, slide_id: str):
 
 PICTURES = ("thumbnail.png", "tissue_mask.png", "stitch.png")
 
+# The most tile pixels a slide's tile step keeps in memory for its stitch (about 340 tiles of 256 px: a biopsy;
+# twice that while the shards are put together); past it the stitch reads the tiles back from the store, a
+# batch at a time.
+KEEP_TILES_BYTES = 64 * 2**20
+
+
+class TilesKept:
+    """`on_patches` of `tiling.tile_slide_result`: the shards of pixels it writes, kept while they hold at most
+    `budget` bytes (default `KEEP_TILES_BYTES`), so that the stitch need not read them back from the store
+    (about 20 ms of a small slide's 0.3 s). Shards may come from several threads."""
+
+    def __init__(self, budget: int | None = None):
+        self.budget = KEEP_TILES_BYTES if budget is None else budget
+        self.blocks: dict[int, np.ndarray] = {}  # first row -> (n, S, S, 3) patches
+        self.nbytes = 0
+        self.over = False
+        self._lock = threading.Lock()
+
+    def __call__(self, row: int, patches: np.ndarray) -> None:
+        with self._lock:
+            if self.over:
+                return
+            self.nbytes += patches.nbytes
+            if self.nbytes > self.budget:
+                self.over = True
+                self.blocks.clear()
+                return
+            self.blocks[row] = patches
+
+    def patches(self, n: int) -> np.ndarray | None:
+        """The (n, S, S, 3) pixels of all `n` tiles in store order, or None unless every row was kept."""
+        if self.over or not n:
+            return None
+        starts = sorted(self.blocks)
+        if not starts or starts[0] != 0:
+            return None
+        for start, following in zip(starts, [*starts[1:], n], strict=True):
+            if start + len(self.blocks[start]) != following:
+                return None  # a shard not written here (a resumed store) or past the last row
+        return self.blocks[0] if len(starts) == 1 else np.concatenate([self.blocks[s] for s in starts])
+
 
 THUMBNAIL_SIZE = 1024  # longest side at most
 # Tissue detection's image (about 8 um/px) serves as the thumbnail when it has at least this many pixels on its
@@ -187,12 +239,12 @@ THUMBNAIL_MIN = 512
 
 
 def slide_pictures(folder: Path, slide_path: Path, store, roi=None, tissue=None, exact: bool = False,
-                   region: BaseGeometry | None = None, slide=None) -> list[Path]:  # fmt: skip
+                   region: BaseGeometry | None = None, slide=None, patches: np.ndarray | None = None) -> list[Path]:  # fmt: skip
     """`write_pictures` on the image tissue detection has just read (`tissue`, a `tiling.TissueResult`) when it
     has at least THUMBNAIL_MIN px on its longest side (no second read of the slide), else on the slide shrunk
     to THUMBNAIL_SIZE px on its longest side (`tiling.tissue.read_downsampled`, with read_region when `exact`),
     read here (from `slide`, the slide open already, if given). `region` is what folder/tissue.geojson holds,
-    when the caller has just written it."""
+    when the caller has just written it; `patches` the store's tiles, when the caller has them in memory."""
     import wsi
 
     if tissue is not None and max(tissue.image.shape[:2]) >= THUMBNAIL_MIN:
@@ -214,11 +266,11 @@ def slide_pictures(folder: Path, slide_path: Path, store, roi=None, tissue=None,
             # From DCT-scaled native tiles where the slide has them (a fifth of read_region's time on a biopsy).
             image = read_downsampled(slide, max(1.0, max(w0, h0) / THUMBNAIL_SIZE), exact=exact)
             downsample = w0 / image.shape[1]
-    return write_pictures(folder, store, image, downsample, roi=roi, region=region)
+    return write_pictures(folder, store, image, downsample, roi=roi, region=region, patches=patches)
 
 
 def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, roi=None,
-                   region: BaseGeometry | None = None) -> list[Path]:  # fmt: skip
+                   region: BaseGeometry | None = None, patches: np.ndarray | None = None) -> list[Path]:  # fmt: skip
     """folder/thumbnail.png (figure: tiles, tissue outline with holes, ROI, scale bar, title, legend),
     tissue_mask.png (the tissue tiles were kept in, white on black) and stitch.png (the stored tiles at their
     place) of a tiled slide, each written atomically. Shared by `tile` and `run`.
@@ -226,7 +278,8 @@ def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, ro
     `image` is the whole slide at `downsample` level-0 px per pixel, already read (tiling.thumbnail draws
     on it); `roi` the level-0 ROI geometry of the run, if any; `region` the tissue as written to
     folder/tissue.geojson (`tiling.TilingResult.region`; without it that file is read). The stitch reads every
-    stored patch once. PNGs by `tiling.png` (same pixels as any encoder, a third of Pillow's time).
+    stored patch once, unless `patches` holds them ((N, S, S, 3), the store's pixels: `TilesKept`). PNGs by
+    `tiling.png` (same pixels as any encoder, a third of Pillow's time).
     """
     import shapely
 
@@ -247,11 +300,15 @@ def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, ro
     slide_id = folder.name  # slides/<slide_id>/: the batch's id (the store's attrs have the file's stem)
     overlay = Overlay(coords=store.coords, extent=spec.extent, tissue=tissue, roi=roi, slide_mpp=spec.slide_mpp,
                       title=slide_id, subtitle=_caption(store, spec))  # fmt: skip
+    tiles = store.patches if patches is None else patches
+    if patches is not None and patches.shape != (len(store), spec.size, spec.size, 3):
+        raise ValueError(f"patches must hold the store's tiles, shape {(len(store), spec.size, spec.size, 3)} "
+                         f"(N, S, S, 3); got {patches.shape}")  # fmt: skip
     pictures = {
         "thumbnail.png": draw_thumbnail(image, downsample, overlay).image,
         "tissue_mask.png": tissue_mask_image(image.shape[:2], downsample, tissue),
         "stitch.png": stitch_image(
-            image.shape[:2], downsample, store.coords, spec.extent, patches=store.patches, fallback=image
+            image.shape[:2], downsample, store.coords, spec.extent, patches=tiles, fallback=image
         ),  # fmt: skip
     }
     written = []

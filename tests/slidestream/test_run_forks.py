@@ -220,3 +220,55 @@ def test_forks_on_a_platform_that_does_not_fork_are_refused_where_the_config_is_
     with pytest.raises(ValueError, match=r"run\.toml: \[run\]: executor 'forks'"):
         load_config(tmp_path / "run.toml")
     assert load_config(out=tmp_path / "out", executor="threads").executor == "threads"
+
+
+def test_the_command_line_forks_on_linux_from_its_main_thread_and_uses_threads_elsewhere(monkeypatch):
+    import multiprocessing
+    import sys
+    import threading
+
+    from slidestream.pipeline.config import default_executor
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert default_executor() == "forks"
+    assert (
+        default_executor(uses_torch=True) == "threads"
+    )  # a CUDA context and a model per worker: not measured
+    found = []
+    caller = threading.Thread(target=lambda: found.append(default_executor()))  # a threaded caller
+    caller.start()
+    caller.join()
+    assert found == ["threads"]
+    monkeypatch.setattr(sys, "platform", "darwin")  # forks there, but not safely: Python spawns
+    assert default_executor() == "threads"
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    assert default_executor() == "threads"
+
+
+def test_the_run_commands_executor_is_its_flag_else_the_config_files_else_the_default(cmu_path, tmp_path,
+                                                                                      capsys, monkeypatch):  # fmt: skip
+    import sys
+
+    from slidestream.cli import main
+
+    def scheduler_line(*args: str) -> str:
+        assert (
+            main(["run", str(cmu_path), "-o", str(tmp_path / "o"), "--workers", "2", "--dry-run", *args]) == 0
+        )
+        return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("scheduler:"))
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    forks, threads = (
+        "scheduler: 2 worker process(es) forked from this one",
+        "scheduler: this process, 2 slide(s) at a time in threads",
+    )
+    assert scheduler_line("--steps", "tile") == forks
+    assert scheduler_line() == threads  # tile and features: features use torch
+    assert scheduler_line("--steps", "tile", "--executor", "threads") == threads
+    toml = tmp_path / "run.toml"
+    toml.write_text('[run]\nexecutor = "threads"\nsteps = ["tile"]\n')
+    assert scheduler_line("--config", str(toml)) == threads
+    assert scheduler_line("--config", str(toml), "--executor", "processes").endswith("2 worker process(es)")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert scheduler_line("--steps", "tile") == threads

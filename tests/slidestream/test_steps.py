@@ -180,3 +180,74 @@ def test_the_roi_is_parsed_once_per_slide_for_the_tiles_and_the_pictures(cmu_pat
     assert calls == [roi_file]
     assert result.store.coords[:, 0].max() < w / 2
     assert result.region.bounds[2] <= w / 2 + 1
+
+
+def test_the_stitch_is_drawn_from_the_tiles_as_written_and_equals_the_stitch_read_back(cmu_path, tmp_path,
+                                                                                      monkeypatch):  # fmt: skip
+    """A small slide's tiles stay in memory as they are written (`TilesKept`): the stitch reads none back from
+    the store, and every picture is the same, byte for byte, as when they are read back (the old way)."""
+    import tiling.thumbnail
+    from slidestream.pipeline import steps
+    from slidestream.pipeline.steps import PICTURES, tile_with_pictures
+
+    given = []
+    stitch = tiling.thumbnail.stitch_image
+    monkeypatch.setattr(tiling.thumbnail, "stitch_image",
+                        lambda *args, patches=None, **kwargs: given.append(patches) or stitch(*args, patches=patches, **kwargs))  # fmt: skip
+    kept, _ = tile_with_pictures(tmp_path / "kept" / "cmu", cmu_path, "cmu", TileOptions())
+    monkeypatch.setattr(steps, "KEEP_TILES_BYTES", 0)  # nothing kept: read back from the store
+    read, _ = tile_with_pictures(tmp_path / "read" / "cmu", cmu_path, "cmu", TileOptions())
+    assert kept.store.codec == "lz4" and len(kept.store) == len(read.store) > 0
+    assert isinstance(given[0], np.ndarray) and not isinstance(given[1], np.ndarray)  # a zarr array
+    np.testing.assert_array_equal(given[0], read.store.patches[:])
+    for name in PICTURES:
+        assert (tmp_path / "kept" / "cmu" / name).read_bytes() == (
+            tmp_path / "read" / "cmu" / name
+        ).read_bytes()
+
+
+def test_tiles_kept_are_given_in_store_order_only_when_every_row_was_written_and_they_fit():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from slidestream.pipeline.steps import TilesKept
+
+    tiles = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
+    kept = TilesKept()
+    with ThreadPoolExecutor(3) as pool:  # shards from the tiling's threads, in any order
+        list(pool.map(lambda start: kept(start, tiles[start : start + 4]), (8, 0, 4)))
+    np.testing.assert_array_equal(kept.patches(10), tiles)
+    assert kept.patches(12) is None  # rows past the last shard kept: not all written here
+    resumed = TilesKept()
+    resumed(4, tiles[4:8])  # shards 0 and 2 were written by an earlier run
+    assert resumed.patches(10) is None
+    small = TilesKept(budget=tiles[:4].nbytes * 2)
+    for start in (0, 4, 8):
+        small(start, tiles[start : start + 4])
+    assert small.over and not small.blocks and small.patches(10) is None  # past the budget: nothing held
+
+
+def test_pictures_refuse_tiles_that_are_not_the_stores(cmu_path, tmp_path):
+    from slidestream.pipeline.steps import tile_with_pictures, write_pictures
+
+    result, _ = tile_with_pictures(tmp_path / "cmu", cmu_path, "cmu", TileOptions())
+    n = len(result.store)
+    with pytest.raises(
+        ValueError, match=rf"shape \({n}, 256, 256, 3\) \(N, S, S, 3\); got \({n - 1}, 256, 256, 3\)"
+    ):
+        write_pictures(tmp_path / "cmu", result.store, np.zeros((64, 48, 3), np.uint8), 50.0,
+                       patches=np.zeros((n - 1, 256, 256, 3), np.uint8))  # fmt: skip
+
+
+def test_the_tile_step_on_dasks_processes_scheduler_reads_the_stitch_back(cmu_path, tmp_path):
+    """Shards written in other processes reach no `on_patches` here (a thread lock does not pickle): the
+    stitch reads them back from the store, and equals the one drawn from the tiles in memory."""
+    from slidestream.pipeline.steps import PICTURES, tile_with_pictures
+
+    tile_with_pictures(tmp_path / "threads" / "cmu", cmu_path, "cmu", TileOptions(shard_tiles=16))
+    options = TileOptions(shard_tiles=16, scheduler="processes", shard_workers=2)
+    result, _ = tile_with_pictures(tmp_path / "processes" / "cmu", cmu_path, "cmu", options)
+    assert result.status == "done" and len(result.store) > 16
+    for name in PICTURES:
+        assert (tmp_path / "threads" / "cmu" / name).read_bytes() == (
+            tmp_path / "processes" / "cmu" / name
+        ).read_bytes()

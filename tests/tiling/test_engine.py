@@ -259,3 +259,18 @@ def test_real_aperio_tiles_are_copied_exactly(cmu_path, tmp_path):
     for i in range(0, len(store), 3):
         x, y = (int(v) for v in store.coords[i])
         np.testing.assert_array_equal(store.patches[i], openslide_rgb(cmu_path, (x, y), 0, (240, 240)))
+
+
+def test_on_patches_gets_each_shard_of_pixels_as_stored_and_nothing_for_a_jpeg_store(cmu_path, tmp_path):
+    from tiling import tile_slide_result
+
+    given: dict[int, np.ndarray] = {}
+    result = tile_slide_result(cmu_path, tmp_path / "lz4.zarr", codec="lz4", shard_tiles=16,
+                               on_patches=lambda row, patches: given.update({row: patches}))  # fmt: skip
+    n = len(result.store)
+    assert sorted(given) == list(range(0, n, 16))
+    np.testing.assert_array_equal(np.concatenate([given[r] for r in sorted(given)]), result.store.patches[:])
+    given.clear()
+    jpeg = tile_slide_result(cmu_path, tmp_path / "jpeg.zarr", codec="jpeg",
+                             on_patches=lambda row, patches: given.update({row: patches}))  # fmt: skip
+    assert jpeg.store.codec == "jpeg" and len(jpeg.store) == n and not given  # streams, not pixels

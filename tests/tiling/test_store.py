@@ -87,3 +87,39 @@ def test_jpeg_store_opens_in_plain_zarr_through_the_entry_point(tmp_path):
     code = (f"import zarr, numpy as np; a = zarr.open_array({str(tmp_path / 'j')!r})[:]; "
             f"assert (a == np.load({str(tmp_path / 'items.npy')!r})).all()")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_each_zarr_json_is_written_once_per_step_and_the_attributes_last(tmp_path, monkeypatch):
+    """Attributes go in one write each (zarr's `attrs.update` rewrites zarr.json once per key: 10 writes of
+    the group's for these attributes before): the group's zarr.json at creation (empty), then with every
+    attribute after the arrays; `mark_complete` writes each array's contents, then the group once."""
+    import collections
+
+    from tiling import integrity
+
+    writes: collections.Counter = collections.Counter()
+    original = integrity.CheckedStore.set
+
+    async def counted(self, key, value, *args, **kwargs):
+        if key.endswith("zarr.json"):
+            writes[key] += 1
+        return await original(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(integrity.CheckedStore, "set", counted)
+    n = 10
+    attrs = {"tiling": {"size": 8, "mpp": 0.5}, "slide": {"path": "x"}, "fingerprint": "f", "warnings": []}
+    store = PatchStore.create(tmp_path / "s.zarr", np.arange(2 * n).reshape(n, 2), np.ones(n), np.zeros(n, bool),
+                              attrs, 8, 4, "lz4", qc={"blur": np.ones(n), "pen": np.zeros(n)})  # fmt: skip
+    arrays = ["coords", "tissue", "edge", "qc/blur", "qc/pen", "patches"]
+    assert writes == {"zarr.json": 2, "qc/zarr.json": 1, "shards_done/zarr.json": 1,
+                      **{f"{a}/zarr.json": 1 for a in arrays}}  # fmt: skip
+    assert PatchStore.open(tmp_path / "s.zarr").attrs == {**attrs, "format": "slidestream.patchstore/1",
+                                                          "shard_tiles": 4, "codec": "lz4", "coords_only": False,
+                                                          "complete": False}  # fmt: skip
+    writes.clear()
+    store.mark_complete(inputs={"slide": "x"})
+    assert writes == {"zarr.json": 1, **{f"{a}/zarr.json": 1 for a in arrays}}
+    done = PatchStore.open(tmp_path / "s.zarr")
+    assert done.is_complete and done.attrs["inputs"] == {"slide": "x"} and not done.missing_chunks()
+    assert [name for name, _ in done._recorded_arrays()] == ["coords", "tissue", "edge", "patches", "qc/blur",
+                                                             "qc/pen"]  # fmt: skip
