@@ -205,7 +205,8 @@ def _training_curves(path: Path, histories: list, monitor: str) -> None:
 def train_slides(results: str | Path, labels: str | Path, task: str, targets, out: str | Path,
                  model: str = "abmil", feature: str = "stain_stats", folds: int = 5, group: str | None = None,
                  seed: int = 0, config="auto", progress: bool = False, labels_subset: bool = False,
-                 model_kwargs: dict | None = None, grade_link: str = "cumulative") -> TrainResult:  # fmt: skip
+                 model_kwargs: dict | None = None, grade_link: str = "cumulative",
+                 context=None) -> TrainResult:  # fmt: skip
     """Cross-validate `model` for `task` on the stores of `results` labelled by `labels` (column `slide_id`, the
     `targets` columns and, for patient-grouped folds, `group`); write the model folder `out` (module doc).
 
@@ -216,7 +217,8 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     table): those rows are left out and their ids returned in `TrainResult.unused_labels`. `config` is
     "auto" (planned from the data), a dict of planned fields to replace or a `mil.FitConfig`. `model_kwargs` go
     to `mil.create_model`; `grade_link` is the grade task's link ("cumulative", "corn" or "regression"; module `mil.tasks`).
-    Refuses an `out` that exists and is not a model folder.
+    `context` (a `mil.SpatialContext`, or None) appends each tile's neighbourhood summary to its features; the
+    model folder records it and `predict_slides` applies it. Refuses an `out` that exists and is not a model folder.
     """
     from dataclasses import replace
 
@@ -261,7 +263,8 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     table = table.drop(index=no_tiles)
     opened = [opened[s] for s in table.index]
     bag_task = _task_for(task, targets, table, grade_link)
-    dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed)
+    dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed,
+                         context=context)  # fmt: skip
     # Each fold's model standardises the features with the mean and sd of its own training slides' tiles
     # (`mil.FeatureScale`, kept in its checkpoint).
     if isinstance(config, str) and config == "auto":
@@ -273,12 +276,13 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed,
                         model_kwargs=model_kwargs)  # fmt: skip
     encoder = _encoder_of(opened[0], feature)
+    context_state = context.to_dict() if context is not None else None
     true = table.loc[cv.oof["slide_id"], targets].reset_index(drop=True).add_prefix("true_")
     oof = pd.concat([cv.oof.reset_index(drop=True), true], axis=1)
     summary = cv.summary
     metrics = {
         "task": task, "targets": targets, "model": model, "model_kwargs": model_kwargs or {}, "feature": feature,
-        "folds": folds,
+        "context": context_state, "folds": folds,
         "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
         "per_fold": json.loads(cv.folds.to_json(orient="records")),
         "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},
@@ -288,7 +292,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     try:
         for k, (fold_model, fold_task) in enumerate(zip(cv.models, cv.tasks, strict=True)):
             save_model(tmp / f"fold_{k}", fold_model, fold_task, feature=feature, encoder=encoder, plan=cv.plan,
-                       metrics=metrics["per_fold"][k])  # fmt: skip
+                       metrics=metrics["per_fold"][k], context=context)  # fmt: skip
         write_json(tmp / "plan.json", cv.plan)
         write_json(tmp / "metrics.json", metrics)
         _write_csv(cv.folds, tmp / "folds.csv")
@@ -297,7 +301,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         _training_curves(tmp / "training_curves.png", cv.histories, cv.tasks[0].monitor)
         write_json(tmp / _MANIFEST, {"format": MODEL_FORMAT, "name": out.name, "task": task, "targets": targets,
                                      "model": model, "model_kwargs": model_kwargs or {}, "feature": feature,
-                                     "encoder": encoder,
+                                     "context": context_state, "encoder": encoder,
                                      "folds": [f"fold_{k}" for k in range(len(cv.models))],
                                      "columns": cv.tasks[0].columns()})  # fmt: skip
         replace_dir(tmp, out)
@@ -446,6 +450,13 @@ class LoadedModel:
     def feature(self) -> str:
         return self.manifest["feature"]
 
+    @property
+    def context(self):
+        """The `mil.SpatialContext` the model was trained with (None: plain tile features)."""
+        from mil import SpatialContext
+
+        return SpatialContext.from_dict(self.manifest.get("context"))
+
 
 def load_model_folder(model_dir: str | Path, name: str | None = None) -> LoadedModel:
     """Read a folder written by `train_slides` (an error naming it when it is not one)."""
@@ -478,12 +489,20 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
 
     feature, columns, checkpoints = model.feature, model.manifest["columns"], model.checkpoints
     raw = np.asarray(store.features(feature)[:], dtype=np.float32)
-    bag = torch.from_numpy(raw)
-    if bag.shape[1] != checkpoints[0].model.in_dim:
-        raise ValueError(f"features/{feature} have {bag.shape[1]} dimensions, the model takes "
-                         f"{checkpoints[0].model.in_dim}")  # fmt: skip
-    if len(bag) == 0:
+    if len(raw) == 0:
         raise ValueError("the store has no tiles")
+    context = model.context
+    width = raw.shape[1] if context is None else context.out_dim(raw.shape[1])
+    if width != checkpoints[0].model.in_dim:
+        raise ValueError(f"features/{feature} have {raw.shape[1]} dimensions"
+                         f"{'' if context is None else f' ({width} with the spatial context)'}, the model takes "
+                         f"{checkpoints[0].model.in_dim}")  # fmt: skip
+    if context is not None:
+        from mil import read_bag
+
+        bag = torch.from_numpy(read_bag(store, feature, context))
+    else:
+        bag = torch.from_numpy(raw)
     predictions, attentions = [], []
     for checkpoint in checkpoints:
         logits, scores = predict_logits(checkpoint.model, ([bag], np.zeros(1), [slide_id]), device="cpu",
