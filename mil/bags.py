@@ -117,13 +117,15 @@ class BagDataset(Dataset):
     folders): the slides present are used and the other rows' ids are kept in `unused_labels`. `max_tiles`
     draws a random subset of tiles per bag, new each epoch (`set_epoch`); `group_column` (e.g. "patient_id")
     gives `groups` for patient-level splits. `context` (a `mil.SpatialContext`) appends each tile's
-    neighbourhood summary to its features (`read_bag`), before any tile subset is drawn.
+    neighbourhood summary to its features (`read_bag`), before any tile subset is drawn. A missing label
+    value is an error naming the slide; with `allow_missing` (several columns, e.g. the mutation task, whose
+    loss masks NaN) only a slide with no value at all is, and the others keep NaN where a value is missing.
     """
 
     def __init__(self, stores: Sequence[PatchStore | str | Path], labels, feature: str,
                  label_columns: Sequence[str] = ("label",), max_tiles: int | None = None, seed: int = 0,
                  group_column: str | None = None, subset: bool = False,
-                 context: SpatialContext | None = None):  # fmt: skip
+                 context: SpatialContext | None = None, allow_missing: bool = False):  # fmt: skip
         opened = [s if isinstance(s, PatchStore) else PatchStore.open(s) for s in stores]
         self.stores = {_slide_id(s): s for s in opened}
         if len(self.stores) != len(opened):
@@ -139,9 +141,11 @@ class BagDataset(Dataset):
                                  "run `slidestream features` first")  # fmt: skip
         self.slide_ids = sorted(self.stores)
         values = table.loc[self.slide_ids, list(label_columns)]
-        if values.isna().any().any():
-            bad = values.index[values.isna().any(axis=1)].tolist()
-            raise ValueError(f"missing label values for slide(s) {bad[:20]}")
+        missing = values.isna().all(axis=1) if allow_missing else values.isna().any(axis=1)
+        if missing.any():
+            bad = values.index[missing].tolist()
+            what = "no label value at all" if allow_missing else "missing label values"
+            raise ValueError(f"{what} for slide(s) {bad[:20]}")
         self.labels = values.to_numpy(dtype=np.float32)
         if len(label_columns) == 1:
             self.labels = self.labels[:, 0]

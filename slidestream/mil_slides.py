@@ -141,7 +141,8 @@ def _plots(folder: Path, task_name: str, oof: pd.DataFrame, targets: list[str], 
                 ax.plot(fpr, tpr, label=f"fold {fold}")
             ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
             ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC per fold: {target}")
-            ax.legend(loc="lower right")
+            if ax.get_legend_handles_labels()[0]:  # no fold has both classes of this target: no curve
+                ax.legend(loc="lower right")
             path = folder / f"roc_{target}.png"
             _save_figure(fig, path)
             written.append(path)
@@ -212,8 +213,8 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
 
     `folds` 1 trains one model on a grouped, stratified train/validation split (3:1) and reports the validation
     slides' figures (optimistic: they also choose the epoch); `oof_predictions.csv` then holds the validation
-    slides only. Slides whose target is empty (e.g. the grade of a benign slide) or whose store has no tile are
-    left out and listed. With `labels_subset` the table may list slides that are not in `results` (a master
+    slides only. Slides whose target is empty (e.g. the grade of a benign slide; for mutation: every target
+    empty, a single empty one is masked) or whose store has no tile are left out and listed. With `labels_subset` the table may list slides that are not in `results` (a master
     table): those rows are left out and their ids returned in `TrainResult.unused_labels`. `config` is
     "auto" (planned from the data), a dict of planned fields to replace or a `mil.FitConfig`. `model_kwargs` go
     to `mil.create_model`; `grade_link` is the grade task's link ("cumulative", "corn" or "regression"; module `mil.tasks`).
@@ -250,7 +251,10 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     if missing:
         raise ValueError(f"{labels}: no column(s) {missing} (columns: {list(table.columns)})")
     table = table.set_index(table["slide_id"].astype(str))
-    empty = table[targets].isna().any(axis=1)
+    # The mutation task masks missing values (NaN) in its loss and metrics: a slide needs one known target, so
+    # an auxiliary target known on more slides (e.g. cancer next to mutations known on cancer slides) trains
+    # the shared attention on all of them.
+    empty = table[targets].isna().all(axis=1) if task == "mutation" else table[targets].isna().any(axis=1)
     left_out = sorted(table.index[empty])
     table = table[~empty]
     if len(table) < max(2, folds):
@@ -264,7 +268,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     opened = [opened[s] for s in table.index]
     bag_task = _task_for(task, targets, table, grade_link)
     dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed,
-                         context=context)  # fmt: skip
+                         context=context, allow_missing=task == "mutation")  # fmt: skip
     # Each fold's model standardises the features with the mean and sd of its own training slides' tiles
     # (`mil.FeatureScale`, kept in its checkpoint).
     if isinstance(config, str) and config == "auto":

@@ -458,3 +458,29 @@ def test_context_is_saved_with_the_model_and_applied_by_predict(cohort, tmp_path
     assert main(["mil", "predict", str(cohort / "results"), "--model", str(model), "-o", str(tmp_path / "p2"),
                  "-q"]) == 1  # fmt: skip
     assert "53 dimensions, the model takes 159" in capsys.readouterr().err
+
+
+def test_mutation_with_an_auxiliary_target_keeps_slides_missing_some_targets(cohort, tmp_path):
+    # mut_a known on cancer slides only (as in the cohorts), cancer on all: every slide trains (masked loss).
+    labels = pd.read_csv(cohort / "cohort" / "labels.csv", dtype={"slide_id": str})
+    cancer = labels.cancer == 1
+    labels["mut_a"] = np.where(cancer, (np.cumsum(cancer) % 2).astype(float), np.nan)
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    model = tmp_path / "model"
+    code = main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
+                 "mutation", "--target", "cancer", "mut_a", "--folds", "2", "--epochs", "2", "-o", str(model),
+                 "-q"])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["n_slides"] == N_SLIDES and metrics["left_out"] == []
+    oof = pd.read_csv(model / "oof_predictions.csv", dtype={"slide_id": str}).set_index("slide_id")
+    assert oof["true_mut_a"].isna().sum() == (~cancer).sum() and oof["p_mut_a"].notna().all()
+    # One missing target is masked; a slide with none is left out, listed.
+    labels.loc[~cancer, "cancer"] = np.nan
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    assert main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
+                 "mutation", "--target", "cancer", "mut_a", "--folds", "1", "--epochs", "1", "-o",
+                 str(tmp_path / "m2"), "-q"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "m2" / "metrics.json").read_text())["left_out"] == sorted(
+        labels.slide_id[~cancer]
+    )
