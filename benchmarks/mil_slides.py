@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, help="learning rate (default: planned)")
     p.add_argument("--context", type=int, default=0, metavar="R",
                    help="spatial context radius in tiles, as `mil train --context` (default 0: none)")  # fmt: skip
-    p.add_argument("--context-stats", default="mean", choices=("mean", "max", "mean,max"),
+    p.add_argument("--context-stats", default="mean", choices=("mean", "max", "mean,max"), metavar="STATS",
                    help="with --context: the neighbourhood summary, as `mil train --context-stats`")  # fmt: skip
     p.add_argument(
         "--grade-link",

@@ -54,8 +54,8 @@ def register(sub) -> None:
                             "tiles within R grid steps (R 1: the tile and its 8 neighbours), so a model can tell a "
                             "tile by its surroundings; 0 (default): none. Saved in MODEL_DIR; `mil predict` "
                             "applies it")  # fmt: skip
-    train.add_argument("--context-stats", default="mean", choices=("mean", "max", "mean,max"),
-                       help="with --context: the neighbourhood summary appended, mean (default), max or both")  # fmt: skip
+    train.add_argument("--context-stats", default="mean", choices=("mean", "max", "mean,max"), metavar="STATS",
+                       help="with --context: the neighbourhood summary appended: mean (default), max or mean,max")  # fmt: skip
     train.add_argument(
         "--folds",
         type=positive_int,
