@@ -214,12 +214,14 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     `folds` 1 trains one model on a grouped, stratified train/validation split (3:1) and reports the validation
     slides' figures (optimistic: they also choose the epoch); `oof_predictions.csv` then holds the validation
     slides only. Slides whose target is empty (e.g. the grade of a benign slide; for mutation: every target
-    empty, a single empty one is masked) or whose store has no tile are left out and listed. With `labels_subset` the table may list slides that are not in `results` (a master
-    table): those rows are left out and their ids returned in `TrainResult.unused_labels`. `config` is
+    empty, a single empty one is masked) or whose store has no tile are left out and listed. With
+    `labels_subset` the table may list slides that are not in `results` (a master table): those rows are left
+    out and their ids returned in `TrainResult.unused_labels`. `config` is
     "auto" (planned from the data), a dict of planned fields to replace or a `mil.FitConfig`. `model_kwargs` go
     to `mil.create_model`; `grade_link` is the grade task's link ("cumulative", "corn" or "regression"; module `mil.tasks`).
     `context` (a `mil.SpatialContext`, or None) appends each tile's neighbourhood summary to its features; the
-    model folder records it and `predict_slides` applies it. Refuses an `out` that exists and is not a model folder.
+    model folder records it and `predict_slides` applies it. Refuses an `out` that exists and is not a model
+    folder.
     """
     from dataclasses import replace
 
@@ -492,21 +494,20 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     from mil import predict_logits
 
     feature, columns, checkpoints = model.feature, model.manifest["columns"], model.checkpoints
-    raw = np.asarray(store.features(feature)[:], dtype=np.float32)
-    if len(raw) == 0:
-        raise ValueError("the store has no tiles")
-    context = model.context
-    width = raw.shape[1] if context is None else context.out_dim(raw.shape[1])
+    from mil import read_bag
+
+    context = model.context  # the model folder's spatial context (None: plain tile features)
+    dim = int(store.features(feature).shape[1])
+    width = dim if context is None else context.out_dim(dim)
     if width != checkpoints[0].model.in_dim:
-        raise ValueError(f"features/{feature} have {raw.shape[1]} dimensions"
+        raise ValueError(f"features/{feature} have {dim} dimensions"
                          f"{'' if context is None else f' ({width} with the spatial context)'}, the model takes "
                          f"{checkpoints[0].model.in_dim}")  # fmt: skip
-    if context is not None:
-        from mil import read_bag
-
-        bag = torch.from_numpy(read_bag(store, feature, context))
-    else:
-        bag = torch.from_numpy(raw)
+    if len(store) == 0:
+        raise ValueError("the store has no tiles")
+    widened = read_bag(store, feature, context)
+    raw = widened[:, :dim]  # the tile's own features come first
+    bag = torch.from_numpy(widened)
     predictions, attentions = [], []
     for checkpoint in checkpoints:
         logits, scores = predict_logits(checkpoint.model, ([bag], np.zeros(1), [slide_id]), device="cpu",
