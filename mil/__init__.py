@@ -1,10 +1,11 @@
-"""Multiple-instance learning: patch encoders (timm and built-in), feature extraction into patch stores, bags,
-MIL models (a registry), tasks (binary, multiclass, grade, mutation, survival), the training loop with
+"""Multiple-instance learning: patch encoders (timm and built-in), feature extraction into patch stores, bags
+(with optional spatial context), MIL models (a registry), tasks (binary, multiclass, grade, mutation, survival), the training loop with
 cross-validation, a scikit-learn estimator and checkpoints.
 """
 
-from mil.bags import Bag, BagBatch, BagDataset, collate_bags, read_labels
+from mil.bags import Bag, BagBatch, BagDataset, collate_bags, read_bag, read_labels
 from mil.checkpoint import Checkpoint, load_model, save_model
+from mil.context import SpatialContext
 from mil.encoders import (
     Encoder,
     EncoderError,
@@ -35,6 +36,7 @@ __all__ = [
     "MILModel",
     "MILOutput",
     "ModelSpec",
+    "SpatialContext",
     "Task",
     "as_bags",
     "collate_bags",
@@ -53,6 +55,7 @@ __all__ = [
     "load_state_dict",
     "plan",
     "predict_logits",
+    "read_bag",
     "read_labels",
     "register_encoder",
     "register_model",

@@ -11,9 +11,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from tiling import PatchStore
+from mil.context import SpatialContext
+from tiling import PatchStore, TileSpec
 
-__all__ = ["Bag", "BagBatch", "BagDataset", "collate_bags", "match_slides", "read_labels"]
+__all__ = ["Bag", "BagBatch", "BagDataset", "collate_bags", "match_slides", "read_bag", "read_labels"]
 
 
 def read_labels(path: str | Path, slide_column: str = "slide_id") -> pd.DataFrame:
@@ -74,6 +75,16 @@ class BagBatch:
     slide_ids: list[str]
 
 
+def read_bag(store: PatchStore, feature: str, context: SpatialContext | None = None) -> np.ndarray:
+    """A store's tile features (N, D) as float32; with `context`, each tile's features followed by its
+    neighbourhood's (`mil.SpatialContext`, on the store's tile grid: its coordinates and stride)."""
+    features = np.asarray(store.features(feature)[:], dtype=np.float32)
+    if context is None:
+        return features
+    step = TileSpec.from_dict(store.attrs["tiling"]).stride_level0
+    return context(features, np.asarray(store.coords[:]), step)
+
+
 def _slide_id(store: PatchStore) -> str:
     return str(store.attrs.get("slide_id") or store.path.parent.name)
 
@@ -105,12 +116,16 @@ class BagDataset(Dataset):
     error; with `subset=True` the table may list more slides than `stores` (one master table for many
     folders): the slides present are used and the other rows' ids are kept in `unused_labels`. `max_tiles`
     draws a random subset of tiles per bag, new each epoch (`set_epoch`); `group_column` (e.g. "patient_id")
-    gives `groups` for patient-level splits.
+    gives `groups` for patient-level splits. `context` (a `mil.SpatialContext`) appends each tile's
+    neighbourhood summary to its features (`read_bag`), before any tile subset is drawn. A missing label
+    value is an error naming the slide; with `allow_missing` (several columns, e.g. the mutation task, whose
+    loss masks NaN) only a slide with no value at all is, and the others keep NaN where a value is missing.
     """
 
     def __init__(self, stores: Sequence[PatchStore | str | Path], labels, feature: str,
                  label_columns: Sequence[str] = ("label",), max_tiles: int | None = None, seed: int = 0,
-                 group_column: str | None = None, subset: bool = False):  # fmt: skip
+                 group_column: str | None = None, subset: bool = False,
+                 context: SpatialContext | None = None, allow_missing: bool = False):  # fmt: skip
         opened = [s if isinstance(s, PatchStore) else PatchStore.open(s) for s in stores]
         self.stores = {_slide_id(s): s for s in opened}
         if len(self.stores) != len(opened):
@@ -126,15 +141,18 @@ class BagDataset(Dataset):
                                  "run `slidestream features` first")  # fmt: skip
         self.slide_ids = sorted(self.stores)
         values = table.loc[self.slide_ids, list(label_columns)]
-        if values.isna().any().any():
-            bad = values.index[values.isna().any(axis=1)].tolist()
-            raise ValueError(f"missing label values for slide(s) {bad[:20]}")
+        missing = values.isna().all(axis=1) if allow_missing else values.isna().any(axis=1)
+        if missing.any():
+            bad = values.index[missing].tolist()
+            what = "no label value at all" if allow_missing else "missing label values"
+            raise ValueError(f"{what} for slide(s) {bad[:20]}")
         self.labels = values.to_numpy(dtype=np.float32)
         if len(label_columns) == 1:
             self.labels = self.labels[:, 0]
         self.groups = (table.loc[self.slide_ids, group_column].astype(str).to_numpy() if group_column
                        else np.asarray(self.slide_ids))  # fmt: skip
         self.feature = feature
+        self.context = context
         self.max_tiles = max_tiles
         self.seed = seed
         self.epoch = 0
@@ -148,11 +166,12 @@ class BagDataset(Dataset):
 
     @property
     def dim(self) -> int:
-        return int(self.stores[self.slide_ids[0]].features(self.feature).shape[1])
+        dim = int(self.stores[self.slide_ids[0]].features(self.feature).shape[1])
+        return dim if self.context is None else self.context.out_dim(dim)
 
     def __getitem__(self, index: int) -> Bag:
         slide_id = self.slide_ids[index]
-        features = np.asarray(self.stores[slide_id].features(self.feature)[:], dtype=np.float32)
+        features = read_bag(self.stores[slide_id], self.feature, self.context)
         if self.max_tiles is not None and len(features) > self.max_tiles:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             features = features[np.sort(rng.choice(len(features), self.max_tiles, replace=False))]

@@ -1,7 +1,8 @@
 """MIL checkpoints: a folder with `model.safetensors` (weights) and `config.json` (how to rebuild and check it).
 
 The JSON holds the model name and kwargs, the task with its label map, the feature name and encoder
-description, the feature standardisation (`mil.FeatureScale`, applied by the model), the training plan, metrics
+description, the spatial context transform the features went through (`mil.SpatialContext`, or null), the feature
+standardisation (`mil.FeatureScale`, applied by the model), the training plan, metrics
 and library versions. Loading never unpickles.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from mil.context import SpatialContext
 from mil.models import MILModel, create_model
 from mil.scaling import FeatureScale
 from mil.tasks import Task, task_from_state
@@ -37,6 +39,11 @@ class Checkpoint:
     model: MILModel
     task: Task
     config: dict
+
+    @property
+    def context(self) -> SpatialContext | None:
+        """The spatial context the model's features need (`mil.read_bag`), or None."""
+        return SpatialContext.from_dict(self.config.get("context"))
 
 
 def _versions() -> dict:
@@ -67,11 +74,13 @@ def _is_checkpoint(path: Path) -> bool:
 
 
 def save_model(path: str | Path, model: MILModel, task: Task, feature: str | None = None, encoder=None,
-               plan: dict | None = None, metrics: dict | None = None) -> Path:  # fmt: skip
+               plan: dict | None = None, metrics: dict | None = None,
+               context: SpatialContext | None = None) -> Path:  # fmt: skip
     """Write a checkpoint folder at `path`, atomically; an existing folder is replaced only if it is a checkpoint.
 
     `model` must come from `mil.create_model` (its `spec` says how to rebuild it). `encoder`: an `Encoder`, its
-    `describe()` dict or a name; `feature`: the feature name in the patch stores (e.g. "resnet18").
+    `describe()` dict or a name; `feature`: the feature name in the patch stores (e.g. "resnet18"); `context`:
+    the `mil.SpatialContext` applied to those features before the model (its `in_dim` is the widened one).
     """
     path = Path(path)
     if model.spec is None:
@@ -81,6 +90,7 @@ def save_model(path: str | Path, model: MILModel, task: Task, feature: str | Non
     if path.exists() and not _is_checkpoint(path):
         raise FileExistsError(f"{path} exists and is not a MIL checkpoint; not overwriting it")
     config = {"format": FORMAT, "model": asdict(model.spec), "task": task.state(), "feature": feature,
+              "context": context.to_dict() if context is not None else None,
               "encoder": _encoder_description(encoder), "plan": plan, "metrics": metrics,
               "feature_scale": model.feature_scale.to_dict() if model.feature_scale is not None else None,
               "versions": _versions()}  # fmt: skip
@@ -114,7 +124,10 @@ def load_model(path: str | Path, in_dim: int | None = None, encoder=None, device
     if in_dim is not None and int(in_dim) != spec["in_dim"]:
         raise ValueError(f"{path}: the model was trained on {spec['in_dim']}-dimensional features "
                          f"({config.get('feature') or 'feature name not recorded'}), "
-                         f"but the features given are {in_dim}-dimensional")  # fmt: skip
+                         f"but the features given are {in_dim}-dimensional"
+                         + (f" (the model's features carry spatial context {config['context']}: "
+                            "read them with mil.read_bag and the checkpoint's context)"
+                            if config.get("context") else ""))  # fmt: skip
     given = _encoder_description(encoder)
     saved = config.get("encoder")
     if given is not None:

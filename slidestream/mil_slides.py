@@ -141,7 +141,8 @@ def _plots(folder: Path, task_name: str, oof: pd.DataFrame, targets: list[str], 
                 ax.plot(fpr, tpr, label=f"fold {fold}")
             ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
             ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC per fold: {target}")
-            ax.legend(loc="lower right")
+            if ax.get_legend_handles_labels()[0]:  # no fold has both classes of this target: no curve
+                ax.legend(loc="lower right")
             path = folder / f"roc_{target}.png"
             _save_figure(fig, path)
             written.append(path)
@@ -205,18 +206,22 @@ def _training_curves(path: Path, histories: list, monitor: str) -> None:
 def train_slides(results: str | Path, labels: str | Path, task: str, targets, out: str | Path,
                  model: str = "abmil", feature: str = "stain_stats", folds: int = 5, group: str | None = None,
                  seed: int = 0, config="auto", progress: bool = False, labels_subset: bool = False,
-                 model_kwargs: dict | None = None, grade_link: str = "cumulative") -> TrainResult:  # fmt: skip
+                 model_kwargs: dict | None = None, grade_link: str = "cumulative",
+                 context=None) -> TrainResult:  # fmt: skip
     """Cross-validate `model` for `task` on the stores of `results` labelled by `labels` (column `slide_id`, the
     `targets` columns and, for patient-grouped folds, `group`); write the model folder `out` (module doc).
 
     `folds` 1 trains one model on a grouped, stratified train/validation split (3:1) and reports the validation
     slides' figures (optimistic: they also choose the epoch); `oof_predictions.csv` then holds the validation
-    slides only. Slides whose target is empty (e.g. the grade of a benign slide) or whose store has no tile are
-    left out and listed. With `labels_subset` the table may list slides that are not in `results` (a master
-    table): those rows are left out and their ids returned in `TrainResult.unused_labels`. `config` is
+    slides only. Slides whose target is empty (e.g. the grade of a benign slide; for mutation: every target
+    empty, a single empty one is masked) or whose store has no tile are left out and listed. With
+    `labels_subset` the table may list slides that are not in `results` (a master table): those rows are left
+    out and their ids returned in `TrainResult.unused_labels`. `config` is
     "auto" (planned from the data), a dict of planned fields to replace or a `mil.FitConfig`. `model_kwargs` go
     to `mil.create_model`; `grade_link` is the grade task's link ("cumulative", "corn" or "regression"; module `mil.tasks`).
-    Refuses an `out` that exists and is not a model folder.
+    `context` (a `mil.SpatialContext`, or None) appends each tile's neighbourhood summary to its features; the
+    model folder records it and `predict_slides` applies it. Refuses an `out` that exists and is not a model
+    folder.
     """
     from dataclasses import replace
 
@@ -248,7 +253,10 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     if missing:
         raise ValueError(f"{labels}: no column(s) {missing} (columns: {list(table.columns)})")
     table = table.set_index(table["slide_id"].astype(str))
-    empty = table[targets].isna().any(axis=1)
+    # The mutation task masks missing values (NaN) in its loss and metrics: a slide needs one known target, so
+    # an auxiliary target known on more slides (e.g. cancer next to mutations known on cancer slides) trains
+    # the shared attention on all of them.
+    empty = table[targets].isna().all(axis=1) if task == "mutation" else table[targets].isna().any(axis=1)
     left_out = sorted(table.index[empty])
     table = table[~empty]
     if len(table) < max(2, folds):
@@ -261,7 +269,8 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     table = table.drop(index=no_tiles)
     opened = [opened[s] for s in table.index]
     bag_task = _task_for(task, targets, table, grade_link)
-    dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed)
+    dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed,
+                         context=context, allow_missing=task == "mutation")  # fmt: skip
     # Each fold's model standardises the features with the mean and sd of its own training slides' tiles
     # (`mil.FeatureScale`, kept in its checkpoint).
     if isinstance(config, str) and config == "auto":
@@ -273,12 +282,13 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed,
                         model_kwargs=model_kwargs)  # fmt: skip
     encoder = _encoder_of(opened[0], feature)
+    context_state = context.to_dict() if context is not None else None
     true = table.loc[cv.oof["slide_id"], targets].reset_index(drop=True).add_prefix("true_")
     oof = pd.concat([cv.oof.reset_index(drop=True), true], axis=1)
     summary = cv.summary
     metrics = {
         "task": task, "targets": targets, "model": model, "model_kwargs": model_kwargs or {}, "feature": feature,
-        "folds": folds,
+        "context": context_state, "folds": folds,
         "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
         "per_fold": json.loads(cv.folds.to_json(orient="records")),
         "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},
@@ -288,7 +298,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     try:
         for k, (fold_model, fold_task) in enumerate(zip(cv.models, cv.tasks, strict=True)):
             save_model(tmp / f"fold_{k}", fold_model, fold_task, feature=feature, encoder=encoder, plan=cv.plan,
-                       metrics=metrics["per_fold"][k])  # fmt: skip
+                       metrics=metrics["per_fold"][k], context=context)  # fmt: skip
         write_json(tmp / "plan.json", cv.plan)
         write_json(tmp / "metrics.json", metrics)
         _write_csv(cv.folds, tmp / "folds.csv")
@@ -297,7 +307,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         _training_curves(tmp / "training_curves.png", cv.histories, cv.tasks[0].monitor)
         write_json(tmp / _MANIFEST, {"format": MODEL_FORMAT, "name": out.name, "task": task, "targets": targets,
                                      "model": model, "model_kwargs": model_kwargs or {}, "feature": feature,
-                                     "encoder": encoder,
+                                     "context": context_state, "encoder": encoder,
                                      "folds": [f"fold_{k}" for k in range(len(cv.models))],
                                      "columns": cv.tasks[0].columns()})  # fmt: skip
         replace_dir(tmp, out)
@@ -446,6 +456,13 @@ class LoadedModel:
     def feature(self) -> str:
         return self.manifest["feature"]
 
+    @property
+    def context(self):
+        """The `mil.SpatialContext` the model was trained with (None: plain tile features)."""
+        from mil import SpatialContext
+
+        return SpatialContext.from_dict(self.manifest.get("context"))
+
 
 def load_model_folder(model_dir: str | Path, name: str | None = None) -> LoadedModel:
     """Read a folder written by `train_slides` (an error naming it when it is not one)."""
@@ -477,13 +494,20 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     from mil import predict_logits
 
     feature, columns, checkpoints = model.feature, model.manifest["columns"], model.checkpoints
-    raw = np.asarray(store.features(feature)[:], dtype=np.float32)
-    bag = torch.from_numpy(raw)
-    if bag.shape[1] != checkpoints[0].model.in_dim:
-        raise ValueError(f"features/{feature} have {bag.shape[1]} dimensions, the model takes "
+    from mil import read_bag
+
+    context = model.context  # the model folder's spatial context (None: plain tile features)
+    dim = int(store.features(feature).shape[1])
+    width = dim if context is None else context.out_dim(dim)
+    if width != checkpoints[0].model.in_dim:
+        raise ValueError(f"features/{feature} have {dim} dimensions"
+                         f"{'' if context is None else f' ({width} with the spatial context)'}, the model takes "
                          f"{checkpoints[0].model.in_dim}")  # fmt: skip
-    if len(bag) == 0:
+    if len(store) == 0:
         raise ValueError("the store has no tiles")
+    widened = read_bag(store, feature, context)
+    raw = widened[:, :dim]  # the tile's own features come first
+    bag = torch.from_numpy(widened)
     predictions, attentions = [], []
     for checkpoint in checkpoints:
         logits, scores = predict_logits(checkpoint.model, ([bag], np.zeros(1), [slide_id]), device="cpu",

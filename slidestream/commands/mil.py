@@ -49,6 +49,13 @@ def register(sub) -> None:
     train.add_argument(
         "--features", default="stain_stats", help="feature name in the stores (default stain_stats)"
     )
+    train.add_argument("--context", type=non_negative_int, default=0, metavar="R",
+                       help="spatial context: append to each tile's features the mean of the features of the "
+                            "tiles within R grid steps (R 1: the tile and its 8 neighbours), so a model can tell a "
+                            "tile by its surroundings; 0 (default): none. Saved in MODEL_DIR; `mil predict` "
+                            "applies it")  # fmt: skip
+    train.add_argument("--context-stats", default="mean", choices=("mean", "max", "mean,max"), metavar="STATS",
+                       help="with --context: the neighbourhood summary appended: mean (default), max or mean,max")  # fmt: skip
     train.add_argument(
         "--folds",
         type=positive_int,
@@ -90,16 +97,19 @@ def register(sub) -> None:
 
 
 def run_train(args) -> int:
+    from mil import SpatialContext
     from slidestream.mil_slides import train_slides
 
     overrides = {"lr": args.lr} if args.lr is not None else {}  # replace planned fields, keep the rest
     if args.epochs is not None:
         overrides.update(epochs=args.epochs, patience=max(1, args.epochs // 3))
+    context = SpatialContext(args.context, tuple(args.context_stats.split(","))) if args.context else None
     try:
         result = train_slides(args.results, args.labels, args.task, args.target, args.out, model=args.model,
                               feature=args.features, folds=args.folds, group=args.group, seed=args.seed,
                               config=overrides, progress=show_progress(args), labels_subset=args.labels_subset,
-                              model_kwargs=dict(args.model_arg), grade_link=args.grade_link)  # fmt: skip
+                              model_kwargs=dict(args.model_arg), grade_link=args.grade_link,
+                              context=context)  # fmt: skip
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

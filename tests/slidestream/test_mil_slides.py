@@ -422,3 +422,65 @@ def test_train_options_replace_planned_fields_and_bad_ones_stop_early(cohort, tm
     with pytest.raises(SystemExit) as exc:
         _train(cohort, tmp_path / "m", "grade", "grade", extra=["--grade-link", "probit"])
     assert exc.value.code == 2
+
+
+def test_context_is_saved_with_the_model_and_applied_by_predict(cohort, tmp_path, capsys):
+    import torch
+
+    from mil import SpatialContext, load_model, read_bag
+    from slidestream.mil_slides import load_model_folder
+
+    model = tmp_path / "context"
+    extra = ["--context", "1", "--context-stats", "mean,max", "--model", "topk", "--model-arg", "embed_dim=8"]
+    assert _train(cohort, model, "binary", "cancer", extra=extra) == 0
+    context = SpatialContext(1, ("mean", "max"))
+    assert json.loads((model / "mil_model.json").read_text())["context"] == context.to_dict()
+    checkpoint = load_model(model / "fold_0")
+    assert checkpoint.context == context and checkpoint.model.in_dim == 3 * 53
+    # predict reads the context from the folder (the user does not repeat it): the same scores as the fold
+    # models give on the widened bags.
+    out = tmp_path / "pred"
+    assert main(["mil", "predict", str(cohort / "results"), "--model", str(model), "-o", str(out), "-q"]) == 0
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"slide_id": str}).set_index("slide_id")
+    loaded = load_model_folder(model)
+    store = PatchStore.open(cohort / "results" / "slides" / "S000" / "patches.zarr")
+    bag = read_bag(store, "stain_stats", loaded.context)
+    assert bag.shape == (len(store), 3 * 53)
+    with torch.no_grad():
+        expected = np.mean([c.task.predict(c.model(torch.from_numpy(bag)[None]).logits.numpy())
+                            for c in loaded.checkpoints])  # fmt: skip
+    assert np.isclose(predictions.loc["S000", "probability_mean"], expected, atol=1e-5)
+    # A model folder without the record (written before the option) predicts on plain features, as before.
+    manifest = json.loads((model / "mil_model.json").read_text())
+    del manifest["context"]
+    (model / "mil_model.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["mil", "predict", str(cohort / "results"), "--model", str(model), "-o", str(tmp_path / "p2"),
+                 "-q"]) == 1  # fmt: skip
+    assert "53 dimensions, the model takes 159" in capsys.readouterr().err
+
+
+def test_mutation_with_an_auxiliary_target_keeps_slides_missing_some_targets(cohort, tmp_path):
+    # mut_a known on cancer slides only (as in the cohorts), cancer on all: every slide trains (masked loss).
+    labels = pd.read_csv(cohort / "cohort" / "labels.csv", dtype={"slide_id": str})
+    cancer = labels.cancer == 1
+    labels["mut_a"] = np.where(cancer, (np.cumsum(cancer) % 2).astype(float), np.nan)
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    model = tmp_path / "model"
+    code = main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
+                 "mutation", "--target", "cancer", "mut_a", "--folds", "2", "--epochs", "2", "-o", str(model),
+                 "-q"])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["n_slides"] == N_SLIDES and metrics["left_out"] == []
+    oof = pd.read_csv(model / "oof_predictions.csv", dtype={"slide_id": str}).set_index("slide_id")
+    assert oof["true_mut_a"].isna().sum() == (~cancer).sum() and oof["p_mut_a"].notna().all()
+    # One missing target is masked; a slide with none is left out, listed.
+    labels.loc[~cancer, "cancer"] = np.nan
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    assert main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
+                 "mutation", "--target", "cancer", "mut_a", "--folds", "1", "--epochs", "1", "-o",
+                 str(tmp_path / "m2"), "-q"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "m2" / "metrics.json").read_text())["left_out"] == sorted(
+        labels.slide_id[~cancer]
+    )

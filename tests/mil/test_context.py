@@ -1,0 +1,101 @@
+"""Spatial context: each tile's features next to its neighbourhood's, so a model can tell a tile by its
+surroundings (a planted bag whose label is two tile kinds side by side: found with context, missed without)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+import mil
+from mil import SpatialContext
+
+STEP = 128.0
+
+
+def test_mean_and_max_over_the_window_of_present_tiles():
+    rng = np.random.default_rng(0)
+    cells = rng.choice(400, 120, replace=False)
+    coords = np.stack([cells % 20, cells // 20], axis=1) * STEP + 512  # level-0 corners, an offset grid
+    features = rng.normal(size=(120, 5)).astype(np.float32)
+    out = SpatialContext(2, ("mean", "max"))(features, coords, STEP)
+    assert out.shape == (120, 15) == (120, SpatialContext(2, ("mean", "max")).out_dim(5))
+    assert np.array_equal(out[:, :5], features)  # the tile's own features first, rows in the given order
+    for i in range(120):
+        window = np.abs(coords - coords[i]).max(axis=1) <= 2 * STEP  # the tile itself included
+        assert np.allclose(out[i, 5:10], features[window].mean(axis=0), atol=1e-5)
+        assert np.allclose(out[i, 10:], features[window].max(axis=0))
+    # Radius 1: a lone tile's neighbourhood is itself.
+    lone = SpatialContext(1)(features[:2], np.array([[0, 0], [10 * STEP, 0]]), STEP)
+    assert np.allclose(lone[:, 5:], features[:2])
+
+
+def test_bad_settings_and_inputs_are_refused_by_name():
+    with pytest.raises(ValueError, match="radius"):
+        SpatialContext(0)
+    with pytest.raises(ValueError, match="stats"):
+        SpatialContext(1, ("median",))
+    context = SpatialContext(1)
+    with pytest.raises(ValueError, match=r"coords must have shape \(N, 2\) = \(3, 2\)"):
+        context(np.zeros((3, 4)), np.zeros((2, 2)), STEP)
+    with pytest.raises(ValueError, match="two tiles fall on one grid cell"):
+        context(np.zeros((2, 4)), np.array([[0, 0], [10, 0]]), STEP)
+    with pytest.raises(ValueError, match="grid step"):
+        context(np.zeros((2, 4)), np.zeros((2, 2)), 0.0)
+    assert SpatialContext.from_dict(context.to_dict()) == context and SpatialContext.from_dict(None) is None
+
+
+GRID, DIM = 8, 4
+
+
+def _planted(n_bags: int, seed: int):
+    """Bags of an 8 x 8 tile grid: noise tiles, two tiles of kind A and two of kind B in every bag. In a positive
+    bag an A tile touches a B tile (8-neighbourhood); in a negative bag every A is at least 3 tiles from every B.
+    The bags of both classes hold the same tiles, so only where they lie tells them apart."""
+    rng = np.random.default_rng(seed)
+    cells = np.stack(np.meshgrid(np.arange(GRID), np.arange(GRID)), axis=-1).reshape(-1, 2)
+    bags, coords, y = [], [], []
+    for i in range(n_bags):
+        positive = i % 2 == 1
+        while True:
+            pick = rng.choice(len(cells), 4, replace=False)
+            a, b = cells[pick[:2]], cells[pick[2:]]
+            if positive:  # move the first B next to the first A
+                near = a[0] + rng.choice([-1, 0, 1], size=2)
+                if (near == a[0]).all() or (near < 0).any() or (near >= GRID).any():
+                    continue
+                if any((near == c).all() for c in (a[1], b[1])):
+                    continue
+                b = np.stack([near, b[1]])
+            distance = np.abs(a[:, None] - b[None]).max(axis=-1)
+            if (distance.min() <= 1) == positive and (positive or distance.min() >= 3):
+                break
+        x = rng.normal(scale=0.3, size=(len(cells), DIM)).astype(np.float32)
+        where = {tuple(c): k for k, c in enumerate(cells)}
+        for c in a:
+            x[where[tuple(c)], 0] += 3.0
+        for c in b:
+            x[where[tuple(c)], 1] += 3.0
+        bags.append(x)
+        coords.append(cells * STEP)
+        y.append(int(positive))
+    return bags, coords, np.array(y)
+
+
+def _held_out_auc(context: SpatialContext | None) -> float:
+    def widen(data):
+        bags, coords, y = data
+        return [b if context is None else context(b, c, STEP) for b, c in zip(bags, coords, strict=True)], y
+
+    train, val, test = widen(_planted(96, 0)), widen(_planted(32, 1)), widen(_planted(64, 2))
+    torch.manual_seed(0)
+    model = mil.create_model("abmil", train[0][0].shape[1], 1, embed_dim=16, attn_dim=16)
+    config = mil.FitConfig(epochs=30, batch_size=8, lr=3e-3, patience=0, progress=False)
+    mil.fit(model, mil.create_task("binary"), train, val, config)
+    return roc_auc_score(test[1], mil.predict_logits(model, test, "cpu")[:, 0])
+
+
+def test_context_finds_two_tile_kinds_side_by_side_that_plain_abmil_cannot():
+    with_context, plain = _held_out_auc(SpatialContext(1, ("mean", "max"))), _held_out_auc(None)
+    assert with_context >= 0.9 and plain <= 0.7, (with_context, plain)  # measured: 1.00 and 0.45
