@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = ["CONTEXT_STATS", "SpatialContext"]
 
@@ -60,28 +59,40 @@ class SpatialContext:
             return np.zeros((0, self.out_dim(features.shape[1])), dtype=np.float32)
         cells = np.round(coords / step).astype(np.int64)
         cells -= cells.min(axis=0)
-        if len(np.unique(cells, axis=0)) != len(cells):
+        # Each tile's cell as one sorted int64 key (row-major, rows padded by the radius so that no offset wraps
+        # to the next row); a neighbour is found by binary search. O(N * D) memory and O(N log N) time whatever
+        # the grid's extent: no dense (H, W) or (H, W, D) grid (two far-apart tiles would make one huge).
+        r = int(self.radius)
+        row = int(cells[:, 0].max()) + 2 * r + 1
+        keys = cells[:, 1] * row + cells[:, 0]
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        if (np.diff(sorted_keys) == 0).any():
             raise ValueError(f"two tiles fall on one grid cell at step {step}: the coordinates are not those "
                              "of one tile grid with that stride")  # fmt: skip
-        width, height = cells.max(axis=0) + 1
-        x, y = cells[:, 0], cells[:, 1]
-        size = 2 * int(self.radius) + 1
-        present = np.zeros((height, width), dtype=np.float64)
-        present[y, x] = 1.0
+        sums = np.zeros_like(features) if "mean" in self.stats else None
+        maxima = np.full_like(features, -np.inf) if "max" in self.stats else None
+        counts = np.zeros(len(features), dtype=np.int64)
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                wanted = keys + (dy * row + dx)
+                at = np.minimum(np.searchsorted(sorted_keys, wanted), len(keys) - 1)
+                has = np.flatnonzero(sorted_keys[at] == wanted)
+                if not len(has):
+                    continue
+                neighbour = order[at]
+                found = features[neighbour[has]]
+                counts[has] += 1
+                if sums is not None:
+                    sums[has] += found
+                if maxima is not None:
+                    np.maximum(maxima[has], found, out=found)
+                    maxima[has] = found
         parts = [features]
-        if "mean" in self.stats:
-            grid = np.zeros((height, width, features.shape[1]), dtype=np.float64)
-            grid[y, x] = features
-            # Window sums over the present tiles (a box filter times the window's area), divided by their count.
-            sums = ndimage.uniform_filter(grid, size=(size, size, 1), mode="constant") * size * size
-            counts = ndimage.uniform_filter(present, size=size, mode="constant") * size * size
-            parts.append((sums[y, x] / np.maximum(np.round(counts[y, x]), 1.0)[:, None]).astype(np.float32))
-        if "max" in self.stats:
-            grid = np.full((height, width, features.shape[1]), -np.inf, dtype=np.float32)
-            grid[y, x] = features
-            parts.append(
-                ndimage.maximum_filter(grid, size=(size, size, 1), mode="constant", cval=-np.inf)[y, x]
-            )
+        if sums is not None:
+            parts.append(sums / counts[:, None].astype(np.float32))  # the tile itself: never 0
+        if maxima is not None:
+            parts.append(maxima)
         return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
     def to_dict(self) -> dict:

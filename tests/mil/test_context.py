@@ -99,3 +99,20 @@ def _held_out_auc(context: SpatialContext | None) -> float:
 def test_context_finds_two_tile_kinds_side_by_side_that_plain_abmil_cannot():
     with_context, plain = _held_out_auc(SpatialContext(1, ("mean", "max"))), _held_out_auc(None)
     assert with_context >= 0.9 and plain <= 0.7, (with_context, plain)  # measured: 1.00 and 0.45
+
+
+def test_far_apart_tiles_take_memory_by_tile_not_by_grid_extent():
+    # Two tiles 10^4 grid steps apart in x and in y: a dense grid over their bounding box would hold 10^8 cells
+    # (400 MB as int32, 25 GB of float64 features at D = 64); per tile, the work is a few KB.
+    import tracemalloc
+
+    features = np.arange(2 * 64, dtype=np.float32).reshape(2, 64)
+    coords = np.array([[0.0, 0.0], [1e4 * STEP, 1e4 * STEP]])
+    tracemalloc.start()
+    try:
+        out = SpatialContext(2, ("mean", "max"))(features, coords, STEP)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 * 2**20, peak
+    assert np.array_equal(out, np.concatenate([features] * 3, axis=1))  # each tile alone in its window
