@@ -458,17 +458,32 @@ class LoadedModel:
 
     @property
     def context(self):
-        """The `mil.SpatialContext` the model was trained with (None: plain tile features)."""
-        from mil import SpatialContext
-
-        return SpatialContext.from_dict(self.manifest.get("context"))
+        """The `mil.SpatialContext` the model was trained with (None: plain tile features), as its fold
+        checkpoints record it (`load_model_folder` checks that they agree)."""
+        return self.checkpoints[0].context
 
 
 def load_model_folder(model_dir: str | Path, name: str | None = None) -> LoadedModel:
     """Read a folder written by `train_slides` (an error naming it when it is not one)."""
     model_dir = Path(model_dir)
     manifest, checkpoints = _load_model_folder(model_dir)
+    _check_context(model_dir, manifest, checkpoints)
     return LoadedModel(manifest, checkpoints, model_dir, name or manifest["name"])
+
+
+def _check_context(model_dir: Path, manifest: dict, checkpoints: list) -> None:
+    """The spatial context is the checkpoints' (each fold's config.json): they must agree, and the manifest's
+    copy, where it has one, must agree with them."""
+    from mil import SpatialContext
+
+    contexts = [c.context for c in checkpoints]
+    if any(c != contexts[0] for c in contexts):
+        seen = {name: (c.to_dict() if c is not None else None)
+                for name, c in zip(manifest["folds"], contexts, strict=True)}  # fmt: skip
+        raise ValueError(f"{model_dir}: the fold checkpoints disagree on the spatial context: {seen}")
+    if manifest.get("context") is not None and SpatialContext.from_dict(manifest["context"]) != contexts[0]:
+        raise ValueError(f"{model_dir / _MANIFEST}: context {manifest['context']} differs from the fold "
+                         f"checkpoints' {contexts[0].to_dict() if contexts[0] is not None else None}")  # fmt: skip
 
 
 SCORE_COLUMNS = ["attention", "attention_sd", "attention_rank", "high_attention"]

@@ -450,14 +450,41 @@ def test_context_is_saved_with_the_model_and_applied_by_predict(cohort, tmp_path
         expected = np.mean([c.task.predict(c.model(torch.from_numpy(bag)[None]).logits.numpy())
                             for c in loaded.checkpoints])  # fmt: skip
     assert np.isclose(predictions.loc["S000", "probability_mean"], expected, atol=1e-5)
-    # A model folder without the record (written before the option) predicts on plain features, as before.
+    # The context is the fold checkpoints': the manifest's copy must agree, and so must the folds.
     manifest = json.loads((model / "mil_model.json").read_text())
-    del manifest["context"]
-    (model / "mil_model.json").write_text(json.dumps(manifest))
+    (model / "mil_model.json").write_text(
+        json.dumps({**manifest, "context": {"radius": 2, "stats": ["mean"]}})
+    )
     capsys.readouterr()
     assert main(["mil", "predict", str(cohort / "results"), "--model", str(model), "-o", str(tmp_path / "p2"),
-                 "-q"]) == 1  # fmt: skip
-    assert "53 dimensions, the model takes 159" in capsys.readouterr().err
+                 "-q"]) == 2  # fmt: skip
+    assert "differs from the fold checkpoints'" in capsys.readouterr().err
+    del manifest["context"]  # a manifest without the copy: the checkpoints' context still applies
+    (model / "mil_model.json").write_text(json.dumps(manifest))
+    assert load_model_folder(model).context == context
+    config = json.loads((model / "fold_1" / "config.json").read_text())
+    (model / "fold_1" / "config.json").write_text(json.dumps({**config, "context": None}))
+    assert main(["mil", "predict", str(cohort / "results"), "--model", str(model), "-o", str(tmp_path / "p3"),
+                 "-q"]) == 2  # fmt: skip
+    assert "fold checkpoints disagree on the spatial context" in capsys.readouterr().err
+
+
+def test_a_model_folder_without_any_context_record_predicts_on_plain_features(cohort, cancer_model, tmp_path):
+    """Folders written before `--context` have no "context" in mil_model.json nor in any fold's config.json."""
+    folder = tmp_path / "old"
+    shutil.copytree(cancer_model, folder)
+    manifest = json.loads((folder / "mil_model.json").read_text())
+    assert manifest.pop("context") is None
+    (folder / "mil_model.json").write_text(json.dumps(manifest))
+    for fold in manifest["folds"]:
+        config = json.loads((folder / fold / "config.json").read_text())
+        assert config.pop("context") is None
+        (folder / fold / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "pred"
+    assert (
+        main(["mil", "predict", str(cohort / "results"), "--model", str(folder), "-o", str(out), "-q"]) == 0
+    )
+    assert len(pd.read_csv(out / "predictions.csv")) == N_SLIDES
 
 
 def test_mutation_with_an_auxiliary_target_keeps_slides_missing_some_targets(cohort, tmp_path):
