@@ -521,7 +521,17 @@ class MutationTask(Task):
         return {"auc": float(np.mean(finite)) if finite else float("nan"), **out}
 
     def strata(self, target):
-        return np.nan_to_num(target[:, 0], nan=-1).astype(int)
+        """Each slide's rarest positive target (fewest positive slides), or "none": folds then spread the
+        positives of every target, not only of the first (often an auxiliary one, e.g. cancer, whose strata
+        leave a rare mutation's few positives to chance). A stratum of one slide joins "none"."""
+        target = np.asarray(target, dtype=np.float64).reshape(len(target), -1)
+        positive = target == 1
+        rarest_first = np.argsort(positive.sum(axis=0), kind="stable")
+        ordered = positive[:, rarest_first]
+        strata = np.where(ordered.any(axis=1), ordered.argmax(axis=1), len(rarest_first))
+        values, counts = np.unique(strata, return_counts=True)
+        strata[np.isin(strata, values[counts < 2])] = len(rarest_first)
+        return strata
 
     def columns(self):
         return [f"p_{t}" for t in self.targets]

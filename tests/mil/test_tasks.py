@@ -86,6 +86,35 @@ def test_mutation_masks_missing_labels():
         task.encode([[0.5, 1.0]])
 
 
+def test_mutation_folds_spread_the_positives_of_every_target_not_only_the_first():
+    # As `mil train --target cancer mut_a mut_b`: cancer (known on all) first, mutations known on cancer slides,
+    # 4 positives each; 3 folds must each hold a positive of every target (else the fold cannot be scored).
+    from mil.train import _grouped_split
+
+    task = mil.create_task("mutation", targets=["cancer", "mut_a", "mut_b"])
+    target = np.full((24, 3), np.nan)
+    target[:, 0] = np.arange(24) < 12
+    target[:12, 1:] = 0
+    target[[0, 3, 6, 9], 1] = 1
+    target[[1, 4, 7, 10], 2] = 1
+    groups = np.arange(24)
+
+    def every_fold_scored(strata, seed):
+        return all(
+            task.fold_problem(target[test]) is None for _, test in _grouped_split(3, seed, strata, groups)
+        )
+
+    strata = task.strata(target)
+    assert strata.shape == (24,)
+    assert all(every_fold_scored(strata, seed) for seed in range(10))
+    # By the first column alone (the former strata), some seeds leave a fold without a mutation's positive.
+    assert not all(every_fold_scored(target[:, 0].astype(int), seed) for seed in range(10))
+    # A stratum of one slide (here the only positive of mut_a) joins the slides without a positive, so that a
+    # stratified train/validation split (at least 2 per stratum) still works.
+    target[[3, 6, 9], 1] = 0
+    assert np.unique(task.strata(target), return_counts=True)[1].min() >= 2
+
+
 def test_corn_probabilities():
     task = mil.create_task("grade", levels=["G1", "G2", "G3"])
     p = task.predict(np.array([[5.0, 5.0], [-5.0, 0.0], [5.0, -5.0]]))
