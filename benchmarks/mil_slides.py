@@ -37,6 +37,7 @@ from PIL import Image
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from slidestream.commands._common import key_value
+from slidestream.commands.mil import add_context_arguments, context_from_args
 from slidestream.mil_slides import predict_slides, train_slides
 
 TASKS = {
@@ -225,7 +226,6 @@ def write_nuclei_encoder(path: str | Path) -> Path:
 
 
 def main(argv=None) -> int:
-    from mil import SpatialContext
     from survival import concordance_index, hazard_ratio
     from tiling import PatchStore
 
@@ -240,10 +240,7 @@ def main(argv=None) -> int:
     p.add_argument("--model-arg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="model keyword argument, as `mil train --model-arg`")  # fmt: skip
     p.add_argument("--lr", type=float, help="learning rate (default: planned)")
-    p.add_argument("--context", type=int, default=0, metavar="R",
-                   help="spatial context radius in tiles, as `mil train --context` (default 0: none)")  # fmt: skip
-    p.add_argument("--context-stats", default="mean", choices=("mean", "max", "mean,max"), metavar="STATS",
-                   help="with --context: the neighbourhood summary, as `mil train --context-stats`")  # fmt: skip
+    add_context_arguments(p)  # as `mil train --context R --context-stats STATS`
     p.add_argument(
         "--grade-link",
         default="cumulative",
@@ -283,17 +280,20 @@ def main(argv=None) -> int:
         _print_rows(lookalike_check(known.lookalike_check, known.dimensions))
         return 0
     args = p.parse_args(argv)
+    try:
+        context = context_from_args(args)
+    except ValueError as exc:
+        p.error(str(exc))
     out = Path(args.out)
     test = pd.read_csv(args.test_labels, dtype={"slide_id": str}).set_index("slide_id")
     rows = _tile_baselines(args) if args.tile_baselines else []
-    context = SpatialContext(args.context, tuple(args.context_stats.split(","))) if args.context else None
     for key in filter(None, args.tasks.split(",")):  # --tasks '': the tile baselines only
         task, targets = TASKS[key]
         start = time.perf_counter()
         trained = None
+        trained_on = [*args.mutation_aux, *targets] if key == "mutation" else targets
         for folds in range(args.folds, 1, -1):  # fewer folds when a fold would lack a positive slide
             try:
-                trained_on = [*args.mutation_aux, *targets] if key == "mutation" else targets
                 trained = train_slides(args.train_results, args.train_labels, task, trained_on, out / f"model_{key}",
                                        model=args.model, feature=args.features, folds=folds, group="patient_id",
                                        config={"lr": args.lr} if args.lr else "auto",

@@ -99,6 +99,21 @@ class SpatialContext:
         return {"radius": int(self.radius), "stats": list(self.stats)}
 
     @classmethod
+    def from_options(
+        cls, radius: int | None, stats: str | tuple[str, ...] | None = None
+    ) -> SpatialContext | None:
+        """The transform of command-line options: `radius` in tiles (0 or None: no context) and `stats`, a
+        comma-separated string ("mean,max") or a tuple (None: mean). Stats without a radius are an error (they
+        would be ignored)."""
+        if stats is not None and isinstance(stats, str):
+            stats = tuple(s.strip() for s in stats.split(","))
+        if not radius:
+            if stats is not None:
+                raise ValueError(f"context stats {list(stats)} need a context radius >= 1 (--context R)")
+            return None
+        return cls(radius, ("mean",) if stats is None else stats)
+
+    @classmethod
     def from_dict(cls, state: dict | None) -> SpatialContext | None:
         """The transform a model folder or plan recorded; None (no context) for None."""
         if state is None:

@@ -3,6 +3,7 @@ predictions, heatmaps and QuPath tiles."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from slidestream.commands._common import (
@@ -49,13 +50,7 @@ def register(sub) -> None:
     train.add_argument(
         "--features", default="stain_stats", help="feature name in the stores (default stain_stats)"
     )
-    train.add_argument("--context", type=non_negative_int, default=0, metavar="R",
-                       help="spatial context: append to each tile's features the mean of the features of the "
-                            "tiles within R grid steps (R 1: the tile and its 8 neighbours), so a model can tell a "
-                            "tile by its surroundings; 0 (default): none. Saved in MODEL_DIR; `mil predict` "
-                            "applies it")  # fmt: skip
-    train.add_argument("--context-stats", default="mean", choices=("mean", "max", "mean,max"), metavar="STATS",
-                       help="with --context: the neighbourhood summary appended: mean (default), max or mean,max")  # fmt: skip
+    add_context_arguments(train)
     train.add_argument(
         "--folds",
         type=positive_int,
@@ -96,15 +91,47 @@ def register(sub) -> None:
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
-def run_train(args) -> int:
+def context_stats(text: str) -> str:
+    """argparse type of `--context-stats`: one or more of `mil.CONTEXT_STATS`, comma-separated."""
+    from mil.context import CONTEXT_STATS
+
+    stats = [s.strip() for s in text.split(",")]
+    if not all(s in CONTEXT_STATS for s in stats) or len(set(stats)) != len(stats):
+        raise argparse.ArgumentTypeError(f"{text!r}: one or more of {', '.join(CONTEXT_STATS)}, comma-separated "
+                                         "(no repeats)")  # fmt: skip
+    return ",".join(stats)
+
+
+def add_context_arguments(parser) -> None:
+    """`--context R` and `--context-stats STATS` (of `mil train`; the benchmarks take them too):
+    `context_from_args` turns them into a `mil.SpatialContext` or None. (mil, which imports torch, is imported
+    only when a value is parsed: the parsers are built at every start.)"""
+    parser.add_argument("--context", type=non_negative_int, default=0, metavar="R",
+                        help="spatial context: append to each tile's features a summary (--context-stats) of the "
+                             "features of the tiles within R grid steps (R 1: the tile and its 8 neighbours), so a "
+                             "model can tell a tile by its surroundings; 0 (default): none. Saved in MODEL_DIR; "
+                             "`mil predict` applies it")  # fmt: skip
+    parser.add_argument("--context-stats", type=context_stats, metavar="STATS",
+                        help="with --context: the neighbourhood summary appended, one or more of "
+                             "mil.CONTEXT_STATS comma-separated: mean (default), max or mean,max")  # fmt: skip
+
+
+def context_from_args(args):
+    """The `mil.SpatialContext` of `--context` / `--context-stats` (None without --context); ValueError for
+    --context-stats without --context."""
     from mil import SpatialContext
+
+    return SpatialContext.from_options(args.context, args.context_stats)
+
+
+def run_train(args) -> int:
     from slidestream.mil_slides import train_slides
 
     overrides = {"lr": args.lr} if args.lr is not None else {}  # replace planned fields, keep the rest
     if args.epochs is not None:
         overrides.update(epochs=args.epochs, patience=max(1, args.epochs // 3))
-    context = SpatialContext(args.context, tuple(args.context_stats.split(","))) if args.context else None
     try:
+        context = context_from_args(args)
         result = train_slides(args.results, args.labels, args.task, args.target, args.out, model=args.model,
                               feature=args.features, folds=args.folds, group=args.group, seed=args.seed,
                               config=overrides, progress=show_progress(args), labels_subset=args.labels_subset,

@@ -284,6 +284,20 @@ def test_model_arg_parses_values_as_toml_and_refuses_a_bad_key():
         parse_encoder_args(["top_k"])
 
 
+def test_context_stats_without_context_is_an_error_not_ignored(tmp_path, capsys):
+    from mil import SpatialContext
+
+    base = ["mil", "train", str(tmp_path / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
+            "binary", "--target", "cancer", "-o", str(tmp_path / "model")]  # fmt: skip
+    assert main([*base, "--context-stats", "max"]) == 2  # checked before any file is read
+    assert "need a context radius >= 1 (--context R)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([*base, "--context", "1", "--context-stats", "median"])
+    assert exit_.value.code == 2 and "one or more of mean, max" in capsys.readouterr().err
+    assert SpatialContext.from_options(0) is None and SpatialContext.from_options(2) == SpatialContext(2)
+    assert SpatialContext.from_options(1, "mean,max") == SpatialContext(1, ("mean", "max"))
+
+
 def test_predict_step_of_a_run(cohort, cancer_model, tmp_path):
     import zarr
 
