@@ -57,6 +57,23 @@ def test_refuses_other_features(saved):
         mil.load_model(path, encoder={"encoder": "resnet18", "weights_hash": "zzz"})
 
 
+def test_a_checkpoint_with_spatial_context_keeps_it_and_names_it_for_plain_features(tmp_path):
+    context = mil.SpatialContext(2, ("mean", "max"))
+    task = mil.create_task("binary")
+    model = mil.create_model("abmil", context.out_dim(DIM), 1, embed_dim=8)
+    path = mil.save_model(tmp_path / "m", model, task, feature="resnet18", context=context)
+    assert mil.load_model(path, in_dim=3 * DIM).context == context
+    # Plain (unwidened) features: the error says the model's features carry the context and how to read them.
+    with pytest.raises(ValueError, match=r"given are \d+-dimensional \(the model's features carry spatial "
+                                         r"context \{'radius': 2, 'stats': \['mean', 'max'\]\}: read them with "
+                                         r"mil.read_bag"):  # fmt: skip
+        mil.load_model(path, in_dim=DIM)
+    plain = mil.save_model(tmp_path / "plain", mil.create_model("abmil", DIM, 1, embed_dim=8), task)
+    assert mil.load_model(plain).context is None
+    with pytest.raises(ValueError, match=r"given are \d+-dimensional$"):
+        mil.load_model(plain, in_dim=3 * DIM)
+
+
 def test_never_unpickles(saved, monkeypatch):
     path, _, _ = saved
     import pickle

@@ -116,3 +116,26 @@ def test_far_apart_tiles_take_memory_by_tile_not_by_grid_extent():
         tracemalloc.stop()
     assert peak < 1 * 2**20, peak
     assert np.array_equal(out, np.concatenate([features] * 3, axis=1))  # each tile alone in its window
+
+
+def test_read_bag_context_is_on_the_stores_grid_of_strides_not_tile_sizes(synthetic_slide, tmp_path):
+    # Overlapping tiles (stride 37 < size 48 px) resampled from 0.25 to 0.6 um/px: a stride of 88.8 level-0 px,
+    # coordinates rounded to whole pixels. read_bag's context must be a window over the tiles' grid indices.
+    from tiling import PatchStore, TileSpec, tile_slide
+
+    path = tile_slide(synthetic_slide.path, tmp_path / "patches.zarr", size=48, stride=37, mpp=0.6).path
+    mil.extract_features(PatchStore.open(path, mode="r+"), "stain_stats")
+    store = PatchStore.open(path)
+    spec = TileSpec.from_dict(store.attrs["tiling"])
+    assert spec.stride != spec.size and spec.stride_level0 != round(spec.stride_level0)
+    coords = np.asarray(store.coords[:], dtype=np.float64)
+    features = np.asarray(store.features("stain_stats")[:], dtype=np.float32)
+    assert 50 < len(features) < np.ptp(coords[:, 0]) * np.ptp(coords[:, 1]) / spec.stride_level0**2  # holes
+    out = mil.read_bag(store, "stain_stats", SpatialContext(1, ("mean", "max")))
+    assert out.shape == (len(features), 3 * features.shape[1])
+    for i in range(len(features)):
+        # Neighbours: at most one stride away in x and y (rounding moves a corner by under a pixel).
+        window = np.abs(coords - coords[i]).max(axis=1) <= spec.stride_level0 + 1
+        assert np.allclose(out[i, features.shape[1] : 2 * features.shape[1]], features[window].mean(axis=0),
+                           atol=1e-4)  # fmt: skip
+        assert np.array_equal(out[i, 2 * features.shape[1] :], features[window].max(axis=0))
