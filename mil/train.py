@@ -552,6 +552,10 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
 
 
 def _grouped_split(n_splits: int, seed: int, strata: np.ndarray, groups: np.ndarray) -> list:
+    if np.unique(strata, return_counts=True)[1].max() < n_splits:
+        # Every stratum is smaller than the number of parts (a few slides split by several targets): the
+        # splitter refuses such strata, and they cannot be spread anyway; split unstratified.
+        strata = np.zeros(len(strata), dtype=np.int64)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         return list(_splitter(n_splits, seed).split(np.zeros(len(strata)), strata, groups))
