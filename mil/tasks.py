@@ -80,6 +80,9 @@ class Task:
 
     name = ""
     monitor = ""
+    # Whether the loss and metrics mask missing (NaN) label values: then a slide needs only one known value
+    # (`BagDataset(allow_missing=)`, `slidestream mil train`); else a missing value leaves the slide out.
+    masks_missing = False
     kwargs: dict
 
     def fit_labels(self, y, ids: Sequence | None = None) -> Task:
@@ -462,6 +465,7 @@ class MutationTask(Task):
     """
 
     name = "mutation"
+    masks_missing = True
     monitor = "auc"
 
     def __init__(self, targets: Sequence[str] = ("target",), class_weight: str | None = None):

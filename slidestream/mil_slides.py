@@ -86,7 +86,9 @@ def _task_for(task: str, targets: list[str], values: pd.DataFrame, grade_link: s
     if len(targets) != 1:
         raise ValueError(f"a {task} task takes one target column, got {targets}")
     if task == "grade":
-        grades = values[targets[0]].to_numpy(dtype=float)
+        grades = values[targets[0]].dropna().to_numpy(dtype=float)  # (a benign slide's grade is empty)
+        if not len(grades):
+            raise ValueError(f"no slide has a grade in {targets[0]!r}")
         if not np.all(grades == np.round(grades)):
             raise ValueError(f"grades in {targets[0]!r} must be whole numbers")
         return create_task(
@@ -253,10 +255,11 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     if missing:
         raise ValueError(f"{labels}: no column(s) {missing} (columns: {list(table.columns)})")
     table = table.set_index(table["slide_id"].astype(str))
-    # The mutation task masks missing values (NaN) in its loss and metrics: a slide needs one known target, so
-    # an auxiliary target known on more slides (e.g. cancer next to mutations known on cancer slides) trains
-    # the shared attention on all of them.
-    empty = table[targets].isna().all(axis=1) if task == "mutation" else table[targets].isna().any(axis=1)
+    # A task that masks missing values (NaN) in its loss and metrics (mutation: `Task.masks_missing`) needs one
+    # known target per slide, so an auxiliary target known on more slides (e.g. cancer next to mutations known
+    # on cancer slides) trains the shared attention on all of them; the others leave such a slide out.
+    masks_missing = _task_for(task, targets, table, grade_link).masks_missing
+    empty = table[targets].isna().all(axis=1) if masks_missing else table[targets].isna().any(axis=1)
     left_out = sorted(table.index[empty])
     table = table[~empty]
     if len(table) < max(2, folds):
@@ -270,7 +273,7 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     opened = [opened[s] for s in table.index]
     bag_task = _task_for(task, targets, table, grade_link)
     dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed,
-                         context=context, allow_missing=task == "mutation")  # fmt: skip
+                         context=context, allow_missing=masks_missing)  # fmt: skip
     # Each fold's model standardises the features with the mean and sd of its own training slides' tiles
     # (`mil.FeatureScale`, kept in its checkpoint).
     if isinstance(config, str) and config == "auto":

@@ -59,6 +59,20 @@ def test_mismatched_labels_list_the_slides(stores, tmp_path):
         mil.BagDataset(stores, {"a": 1, "b": 0, "c": 1}, "other")
 
 
+def test_missing_label_values_and_the_masking_tasks_rule(stores, tmp_path):
+    labels = _csv(tmp_path, "a,p1,1,10,\nb,p1,0,20,0\nc,p2,,,\n")  # a: event missing; c: nothing
+    columns = ("label", "event")
+    with pytest.raises(ValueError, match=r"missing label values for slide\(s\) \['a', 'c'\]"):
+        mil.BagDataset(stores, labels, "stain_stats", label_columns=columns)
+    assert mil.create_task("mutation", targets=list(columns)).masks_missing  # its loss masks NaN
+    assert not any(mil.create_task(t).masks_missing for t in ("binary", "multiclass", "survival"))
+    with pytest.raises(ValueError, match=r"no label value at all for slide\(s\) \['c'\]"):
+        mil.BagDataset(stores, labels, "stain_stats", label_columns=columns, allow_missing=True)
+    kept = mil.BagDataset(stores, _csv(tmp_path, "a,p1,1,10,\nb,p1,0,20,0\nc,p2,,,1\n"), "stain_stats",
+                          label_columns=columns, allow_missing=True)  # fmt: skip
+    assert np.isnan(kept.labels[0, 1]) and np.isnan(kept.labels[2, 0]) and kept.labels[2, 1] == 1
+
+
 def test_repeated_ids_are_refused(tmp_path):
     with pytest.raises(ValueError, match="more than once"):
         mil.read_labels(_csv(tmp_path, "a,p,1,1,1\na,p,0,1,1\n"))
