@@ -144,7 +144,11 @@ class PatchStore:
                 raise StoreError(f"{path}: a patch store is already there; pass overwrite=True to replace it")
             shutil.rmtree(path)
         n = len(coords)
-        group = _open_group(path, "w")
+        # The marker goes in the group's first zarr.json: a store whose creation is cut short (a group and some
+        # arrays) is then a partial patch store, replaced by the next run, not a stranger's folder refused forever.
+        group = zarr.open_group(
+            CheckedStore(path), mode="w", attributes={"format": FORMAT, "complete": False}
+        )
         group.create_array(
             "coords", data=np.asarray(coords, np.int64).reshape(n, 2), chunks=(max(1, min(n, 65536)), 2)
         )
@@ -172,7 +176,7 @@ class PatchStore:
         n_shards = -(-n // shard_tiles)
         group.create_array("shards_done", shape=(n_shards,), chunks=(1,), dtype="uint8", fill_value=0)
         # One write of zarr.json (`attrs.update` rewrites it once per key), after the arrays: a store whose
-        # creation was cut short has no "format", and is not taken for a patch store.
+        # creation was cut short has no fingerprint, so it is never resumed, only replaced.
         group.update_attributes({**attrs, "format": FORMAT, "shard_tiles": shard_tiles, "codec": codec,
                                  "coords_only": tile_size is None, "complete": False})  # fmt: skip
         return cls(group, path)
