@@ -556,8 +556,8 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
 def _pool(config: RunConfig):
     """Where the slides run: the dask cluster at `config.scheduler_address`, else this process's threads
     (`config.run_executor` "threads"), processes forked from this one ("forks") or a local dask cluster of worker
-    processes ("processes", or a dashboard)."""
-    if config.scheduler_address or config.run_executor == "processes" or config.dashboard:
+    processes ("processes", also with a dashboard)."""
+    if config.scheduler_address or config.run_executor == "processes":
         with _client(config) as client:
             pool = _DaskPool(client)
             yield pool

@@ -30,6 +30,7 @@ __all__ = [
     "Step",
     "StepOutcome",
     "TilesKept",
+    "default_executor",
     "register_step",
     "slide_pictures",
     "step_names",
@@ -80,6 +81,34 @@ def register_step(step: Step) -> Step:
 def uses_torch(steps) -> bool:
     """Whether any of `steps` (names) uses torch: a registered step without `uses_torch = False` is taken to."""
     return any(getattr(STEPS[s], "uses_torch", True) for s in steps if s in STEPS)
+
+
+def default_executor(steps) -> str:
+    """The executor of `slidestream run` for `steps` (names) when neither --executor nor [run] executor names
+    one, nor a scheduler address or a dashboard sets it: "forks" on Linux when no other thread runs in this
+    process (the command line's own: nothing that a fork could catch half-way) for steps that do not use torch
+    (`uses_torch`: the tile step), else "threads": macOS, where forking a process that has used system
+    frameworks is unsafe and Python spawns instead; Windows, which cannot fork; a caller with threads of its
+    own (a notebook, a GUI, a server, even calling from its main thread); and torch steps (features, nuclei,
+    predict), which in forked workers would each hold a CUDA context and a copy of the model, not measured.
+    zarr's and tqdm's own threads are not counted (`_threads_of_others`).
+
+    Forks ran a folder of small slides faster than threads on two cores (no GIL shared between the slides;
+    benchmarks/RESULTS.md, "Many small slides, session 14")."""
+    import sys
+
+    if not uses_torch(steps) and sys.platform.startswith("linux") and not _threads_of_others():
+        return "forks"
+    return "threads"
+
+
+def _threads_of_others() -> list[threading.Thread]:
+    """The threads of this process other than the main one, zarr's (its event loop "zarr_io", the loop's file
+    I/O "asyncio_<n>", "zarr_pool_<n>"), which zarr replaces in a forked child, and tqdm's monitor, whose lock a
+    forked worker does not take (its initializer gives tqdm a fresh one, runner._fork_worker_start)."""
+    known = ("zarr_io", "zarr_pool", "asyncio_", "tqdm_monitor")
+    return [t for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.name.startswith(known)]  # fmt: skip
 
 
 def step_names() -> list[str]:
