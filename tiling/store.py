@@ -57,17 +57,14 @@ class StoreError(Exception):
 TILE_ARRAYS = ("coords", "tissue", "edge", "patches")
 
 
-def _tile_arrays(group: zarr.Group) -> list[str]:
-    """The per-tile arrays `create` wrote: TILE_ARRAYS present, and qc/<check>."""
-    names = [n for n in TILE_ARRAYS if n in group]
-    return names + ([f"qc/{n}" for n in sorted(group["qc"].array_keys())] if "qc" in group else [])
-
-
-def _tile_array_nodes(group: zarr.Group) -> dict[str, zarr.Array]:
-    """`_tile_arrays`, opened: read in one round trip to zarr's I/O thread (a lookup per name costs one each)."""
-    nodes = dict(group.members(max_depth=None))
+def _arrays(group: zarr.Group, tiles_only: bool = False) -> dict[str, zarr.Array]:
+    """The store's arrays by path, opened with their attributes in one round trip to zarr's I/O thread (a lookup
+    per name costs one each): the per-tile arrays `create` wrote (TILE_ARRAYS present, then qc/<check>), then,
+    unless `tiles_only`, features/<name> and scores/<name>. Not shards_done (bookkeeping)."""
+    nodes = {name: node for name, node in group.members(max_depth=None) if isinstance(node, zarr.Array)}
     names = [n for n in TILE_ARRAYS if n in nodes]
-    names += sorted(n for n, node in nodes.items() if n.startswith("qc/") and isinstance(node, zarr.Array))
+    kinds = ("qc",) if tiles_only else ("qc", "features", "scores")
+    names += [n for kind in kinds for n in sorted(nodes) if n.startswith(f"{kind}/")]
     return {name: nodes[name] for name in names}
 
 
@@ -270,33 +267,25 @@ class PatchStore:
     def mark_complete(self, **attrs) -> None:
         """Record each array's contents, then final attributes and `complete`, last: a store without it is
         partial."""
-        for name, array in _tile_array_nodes(self._group).items():
+        for name, array in _arrays(self._group, tiles_only=True).items():
             array.update_attributes({"contents": record_contents(self.path / name)})
         self._group.update_attributes({**attrs, "complete": True})  # one write (attrs.update: one per key)
 
     # -- integrity -----------------------------------------------------------------------------------------
-    def _recorded_arrays(self) -> list[tuple[str, dict]]:
-        """(path inside the store, contents record) of every finished array."""
-        names = _tile_arrays(self._group)
-        names += [f"{kind}/{n}" for kind in ("features", "scores") if kind in self._group
-                  for n in self._group[kind].array_keys()]  # fmt: skip
-        found = []
-        for name in names:
-            contents = self._group[name].attrs.get("contents")
-            if contents is not None:
-                found.append((name, contents))
-        return found
+    def _recorded_arrays(self, tiles_only: bool = False) -> list[tuple[str, dict]]:
+        """(path inside the store, contents record) of every finished array (`tiles_only`: of `create`'s)."""
+        arrays = _arrays(self._group, tiles_only)
+        return [
+            (name, array.attrs["contents"]) for name, array in arrays.items() if "contents" in array.attrs
+        ]
 
     def missing_chunks(self) -> dict[str, list[str]]:
-        """Recorded chunk keys of the tiling arrays (coords, tissue, edge, patches) that are gone, by array
+        """Recorded chunk keys of the tiling arrays (coords, tissue, edge, patches, qc/) that are gone, by array
         ({"patches": ["c/3/0/0/0"]}); empty when intact. Features and scores: `rows_intact`; all: `verify`.
 
         A listing, no reads: fast enough to run before trusting a store."""
-        tile_arrays = _tile_arrays(self._group)
         found = {
-            name: missing_keys(self.path / name, c)
-            for name, c in self._recorded_arrays()
-            if name in tile_arrays
+            name: missing_keys(self.path / name, c) for name, c in self._recorded_arrays(tiles_only=True)
         }
         return {name: keys for name, keys in found.items() if keys}
 
