@@ -203,10 +203,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _done_in_manifest(out: Path, records: list[dict] | None = None) -> set[tuple[str, str]]:
-    """(slide id, step) of the steps done or skipped in OUT/manifest.jsonl (its `records`, if read already)."""
-    if records is None:
-        records = read_manifest(out / "manifest.jsonl")
+def _done(records: list[dict]) -> set[tuple[str, str]]:
+    """(slide id, step) of the steps done or skipped in `records` (a manifest's, `read_manifest`)."""
     return {(r["slide_id"], r["step"]) for r in records if r["status"] in ("done", "skipped")}
 
 
@@ -223,7 +221,7 @@ def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
              f"tiling: {config.tiling.size} px at {_resolution(config.tiling)}, min tissue {config.tiling.min_tissue}",
              f"features: {config.features.encoder} on {config.features.device}",
              f"scheduler: {config.scheduler_address or _local_description(config)}"]  # fmt: skip
-    done = _done_in_manifest(config.out)
+    done = _done(read_manifest(config.out / "manifest.jsonl"))
     for item in slides:
         states = slide_states(item, config, done)
         state = ", ".join(f"{s}: {states[s].describe(config.overwrite)}" for s in config.steps)
@@ -447,7 +445,7 @@ def run_batch(
     config = replace(config, out=out)
     manifest = out / "manifest.jsonl"
     earlier = read_manifest(manifest)  # read once for what is done and what was measured
-    done = _done_in_manifest(out, earlier)
+    done = _done(earlier)
     states = {item.slide_id: slide_states(item, config, done) for item in slides}
     if not config.overwrite:
         _refuse_other_options(states)
