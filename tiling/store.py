@@ -88,8 +88,11 @@ class PatchStore:
         self._group = group
         self.path = path
         self._coords: np.ndarray | None = None
-        # The tiles never change once created: their number is looked up once (a zarr round trip).
+        # The tiles never change once created: their number and their patches array are looked up once each (a
+        # zarr round trip each; `_write_shard` asks for the array, then writes to it).
         self._len: int | None = None
+        self._patches: zarr.Array | None = None
+        self._patches_known = False
 
     # -- opening --------------------------------------------------------------------------------------------
     @classmethod
@@ -221,10 +224,13 @@ class PatchStore:
     @property
     def patches(self) -> zarr.Array | None:
         """(N, S, S, 3) uint8 zarr array, or None in a coords-only store (read tiles from the slide)."""
-        try:  # one lookup (a zarr round trip), not a membership test and then a lookup
-            return self._group["patches"]
-        except KeyError:
-            return None
+        if not self._patches_known:
+            try:  # one lookup (a zarr round trip), not a membership test and then a lookup
+                self._patches = self._group["patches"]
+            except KeyError:
+                self._patches = None
+            self._patches_known = True
+        return self._patches
 
     @property
     def tile_size(self) -> int:
@@ -256,13 +262,18 @@ class PatchStore:
         if isinstance(patches, list):
             if len(patches) != len(rows):
                 raise ValueError(f"shard {shard} needs {len(rows)} JPEG streams, got {len(patches)}")
-            ShardWriter(self._group["patches"], self.path / "patches").write_encoded(shard, patches)
+            ShardWriter(self._patches_array(), self.path / "patches").write_encoded(shard, patches)
         elif patches is not None:
             expected = (len(rows), self.tile_size, self.tile_size, 3)
             if patches.shape != expected:
                 raise ValueError(f"shard {shard} needs patches of shape {expected}, got {patches.shape}")
-            ShardWriter(self._group["patches"], self.path / "patches").write(shard, patches)
+            ShardWriter(self._patches_array(), self.path / "patches").write(shard, patches)
         self._group["shards_done"][shard] = 1
+
+    def _patches_array(self) -> zarr.Array:
+        if self.patches is None:
+            raise StoreError(f"{self.path}: a coords-only store holds no patches (write_shard with None)")
+        return self.patches
 
     def mark_complete(self, **attrs) -> None:
         """Record each array's contents, then final attributes and `complete`, last: a store without it is

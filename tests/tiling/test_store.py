@@ -158,3 +158,22 @@ def test_integrity_checks_list_the_store_once_and_look_up_no_array_by_name(tmp_p
         "patches",
         "features/enc",
     ]
+
+
+def test_the_patches_array_is_looked_up_once_per_opened_store(tmp_path, monkeypatch):
+    """`tiling.engine._write_shard` asks `store.patches` (coords-only or not), then writes the shard: one lookup
+    of the array (a zarr round trip), not one each."""
+    _store(tmp_path)
+    store = PatchStore.open(tmp_path / "s.zarr", mode="r+")
+    looked_up = []
+    getitem = zarr.Group.__getitem__
+    monkeypatch.setattr(
+        zarr.Group, "__getitem__", lambda self, key: looked_up.append(key) or getitem(self, key)
+    )
+    assert store.patches is not None
+    store.write_shard(0, np.zeros((4, 8, 8, 3), np.uint8))
+    store.write_shard(1, np.ones((4, 8, 8, 3), np.uint8))
+    assert looked_up.count("patches") == 1
+    np.testing.assert_array_equal(store.patches[4:8], np.ones((4, 8, 8, 3), np.uint8))
+    with pytest.raises(StoreError, match="coords-only store holds no patches"):
+        _store(tmp_path / "c", coords_only=True).write_shard(0, np.zeros((4, 8, 8, 3), np.uint8))
