@@ -272,15 +272,30 @@ def test_pictures_refuse_tiles_that_are_not_the_stores(cmu_path, tmp_path):
                        patches=np.zeros((n - 1, 256, 256, 3), np.uint8))  # fmt: skip
 
 
-def test_the_tile_step_on_dasks_processes_scheduler_reads_the_stitch_back(cmu_path, tmp_path):
+def test_the_tile_step_on_dasks_processes_scheduler_reads_the_stitch_back(cmu_path, tmp_path, monkeypatch):
     """Shards written in other processes reach no `on_patches` here (a thread lock does not pickle): the
-    stitch reads them back from the store, and equals the one drawn from the tiles in memory."""
+    stitch reads them back from the store (it is given the store's zarr array, not tiles in memory), and
+    equals the one drawn from the tiles in memory."""
+    import zarr
+
+    import tiling.thumbnail
     from slidestream.pipeline.steps import PICTURES, tile_with_pictures
 
+    given = []
+    stitch = tiling.thumbnail.stitch_image
+    monkeypatch.setattr(tiling.thumbnail, "stitch_image",
+                        lambda *args, patches=None, **kwargs: given.append(patches) or stitch(*args, patches=patches, **kwargs))  # fmt: skip
     tile_with_pictures(tmp_path / "threads" / "cmu", cmu_path, "cmu", TileOptions(shard_tiles=16))
     options = TileOptions(shard_tiles=16, scheduler="processes", shard_workers=2)
     result, _ = tile_with_pictures(tmp_path / "processes" / "cmu", cmu_path, "cmu", options)
     assert result.status == "done" and len(result.store) > 16
+    assert len(given) == 2 and isinstance(given[0], np.ndarray)  # threads: the tiles as written
+    assert isinstance(given[1], zarr.Array) and given[1].shape == (
+        len(result.store),
+        256,
+        256,
+        3,
+    )  # read back
     for name in PICTURES:
         assert (tmp_path / "threads" / "cmu" / name).read_bytes() == (
             tmp_path / "processes" / "cmu" / name
