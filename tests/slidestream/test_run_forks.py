@@ -222,6 +222,21 @@ def test_forks_on_a_platform_that_does_not_fork_are_refused_where_the_config_is_
     assert load_config(out=tmp_path / "out", executor="threads").executor == "threads"
 
 
+@pytest.fixture
+def like_a_fresh_process(monkeypatch):
+    """The threads left running by earlier tests in this pytest process (idle pools of dask and the tiling),
+    which the command line's own process does not have, are not counted by `default_executor`; threads started
+    during the test are."""
+    import threading
+
+    from slidestream.pipeline import steps
+
+    before = set(threading.enumerate())
+    counted = steps._threads_of_others
+    monkeypatch.setattr(steps, "_threads_of_others", lambda: [t for t in counted() if t not in before])
+
+
+@pytest.mark.usefixtures("like_a_fresh_process")
 def test_the_command_line_forks_on_linux_without_other_threads_and_uses_threads_elsewhere(monkeypatch):
     import sys
     import threading
@@ -254,6 +269,7 @@ def test_the_command_line_forks_on_linux_without_other_threads_and_uses_threads_
     assert default_executor(("tile",)) == "threads"
 
 
+@pytest.mark.usefixtures("like_a_fresh_process")
 def test_the_run_commands_executor_is_its_flag_else_the_config_files_else_the_default(cmu_path, tmp_path,
                                                                                       capsys, monkeypatch):  # fmt: skip
     import sys
