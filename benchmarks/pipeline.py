@@ -133,9 +133,9 @@ def small_slides(data: str, n: int, repeat: int) -> None:
             print(f"  run, 2 workers, {executor:9s}: {wall:.1f} s ({cpus[executor][-1]:.1f} s CPU"
                   f"{', not counting the fork-server workers' if executor == 'processes' else ''}); ratio run / loop "
                   f"{wall / loop:.2f} ({wall / loop_only[-1]:.2f} against the loop without its start)", flush=True)  # fmt: skip
-    from slidestream.pipeline.config import default_executor
+    from slidestream.pipeline.steps import default_executor
 
-    default = default_executor()  # what `slidestream run` uses here without --executor
+    default = default_executor(("tile",))  # what `slidestream run --steps tile` uses here without --executor
     for executor in sorted(executors, key=lambda e: e != default):
         said = f"{executor}, the default here" if executor == default else executor
         print(f"ratio run ({said}) / bare loop, best of each: {min(walls[executor]) / min(walls['loop']):.2f} "

@@ -57,17 +57,14 @@ class StoreError(Exception):
 TILE_ARRAYS = ("coords", "tissue", "edge", "patches")
 
 
-def _tile_arrays(group: zarr.Group) -> list[str]:
-    """The per-tile arrays `create` wrote: TILE_ARRAYS present, and qc/<check>."""
-    names = [n for n in TILE_ARRAYS if n in group]
-    return names + ([f"qc/{n}" for n in sorted(group["qc"].array_keys())] if "qc" in group else [])
-
-
-def _tile_array_nodes(group: zarr.Group) -> dict[str, zarr.Array]:
-    """`_tile_arrays`, opened: read in one round trip to zarr's I/O thread (a lookup per name costs one each)."""
-    nodes = dict(group.members(max_depth=None))
+def _arrays(group: zarr.Group, tiles_only: bool = False) -> dict[str, zarr.Array]:
+    """The store's arrays by path, opened with their attributes in one round trip to zarr's I/O thread (a lookup
+    per name costs one each): the per-tile arrays `create` wrote (TILE_ARRAYS present, then qc/<check>), then,
+    unless `tiles_only`, features/<name> and scores/<name>. Not shards_done (bookkeeping)."""
+    nodes = {name: node for name, node in group.members(max_depth=None) if isinstance(node, zarr.Array)}
     names = [n for n in TILE_ARRAYS if n in nodes]
-    names += sorted(n for n, node in nodes.items() if n.startswith("qc/") and isinstance(node, zarr.Array))
+    kinds = ("qc",) if tiles_only else ("qc", "features", "scores")
+    names += [n for kind in kinds for n in sorted(nodes) if n.startswith(f"{kind}/")]
     return {name: nodes[name] for name in names}
 
 
@@ -91,8 +88,11 @@ class PatchStore:
         self._group = group
         self.path = path
         self._coords: np.ndarray | None = None
-        # The tiles never change once created: their number is looked up once (a zarr round trip).
+        # The tiles never change once created: their number and their patches array are looked up once each (a
+        # zarr round trip each; `_write_shard` asks for the array, then writes to it).
         self._len: int | None = None
+        self._patches: zarr.Array | None = None
+        self._patches_known = False
 
     # -- opening --------------------------------------------------------------------------------------------
     @classmethod
@@ -144,7 +144,11 @@ class PatchStore:
                 raise StoreError(f"{path}: a patch store is already there; pass overwrite=True to replace it")
             shutil.rmtree(path)
         n = len(coords)
-        group = _open_group(path, "w")
+        # The marker goes in the group's first zarr.json: a store whose creation is cut short (a group and some
+        # arrays) is then a partial patch store, replaced by the next run, not a stranger's folder refused forever.
+        group = zarr.open_group(
+            CheckedStore(path), mode="w", attributes={"format": FORMAT, "complete": False}
+        )
         group.create_array(
             "coords", data=np.asarray(coords, np.int64).reshape(n, 2), chunks=(max(1, min(n, 65536)), 2)
         )
@@ -172,7 +176,7 @@ class PatchStore:
         n_shards = -(-n // shard_tiles)
         group.create_array("shards_done", shape=(n_shards,), chunks=(1,), dtype="uint8", fill_value=0)
         # One write of zarr.json (`attrs.update` rewrites it once per key), after the arrays: a store whose
-        # creation was cut short has no "format", and is not taken for a patch store.
+        # creation was cut short has no fingerprint, so it is never resumed, only replaced.
         group.update_attributes({**attrs, "format": FORMAT, "shard_tiles": shard_tiles, "codec": codec,
                                  "coords_only": tile_size is None, "complete": False})  # fmt: skip
         return cls(group, path)
@@ -220,10 +224,13 @@ class PatchStore:
     @property
     def patches(self) -> zarr.Array | None:
         """(N, S, S, 3) uint8 zarr array, or None in a coords-only store (read tiles from the slide)."""
-        try:  # one lookup (a zarr round trip), not a membership test and then a lookup
-            return self._group["patches"]
-        except KeyError:
-            return None
+        if not self._patches_known:
+            try:  # one lookup (a zarr round trip), not a membership test and then a lookup
+                self._patches = self._group["patches"]
+            except KeyError:
+                self._patches = None
+            self._patches_known = True
+        return self._patches
 
     @property
     def tile_size(self) -> int:
@@ -255,44 +262,41 @@ class PatchStore:
         if isinstance(patches, list):
             if len(patches) != len(rows):
                 raise ValueError(f"shard {shard} needs {len(rows)} JPEG streams, got {len(patches)}")
-            ShardWriter(self._group["patches"], self.path / "patches").write_encoded(shard, patches)
+            ShardWriter(self._patches_array(), self.path / "patches").write_encoded(shard, patches)
         elif patches is not None:
             expected = (len(rows), self.tile_size, self.tile_size, 3)
             if patches.shape != expected:
                 raise ValueError(f"shard {shard} needs patches of shape {expected}, got {patches.shape}")
-            ShardWriter(self._group["patches"], self.path / "patches").write(shard, patches)
+            ShardWriter(self._patches_array(), self.path / "patches").write(shard, patches)
         self._group["shards_done"][shard] = 1
+
+    def _patches_array(self) -> zarr.Array:
+        if self.patches is None:
+            raise StoreError(f"{self.path}: a coords-only store holds no patches (write_shard with None)")
+        return self.patches
 
     def mark_complete(self, **attrs) -> None:
         """Record each array's contents, then final attributes and `complete`, last: a store without it is
         partial."""
-        for name, array in _tile_array_nodes(self._group).items():
+        for name, array in _arrays(self._group, tiles_only=True).items():
             array.update_attributes({"contents": record_contents(self.path / name)})
         self._group.update_attributes({**attrs, "complete": True})  # one write (attrs.update: one per key)
 
     # -- integrity -----------------------------------------------------------------------------------------
-    def _recorded_arrays(self) -> list[tuple[str, dict]]:
-        """(path inside the store, contents record) of every finished array."""
-        names = _tile_arrays(self._group)
-        names += [f"{kind}/{n}" for kind in ("features", "scores") if kind in self._group
-                  for n in self._group[kind].array_keys()]  # fmt: skip
-        found = []
-        for name in names:
-            contents = self._group[name].attrs.get("contents")
-            if contents is not None:
-                found.append((name, contents))
-        return found
+    def _recorded_arrays(self, tiles_only: bool = False) -> list[tuple[str, dict]]:
+        """(path inside the store, contents record) of every finished array (`tiles_only`: of `create`'s)."""
+        arrays = _arrays(self._group, tiles_only)
+        return [
+            (name, array.attrs["contents"]) for name, array in arrays.items() if "contents" in array.attrs
+        ]
 
     def missing_chunks(self) -> dict[str, list[str]]:
-        """Recorded chunk keys of the tiling arrays (coords, tissue, edge, patches) that are gone, by array
+        """Recorded chunk keys of the tiling arrays (coords, tissue, edge, patches, qc/) that are gone, by array
         ({"patches": ["c/3/0/0/0"]}); empty when intact. Features and scores: `rows_intact`; all: `verify`.
 
         A listing, no reads: fast enough to run before trusting a store."""
-        tile_arrays = _tile_arrays(self._group)
         found = {
-            name: missing_keys(self.path / name, c)
-            for name, c in self._recorded_arrays()
-            if name in tile_arrays
+            name: missing_keys(self.path / name, c) for name, c in self._recorded_arrays(tiles_only=True)
         }
         return {name: keys for name, keys in found.items() if keys}
 

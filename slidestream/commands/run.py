@@ -81,9 +81,8 @@ def _check_model_folder(model_dir) -> None:
 def run(args) -> int:
     from slidestream.discovery import find_slides
     from slidestream.pipeline import load_config, plan, run_batch
-    from slidestream.pipeline.config import default_executor
     from slidestream.pipeline.report import report
-    from slidestream.pipeline.steps import uses_torch
+    from slidestream.pipeline.steps import default_executor
 
     try:
         config = load_config(
@@ -97,9 +96,10 @@ def run(args) -> int:
                "features.random_weights": True if args.random_weights else None, "predict.model": args.model,
                **{f"tiling.{k}": v for k, v in quality_options(args).items()}},
         )  # fmt: skip
-        # Neither --executor nor [run] executor: forks on Linux for tile runs, else threads (`default_executor`).
-        if config.executor is None:
-            config = replace(config, executor=default_executor(uses_torch(config.steps)))
+        # Neither --executor nor [run] executor, nor a cluster (a scheduler address, the dashboard's): forks on
+        # Linux for tile runs, else threads (`default_executor`).
+        if config.executor is None and not (config.scheduler_address or config.dashboard):
+            config = replace(config, executor=default_executor(config.steps))
         if "features" in config.steps:  # refused here, not once per slide; mil (torch) imported only then
             from mil.encoders import EncoderError, require_weights
 

@@ -20,7 +20,6 @@ __all__ = [
     "PredictOptions",
     "RunConfig",
     "TileOptions",
-    "default_executor",
     "load_config",
     "tile_options",
 ]
@@ -105,7 +104,7 @@ class RunConfig:
     running) or "processes", the worker processes of a local dask cluster (each slide isolated from the others'
     crashes, at about 2 s of start and close per run and a few tenths of a second per slide; benchmarks/RESULTS.md).
     None (the default) is "threads" for a library caller (`run_executor`); `slidestream run` takes
-    `default_executor()` instead (forks on Linux for tile-only runs).
+    `steps.default_executor(steps)` instead (forks on Linux for tile-only runs).
     `scheduler_address` (tcp://host:port) sends the work to an existing dask.distributed cluster instead, which
     must answer within `scheduler_timeout` seconds. `dashboard` serves the local cluster's dask dashboard (on
     port 8787, or the next free one) and prints its address (it runs the slides on that cluster's processes).
@@ -135,8 +134,9 @@ class RunConfig:
 
     @property
     def run_executor(self) -> str:
-        """Where the slides run without a scheduler address: `executor`, "threads" when None."""
-        return self.executor or "threads"
+        """Where the slides run without a scheduler address: "processes" with a dashboard (it is the local dask
+        cluster's), else `executor`, "threads" when None."""
+        return "processes" if self.dashboard else self.executor or "threads"
 
     @property
     def workers(self) -> int | None:
@@ -157,30 +157,6 @@ class RunConfig:
 
 
 RunConfig.__init__ = renamed_keywords(**_RUN_RENAMED)(RunConfig.__init__)
-
-
-def default_executor(uses_torch: bool = False) -> str:
-    """The executor of `slidestream run` when neither --executor nor [run] executor names one: "forks" on Linux
-    when called from the main thread (the command line's own process: nothing else runs in it that a fork
-    could catch half-way) for steps that do not use torch (`uses_torch` False: the tile step), else "threads":
-    macOS, where forking a process that has used system frameworks is unsafe and Python spawns instead;
-    Windows, which cannot fork; a caller running the command in a thread; and torch steps (features, nuclei,
-    predict), which in forked workers would each hold a CUDA context and a copy of the model, not measured.
-
-    Forks ran a folder of small slides faster than threads on two cores (no GIL shared between the slides;
-    benchmarks/RESULTS.md, "Many small slides, session 14")."""
-    import multiprocessing
-    import sys
-    import threading
-
-    if (
-        not uses_torch
-        and sys.platform.startswith("linux")
-        and "fork" in multiprocessing.get_all_start_methods()
-        and threading.current_thread() is threading.main_thread()
-    ):
-        return "forks"
-    return "threads"
 
 
 def _section(

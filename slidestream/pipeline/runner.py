@@ -203,10 +203,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _done_in_manifest(out: Path, records: list[dict] | None = None) -> set[tuple[str, str]]:
-    """(slide id, step) of the steps done or skipped in OUT/manifest.jsonl (its `records`, if read already)."""
-    if records is None:
-        records = read_manifest(out / "manifest.jsonl")
+def _done(records: list[dict]) -> set[tuple[str, str]]:
+    """(slide id, step) of the steps done or skipped in `records` (a manifest's, `read_manifest`)."""
     return {(r["slide_id"], r["step"]) for r in records if r["status"] in ("done", "skipped")}
 
 
@@ -223,7 +221,7 @@ def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
              f"tiling: {config.tiling.size} px at {_resolution(config.tiling)}, min tissue {config.tiling.min_tissue}",
              f"features: {config.features.encoder} on {config.features.device}",
              f"scheduler: {config.scheduler_address or _local_description(config)}"]  # fmt: skip
-    done = _done_in_manifest(config.out)
+    done = _done(read_manifest(config.out / "manifest.jsonl"))
     for item in slides:
         states = slide_states(item, config, done)
         state = ", ".join(f"{s}: {states[s].describe(config.overwrite)}" for s in config.steps)
@@ -447,7 +445,7 @@ def run_batch(
     config = replace(config, out=out)
     manifest = out / "manifest.jsonl"
     earlier = read_manifest(manifest)  # read once for what is done and what was measured
-    done = _done_in_manifest(out, earlier)
+    done = _done(earlier)
     states = {item.slide_id: slide_states(item, config, done) for item in slides}
     if not config.overwrite:
         _refuse_other_options(states)
@@ -556,8 +554,8 @@ def _run_on_cluster(slides: list[SlideInput], config: RunConfig, sink: ManifestW
 def _pool(config: RunConfig):
     """Where the slides run: the dask cluster at `config.scheduler_address`, else this process's threads
     (`config.run_executor` "threads"), processes forked from this one ("forks") or a local dask cluster of worker
-    processes ("processes", or a dashboard)."""
-    if config.scheduler_address or config.run_executor == "processes" or config.dashboard:
+    processes ("processes", also with a dashboard)."""
+    if config.scheduler_address or config.run_executor == "processes":
         with _client(config) as client:
             pool = _DaskPool(client)
             yield pool

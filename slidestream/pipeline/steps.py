@@ -30,6 +30,7 @@ __all__ = [
     "Step",
     "StepOutcome",
     "TilesKept",
+    "default_executor",
     "register_step",
     "slide_pictures",
     "step_names",
@@ -80,6 +81,34 @@ def register_step(step: Step) -> Step:
 def uses_torch(steps) -> bool:
     """Whether any of `steps` (names) uses torch: a registered step without `uses_torch = False` is taken to."""
     return any(getattr(STEPS[s], "uses_torch", True) for s in steps if s in STEPS)
+
+
+def default_executor(steps) -> str:
+    """The executor of `slidestream run` for `steps` (names) when neither --executor nor [run] executor names
+    one, nor a scheduler address or a dashboard sets it: "forks" on Linux when no other thread runs in this
+    process (the command line's own: nothing that a fork could catch half-way) for steps that do not use torch
+    (`uses_torch`: the tile step), else "threads": macOS, where forking a process that has used system
+    frameworks is unsafe and Python spawns instead; Windows, which cannot fork; a caller with threads of its
+    own (a notebook, a GUI, a server, even calling from its main thread); and torch steps (features, nuclei,
+    predict), which in forked workers would each hold a CUDA context and a copy of the model, not measured.
+    zarr's and tqdm's own threads are not counted (`_threads_of_others`).
+
+    Forks ran a folder of small slides faster than threads on two cores (no GIL shared between the slides;
+    benchmarks/RESULTS.md, "Many small slides, session 14")."""
+    import sys
+
+    if not uses_torch(steps) and sys.platform.startswith("linux") and not _threads_of_others():
+        return "forks"
+    return "threads"
+
+
+def _threads_of_others() -> list[threading.Thread]:
+    """The threads of this process other than the main one, zarr's (its event loop "zarr_io", the loop's file
+    I/O "asyncio_<n>", "zarr_pool_<n>"), which zarr replaces in a forked child, and tqdm's monitor, whose lock a
+    forked worker does not take (its initializer gives tqdm a fresh one, runner._fork_worker_start)."""
+    known = ("zarr_io", "zarr_pool", "asyncio_", "tqdm_monitor")
+    return [t for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.name.startswith(known)]  # fmt: skip
 
 
 def step_names() -> list[str]:
@@ -156,15 +185,20 @@ def tile_with_pictures(folder: Path, slide_path: Path, slide_id: str, options: T
 
         roi = roi_for(options.roi, slide_id)  # its warning (no ROI file for this slide) is the slide's
         kept = TilesKept()  # the tiles' pixels as written: the stitch reads none back (a small slide's)
+
+        def total(n: int) -> None:
+            kept.expect(n)
+            if on_total is not None:
+                on_total(n)
+
         with open_for_tiling(slide_path, options) as slide:  # one open for the tiles and the pictures
             result = tile_slide_result(slide, folder / "patches.zarr", options, roi=roi,
                                        tissue_geojson=folder / "tissue.geojson", overwrite=overwrite,
-                                       progress=progress, on_tiles=on_tiles, on_total=on_total,
+                                       progress=progress, on_tiles=on_tiles, on_total=total,
                                        on_patches=kept)  # fmt: skip
             if result.status != "skipped" or not all((folder / name).exists() for name in PICTURES):
-                patches = kept.patches(len(result.store)) if result.status == "done" else None
                 slide_pictures(folder, slide_path, result.store, roi, tissue=result.tissue, exact=options.exact,
-                               region=result.region, slide=slide, patches=patches)  # fmt: skip
+                               region=result.region, slide=slide, patches=kept.patches(len(result.store)))  # fmt: skip
         return result
 
     result, caught = _collect_warnings(tile_and_pictures)
@@ -191,45 +225,55 @@ def roi_for(roi: str | None, slide_id: str):
 PICTURES = ("thumbnail.png", "tissue_mask.png", "stitch.png")
 
 # The most tile pixels a slide's tile step keeps in memory for its stitch (about 340 tiles of 256 px: a biopsy;
-# twice that while the shards are put together); past it the stitch reads the tiles back from the store, a
-# batch at a time.
+# one copy, per slide worker); past it the stitch reads the tiles back from the store, a batch at a time.
 KEEP_TILES_BYTES = 64 * 2**20
 
 
 class TilesKept:
-    """`on_patches` of `tiling.tile_slide_result`: the shards of pixels it writes, kept while they hold at most
-    `budget` bytes (default `KEEP_TILES_BYTES`), so that the stitch need not read them back from the store
-    (about 20 ms of a small slide's 0.3 s). Shards may come from several threads."""
+    """`on_patches` of `tiling.tile_slide_result`: the shards of pixels it writes, copied into one (n, S, S, 3)
+    array while that holds at most `budget` bytes (default `KEEP_TILES_BYTES`), so that the stitch need not read
+    them back from the store (about 20 ms of a small slide's 0.3 s). `expect(n)` (its `on_total`) says how many
+    rows come; shards may come from several threads, in any order. One copy of the tiles is held, never two
+    (the shards are not kept and then put together)."""
 
     def __init__(self, budget: int | None = None):
         self.budget = KEEP_TILES_BYTES if budget is None else budget
-        self.blocks: dict[int, np.ndarray] = {}  # first row -> (n, S, S, 3) patches
-        self.nbytes = 0
+        self.expected: int | None = None
+        self.array: np.ndarray | None = None  # allocated at the first shard (its tile size), filled in place
+        self.filled = 0
         self.over = False
         self._lock = threading.Lock()
+
+    def expect(self, n: int) -> None:
+        """The number of rows the tiling will write (`on_total`); without it nothing is kept."""
+        with self._lock:
+            self.expected = n
+
+    def _drop(self) -> None:
+        self.over, self.array = True, None
 
     def __call__(self, row: int, patches: np.ndarray) -> None:
         with self._lock:
             if self.over:
                 return
-            self.nbytes += patches.nbytes
-            if self.nbytes > self.budget:
-                self.over = True
-                self.blocks.clear()
-                return
-            self.blocks[row] = patches
+            n = self.expected
+            if self.array is None:
+                if n is None or n * patches[:1].nbytes > self.budget:
+                    return self._drop()
+                self.array = np.empty((n, *patches.shape[1:]), patches.dtype)
+            array = self.array
+            if row + len(patches) > len(array) or patches.shape[1:] != array.shape[1:]:
+                return self._drop()  # rows past those expected: a resumed store, written only in part here
+        array[row : row + len(patches)] = patches  # shards do not overlap: copied outside the lock
+        with self._lock:
+            self.filled += len(patches)
 
     def patches(self, n: int) -> np.ndarray | None:
         """The (n, S, S, 3) pixels of all `n` tiles in store order, or None unless every row was kept."""
-        if self.over or not n:
-            return None
-        starts = sorted(self.blocks)
-        if not starts or starts[0] != 0:
-            return None
-        for start, following in zip(starts, [*starts[1:], n], strict=True):
-            if start + len(self.blocks[start]) != following:
-                return None  # a shard not written here (a resumed store) or past the last row
-        return self.blocks[0] if len(starts) == 1 else np.concatenate([self.blocks[s] for s in starts])
+        with self._lock:
+            if self.over or self.array is None or len(self.array) != n or self.filled != n:
+                return None
+            return self.array
 
 
 THUMBNAIL_SIZE = 1024  # longest side at most

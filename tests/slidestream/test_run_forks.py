@@ -222,30 +222,54 @@ def test_forks_on_a_platform_that_does_not_fork_are_refused_where_the_config_is_
     assert load_config(out=tmp_path / "out", executor="threads").executor == "threads"
 
 
-def test_the_command_line_forks_on_linux_from_its_main_thread_and_uses_threads_elsewhere(monkeypatch):
-    import multiprocessing
+@pytest.fixture
+def like_a_fresh_process(monkeypatch):
+    """The threads left running by earlier tests in this pytest process (idle pools of dask and the tiling),
+    which the command line's own process does not have, are not counted by `default_executor`; threads started
+    during the test are."""
+    import threading
+
+    from slidestream.pipeline import steps
+
+    before = set(threading.enumerate())
+    counted = steps._threads_of_others
+    monkeypatch.setattr(steps, "_threads_of_others", lambda: [t for t in counted() if t not in before])
+
+
+@pytest.mark.usefixtures("like_a_fresh_process")
+def test_the_command_line_forks_on_linux_without_other_threads_and_uses_threads_elsewhere(monkeypatch):
     import sys
     import threading
 
-    from slidestream.pipeline.config import default_executor
+    from slidestream.pipeline.steps import default_executor
 
     monkeypatch.setattr(sys, "platform", "linux")
-    assert default_executor() == "forks"
+    assert default_executor(("tile",)) == "forks"
     assert (
-        default_executor(uses_torch=True) == "threads"
+        default_executor(("tile", "features")) == "threads"
     )  # a CUDA context and a model per worker: not measured
     found = []
-    caller = threading.Thread(target=lambda: found.append(default_executor()))  # a threaded caller
+    caller = threading.Thread(target=lambda: found.append(default_executor(("tile",))))  # a threaded caller
     caller.start()
     caller.join()
     assert found == ["threads"]
+    # The caller is on its main thread, but other threads of its own run (a notebook, a GUI, a server): a fork
+    # would copy the locks they hold. (The main-thread test alone said "forks" here.)
+    release = threading.Event()
+    busy = threading.Thread(target=release.wait, name="server")
+    busy.start()
+    try:
+        assert threading.current_thread() is threading.main_thread()
+        assert default_executor(("tile",)) == "threads"
+    finally:
+        release.set()
+        busy.join()
+    assert default_executor(("tile",)) == "forks"
     monkeypatch.setattr(sys, "platform", "darwin")  # forks there, but not safely: Python spawns
-    assert default_executor() == "threads"
-    monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
-    assert default_executor() == "threads"
+    assert default_executor(("tile",)) == "threads"
 
 
+@pytest.mark.usefixtures("like_a_fresh_process")
 def test_the_run_commands_executor_is_its_flag_else_the_config_files_else_the_default(cmu_path, tmp_path,
                                                                                       capsys, monkeypatch):  # fmt: skip
     import sys
@@ -270,5 +294,11 @@ def test_the_run_commands_executor_is_its_flag_else_the_config_files_else_the_de
     toml.write_text('[run]\nexecutor = "threads"\nsteps = ["tile"]\n')
     assert scheduler_line("--config", str(toml)) == threads
     assert scheduler_line("--config", str(toml), "--executor", "processes").endswith("2 worker process(es)")
+    # The dashboard is the local dask cluster's: its processes run the slides, and the plan says so (it said
+    # "forked from this one" before).
+    assert (
+        scheduler_line("--steps", "tile", "--dashboard")
+        == "scheduler: local dask cluster, 2 worker process(es)"
+    )
     monkeypatch.setattr(sys, "platform", "darwin")
     assert scheduler_line("--steps", "tile") == threads

@@ -189,7 +189,7 @@ def test_the_executor_is_checked_where_the_config_is_built(tmp_path):
     assert (
         config.executor == "processes" and "local dask cluster, 3 worker process(es)" in plan([], config)[3]
     )
-    # Not set: a library caller's run is in threads; `slidestream run` takes `default_executor()` (below).
+    # Not set: a library caller's run is in threads; `slidestream run` takes `steps.default_executor(steps)` (test_run_forks.py).
     config = load_config(out=tmp_path / "o")
     assert config.executor is None and config.run_executor == "threads"
     assert "this process, 2 slide(s) at a time in threads" in plan([], replace(config, slide_workers=2))[3]

@@ -213,17 +213,51 @@ def test_tiles_kept_are_given_in_store_order_only_when_every_row_was_written_and
 
     tiles = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
     kept = TilesKept()
+    kept.expect(10)
     with ThreadPoolExecutor(3) as pool:  # shards from the tiling's threads, in any order
         list(pool.map(lambda start: kept(start, tiles[start : start + 4]), (8, 0, 4)))
     np.testing.assert_array_equal(kept.patches(10), tiles)
     assert kept.patches(12) is None  # rows past the last shard kept: not all written here
     resumed = TilesKept()
-    resumed(4, tiles[4:8])  # shards 0 and 2 were written by an earlier run
-    assert resumed.patches(10) is None
+    resumed.expect(4)  # shards 0 and 2 were written by an earlier run: 4 rows left
+    resumed(4, tiles[4:8])
+    assert resumed.patches(10) is None and resumed.over
+    first = TilesKept()
+    first.expect(4)  # only shard 0 left to write: its rows are not all the store's
+    first(0, tiles[:4])
+    assert first.patches(10) is None
+    unknown = TilesKept()  # no total said: nothing kept
+    unknown(0, tiles)
+    assert unknown.patches(10) is None
     small = TilesKept(budget=tiles[:4].nbytes * 2)
+    small.expect(10)
     for start in (0, 4, 8):
         small(start, tiles[start : start + 4])
-    assert small.over and not small.blocks and small.patches(10) is None  # past the budget: nothing held
+    assert small.over and small.array is None and small.patches(10) is None  # past the budget: nothing held
+
+
+def test_tiles_kept_hold_one_copy_of_the_tiles_not_two():
+    """The shards are copied in place as they come (each one dropped by the tiling once written): at most one
+    copy of the tiles plus a shard is held. Keeping the shards and putting them together for the stitch held
+    twice the tiles (2.0x here), per slide worker."""
+    import tracemalloc
+
+    from slidestream.pipeline.steps import TilesKept
+
+    n, shard = 40, 2
+    tiles_bytes = n * 64 * 64 * 3
+    kept = TilesKept()
+    tracemalloc.start()
+    try:
+        kept.expect(n)
+        for start in range(0, n, shard):  # a fresh shard each time, as the tile reader makes them
+            kept(start, np.full((shard, 64, 64, 3), start, np.uint8))
+        patches = kept.patches(n)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert patches.shape == (n, 64, 64, 3) and (patches[::shard, 0, 0, 0] == np.arange(0, n, shard)).all()
+    assert peak < 1.2 * tiles_bytes, f"{peak / tiles_bytes:.2f}x the tiles' bytes"
 
 
 def test_pictures_refuse_tiles_that_are_not_the_stores(cmu_path, tmp_path):
@@ -238,15 +272,30 @@ def test_pictures_refuse_tiles_that_are_not_the_stores(cmu_path, tmp_path):
                        patches=np.zeros((n - 1, 256, 256, 3), np.uint8))  # fmt: skip
 
 
-def test_the_tile_step_on_dasks_processes_scheduler_reads_the_stitch_back(cmu_path, tmp_path):
+def test_the_tile_step_on_dasks_processes_scheduler_reads_the_stitch_back(cmu_path, tmp_path, monkeypatch):
     """Shards written in other processes reach no `on_patches` here (a thread lock does not pickle): the
-    stitch reads them back from the store, and equals the one drawn from the tiles in memory."""
+    stitch reads them back from the store (it is given the store's zarr array, not tiles in memory), and
+    equals the one drawn from the tiles in memory."""
+    import zarr
+
+    import tiling.thumbnail
     from slidestream.pipeline.steps import PICTURES, tile_with_pictures
 
+    given = []
+    stitch = tiling.thumbnail.stitch_image
+    monkeypatch.setattr(tiling.thumbnail, "stitch_image",
+                        lambda *args, patches=None, **kwargs: given.append(patches) or stitch(*args, patches=patches, **kwargs))  # fmt: skip
     tile_with_pictures(tmp_path / "threads" / "cmu", cmu_path, "cmu", TileOptions(shard_tiles=16))
     options = TileOptions(shard_tiles=16, scheduler="processes", shard_workers=2)
     result, _ = tile_with_pictures(tmp_path / "processes" / "cmu", cmu_path, "cmu", options)
     assert result.status == "done" and len(result.store) > 16
+    assert len(given) == 2 and isinstance(given[0], np.ndarray)  # threads: the tiles as written
+    assert isinstance(given[1], zarr.Array) and given[1].shape == (
+        len(result.store),
+        256,
+        256,
+        3,
+    )  # read back
     for name in PICTURES:
         assert (tmp_path / "threads" / "cmu" / name).read_bytes() == (
             tmp_path / "processes" / "cmu" / name

@@ -48,6 +48,39 @@ def test_create_replaces_only_a_store_and_only_when_asked(tmp_path):
     assert len(PatchStore.create(tmp_path / "s.zarr", *args, overwrite=True)) == 2
 
 
+def test_a_store_whose_creation_was_cut_short_is_replaced_and_a_strangers_folder_is_not(
+    synthetic_slide, tmp_path
+):
+    """`create` stopped after the group and its first arrays (here by a bad qc array; a kill or a full disk alike)
+    leaves a partial patch store: the next run replaces it, with or without overwrite (refused forever before,
+    "exists and is not a slidestream patch store"); a zarr group that is not ours is still refused."""
+    from tiling.inputs import prepare_store_path
+
+    def cut_short(path):
+        with pytest.raises(ValueError, match="qc"):
+            PatchStore.create(
+                path, np.zeros((2, 2)), np.ones(2), np.zeros(2, bool), {}, 8, qc={"blur": np.ones(3)}
+            )
+        assert (path / "coords" / "zarr.json").is_file() and not (path / "patches").exists()
+
+    path = tmp_path / "cut.zarr"
+    cut_short(path)
+    prepare_store_path(path, {}, overwrite=True)
+    assert not path.exists()
+    cut_short(path)
+    result = tile_slide_result(synthetic_slide.path, path, size=128, mpp=1.0)
+    assert result.status == "done" and result.store.is_complete and result.tiles > 0
+
+    import zarr
+
+    stranger = tmp_path / "stranger.zarr"
+    zarr.open_group(stranger, mode="w").create_array("coords", data=np.zeros((2, 2)))
+    before = _tree(stranger)
+    with pytest.raises(StoreError, match="stranger.zarr exists and is not a slidestream patch store"):
+        tile_slide_result(synthetic_slide.path, stranger, size=128, mpp=1.0, overwrite=True)
+    assert _tree(stranger) == before
+
+
 def test_other_options_are_refused_and_named(synthetic_slide, tmp_path):
     path = tmp_path / "s.zarr"
     first = tile_slide_result(synthetic_slide.path, path, size=128, mpp=0.5)

@@ -123,3 +123,57 @@ def test_each_zarr_json_is_written_once_per_step_and_the_attributes_last(tmp_pat
     assert done.is_complete and done.attrs["inputs"] == {"slide": "x"} and not done.missing_chunks()
     assert [name for name, _ in done._recorded_arrays()] == ["coords", "tissue", "edge", "patches", "qc/blur",
                                                              "qc/pen"]  # fmt: skip
+
+
+def test_integrity_checks_list_the_store_once_and_look_up_no_array_by_name(tmp_path, monkeypatch):
+    """`missing_chunks` (run on every resumed or skipped store) and `verify` read the arrays' contents records
+    from one listing of the store; before, each array was looked up by name and the listing was made twice."""
+    store = _store(tmp_path)
+    for shard in range(store.n_shards):
+        rows = store.shard_range(shard)
+        store.write_shard(shard, np.zeros((len(rows), 8, 8, 3), np.uint8))
+    store.mark_complete()
+    store.create_rows("features", "enc", 4, "float16", {})
+    store.finish_rows("features", "enc")
+    store = PatchStore.open(tmp_path / "s.zarr")
+    calls = {"members": 0, "getitem": 0}
+    members, getitem = zarr.Group.members, zarr.Group.__getitem__
+
+    def counted_members(self, *args, **kwargs):
+        calls["members"] += 1
+        return members(self, *args, **kwargs)
+
+    def counted_getitem(self, key):
+        calls["getitem"] += 1
+        return getitem(self, key)
+
+    monkeypatch.setattr(zarr.Group, "members", counted_members)
+    monkeypatch.setattr(zarr.Group, "__getitem__", counted_getitem)
+    assert store.missing_chunks() == {}
+    assert calls == {"members": 1, "getitem": 0}
+    assert [name for name, _ in store._recorded_arrays()] == [
+        "coords",
+        "tissue",
+        "edge",
+        "patches",
+        "features/enc",
+    ]
+
+
+def test_the_patches_array_is_looked_up_once_per_opened_store(tmp_path, monkeypatch):
+    """`tiling.engine._write_shard` asks `store.patches` (coords-only or not), then writes the shard: one lookup
+    of the array (a zarr round trip), not one each."""
+    _store(tmp_path)
+    store = PatchStore.open(tmp_path / "s.zarr", mode="r+")
+    looked_up = []
+    getitem = zarr.Group.__getitem__
+    monkeypatch.setattr(
+        zarr.Group, "__getitem__", lambda self, key: looked_up.append(key) or getitem(self, key)
+    )
+    assert store.patches is not None
+    store.write_shard(0, np.zeros((4, 8, 8, 3), np.uint8))
+    store.write_shard(1, np.ones((4, 8, 8, 3), np.uint8))
+    assert looked_up.count("patches") == 1
+    np.testing.assert_array_equal(store.patches[4:8], np.ones((4, 8, 8, 3), np.uint8))
+    with pytest.raises(StoreError, match="coords-only store holds no patches"):
+        _store(tmp_path / "c", coords_only=True).write_shard(0, np.zeros((4, 8, 8, 3), np.uint8))
