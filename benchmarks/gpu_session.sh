@@ -21,6 +21,8 @@ BENCH=${BENCH:-1}
 SELF_TILES=${SELF_TILES:-64}
 PY=${PY:-python3}
 mkdir -p "$OUT"
+WORK=$(mktemp -d)  # this call's tiles and runs: nothing of an earlier call is taken for this one's
+trap 'rm -rf "$WORK"' EXIT
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/log.txt"; }
 export PYTHONUNBUFFERED=1
 if [ "${WHEELS:-1}" = 1 ] && [ -d .whl ] && ls .whl/*.whl > /dev/null 2>&1; then
@@ -44,7 +46,7 @@ log "render $N_TILES synthetic tiles (seed 7)"
 timeout 240 $PY -c "
 import os
 from nuclei.datasets.synthetic import cached_synthetic_tiles
-cached_synthetic_tiles('/tmp/tiles7.npz', $N_TILES, seed=7, workers=os.cpu_count())
+cached_synthetic_tiles('$WORK/tiles7.npz', $N_TILES, seed=7, workers=os.cpu_count())
 " 2>&1 | tail -3 | tee -a "$OUT/log.txt"
 
 # A: the shipped stride-2 architecture, continued; B: heads at stride 1 (the new decoder stage and the heads
@@ -53,12 +55,12 @@ train() {
     local name=$1
     shift
     timeout "$(awk "BEGIN{print int($BUDGET*60+150)}")" $PY -m slidestream nuclei train --data synthetic \
-        --n-synthetic "$N_TILES" --n-val 32 --tile-cache /tmp/tiles7.npz --render-workers 4 \
+        --n-synthetic "$N_TILES" --n-val 32 --tile-cache "$WORK/tiles7.npz" --render-workers 4 \
         --init nuclei/weights --self-train tests/data/CMU-1-Small-Region.svs --self-train-share 0.3 --self-train-tiles "$SELF_TILES" \
         --epochs 1000 --steps-per-epoch "$STEPS" --batch-size "$BATCH" --crop "$CROP" --lr 1e-3 \
-        --time-budget "$BUDGET" --workers "$LOADERS" --seed 7 --device "$DEVICE" --amp -o "/tmp/run$name" "$@" \
-        > "/tmp/run$name.out" 2> "/tmp/run$name.err"
-    echo "run $name exit $?" >> "/tmp/run$name.out"
+        --time-budget "$BUDGET" --workers "$LOADERS" --seed 7 --device "$DEVICE" --amp -o "$WORK/run$name" "$@" \
+        > "$WORK/run$name.out" 2> "$WORK/run$name.err"
+    echo "run $name exit $?" >> "$WORK/run$name.out"
 }
 log "train A and B for $BUDGET min each"
 train A &
@@ -66,23 +68,25 @@ train B --full-resolution --decoder-channels 64 48 32 24 16 &
 wait
 for name in A B; do
     log "run $name"
-    grep -v '^\s*$' "/tmp/run$name.out" | tail -40 | tee -a "$OUT/log.txt"
-    grep -i -E "error|traceback" -A3 "/tmp/run$name.err" | tail -20 | tee -a "$OUT/log.txt"
-    for f in model.safetensors config.json history.json; do
-        [ -f "/tmp/run$name/$f" ] && cp "/tmp/run$name/$f" "$OUT/${name}_$f"
-    done
+    grep -v '^\s*$' "$WORK/run$name.out" | tail -40 | tee -a "$OUT/log.txt"
+    grep -i -E "error|traceback" -A3 "$WORK/run$name.err" | tail -20 | tee -a "$OUT/log.txt"
+    if grep -q "^run $name exit 0$" "$WORK/run$name.out"; then
+        for f in model.safetensors config.json history.json; do
+            cp "$WORK/run$name/$f" "$OUT/${name}_$f"
+        done
+    fi
 done
 
 if [ "$BENCH" = 1 ]; then
-    if [ -f /tmp/runB/config.json ]; then
+    if [ -f "$WORK/runB/config.json" ]; then
         log "nuclei forward, stride-1 model (run B)"
         timeout 60 $PY -m benchmarks.nuclei --device "$DEVICE" --batch-size 64 --tiles 256 --repeat 3 \
-            --model /tmp/runB 2>&1 | tail -6 | tee -a "$OUT/bench.txt"
+            --model "$WORK/runB" 2>&1 | tail -6 | tee -a "$OUT/bench.txt"
     fi
     log "MIL training epoch"
     timeout 60 $PY -m benchmarks.mil --device "$DEVICE" --bags 50 --repeats 2 2>&1 | tail -8 | tee -a "$OUT/bench.txt"
     log "encoder features end to end"
     timeout 100 $PY -m benchmarks.features --device "$DEVICE" --encoders resnet50_trunc uni_v1 --tiles 1024 \
-        --slide-size 12000 --repeat 2 --data /tmp/bench-data 2>&1 | tail -8 | tee -a "$OUT/bench.txt"
+        --slide-size 12000 --repeat 2 --data "$WORK/bench-data" 2>&1 | tail -8 | tee -a "$OUT/bench.txt"
 fi
 log "done"

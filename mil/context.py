@@ -57,8 +57,7 @@ class SpatialContext:
             raise ValueError(f"the grid step must be a positive number of level-0 pixels, got {step}")
         if len(features) == 0:
             return np.zeros((0, self.out_dim(features.shape[1])), dtype=np.float32)
-        cells = np.round(coords / step).astype(np.int64)
-        cells -= cells.min(axis=0)
+        cells = np.round((coords - coords.min(axis=0)) / step).astype(np.int64)  # from the grid's own origin
         # Each tile's cell as one sorted int64 key (row-major, rows padded by the radius so that no offset wraps
         # to the next row); a neighbour is found by binary search. O(N * D) memory and O(N log N) time whatever
         # the grid's extent: no dense (H, W) or (H, W, D) grid (two far-apart tiles would make one huge).

@@ -51,7 +51,9 @@ class ModelConfig:
 
     encoder: str = "regnetx_002"
     decoder_channels: tuple[int, ...] = (64, 48, 32, 24)  # strides 16, 8, 4, 2 (+ 1 if full_resolution)
-    full_resolution: bool = False  # a stride-1 decoder stage; off: heads at stride 2, upsampled (4x cheaper)
+    full_resolution: bool = (
+        False  # a stride-1 decoder stage (5 decoder_channels); off: heads at stride 2, upsampled
+    )
     n_types: int = (
         6  # PanNuke: background + neoplastic, inflammatory, connective, dead, epithelial; 0 = no head
     )

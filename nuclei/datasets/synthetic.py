@@ -63,13 +63,16 @@ def synthetic_tiles(n: int, size: int = 256, mpp: float = 0.5, seed: int = 0, si
 
 
 def _pool(workers: int):
-    """A process pool of `workers` (forked where the platform forks), or a null context for one."""
+    """A process pool of `workers`, or a null context for one: forked on Linux from a process with no other
+    thread (nothing a fork could catch half-way), else spawned (each worker imports the renderer first)."""
     if workers <= 1:
         return contextlib.nullcontext(None)
     import multiprocessing as mp
+    import sys
+    import threading
     from concurrent.futures import ProcessPoolExecutor
 
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    method = "fork" if sys.platform.startswith("linux") and threading.active_count() == 1 else "spawn"
     return ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
 
 

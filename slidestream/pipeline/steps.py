@@ -97,18 +97,36 @@ def default_executor(steps) -> str:
     benchmarks/RESULTS.md, "Many small slides, session 14")."""
     import sys
 
-    if not uses_torch(steps) and sys.platform.startswith("linux") and not _threads_of_others():
+    called_from_main = threading.current_thread() is threading.main_thread()
+    if (
+        not uses_torch(steps)
+        and sys.platform.startswith("linux")
+        and called_from_main
+        and not _threads_of_others()
+    ):
         return "forks"
     return "threads"
 
 
 def _threads_of_others() -> list[threading.Thread]:
-    """The threads of this process other than the main one, zarr's (its event loop "zarr_io", the loop's file
-    I/O "asyncio_<n>", "zarr_pool_<n>"), which zarr replaces in a forked child, and tqdm's monitor, whose lock a
-    forked worker does not take (its initializer gives tqdm a fresh one, runner._fork_worker_start)."""
-    known = ("zarr_io", "zarr_pool", "asyncio_", "tqdm_monitor")
+    """The threads of this process other than the main one, zarr's (its event loop "zarr_io", "zarr_pool_<n>",
+    and the file-I/O threads of zarr's own event loop), which zarr replaces in a forked child, and tqdm's
+    monitor, whose lock a forked worker does not take (its initializer gives tqdm a fresh one,
+    runner._fork_worker_start). Another event loop's threads count as the caller's."""
+    known = ("zarr_io", "zarr_pool", "tqdm_monitor")
+    zarrs = _zarr_loop_threads()
     return [t for t in threading.enumerate()
-            if t is not threading.main_thread() and not t.name.startswith(known)]  # fmt: skip
+            if t is not threading.main_thread() and not t.name.startswith(known) and t not in zarrs]  # fmt: skip
+
+
+def _zarr_loop_threads() -> set[threading.Thread]:
+    """The worker threads of zarr's event loop's default executor (none when zarr has not started one)."""
+    import sys
+
+    sync = sys.modules.get("zarr.core.sync")
+    loop = (getattr(sync, "loop", None) or [None])[0]
+    executor = getattr(loop, "_default_executor", None)
+    return set(getattr(executor, "_threads", ()))
 
 
 def step_names() -> list[str]:

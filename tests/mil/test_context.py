@@ -139,3 +139,12 @@ def test_read_bag_context_is_on_the_stores_grid_of_strides_not_tile_sizes(synthe
         assert np.allclose(out[i, features.shape[1] : 2 * features.shape[1]], features[window].mean(axis=0),
                            atol=1e-4)  # fmt: skip
         assert np.array_equal(out[i, 2 * features.shape[1] :], features[window].max(axis=0))
+
+
+def test_a_grid_whose_origin_is_half_a_step_off():
+    """Cells are counted from the grid's own origin: tiles at 0.5, 1.5, 2.5 steps are three cells, as at 0, 1, 2
+    (rounding 1.5 and 2.5 steps first put two tiles on one cell)."""
+    features = np.eye(3, dtype=np.float32)
+    shifted = mil.SpatialContext(1)(features, np.array([[128, 0], [384, 0], [640, 0]]), 256.0)
+    plain = mil.SpatialContext(1)(features, np.array([[0, 0], [256, 0], [512, 0]]), 256.0)
+    np.testing.assert_array_equal(shifted, plain)

@@ -224,20 +224,29 @@ def test_forks_on_a_platform_that_does_not_fork_are_refused_where_the_config_is_
 
 @pytest.fixture
 def like_a_fresh_process(monkeypatch):
-    """The threads left running by earlier tests in this pytest process (idle pools of dask and the tiling),
-    which the command line's own process does not have, are not counted by `default_executor`; threads started
-    during the test are."""
+    """Only the threads the test itself starts (from its own thread) are counted by `default_executor`: not those
+    left running by earlier tests in this pytest process (idle pools of dask and the tiling), nor those such
+    machinery starts from its own threads meanwhile, which the command line's own process does not have."""
     import threading
 
     from slidestream.pipeline import steps
 
-    before = set(threading.enumerate())
+    started = []
+    start = threading.Thread.start
+
+    def recording_start(thread, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            started.append(thread)
+        return start(thread, *args, **kwargs)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
     counted = steps._threads_of_others
-    monkeypatch.setattr(steps, "_threads_of_others", lambda: [t for t in counted() if t not in before])
+    monkeypatch.setattr(steps, "_threads_of_others", lambda: [t for t in counted() if t in started])
 
 
 @pytest.mark.usefixtures("like_a_fresh_process")
 def test_the_command_line_forks_on_linux_without_other_threads_and_uses_threads_elsewhere(monkeypatch):
+    import asyncio
     import sys
     import threading
 
@@ -253,6 +262,13 @@ def test_the_command_line_forks_on_linux_without_other_threads_and_uses_threads_
     caller.start()
     caller.join()
     assert found == ["threads"]
+
+    async def from_an_event_loops_executor():  # a server calling the command line from its worker threads
+        return await asyncio.get_running_loop().run_in_executor(None, default_executor, ("tile",))
+
+    assert (
+        asyncio.run(from_an_event_loops_executor()) == "threads"
+    )  # ("forks" before: asyncio_<n> was zarr's)
     # The caller is on its main thread, but other threads of its own run (a notebook, a GUI, a server): a fork
     # would copy the locks they hold. (The main-thread test alone said "forks" here.)
     release = threading.Event()

@@ -257,7 +257,9 @@ def test_tiles_kept_hold_one_copy_of_the_tiles_not_two():
     finally:
         tracemalloc.stop()
     assert patches.shape == (n, 64, 64, 3) and (patches[::shard, 0, 0, 0] == np.arange(0, n, shard)).all()
-    assert peak < 1.2 * tiles_bytes, f"{peak / tiles_bytes:.2f}x the tiles' bytes"
+    # One copy of the tiles, the shard being copied in and some slack (2.0x the tiles before: kept + concatenated).
+    shard_bytes = shard * 64 * 64 * 3
+    assert peak < tiles_bytes + 2 * shard_bytes + 256 * 1024, f"{peak / tiles_bytes:.2f}x the tiles' bytes"
 
 
 def test_pictures_refuse_tiles_that_are_not_the_stores(cmu_path, tmp_path):
