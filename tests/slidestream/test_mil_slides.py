@@ -28,10 +28,13 @@ def cohort(tmp_path_factory):
     return root
 
 
-def _train(root, out, task, *targets, extra=()):
-    return main(["mil", "train", str(root / "results"), "--labels", str(root / "cohort" / "labels.csv"), "--task",
-                 task, "--target", *targets, "--group", "patient_id", "--folds", "2", "--epochs", "3", "-o",
-                 str(out), "-q", *extra])  # fmt: skip
+def _train(root, out, task, *targets, labels=None, group="patient_id", folds=2, epochs=3, extra=()):
+    """`slidestream mil train` on the cohort's stores: its labels.csv unless `labels` names another table;
+    `group` None: no grouped split."""
+    grouping = ["--group", group] if group else []
+    return main(["mil", "train", str(root / "results"), "--labels", str(labels or root / "cohort" / "labels.csv"),
+                 "--task", task, "--target", *targets, *grouping, "--folds", str(folds), "--epochs", str(epochs),
+                 "-o", str(out), "-q", *extra])  # fmt: skip
 
 
 def test_cohort_labels_follow_the_ground_truth(cohort):
@@ -126,9 +129,8 @@ def test_grade_and_survival(cohort, tmp_path, capsys):
     labels["grade"] = (1 + labels.cancer).astype("Int64")
     labels.loc[labels.index[labels.cancer == 0][0], "grade"] = pd.NA
     labels.to_csv(tmp_path / "labels.csv", index=False)
-    code = main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
-                 "grade", "--target", "grade", "--folds", "2", "--epochs", "3", "-o", str(tmp_path / "grade"),
-                 "--grade-link", "regression", "-q"])  # fmt: skip
+    code = _train(cohort, tmp_path / "grade", "grade", "grade", labels=tmp_path / "labels.csv", group=None,
+                  extra=["--grade-link", "regression"])  # fmt: skip
     assert code == 0
     assert "left out 1 slide(s)" in capsys.readouterr().out
     from mil import load_model
@@ -143,9 +145,7 @@ def test_grade_and_survival(cohort, tmp_path, capsys):
     surv = pd.read_csv(cohort / "cohort" / "labels.csv", dtype={"slide_id": str})
     surv["time"] = 10.0 * surv.patient_id.rank(method="dense")
     surv.to_csv(tmp_path / "surv.csv", index=False)
-    code = main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "surv.csv"), "--task",
-                 "survival", "--target", "time", "event", "--group", "patient_id", "--folds", "2", "--epochs", "3",
-                 "-o", str(tmp_path / "surv"), "-q"])  # fmt: skip
+    code = _train(cohort, tmp_path / "surv", "survival", "time", "event", labels=tmp_path / "surv.csv")
     assert code == 0
     assert (tmp_path / "surv" / "kaplan_meier_risk_groups.png").stat().st_size > 0
     assert "c_index" in json.loads((tmp_path / "surv" / "metrics.json").read_text())["summary"]
@@ -198,9 +198,7 @@ def test_predict_failures_and_encoder_mismatch(cohort, tmp_path, capsys):
     labels["mut_a"], labels["mut_b"] = labels.cancer, 1 - labels.cancer
     labels.to_csv(tmp_path / "labels.csv", index=False)
     model = tmp_path / "model"
-    code = main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
-                 "mutation", "--target", "mut_a", "mut_b", "--folds", "2", "--epochs", "3", "-o", str(model),
-                 "-q"])  # fmt: skip
+    code = _train(cohort, model, "mutation", "mut_a", "mut_b", labels=tmp_path / "labels.csv", group=None)
     assert code == 0
     assert (model / "roc_mut_a.png").exists() and (model / "roc_mut_b.png").exists()
     results = tmp_path / "results"
@@ -508,9 +506,9 @@ def test_mutation_with_an_auxiliary_target_keeps_slides_missing_some_targets(coh
     labels["mut_a"] = np.where(cancer, (np.cumsum(cancer) % 2).astype(float), np.nan)
     labels.to_csv(tmp_path / "labels.csv", index=False)
     model = tmp_path / "model"
-    code = main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
-                 "mutation", "--target", "cancer", "mut_a", "--folds", "2", "--epochs", "2", "-o", str(model),
-                 "-q"])  # fmt: skip
+    code = _train(
+        cohort, model, "mutation", "cancer", "mut_a", labels=tmp_path / "labels.csv", group=None, epochs=2
+    )
     assert code == 0
     metrics = json.loads((model / "metrics.json").read_text())
     assert metrics["n_slides"] == N_SLIDES and metrics["left_out"] == []
@@ -519,9 +517,8 @@ def test_mutation_with_an_auxiliary_target_keeps_slides_missing_some_targets(coh
     # One missing target is masked; a slide with none is left out, listed.
     labels.loc[~cancer, "cancer"] = np.nan
     labels.to_csv(tmp_path / "labels.csv", index=False)
-    assert main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
-                 "mutation", "--target", "cancer", "mut_a", "--folds", "1", "--epochs", "1", "-o",
-                 str(tmp_path / "m2"), "-q"]) == 0  # fmt: skip
+    assert _train(cohort, tmp_path / "m2", "mutation", "cancer", "mut_a", labels=tmp_path / "labels.csv",
+                  group=None, folds=1, epochs=1) == 0  # fmt: skip
     assert json.loads((tmp_path / "m2" / "metrics.json").read_text())["left_out"] == sorted(
         labels.slide_id[~cancer]
     )
