@@ -112,8 +112,8 @@ def add_context_arguments(parser) -> None:
                              "model can tell a tile by its surroundings; 0 (default): none. Saved in MODEL_DIR; "
                              "`mil predict` applies it")  # fmt: skip
     parser.add_argument("--context-stats", type=context_stats, metavar="STATS",
-                        help="with --context: the neighbourhood summary appended, one or more of "
-                             "mil.CONTEXT_STATS comma-separated: mean (default), max or mean,max")  # fmt: skip
+                        help="with --context: the neighbourhood summary appended: mean (default), max, "
+                             "or both as mean,max")  # fmt: skip
 
 
 def context_from_args(args):

@@ -59,9 +59,9 @@ def register(sub) -> None:
     t.add_argument("--encoder", default=None, help="timm encoder name (default: the ModelConfig default)")
     t.add_argument("--init", help="continue from this model folder")
     t.add_argument("--full-resolution", action="store_true",
-                   help="heads at stride 1 (a full-resolution decoder stage) instead of stride 2 upsampled: finer "
-                   "outlines of small, touching nuclei, 1.7-2.3x the CPU time; with --init, the tensors that fit "
-                   "are kept")  # fmt: skip
+                   help="heads at stride 1 (a full-resolution decoder stage) instead of stride 2 upsampled, "
+                   "1.7-2.3x the CPU time (no gain in the one comparison so far: benchmarks/RESULTS.md, GPU "
+                   "session); with --init, the tensors that fit are kept")  # fmt: skip
     t.add_argument("--decoder-channels", type=positive_int, nargs="+", metavar="C",
                    help="decoder widths at strides 16, 8, 4, 2 (and 1 with --full-resolution)")  # fmt: skip
     t.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA (ignored on CPU)")
