@@ -296,21 +296,30 @@ class TilesKept:
 
 THUMBNAIL_SIZE = 1024  # longest side at most
 # Tissue detection's image (about 8 um/px) serves as the thumbnail when it has at least this many pixels on its
-# longest side: a large slide is then not read again; a small one (a biopsy) is, for a figure-quality picture.
+# longest side: a large slide is then not read again. A small one (a biopsy) has the finer image that its work
+# image was averaged from (`tiling.TissueResult.preview`, at least as large unless the slide is smaller);
+# else (read_region, `exact`) it is read again, for a figure-quality picture.
 THUMBNAIL_MIN = 512
 
 
 def slide_pictures(folder: Path, slide_path: Path, store, roi=None, tissue=None, exact: bool = False,
                    region: BaseGeometry | None = None, slide=None, patches: np.ndarray | None = None) -> list[Path]:  # fmt: skip
-    """`write_pictures` on the image tissue detection has just read (`tissue`, a `tiling.TissueResult`) when it
-    has at least THUMBNAIL_MIN px on its longest side (no second read of the slide), else on the slide shrunk
-    to THUMBNAIL_SIZE px on its longest side (`tiling.tissue.read_downsampled`, with read_region when `exact`),
-    read here (from `slide`, the slide open already, if given). `region` is what folder/tissue.geojson holds,
-    when the caller has just written it; `patches` the store's tiles, when the caller has them in memory."""
+    """`write_pictures` on an image of the whole slide that tissue detection has just read (`tissue`, a
+    `tiling.TissueResult`): its work image when that has at least THUMBNAIL_MIN px on its longest side, else
+    its preview (a small slide's native tiles at the DCT scale that gives 512 - 1023 px on the longest side,
+    as decoded); without either (read_region, `exact`, no tissue detection here), the slide shrunk to
+    THUMBNAIL_SIZE px on its longest side (`tiling.tissue.read_downsampled`, with read_region when `exact`),
+    read here (from `slide`, the slide open already, if given). An image over THUMBNAIL_SIZE px is shrunk to
+    it. `region` is what folder/tissue.geojson holds, when the caller has just written it; `patches` the
+    store's tiles, when the caller has them in memory."""
     import wsi
 
+    image = downsample = None
     if tissue is not None and max(tissue.image.shape[:2]) >= THUMBNAIL_MIN:
         image, downsample = tissue.image, tissue.downsample
+    elif tissue is not None and tissue.preview is not None:
+        image, downsample = tissue.preview, tissue.preview_downsample
+    if image is not None:
         shrink = THUMBNAIL_SIZE / max(image.shape[:2])
         if shrink < 1:
             h, w = image.shape[:2]
@@ -367,7 +376,8 @@ def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, ro
         raise ValueError(f"patches must hold the store's tiles, shape {(len(store), spec.size, spec.size, 3)} "
                          f"(N, S, S, 3); got {patches.shape}")  # fmt: skip
     pictures = {
-        "thumbnail.png": draw_thumbnail(image, downsample, overlay).image,
+        # An image of THUMBNAIL_MIN px or more is drawn on as it is (no enlarging resize).
+        "thumbnail.png": draw_thumbnail(image, downsample, overlay, min_size=THUMBNAIL_MIN).image,
         "tissue_mask.png": tissue_mask_image(image.shape[:2], downsample, tissue),
         "stitch.png": stitch_image(
             image.shape[:2], downsample, store.coords, spec.extent, patches=tiles, fallback=image

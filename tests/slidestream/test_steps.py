@@ -16,7 +16,6 @@ from slidestream.discovery import SlideInput
 from slidestream.pipeline import RunConfig, TileOptions, load_config, process_slide
 from tiling import PatchStore, TilingConfig
 from tiling.thumbnail import ROI_OUTLINE, Overlay, draw_thumbnail
-from tiling.tissue import read_downsampled
 
 
 def _tissue(folder):
@@ -30,31 +29,40 @@ def test_pictures_show_the_slide_its_tiles_and_its_tissue(synthetic_slide, tmp_p
     assert record.status == "done"
     folder = config.out / "slides" / "alpha"
     store = PatchStore.open(folder / "patches.zarr")
-    with wsi.open_slide(
-        synthetic_slide.path
-    ) as slide:  # tissue detection's image is small: the slide is read, from DCT-scaled native tiles
-        raw = read_downsampled(slide, 2560 / 1024)
-        assert raw.shape == slide.thumbnail(1024).shape
-        assert np.abs(raw.astype(np.int16) - slide.thumbnail(1024).astype(np.int16)).mean() < 6
-    downsample = 2560 / raw.shape[1]
+    with wsi.open_slide(synthetic_slide.path) as slide:
+        tissue = tiling.detect_tissue_result(slide)
+        # Tissue detection's work image is small (80 px wide): the pictures are drawn on the image it was
+        # averaged from, its preview (level 1's native tiles, 640 px wide), not on a second read of the slide.
+        raw, downsample = tissue.preview, tissue.preview_downsample
+        assert max(tissue.image.shape) < 512 and raw.shape == (512, 640, 3) and downsample == 4
+        assert np.abs(raw.astype(np.int16) - slide.thumbnail(640).astype(np.int16)).mean() < 6
     # The figure: the store's tiles, the tissue file's outline, a scale bar at the slide's 0.25 um/px, the
     # slide id and tile count above (the drawing itself is tested in tests/tiling/test_thumbnail.py).
     shown = np.asarray(Image.open(folder / "thumbnail.png").convert("RGB"))
     overlay = Overlay(coords=store.coords, extent=256, tissue=_tissue(folder), slide_mpp=0.25, title="alpha",
                       subtitle=f"{len(store)} tiles of 64 px at 1 um/px, tissue {store.attrs['tissue_mm2']:.2f} mm^2")  # fmt: skip
-    expected = draw_thumbnail(raw, downsample, overlay)
+    expected = draw_thumbnail(raw, downsample, overlay, min_size=512)
     np.testing.assert_array_equal(shown, expected.image)
     x0, y0, x1, y1 = expected.box
-    k = (x1 - x0) // raw.shape[1]  # a small image is enlarged by whole pixels
-    assert (
-        k >= 1
-        and (x1 - x0, y1 - y0) == (k * raw.shape[1], k * raw.shape[0])
-        and shown.shape[0] > y1 - y0 + 40
-    )
+    # 640 px: drawn on as it is (no enlarging), between the title band and the legend.
+    assert (x1 - x0, y1 - y0) == (640, 512) and shown.shape[0] > 512 + 40
+    # The tiles' green fill inside the slide's box: over every tile, nowhere far from one.
+    tinted = _tile_fill(shown[y0:y1, x0:x1], raw)
+    inside = np.zeros(raw.shape[:2], bool)
+    for x, y in np.round(store.coords / downsample).astype(int):
+        inside[y + 2 : y + 62, x + 2 : x + 62] = True  # 256 level-0 px = 64 px here, less the edges
+    near = np.zeros(raw.shape[:2], bool)
+    for x, y in np.round(store.coords / downsample).astype(int):
+        near[max(0, y - 3) : y + 67, max(0, x - 3) : x + 67] = True
+    assert tinted[inside].mean() > 0.95 and inside.any() and tinted[~near].mean() < 0.05
     # The mask: the tissue on the thumbnail's grid.
     mask = np.asarray(Image.open(folder / "tissue_mask.png"))
     assert mask.shape == raw.shape[:2]
     assert (mask == 255).mean() == pytest.approx(_tissue(folder).area / (2560 * 2048), abs=0.02)
+    # ... and it agrees with tissue detection's own mask (8x coarser here), pixel by pixel, but for the edges.
+    k = raw.shape[1] // tissue.mask.shape[1]
+    coarse = np.repeat(np.repeat(tissue.mask, k, axis=0), k, axis=1)[: mask.shape[0], : mask.shape[1]]
+    assert ((mask == 255) == coarse).mean() > 0.97
     # The stitch: each stored tile shrunk into its box on black, nothing elsewhere.
     stitch = np.asarray(Image.open(folder / "stitch.png"))
     assert stitch.shape == raw.shape
@@ -72,6 +80,15 @@ def test_pictures_show_the_slide_its_tiles_and_its_tissue(synthetic_slide, tmp_p
     assert (stitch[~covered] == 0).all() and covered.mean() < 0.9
 
 
+def _tile_fill(figure: np.ndarray, slide: np.ndarray) -> np.ndarray:
+    """Where `figure` is `slide` under the tiles' translucent green fill (within 2 grey levels)."""
+    from tiling.thumbnail import TILE_FILL
+
+    alpha = TILE_FILL[3] / 255
+    blend = slide * (1 - alpha) + np.array(TILE_FILL[:3]) * alpha
+    return (np.abs(figure - blend) <= 2).all(axis=-1)
+
+
 def test_a_roi_run_draws_its_roi(synthetic_slide, tmp_path):
     with wsi.open_slide(synthetic_slide.path) as slide:
         x, y = shapely.get_coordinates(tiling.detect_tissue(slide).representative_point())[0]
@@ -84,8 +101,9 @@ def test_a_roi_run_draws_its_roi(synthetic_slide, tmp_path):
         process_slide(SlideInput("alpha", synthetic_slide.path), config)
         shown = np.asarray(Image.open(config.out / "slides" / "alpha" / "thumbnail.png").convert("RGB"))
         blue[name] = (shown == ROI_OUTLINE[:3]).all(axis=-1).sum()
-    # The ROI's ring (800 level-0 px a side, 2.5 level-0 px per thumbnail px, 3 px wide) and its legend swatch.
-    assert blue["plain"] == 0 and blue["roi"] > 3 * 4 * 800 / 2.5 * 0.8
+    # The ROI's ring (800 level-0 px a side, 4 level-0 px per thumbnail px: the 640 px preview, 3 px wide) and
+    # its legend swatch.
+    assert blue["plain"] == 0 and blue["roi"] > 3 * 4 * 800 / 4 * 0.8
 
 
 def test_tile_options_go_to_tile_slide_unchanged(synthetic_slide, tmp_path):
@@ -141,9 +159,13 @@ def test_a_large_tissue_image_serves_as_the_thumbnail_without_reading_the_slide(
     assert shown.shape[1] >= image.shape[1]
     mask = np.asarray(Image.open(folder / "tissue_mask.png"))
     assert mask.shape == image.shape[:2]
-    small = replace(tissue, image=image[:100, :100])  # too small for a figure: the slide is read
+    # Too small for a figure: the preview it was averaged from is drawn on (as tissue detection decoded it).
+    small = replace(tissue, image=image[:100, :100])
+    slide_pictures(folder, gone, store, tissue=small)
+    assert np.asarray(Image.open(folder / "stitch.png")).shape == tissue.preview.shape
+    # Without a preview (read by read_region, `exact`): the slide is read.
     with pytest.raises(wsi.SlideError):
-        slide_pictures(folder, gone, store, tissue=small)
+        slide_pictures(folder, gone, store, tissue=replace(small, preview=None, preview_downsample=None))
 
 
 def test_pictures_from_the_region_in_memory_equal_those_from_tissue_geojson(cmu_path, tmp_path):

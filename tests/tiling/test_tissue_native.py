@@ -70,3 +70,41 @@ def test_a_corrupt_slide_fails_as_the_slide_reader_says(tmp_path):
         assert tissue._read_native_downsampled(slide, 16.0) is None
         with pytest.raises(wsi.SlideError, match="Bogus marker"):
             tiling.detect_tissue_result(slide)
+
+
+def test_a_small_slide_keeps_the_finer_image_its_work_image_was_averaged_from(cmu_path):
+    """A biopsy's work image (185 px high) is averaged from its native tiles at 1/4 (742 px), which is kept as
+    the preview (the thumbnail the pictures need): the same tissue as from the 1/8 decode, within the mask's
+    edge pixels, and the same tiles."""
+    from PIL import Image
+
+    from tiling.tissue import TissueParams
+
+    with wsi.open_slide(cmu_path) as slide:
+        result = tiling.detect_tissue_result(slide)
+        direct = tiling.detect_tissue_result(slide, TissueParams(preview_size=0))  # the 1/8 decode, resized
+        exact = tiling.detect_tissue_result(slide, exact=True)
+        thumbnail = slide.thumbnail(742)
+        spec = tiling.TileSpec.for_slide(slide, tiling.TilingConfig())
+    assert result.preview.shape == (742, 555, 3) and result.preview_downsample == 4.0
+    assert result.image.shape == direct.image.shape == (185, 138, 3)
+    assert np.abs(result.preview.astype(np.int16) - thumbnail.astype(np.int16)).mean() < 6
+    # The work image is the preview's area average over the work image's pixels.
+    box = (0, 0, 2220 / 4, 2967 / 4)
+    averaged = np.asarray(Image.fromarray(result.preview).resize((138, 185), Image.Resampling.BOX, box=box))
+    assert np.abs(averaged.astype(np.int16) - result.image.astype(np.int16)).max() <= 1
+    assert direct.preview is None and exact.preview is None  # no finer decode asked for / by read_region
+    assert _iou(result.mask, direct.mask) > 0.98 and _iou(result.mask, exact.mask) > 0.97
+    grids = [
+        tiling.TileGrid.from_region(spec, (2220, 2967), r.geometry, 0.5).coords for r in (result, direct)
+    ]
+    np.testing.assert_array_equal(*grids)
+
+
+def test_a_slide_whose_work_image_is_large_enough_has_no_preview(cmu_path):
+    from tiling.tissue import TissueParams
+
+    with wsi.open_slide(cmu_path) as slide:
+        assert tiling.detect_tissue_result(slide, TissueParams(preview_size=185)).preview is None
+        finer = tiling.detect_tissue_result(slide, TissueParams(preview_size=1000))  # 1/2: 1484 px
+    assert finer.preview.shape == (1484, 1110, 3) and finer.preview_downsample == 2.0
