@@ -841,7 +841,13 @@ def _forked_slide(item: SlideInput, config: RunConfig) -> list[StepRecord]:
 
 
 def _forks(config: RunConfig):
-    """A `_ForkPool` of `config.slide_workers` processes (default one per core), as a context (`_stopping`)."""
+    """A `_ForkPool` of `config.slide_workers` processes (default one per core), as a context (`_stopping`).
+    The steps' `preload` (where a step has one) runs here first: what every worker would import and set up on
+    its first slide is then done once, and the workers share it."""
+    for name in config.steps:
+        preload = getattr(STEPS.get(name), "preload", None)
+        if preload is not None:
+            preload()
     return _stopping(_ForkPool(config.slide_workers or os.cpu_count() or 1))
 
 

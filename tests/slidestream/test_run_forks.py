@@ -37,6 +37,27 @@ def test_forked_workers_tile_the_slides_and_report_their_tiles(cmu_path, tmp_pat
     assert sorted(e[1] for e in events if isinstance(e, tuple)) == [38, 38]  # ("total", n) once per slide
 
 
+def test_the_tile_steps_first_use_costs_are_paid_before_forking(tmp_path, monkeypatch):
+    """`_forks` runs each step's `preload` in this process before forking, so that the workers share it: the
+    tile step's imports the pictures need and its fonts (loaded once per size)."""
+    import sys
+
+    calls = []
+    monkeypatch.setattr(STEPS["tile"], "preload", lambda: calls.append("tile"), raising=False)
+    config = load_config(
+        out=tmp_path / "out", steps=("tile",), progress=False, slide_workers=1, executor="forks"
+    )
+    with runner_module._forks(config):
+        assert calls == ["tile"]
+    monkeypatch.undo()
+    from tiling import thumbnail
+
+    thumbnail._font.cache_clear()
+    STEPS["tile"].preload()
+    assert {"tiling.png", "tiling.thumbnail", "PIL.ImageDraw"} <= set(sys.modules)
+    assert thumbnail._font.cache_info().currsize == 3  # title, caption and legend, scale bar
+
+
 class _Dies:
     """The tile step, except that slide "bad" ends its worker process at once (a segfault in a codec)."""
 
