@@ -11,8 +11,8 @@ resident memory (from the manifest).
 only. In one run, each in a fresh process, from scratch: `slidestream run DIR -o OUT --steps tile --workers 2`
 with `--executor threads`, `forks` (worker processes forked from the run's; the command's default on Linux)
 and `processes` (a local dask cluster), and a bare single-process loop of `tiling.tile_slide` over the same
-files. Prints wall and CPU times (the loop's also without its interpreter start and imports) and the ratio
-run / loop (target <= 0.6), the default executor's first; then the tile step in this process in 1 and 2
+files. Prints wall and CPU times (the loop's also without its interpreter start and imports), the size of one
+slide's pictures, and the ratio run / loop (target <= 0.6), the default executor's first; then the tile step in this process in 1 and 2
 threads and 2 forked workers, and tissue detection per slide on CMU-1-Small-Region, from DCT-scaled native
 tiles (the default) and by read_region (`exact`).
 """
@@ -125,6 +125,7 @@ def small_slides(data: str, n: int, repeat: int) -> None:
                 cpus[executor].append(_children_cpu() - cpu)
             manifest = read_manifest(Path(tmp) / "threads" / "manifest.jsonl")
             tiles = sum(r["measurements"].get("tiles", 0) for r in manifest)
+            pictures = _picture_sizes(Path(tmp) / "forks" / "slides" / "cmu-000")
         loop = walls["loop"][-1]
         print(f"{n} slides, {tiles} tiles: bare loop {loop:.1f} s ({cpus['loop'][-1]:.1f} s CPU; {loop_only[-1]:.1f} s "
               f"without interpreter start and imports)", flush=True)  # fmt: skip
@@ -133,6 +134,7 @@ def small_slides(data: str, n: int, repeat: int) -> None:
             print(f"  run, 2 workers, {executor:9s}: {wall:.1f} s ({cpus[executor][-1]:.1f} s CPU"
                   f"{', not counting the fork-server workers' if executor == 'processes' else ''}); ratio run / loop "
                   f"{wall / loop:.2f} ({wall / loop_only[-1]:.2f} against the loop without its start)", flush=True)  # fmt: skip
+    print(f"pictures of one slide: {pictures}", flush=True)
     from slidestream.pipeline.steps import default_executor
 
     default = default_executor(("tile",))  # what `slidestream run --steps tile` uses here without --executor
@@ -147,6 +149,20 @@ def small_slides(data: str, n: int, repeat: int) -> None:
     thread_scaling(folder)
     tissue_speed()
     print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def _picture_sizes(folder: Path) -> str:
+    """ "thumbnail.png 555 x 822 px, 494,399 bytes; ..." for the pictures in a slide's folder."""
+    from PIL import Image
+
+    from slidestream.pipeline.steps import PICTURES
+
+    said = []
+    for name in PICTURES:
+        with Image.open(folder / name) as image:
+            w, h = image.size
+        said.append(f"{name} {w} x {h} px, {(folder / name).stat().st_size:,} bytes")
+    return "; ".join(said)
 
 
 def per_slide_and_fixed(folder: Path, env: dict, n: int = 10) -> None:
