@@ -12,9 +12,9 @@ only. In one run, each in a fresh process, from scratch: `slidestream run DIR -o
 with `--executor threads`, `forks` (worker processes forked from the run's; the command's default on Linux)
 and `processes` (a local dask cluster), and a bare single-process loop of `tiling.tile_slide` over the same
 files. Prints wall and CPU times (the loop's also without its interpreter start and imports), the size of one
-slide's pictures, and the ratio run / loop (target <= 0.6), the default executor's first; then the tile step in this process in 1 and 2
-threads and 2 forked workers, and tissue detection per slide on CMU-1-Small-Region, from DCT-scaled native
-tiles (the default) and by read_region (`exact`).
+slide's pictures, and the ratio run / loop (target <= 0.6), the default executor's first; then the tile step in
+this process in 1 and 2 threads and 2 forked workers, and tissue detection per slide on CMU-1-Small-Region,
+from DCT-scaled native tiles (the default) and by read_region (`exact`).
 """
 
 from __future__ import annotations
