@@ -327,6 +327,12 @@ def _load_model_folder(model_dir: Path) -> tuple[dict, list]:
         raise FileNotFoundError(f"{model_dir}: not a MIL model folder (no {_MANIFEST}); train one with "
                                 "`slidestream mil train`")  # fmt: skip
     manifest = json.loads((model_dir / _MANIFEST).read_text())
+    if manifest.get("readout"):  # a tumour-pooled model (`slidestream.mil_pooled`): its tumour model's folds
+        inner = model_dir / manifest["tumour_model"]
+        checkpoints = [
+            load_model(inner / name) for name in json.loads((inner / _MANIFEST).read_text())["folds"]
+        ]
+        return manifest, checkpoints
     checkpoints = [load_model(model_dir / name) for name in manifest["folds"]]
     # Model folders written before each fold checkpoint kept its own scale carry one for all folds in the
     # manifest: the models apply it as they apply their own.
@@ -454,6 +460,9 @@ class LoadedModel:
     checkpoints: list
     model_dir: Path
     name: str
+    readouts: list | None = (
+        None  # a tumour-pooled model's fold read-outs (its checkpoints: the tumour model's)
+    )
 
     @property
     def feature(self) -> str:
@@ -471,7 +480,16 @@ def load_model_folder(model_dir: str | Path, name: str | None = None) -> LoadedM
     model_dir = Path(model_dir)
     manifest, checkpoints = _load_model_folder(model_dir)
     _check_context(model_dir, manifest, checkpoints)
-    return LoadedModel(manifest, checkpoints, model_dir, name or manifest["name"])
+    readouts = None
+    if manifest.get("readout"):
+        from slidestream.mil_pooled import READOUT, load_readouts
+
+        if manifest["readout"] != READOUT:
+            raise ValueError(
+                f"{model_dir / _MANIFEST}: unknown read-out {manifest['readout']!r} (known: {READOUT})"
+            )
+        readouts = load_readouts(model_dir, manifest)
+    return LoadedModel(manifest, checkpoints, model_dir, name or manifest["name"], readouts)
 
 
 def _check_context(model_dir: Path, manifest: dict, checkpoints: list) -> None:
@@ -532,11 +550,19 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
                                         attention=True)  # fmt: skip
         predictions.append(checkpoint.task.predict(logits).reshape(-1))
         attentions.append(np.asarray(scores[0], dtype=np.float64)[:, 0])
+    if model.readouts is not None:  # tumour-pooled: the checkpoints are the tumour model's, their mean tile
+        # scores pick the tiles pooled and the fold read-outs predict (`slidestream.mil_pooled`)
+        from mil.tumour_pool import pool_tumour_tiles
+
+        pooled = pool_tumour_tiles(
+            widened, np.mean(attentions, axis=0), model.manifest["tumour_pool"]["fraction"]
+        )
+        predictions = [readout.predict_proba(pooled[None])[0] for readout in model.readouts]
     predictions, attentions = np.stack(predictions), np.stack(attentions)
     mean = predictions.mean(axis=0)
-    sd = predictions.std(axis=0, ddof=1) if len(checkpoints) > 1 else np.zeros_like(mean)
+    sd = predictions.std(axis=0, ddof=1) if len(predictions) > 1 else np.zeros_like(mean)
     attention = attentions.mean(axis=0)
-    attention_sd = attentions.std(axis=0, ddof=1) if len(checkpoints) > 1 else np.zeros_like(attention)
+    attention_sd = attentions.std(axis=0, ddof=1) if len(attentions) > 1 else np.zeros_like(attention)
     rank = _rank(attention)
     high = rank > 1 - high_fraction
     table = np.column_stack([attention, attention_sd, rank, high.astype(float)])
