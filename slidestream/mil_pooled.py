@@ -69,7 +69,6 @@ def train_tumour_pooled(results: str | Path, labels: str | Path, targets, tumour
     empty one is skipped for that target. Needs `folds` >= 2. Returns a `TrainResult`."""
     from sklearn.metrics import roc_auc_score
 
-    from mil.bags import match_slides
     from mil.train import _grouped_split, write_json
     from mil.tumour_pool import TumourPoolConfig, TumourPooledLogistic, pool_tumour_tiles
     from slidestream.mil_slides import (
@@ -78,10 +77,9 @@ def train_tumour_pooled(results: str | Path, labels: str | Path, targets, tumour
         TrainResult,
         _is_ours,
         _plots,
-        _read_table,
         check_store,
-        find_stores,
         load_model_folder,
+        stores_and_labels,
     )
     from tiling import PatchStore
 
@@ -97,17 +95,8 @@ def train_tumour_pooled(results: str | Path, labels: str | Path, targets, tumour
         raise ValueError(
             f"{tumour_model} is itself a tumour-pooled model; give the cancer model it was made from"
         )
-    stores = find_stores(results)
-    table = _read_table(labels)
-    try:
-        unused = match_slides(table["slide_id"], list(stores), labels_subset, subset_option="--labels-subset")
-    except ValueError as exc:
-        raise ValueError(f"{labels}: {exc}") from None
-    table = table[~table["slide_id"].astype(str).isin(unused)]
-    missing = [c for c in [*targets, *([group] if group else [])] if c not in table.columns]
-    if missing:
-        raise ValueError(f"{labels}: no column(s) {missing} (columns: {list(table.columns)})")
-    table = table.set_index(table["slide_id"].astype(str))
+    stores, table, unused = stores_and_labels(results, labels, [*targets, *([group] if group else [])],
+                                              labels_subset)  # fmt: skip
     values = table[targets].apply(pd.to_numeric, errors="coerce")
     bad = [t for t in targets if not set(values[t].dropna().unique()) <= {0.0, 1.0}]
     if bad:

@@ -22,7 +22,7 @@ import pandas as pd
 from wsi.atomic import atomic_file, replace_dir
 
 __all__ = ["MODEL_FORMAT", "LoadedModel", "PredictResult", "TASK_CHOICES", "TrainResult", "check_store", "find_stores",
-           "load_model_folder", "predict_slides", "predict_store", "train_slides"]  # fmt: skip
+           "load_model_folder", "predict_slides", "predict_store", "stores_and_labels", "train_slides"]  # fmt: skip
 
 MODEL_FORMAT = "slidestream.mil-model/1"
 SCORES_SOURCE = "slidestream mil predict"
@@ -70,6 +70,25 @@ def _read_table(path: str | Path) -> pd.DataFrame:
     if "slide_id" not in table.columns:
         raise ValueError(f"{path}: no 'slide_id' column (columns: {list(table.columns)})")
     return table
+
+
+def stores_and_labels(results, labels, columns: list, labels_subset: bool) -> tuple[dict, pd.DataFrame, list]:
+    """The stores of `results`, the labels table indexed by slide id (str) restricted to them, and the ids of the
+    table's rows left out (`labels_subset`; else such rows are an error). Slides without stores, stores without
+    labels, repeated ids and missing `columns` are errors naming them."""
+    from mil.bags import match_slides
+
+    stores = find_stores(results)
+    table = _read_table(labels)
+    try:
+        unused = match_slides(table["slide_id"], list(stores), labels_subset, subset_option="--labels-subset")
+    except ValueError as exc:
+        raise ValueError(f"{labels}: {exc}") from None
+    table = table[~table["slide_id"].astype(str).isin(unused)]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{labels}: no column(s) {missing} (columns: {list(table.columns)})")
+    return stores, table.set_index(table["slide_id"].astype(str)), unused
 
 
 def _task_for(task: str, targets: list[str], values: pd.DataFrame, grade_link: str = "cumulative"):
@@ -228,7 +247,6 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     from dataclasses import replace
 
     from mil import BagDataset, FitConfig, create_model, cross_validate, save_model
-    from mil.bags import match_slides
     from mil.train import write_json
     from tiling import PatchStore
 
@@ -244,17 +262,8 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         create_model(model, 1, 1, **(model_kwargs or {}))
     except TypeError as exc:
         raise ValueError(f"model keyword arguments (--model-arg): {exc}") from None
-    stores = find_stores(results)
-    table = _read_table(labels)
-    try:
-        unused = match_slides(table["slide_id"], list(stores), labels_subset, subset_option="--labels-subset")
-    except ValueError as exc:
-        raise ValueError(f"{labels}: {exc}") from None
-    table = table[~table["slide_id"].astype(str).isin(unused)]
-    missing = [c for c in [*targets, *([group] if group else [])] if c not in table.columns]
-    if missing:
-        raise ValueError(f"{labels}: no column(s) {missing} (columns: {list(table.columns)})")
-    table = table.set_index(table["slide_id"].astype(str))
+    stores, table, unused = stores_and_labels(results, labels, [*targets, *([group] if group else [])],
+                                              labels_subset)  # fmt: skip
     # A task that masks missing values (NaN) in its loss and metrics (mutation: `Task.masks_missing`) needs one
     # known target per slide, so an auxiliary target known on more slides (e.g. cancer next to mutations known
     # on cancer slides) trains the shared attention on all of them; the others leave such a slide out.
