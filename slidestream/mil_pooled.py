@@ -7,7 +7,7 @@ into one slide vector (`mil.tumour_pool`), and one regularised logistic regressi
 cross-validated on those vectors (folds grouped by patient). The model folder holds a copy of the cancer model
 (`tumour_model/`), each fold's regressions (`fold_<k>/readout.json`), metrics, out-of-fold predictions and ROC
 plots; `mil predict` applies it like any model folder (its per-tile scores are the tumour scores, the tiles
-pooled are the "High attention" ones when --high-fraction equals the pooled fraction).
+pooled are, to a tile, the "High attention" ones when --high-fraction equals the pooled fraction).
 """
 
 from __future__ import annotations
