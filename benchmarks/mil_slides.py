@@ -251,6 +251,10 @@ def main(argv=None) -> int:
                    help="mutation task: also train on these label columns (e.g. cancer, known on every slide: "
                         "the shared attention learns where the tumour is); the figures stay those of mut_a "
                         "and mut_b")  # fmt: skip
+    p.add_argument("--tumour-model", metavar="CANCER_DIR",
+                   help="mutation task: the tumour-pooled read-out of this cancer model folder (as `mil train "
+                        "--tumour-model`) instead of a MIL model")  # fmt: skip
+    p.add_argument("--tumour-fraction", type=float, default=0.1, help="with --tumour-model (default 0.1)")
     p.add_argument("--tile-baselines", action="store_true", help="also the per-tile colour baselines")
     p.add_argument(
         "--oracle",
@@ -294,6 +298,14 @@ def main(argv=None) -> int:
         trained_on = [*args.mutation_aux, *targets] if key == "mutation" else targets
         for folds in range(args.folds, 1, -1):  # fewer folds when a fold would lack a positive slide
             try:
+                if key == "mutation" and args.tumour_model:
+                    from mil.tumour_pool import TumourPoolConfig
+                    from slidestream.mil_pooled import train_tumour_pooled
+
+                    trained = train_tumour_pooled(args.train_results, args.train_labels, targets, args.tumour_model,
+                                                  out / f"model_{key}", folds=folds, group="patient_id",
+                                                  config=TumourPoolConfig(args.tumour_fraction))  # fmt: skip
+                    break
                 trained = train_slides(args.train_results, args.train_labels, task, trained_on, out / f"model_{key}",
                                        model=args.model, feature=args.features, folds=folds, group="patient_id",
                                        config={"lr": args.lr} if args.lr else "auto",

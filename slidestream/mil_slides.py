@@ -22,7 +22,7 @@ import pandas as pd
 from wsi.atomic import atomic_file, replace_dir
 
 __all__ = ["MODEL_FORMAT", "LoadedModel", "PredictResult", "TASK_CHOICES", "TrainResult", "check_store", "find_stores",
-           "load_model_folder", "predict_slides", "predict_store", "train_slides"]  # fmt: skip
+           "load_model_folder", "predict_slides", "predict_store", "stores_and_labels", "train_slides"]  # fmt: skip
 
 MODEL_FORMAT = "slidestream.mil-model/1"
 SCORES_SOURCE = "slidestream mil predict"
@@ -70,6 +70,25 @@ def _read_table(path: str | Path) -> pd.DataFrame:
     if "slide_id" not in table.columns:
         raise ValueError(f"{path}: no 'slide_id' column (columns: {list(table.columns)})")
     return table
+
+
+def stores_and_labels(results, labels, columns: list, labels_subset: bool) -> tuple[dict, pd.DataFrame, list]:
+    """The stores of `results`, the labels table indexed by slide id (str) restricted to them, and the ids of the
+    table's rows left out (`labels_subset`; else such rows are an error). Slides without stores, stores without
+    labels, repeated ids and missing `columns` are errors naming them."""
+    from mil.bags import match_slides
+
+    stores = find_stores(results)
+    table = _read_table(labels)
+    try:
+        unused = match_slides(table["slide_id"], list(stores), labels_subset, subset_option="--labels-subset")
+    except ValueError as exc:
+        raise ValueError(f"{labels}: {exc}") from None
+    table = table[~table["slide_id"].astype(str).isin(unused)]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{labels}: no column(s) {missing} (columns: {list(table.columns)})")
+    return stores, table.set_index(table["slide_id"].astype(str)), unused
 
 
 def _task_for(task: str, targets: list[str], values: pd.DataFrame, grade_link: str = "cumulative"):
@@ -228,7 +247,6 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
     from dataclasses import replace
 
     from mil import BagDataset, FitConfig, create_model, cross_validate, save_model
-    from mil.bags import match_slides
     from mil.train import write_json
     from tiling import PatchStore
 
@@ -244,17 +262,8 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         create_model(model, 1, 1, **(model_kwargs or {}))
     except TypeError as exc:
         raise ValueError(f"model keyword arguments (--model-arg): {exc}") from None
-    stores = find_stores(results)
-    table = _read_table(labels)
-    try:
-        unused = match_slides(table["slide_id"], list(stores), labels_subset, subset_option="--labels-subset")
-    except ValueError as exc:
-        raise ValueError(f"{labels}: {exc}") from None
-    table = table[~table["slide_id"].astype(str).isin(unused)]
-    missing = [c for c in [*targets, *([group] if group else [])] if c not in table.columns]
-    if missing:
-        raise ValueError(f"{labels}: no column(s) {missing} (columns: {list(table.columns)})")
-    table = table.set_index(table["slide_id"].astype(str))
+    stores, table, unused = stores_and_labels(results, labels, [*targets, *([group] if group else [])],
+                                              labels_subset)  # fmt: skip
     # A task that masks missing values (NaN) in its loss and metrics (mutation: `Task.masks_missing`) needs one
     # known target per slide, so an auxiliary target known on more slides (e.g. cancer next to mutations known
     # on cancer slides) trains the shared attention on all of them; the others leave such a slide out.
@@ -327,6 +336,12 @@ def _load_model_folder(model_dir: Path) -> tuple[dict, list]:
         raise FileNotFoundError(f"{model_dir}: not a MIL model folder (no {_MANIFEST}); train one with "
                                 "`slidestream mil train`")  # fmt: skip
     manifest = json.loads((model_dir / _MANIFEST).read_text())
+    if manifest.get("readout"):  # a tumour-pooled model (`slidestream.mil_pooled`): its tumour model's folds
+        inner = model_dir / manifest["tumour_model"]
+        checkpoints = [
+            load_model(inner / name) for name in json.loads((inner / _MANIFEST).read_text())["folds"]
+        ]
+        return manifest, checkpoints
     checkpoints = [load_model(model_dir / name) for name in manifest["folds"]]
     # Model folders written before each fold checkpoint kept its own scale carry one for all folds in the
     # manifest: the models apply it as they apply their own.
@@ -454,6 +469,9 @@ class LoadedModel:
     checkpoints: list
     model_dir: Path
     name: str
+    readouts: list | None = (
+        None  # a tumour-pooled model's fold read-outs (its checkpoints: the tumour model's)
+    )
 
     @property
     def feature(self) -> str:
@@ -471,7 +489,16 @@ def load_model_folder(model_dir: str | Path, name: str | None = None) -> LoadedM
     model_dir = Path(model_dir)
     manifest, checkpoints = _load_model_folder(model_dir)
     _check_context(model_dir, manifest, checkpoints)
-    return LoadedModel(manifest, checkpoints, model_dir, name or manifest["name"])
+    readouts = None
+    if manifest.get("readout"):
+        from slidestream.mil_pooled import READOUT, load_readouts
+
+        if manifest["readout"] != READOUT:
+            raise ValueError(
+                f"{model_dir / _MANIFEST}: unknown read-out {manifest['readout']!r} (known: {READOUT})"
+            )
+        readouts = load_readouts(model_dir, manifest)
+    return LoadedModel(manifest, checkpoints, model_dir, name or manifest["name"], readouts)
 
 
 def _check_context(model_dir: Path, manifest: dict, checkpoints: list) -> None:
@@ -532,11 +559,19 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
                                         attention=True)  # fmt: skip
         predictions.append(checkpoint.task.predict(logits).reshape(-1))
         attentions.append(np.asarray(scores[0], dtype=np.float64)[:, 0])
+    if model.readouts is not None:  # tumour-pooled: the checkpoints are the tumour model's, their mean tile
+        # scores pick the tiles pooled and the fold read-outs predict (`slidestream.mil_pooled`)
+        from mil.tumour_pool import pool_tumour_tiles
+
+        pooled = pool_tumour_tiles(
+            widened, np.mean(attentions, axis=0), model.manifest["tumour_pool"]["fraction"]
+        )
+        predictions = [readout.predict_proba(pooled[None])[0] for readout in model.readouts]
     predictions, attentions = np.stack(predictions), np.stack(attentions)
     mean = predictions.mean(axis=0)
-    sd = predictions.std(axis=0, ddof=1) if len(checkpoints) > 1 else np.zeros_like(mean)
+    sd = predictions.std(axis=0, ddof=1) if len(predictions) > 1 else np.zeros_like(mean)
     attention = attentions.mean(axis=0)
-    attention_sd = attentions.std(axis=0, ddof=1) if len(checkpoints) > 1 else np.zeros_like(attention)
+    attention_sd = attentions.std(axis=0, ddof=1) if len(attentions) > 1 else np.zeros_like(attention)
     rank = _rank(attention)
     high = rank > 1 - high_fraction
     table = np.column_stack([attention, attention_sd, rank, high.astype(float)])

@@ -40,17 +40,22 @@ def register(sub) -> None:
     )
     train.add_argument("--target", required=True, nargs="+", metavar="COL",
                        help="label column(s); survival takes TIME EVENT, mutation one or more 0/1 columns")  # fmt: skip
-    train.add_argument("--model", default="abmil", help="registered MIL model (default abmil)")
+    train.add_argument("--model", help="registered MIL model (default abmil)")
     train.add_argument("--model-arg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                        help="keyword argument of the model, e.g. --model-arg top_k=4 --model-arg embed_dim=32 "
                             "(values read as TOML: numbers, true / false, \"strings\"; else as text)")  # fmt: skip
     train.add_argument("--grade-link", default="cumulative", choices=("cumulative", "corn", "regression"),
                        help="grade task: the ordinal link, cumulative (default: best in cross-validation on the "
                             "synthetic cohorts), corn or regression (README)")  # fmt: skip
-    train.add_argument(
-        "--features", default="stain_stats", help="feature name in the stores (default stain_stats)"
-    )
+    train.add_argument("--features", help="feature name in the stores (default stain_stats)")
     add_context_arguments(train)
+    train.add_argument("--tumour-model", metavar="CANCER_DIR",
+                       help="mutation task: read each target from the tiles this cancer model folder scores as "
+                            "tumour (the mean features of the top --tumour-fraction of each slide's tiles, one "
+                            "logistic regression per target) instead of training a MIL model; its features and "
+                            "context are used (--model, --features, --context do not apply). Saved in MODEL_DIR")  # fmt: skip
+    train.add_argument("--tumour-fraction", type=fraction, metavar="F",
+                       help="with --tumour-model: the share of each slide's tiles pooled (default 0.1)")  # fmt: skip
     train.add_argument(
         "--folds",
         type=positive_int,
@@ -131,12 +136,16 @@ def run_train(args) -> int:
     if args.epochs is not None:
         overrides.update(epochs=args.epochs, patience=max(1, args.epochs // 3))
     try:
-        context = context_from_args(args)
-        result = train_slides(args.results, args.labels, args.task, args.target, args.out, model=args.model,
-                              feature=args.features, folds=args.folds, group=args.group, seed=args.seed,
-                              config=overrides, progress=show_progress(args), labels_subset=args.labels_subset,
-                              model_kwargs=dict(args.model_arg), grade_link=args.grade_link,
-                              context=context)  # fmt: skip
+        if args.tumour_model or args.tumour_fraction is not None:
+            result = _train_pooled(args)
+        else:
+            context = context_from_args(args)
+            result = train_slides(args.results, args.labels, args.task, args.target, args.out,
+                                  model=args.model or "abmil", feature=args.features or "stain_stats",
+                                  folds=args.folds, group=args.group, seed=args.seed,
+                                  config=overrides, progress=show_progress(args), labels_subset=args.labels_subset,
+                                  model_kwargs=dict(args.model_arg), grade_link=args.grade_link,
+                                  context=context)  # fmt: skip
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -152,6 +161,28 @@ def run_train(args) -> int:
     print(result.summary.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"model folder: {result.model_dir}")
     return 0
+
+
+def _train_pooled(args):
+    """`mil train --tumour-model`: options that would be ignored are errors (ValueError)."""
+    from mil.tumour_pool import TumourPoolConfig
+    from slidestream.mil_pooled import train_tumour_pooled
+
+    if not args.tumour_model:
+        raise ValueError("--tumour-fraction needs --tumour-model CANCER_DIR")
+    if args.task != "mutation":
+        raise ValueError(f"--tumour-model reads 0/1 traits: it needs --task mutation, got --task {args.task}")
+    ignored = [name for name, given in (("--model", args.model), ("--features", args.features),
+                                        ("--context", args.context), ("--context-stats", args.context_stats),
+                                        ("--model-arg", args.model_arg), ("--epochs", args.epochs),
+                                        ("--lr", args.lr)) if given]  # fmt: skip
+    if ignored:
+        raise ValueError(f"{', '.join(ignored)}: not with --tumour-model (the features and context are the "
+                         "cancer model's; the read-out is a logistic regression)")  # fmt: skip
+    config = TumourPoolConfig(**({"fraction": args.tumour_fraction} if args.tumour_fraction else {}))
+    return train_tumour_pooled(args.results, args.labels, args.target, args.tumour_model, args.out,
+                               folds=args.folds, group=args.group, seed=args.seed,
+                               labels_subset=args.labels_subset, config=config)  # fmt: skip
 
 
 def run_predict(args) -> int:

@@ -522,3 +522,60 @@ def test_mutation_with_an_auxiliary_target_keeps_slides_missing_some_targets(coh
     assert json.loads((tmp_path / "m2" / "metrics.json").read_text())["left_out"] == sorted(
         labels.slide_id[~cancer]
     )
+
+
+def test_mutation_read_from_the_tumour_tiles_of_a_cancer_model(cohort, cancer_model, tmp_path, capsys):
+    """`mil train --tumour-model`: the cancer model's top tiles pooled, a logistic read-out per target; the
+    folder keeps a copy of the cancer model and `mil predict` applies both."""
+    import torch
+
+    from mil import read_bag
+    from mil.tumour_pool import pool_tumour_tiles
+    from slidestream.mil_slides import load_model_folder
+
+    labels = pd.read_csv(cohort / "cohort" / "labels.csv", dtype={"slide_id": str})
+    cancer = labels.cancer == 1
+    labels["mut_a"] = np.where(cancer, (np.cumsum(cancer) % 2).astype(float), np.nan)
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    results, model = str(cohort / "results"), tmp_path / "pooled"
+    train = ["mil", "train", results, "--labels", str(tmp_path / "labels.csv"), "--task", "mutation",
+             "--target", "mut_a", "--folds", "2", "-q"]  # fmt: skip
+    pooled = [*train, "--tumour-model", str(cancer_model), "--tumour-fraction", "0.2", "-o", str(model)]
+    assert main(pooled) == 0
+    manifest = json.loads((model / "mil_model.json").read_text())
+    assert manifest["readout"] == "tumour_pool" and manifest["tumour_pool"]["fraction"] == 0.2
+    assert (model / "tumour_model" / "mil_model.json").is_file() and (model / "roc_mut_a.png").is_file()
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["left_out"] == sorted(labels.slide_id[~cancer])  # no mutation value: left out
+    oof = pd.read_csv(model / "oof_predictions.csv", dtype={"slide_id": str})
+    assert sorted(oof.slide_id) == sorted(labels.slide_id[cancer]) and oof["p_mut_a"].between(0, 1).all()
+    out = tmp_path / "pred"
+    assert main(["mil", "predict", results, "--model", str(model), "-o", str(out), "-q"]) == 0
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"slide_id": str}).set_index("slide_id")
+    assert (
+        list(predictions.columns) == ["p_mut_a_mean", "p_mut_a_sd", "tiles"] and len(predictions) == N_SLIDES
+    )
+    # The same as by hand: the cancer folds' mean tile scores pick the top 20% of tiles, each fold's read-out
+    # predicts from their mean (context-widened) features; the store's scores are those tumour scores.
+    loaded = load_model_folder(model)
+    path = cohort / "results" / "slides" / "S000" / "patches.zarr"
+    store = PatchStore.open(path)
+    bag = read_bag(store, loaded.feature, loaded.context)
+    with torch.no_grad():
+        tiles = np.mean([c.model(torch.from_numpy(bag)[None]).instance_scores[0, :, 0].numpy()
+                         for c in loaded.checkpoints], axis=0)  # fmt: skip
+    vector = pool_tumour_tiles(bag, tiles, 0.2)[None]
+    expected = np.mean([r.predict_proba(vector)[0, 0] for r in loaded.readouts])
+    assert np.isclose(predictions.loc["S000", "p_mut_a_mean"], expected, atol=1e-5)
+    assert np.allclose(store.scores("pooled")[:, 0], tiles, atol=1e-5)
+    # Options that would be ignored, a task it cannot read and a pooled model as the tumour model: errors.
+    capsys.readouterr()
+    for extra, message in ((["--tumour-model", str(cancer_model), "--context", "1"], "--context: not with"),
+                           (["--tumour-fraction", "0.2"], "--tumour-fraction needs --tumour-model"),
+                           (["--tumour-model", str(model)], "is itself a tumour-pooled model")):  # fmt: skip
+        assert main([*train, *extra, "-o", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err
+    binary = ["mil", "train", results, "--labels", str(cohort / "cohort" / "labels.csv"), "--task", "binary",
+              "--target", "cancer", "--tumour-model", str(cancer_model), "-o", str(tmp_path / "bad"), "-q"]  # fmt: skip
+    assert main(binary) == 2 and "needs --task mutation" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
