@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TumourPoolConfig", "TumourPooledLogistic", "pool_tumour_tiles"]
+__all__ = ["TumourPoolConfig", "TumourPooledLogistic", "pool_tumour_tiles", "top_tiles"]
 
 
 @dataclass(frozen=True)
@@ -35,22 +35,30 @@ class TumourPoolConfig:
             raise ValueError(f"C (inverse regularisation strength) must be positive, got {self.C}")
 
 
-def pool_tumour_tiles(features: np.ndarray, scores: np.ndarray, fraction: float) -> np.ndarray:
-    """`features` (N, D) of one slide's tiles and their tumour `scores` (N,) -> (D,) float64: the mean features
-    of the ceil(`fraction` * N) highest-scoring tiles (at least one; ties broken by tile order)."""
-    features = np.asarray(features, dtype=np.float64)
+def top_tiles(scores: np.ndarray, fraction: float) -> np.ndarray:
+    """The indices of the ceil(`fraction` * N) highest of `scores` (N,) (at least one; ties broken by tile
+    order), highest first: the tiles `pool_tumour_tiles` averages, and a tumour-pooled model's "High attention"
+    tiles in `mil predict`."""
     scores = np.asarray(scores, dtype=np.float64)
-    if features.ndim != 2 or len(features) == 0:
-        raise ValueError(f"features must have shape (N, D) with N >= 1, got {features.shape}")
-    if scores.shape != (len(features),):
-        raise ValueError(f"scores must have shape (N,) = ({len(features)},), got {scores.shape}")
+    if scores.ndim != 1 or len(scores) == 0:
+        raise ValueError(f"scores must have shape (N,) with N >= 1, got {scores.shape}")
     if not np.isfinite(scores).all():
         raise ValueError("tumour scores must be finite")
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     n = max(1, math.ceil(fraction * len(scores) - 1e-9))
-    top = np.argsort(-scores, kind="stable")[:n]
-    return features[top].mean(axis=0)
+    return np.argsort(-scores, kind="stable")[:n]
+
+
+def pool_tumour_tiles(features: np.ndarray, scores: np.ndarray, fraction: float) -> np.ndarray:
+    """`features` (N, D) of one slide's tiles and their tumour `scores` (N,) -> (D,) float64: the mean features
+    of the tiles `top_tiles(scores, fraction)` picks."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) == 0:
+        raise ValueError(f"features must have shape (N, D) with N >= 1, got {features.shape}")
+    if np.shape(scores) != (len(features),):
+        raise ValueError(f"scores must have shape (N,) = ({len(features)},), got {np.shape(scores)}")
+    return features[top_tiles(scores, fraction)].mean(axis=0)
 
 
 class TumourPooledLogistic:

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from mil.tumour_pool import TumourPoolConfig, TumourPooledLogistic, pool_tumour_tiles
+from mil.tumour_pool import TumourPoolConfig, TumourPooledLogistic, pool_tumour_tiles, top_tiles
 
 
 def _slides(n=80, tiles=60, tumour=4, seed=0):
@@ -65,6 +65,23 @@ def test_pool_takes_the_top_fraction_at_least_one_tile():
         pool_tumour_tiles(features, np.full(10, np.nan), 0.1)
     with pytest.raises(ValueError, match="pooled tumour fraction"):
         TumourPoolConfig(fraction=1.5)
+
+    with pytest.raises(ValueError, match=r"scores must have shape \(N,\)"):
+        top_tiles(scores[:, None], 0.1)
+
+
+def test_top_tiles_are_the_pooled_ones_with_ties_and_any_fraction():
+    """`top_tiles` picks what the pooling averages: ceil(fraction * N) tiles, ties by tile order."""
+    scores = np.array([1.0, 3.0, 3.0, 2.0, 3.0])
+    assert top_tiles(scores, 0.4).tolist() == [1, 2]  # a tie at the cut: the earlier tiles
+    assert top_tiles(scores, 0.01).tolist() == [1] and sorted(top_tiles(scores, 1.0)) == list(range(5))
+    features = np.arange(10, dtype=float).reshape(5, 2)
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 10, 33):
+        x, s = rng.normal(size=(n, 3)), rng.normal(size=n)
+        for fraction in (0.1, 0.2, 0.25, 0.5):
+            assert np.allclose(pool_tumour_tiles(x, s, fraction), x[top_tiles(s, fraction)].mean(axis=0))
+    assert np.allclose(pool_tumour_tiles(features, scores, 0.4), features[[1, 2]].mean(axis=0))
 
 
 def test_read_out_skips_unknown_targets_and_round_trips_through_json():
