@@ -28,7 +28,10 @@ def register(sub) -> None:
         description="Reads the features of every RESULTS/slides/*/patches.zarr, labels from a CSV/TSV keyed by "
         "slide_id, and cross-validates the model (folds grouped by --group). Writes MODEL_DIR with fold "
         "checkpoints, plan.json, metrics.json, folds.csv, oof_predictions.csv and plots (ROC per fold, "
-        "confusion matrix, or Kaplan-Meier of predicted risk groups).",
+        "confusion matrix, or Kaplan-Meier of predicted risk groups). With --tumour-model (mutation read from "
+        "a cancer model's tumour tiles) MODEL_DIR holds instead a copy of the cancer model (tumour_model/), each "
+        "fold's logistic read-out (fold_<k>/readout.json), metrics.json, folds.csv, oof_predictions.csv and "
+        "ROC plots (no plan.json, no training curves).",
     )
     train.add_argument("results", metavar="RESULTS", help="run folder written by `slidestream run`")
     train.add_argument("--labels", required=True, help="labels table (CSV/TSV) with a slide_id column")
@@ -140,8 +143,8 @@ def run_train(args) -> int:
             result = _train_pooled(args)
         else:
             context = context_from_args(args)
-            result = train_slides(args.results, args.labels, args.task, args.target, args.out,
-                                  model=args.model or "abmil", feature=args.features or "stain_stats",
+            given = {k: v for k, v in (("model", args.model), ("feature", args.features)) if v is not None}
+            result = train_slides(args.results, args.labels, args.task, args.target, args.out, **given,
                                   folds=args.folds, group=args.group, seed=args.seed,
                                   config=overrides, progress=show_progress(args), labels_subset=args.labels_subset,
                                   model_kwargs=dict(args.model_arg), grade_link=args.grade_link,
@@ -179,7 +182,9 @@ def _train_pooled(args):
     if ignored:
         raise ValueError(f"{', '.join(ignored)}: not with --tumour-model (the features and context are the "
                          "cancer model's; the read-out is a logistic regression)")  # fmt: skip
-    config = TumourPoolConfig(**({"fraction": args.tumour_fraction} if args.tumour_fraction else {}))
+    config = TumourPoolConfig(
+        **({"fraction": args.tumour_fraction} if args.tumour_fraction is not None else {})
+    )
     return train_tumour_pooled(args.results, args.labels, args.target, args.tumour_model, args.out,
                                folds=args.folds, group=args.group, seed=args.seed,
                                labels_subset=args.labels_subset, config=config)  # fmt: skip
