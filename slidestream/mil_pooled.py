@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,33 +23,36 @@ import pandas as pd
 
 from wsi.atomic import atomic_file, replace_dir
 
-__all__ = ["READOUT", "load_readouts", "train_tumour_pooled", "tumour_scores"]
+__all__ = [
+    "READOUT",
+    "PooledSlides",
+    "fit_tumour_pooled",
+    "load_readouts",
+    "pooled_vectors",
+    "train_tumour_pooled",
+]
 
 READOUT = "tumour_pool"
 TUMOUR_FOLDER = "tumour_model"
+TUMOUR_TASKS = ("binary", "mutation")  # models whose per-tile scores (column 0) rank tumour first
 
 
-def tumour_scores(tumour, store, slide_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """The widened features (N, D') of a store (`tumour`'s feature and context) and its tiles' tumour scores
-    (N,): the mean over `tumour`'s fold checkpoints of their per-tile scores (column 0)."""
-    import torch
+@dataclass(frozen=True)
+class PooledSlides:
+    """What `pooled_vectors` read: the tumour model, the labelled slides kept (`table`, indexed by slide id),
+    their pooled vectors `X` (n, D') and 0/1 targets `y` (n, T, NaN: unknown), the slides left out (every
+    target empty, or no tile), the labels' rows not in the run folder (`labels_subset`), and what made them."""
 
-    from mil import predict_logits, read_bag
-
-    if len(store) == 0:
-        raise ValueError("the store has no tiles")
-    widened = read_bag(store, tumour.feature, tumour.context)
-    if widened.shape[1] != tumour.checkpoints[0].model.in_dim:
-        raise ValueError(f"features/{tumour.feature} give {widened.shape[1]} dimensions with the tumour model's "
-                         f"context; it takes {tumour.checkpoints[0].model.in_dim}")  # fmt: skip
-    bag = torch.from_numpy(widened)
-    scores = []
-    for checkpoint in tumour.checkpoints:
-        _, tiles = predict_logits(
-            checkpoint.model, ([bag], np.zeros(1), [slide_id]), device="cpu", attention=True
-        )
-        scores.append(np.asarray(tiles[0], dtype=np.float64)[:, 0])
-    return widened, np.mean(scores, axis=0)
+    tumour: object  # slidestream.mil_slides.LoadedModel
+    tumour_model: Path
+    targets: list
+    group: str | None
+    config: object  # mil.TumourPoolConfig
+    table: pd.DataFrame
+    X: np.ndarray
+    y: np.ndarray
+    left_out: list
+    unused: list
 
 
 def load_readouts(model_dir: Path, manifest: dict) -> list:
@@ -59,53 +63,39 @@ def load_readouts(model_dir: Path, manifest: dict) -> list:
             for f in manifest["folds"]]  # fmt: skip
 
 
-def train_tumour_pooled(results: str | Path, labels: str | Path, targets, tumour_model: str | Path,
-                        out: str | Path, folds: int = 5, group: str | None = None, seed: int = 0,
-                        labels_subset: bool = False, config=None):  # fmt: skip
-    """Cross-validate tumour-pooled logistic regressions for the 0/1 `targets` (module doc) on the stores of
-    `results` labelled by `labels`; `tumour_model` is a folder written by `train_slides` (a cancer model: its
-    per-tile scores must rank tumour first, as `binary` and `mutation` models' do). `config`: a
-    `mil.TumourPoolConfig` (None: the defaults). Slides whose targets are all empty are left out, a single
-    empty one is skipped for that target. Needs `folds` >= 2. Returns a `TrainResult`."""
-    from sklearn.metrics import roc_auc_score
-
-    from mil.train import _grouped_split, write_json
-    from mil.tumour_pool import TumourPoolConfig, TumourPooledLogistic, pool_tumour_tiles
-    from slidestream.mil_slides import (
-        _MANIFEST,
-        MODEL_FORMAT,
-        TrainResult,
-        _is_ours,
-        _plots,
-        check_store,
-        load_model_folder,
-        stores_and_labels,
-    )
+def pooled_vectors(results: str | Path, labels: str | Path, targets, tumour_model: str | Path,
+                   group: str | None = None, labels_subset: bool = False, config=None) -> PooledSlides:  # fmt: skip
+    """Score each labelled store of `results` with the cancer model folder `tumour_model` (written by
+    `train_slides` for a binary or mutation task: their per-tile scores rank tumour first) and pool its top
+    `config.fraction` of tiles (module doc). The 0/1 `targets` of `labels` (empty: unknown) are checked first:
+    other values are an error naming the columns. Slides whose targets are all empty, or whose store has no
+    tile, are left out. `config`: a `mil.TumourPoolConfig` (None: the defaults)."""
+    from mil.tumour_pool import TumourPoolConfig, pool_tumour_tiles
+    from slidestream.mil_slides import check_store, fold_tile_scores, load_model_folder, stores_and_labels
     from tiling import PatchStore
 
     config = config or TumourPoolConfig()
-    out = Path(out)
     targets = [targets] if isinstance(targets, str) else list(targets)
-    if out.exists() and not _is_ours(out):
-        raise FileExistsError(f"{out} exists and is not a MIL model folder; not overwriting it")
-    if folds < 2:
-        raise ValueError(f"a tumour-pooled model is cross-validated: folds must be 2 or more, got {folds}")
     tumour = load_model_folder(tumour_model)
     if tumour.manifest.get("readout"):
         raise ValueError(
             f"{tumour_model} is itself a tumour-pooled model; give the cancer model it was made from"
         )
+    if tumour.manifest["task"] not in TUMOUR_TASKS:
+        raise ValueError(f"{tumour_model} is a {tumour.manifest['task']} model; a tumour model is a "
+                         f"{' or '.join(TUMOUR_TASKS)} model (its tiles' scores must rank tumour first)")  # fmt: skip
     stores, table, unused = stores_and_labels(results, labels, [*targets, *([group] if group else [])],
                                               labels_subset)  # fmt: skip
     values = table[targets].apply(pd.to_numeric, errors="coerce")
-    bad = [t for t in targets if not set(values[t].dropna().unique()) <= {0.0, 1.0}]
+    bad = [t for t in targets
+           if (values[t].isna() & table[t].notna()).any() or not set(values[t].dropna()) <= {0.0, 1.0}]  # fmt: skip
     if bad:
-        raise ValueError(f"{labels}: tumour-pooled targets must be 0/1 (or empty); {bad} hold other values")
+        raise ValueError(f"{labels}: tumour-pooled targets must be 0/1 (or empty); column(s) {bad} hold other "
+                         "values")  # fmt: skip
     empty = values.isna().all(axis=1)
-    left_out = sorted(table.index[empty])
-    table = table[~empty]
+    left_out = list(table.index[empty])
     vectors, kept = [], []
-    for slide_id in table.index:
+    for slide_id in table.index[~empty]:
         store = PatchStore.open(stores[slide_id])
         if len(store) == 0:
             left_out.append(slide_id)
@@ -113,37 +103,71 @@ def train_tumour_pooled(results: str | Path, labels: str | Path, targets, tumour
         reason = check_store(tumour, store, slide_id, stores[slide_id])
         if reason:
             raise ValueError(f"slide {slide_id}: {reason}")
-        widened, scores = tumour_scores(tumour, store, slide_id)
-        vectors.append(pool_tumour_tiles(widened, scores, config.fraction))
+        widened, _, scores = fold_tile_scores(tumour, store, slide_id)
+        vectors.append(pool_tumour_tiles(widened, scores.mean(axis=0), config.fraction))
         kept.append(slide_id)
-    left_out = sorted(left_out)
-    table = table.loc[kept]
-    X = np.asarray(vectors)
-    y = table[targets].to_numpy(dtype=float)
+    X = np.asarray(vectors, dtype=np.float64).reshape(len(kept), -1)
+    y = values.loc[kept, targets].to_numpy(dtype=float)
+    return PooledSlides(tumour, Path(tumour_model), targets, group, config, table.loc[kept], X, y,
+                        sorted(left_out), list(unused))  # fmt: skip
+
+
+def train_tumour_pooled(results: str | Path, labels: str | Path, targets, tumour_model: str | Path,
+                        out: str | Path, folds: int = 5, group: str | None = None, seed: int = 0,
+                        labels_subset: bool = False, config=None):  # fmt: skip
+    """Cross-validate tumour-pooled logistic regressions for the 0/1 `targets` (module doc) on the stores of
+    `results` labelled by `labels`: `pooled_vectors`, then `fit_tumour_pooled`. Needs `folds` >= 2. Returns a
+    `TrainResult`."""
+    from slidestream.mil_slides import _is_ours
+
+    out = Path(out)
+    if out.exists() and not _is_ours(out):
+        raise FileExistsError(f"{out} exists and is not a MIL model folder; not overwriting it")
+    if folds < 2:
+        raise ValueError(f"a tumour-pooled model is cross-validated: folds must be 2 or more, got {folds}")
+    slides = pooled_vectors(results, labels, targets, tumour_model, group, labels_subset, config)
+    return fit_tumour_pooled(slides, out, folds, seed)
+
+
+def fit_tumour_pooled(slides: PooledSlides, out: str | Path, folds: int = 5, seed: int = 0):
+    """Cross-validate the read-out on `slides` (`pooled_vectors`; folds grouped by its `group` column and
+    stratified as `mil.MutationTask` strata spread each target's positives; every test fold needs a positive
+    slide of each target) and write the model folder `out` (module doc). Returns a `TrainResult`."""
+    from mil import create_task
+    from mil.train import _grouped_split, write_json
+    from mil.tumour_pool import TumourPooledLogistic
+    from slidestream.mil_slides import _MANIFEST, MODEL_FORMAT, TrainResult, _is_ours, _plots
+
+    out = Path(out)
+    if out.exists() and not _is_ours(out):
+        raise FileExistsError(f"{out} exists and is not a MIL model folder; not overwriting it")
+    if folds < 2:
+        raise ValueError(f"a tumour-pooled model is cross-validated: folds must be 2 or more, got {folds}")
+    tumour, targets, table, X, y = slides.tumour, slides.targets, slides.table, slides.X, slides.y
+    config, group, left_out, unused = slides.config, slides.group, slides.left_out, slides.unused
     if len(table) < folds:
         raise ValueError(f"{len(table)} slide(s) with a value of {targets}, fewer than the {folds} folds")
-    # Stratified by the first target (unknown: a stratum of its own), grouped by patient.
-    strata = np.where(np.isnan(y[:, 0]), 2, y[:, 0]).astype(np.int64)
+    task = create_task("mutation", targets=targets)
+    strata = task.strata(y)
     groups = table[group].astype(str).to_numpy() if group else table.index.to_numpy()
     if len(np.unique(groups)) < folds:
         raise ValueError(f"{folds} folds need at least {folds} patients, got {len(np.unique(groups))}")
+    splits = _grouped_split(folds, seed, strata, groups)
+    for k, (_, test) in enumerate(splits):
+        problem = task.fold_problem(y[test])
+        if problem:
+            raise ValueError(f"fold {k} of {folds} has {problem} among its {len(test)} test slides; use fewer "
+                             "folds or more slides")  # fmt: skip
     rows, parts, readouts = [], [], []
     columns = [f"p_{t}" for t in targets]
-    for k, (train, test) in enumerate(_grouped_split(folds, seed, strata, groups)):
+    for k, (train, test) in enumerate(splits):
         try:
             readout = TumourPooledLogistic(config.C).fit(X[train], y[train])
         except ValueError as exc:
             raise ValueError(f"fold {k} of {folds}: {exc} (targets {targets}); use fewer folds") from None
         probability = readout.predict_proba(X[test])
         row = {"fold": k, "n_train": len(train), "n_test": len(test)}
-        for j, t in enumerate(targets):
-            known = np.isfinite(y[test, j])
-            both = len(np.unique(y[test, j][known])) == 2
-            row[f"auc_{t}"] = (
-                float(roc_auc_score(y[test, j][known], probability[known, j])) if both else np.nan
-            )
-        row["auc"] = float(np.nanmean([row[f"auc_{t}"] for t in targets])) if any(
-            np.isfinite(row[f"auc_{t}"]) for t in targets) else np.nan  # fmt: skip
+        row.update(task.metrics(y[test], probability))
         rows.append(row)
         part = pd.DataFrame(probability, columns=columns)
         part.insert(0, "fold", k)
@@ -157,13 +181,14 @@ def train_tumour_pooled(results: str | Path, labels: str | Path, targets, tumour
         {"mean": fold_table[metric_columns].mean(), "sd": fold_table[metric_columns].std(ddof=1)}
     )
     oof = pd.concat(parts, ignore_index=True).set_index("slide_id").loc[table.index].reset_index()
-    true = table.loc[oof["slide_id"], targets].reset_index(drop=True).add_prefix("true_")
+    true = pd.DataFrame(y, index=table.index, columns=targets).loc[oof["slide_id"]]
+    true = true.reset_index(drop=True).add_prefix("true_")
     oof = pd.concat([oof, true], axis=1)
     pool_state = {"fraction": config.fraction, "C": config.C}
     context_state = tumour.context.to_dict() if tumour.context is not None else None
     metrics = {
         "task": "mutation", "targets": targets, "model": READOUT, "tumour_pool": pool_state,
-        "tumour_model": str(Path(tumour_model).resolve()), "feature": tumour.feature, "context": context_state,
+        "tumour_model": str(slides.tumour_model.resolve()), "feature": tumour.feature, "context": context_state,
         "folds": folds, "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
         "per_fold": json.loads(fold_table.to_json(orient="records")),
         "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},

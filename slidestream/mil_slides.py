@@ -22,7 +22,7 @@ import pandas as pd
 from wsi.atomic import atomic_file, replace_dir
 
 __all__ = ["MODEL_FORMAT", "LoadedModel", "PredictResult", "TASK_CHOICES", "TrainResult", "check_store", "find_stores",
-           "load_model_folder", "predict_slides", "predict_store", "stores_and_labels", "train_slides"]  # fmt: skip
+           "fold_tile_scores", "load_model_folder", "predict_slides", "predict_store", "stores_and_labels", "train_slides"]  # fmt: skip
 
 MODEL_FORMAT = "slidestream.mil-model/1"
 SCORES_SOURCE = "slidestream mil predict"
@@ -336,11 +336,9 @@ def _load_model_folder(model_dir: Path) -> tuple[dict, list]:
         raise FileNotFoundError(f"{model_dir}: not a MIL model folder (no {_MANIFEST}); train one with "
                                 "`slidestream mil train`")  # fmt: skip
     manifest = json.loads((model_dir / _MANIFEST).read_text())
-    if manifest.get("readout"):  # a tumour-pooled model (`slidestream.mil_pooled`): its tumour model's folds
-        inner = model_dir / manifest["tumour_model"]
-        checkpoints = [
-            load_model(inner / name) for name in json.loads((inner / _MANIFEST).read_text())["folds"]
-        ]
+    if manifest.get("readout"):  # a tumour-pooled model (`slidestream.mil_pooled`): its tumour model's folds,
+        # loaded as training loaded them (an older folder's shared feature scale included)
+        _, checkpoints = _load_model_folder(model_dir / manifest["tumour_model"])
         return manifest, checkpoints
     checkpoints = [load_model(model_dir / name) for name in manifest["folds"]]
     # Model folders written before each fold checkpoint kept its own scale carry one for all folds in the
@@ -529,19 +527,16 @@ def check_store(model: LoadedModel, store, slide_id: str, path: Path) -> str | N
     return None
 
 
-def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, folder: Path,
-                  high_fraction: float = 0.1, raw_attention: bool = False) -> tuple[dict, dict]:  # fmt: skip
-    """Predict one store with the fold ensemble: scores/<name> into the store, heatmap_<name>.png and .geojson
-    into `folder`. Returns the predictions row (slide_id, each column's fold mean and sd, tiles) and the
-    slide-features row (the row, the high-attention fraction and the weighted mean tile features, README)."""
+def fold_tile_scores(model: LoadedModel, store, slide_id: str) -> tuple[np.ndarray, list, np.ndarray]:
+    """Run each fold checkpoint of `model` over one store: the tiles' features widened by the model's spatial
+    context (N, D'), each fold's slide logits, and each fold's per-tile scores (folds, N) (attention, or
+    column 0 of per-tile class scores). A store whose features do not fit the model, or with no tile, is a
+    ValueError."""
     import torch
 
-    from mil import predict_logits
+    from mil import predict_logits, read_bag
 
-    feature, columns, checkpoints = model.feature, model.manifest["columns"], model.checkpoints
-    from mil import read_bag
-
-    context = model.context  # the model folder's spatial context (None: plain tile features)
+    feature, context, checkpoints = model.feature, model.context, model.checkpoints
     dim = int(store.features(feature).shape[1])
     width = dim if context is None else context.out_dim(dim)
     if width != checkpoints[0].model.in_dim:
@@ -551,35 +546,49 @@ def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, fo
     if len(store) == 0:
         raise ValueError("the store has no tiles")
     widened = read_bag(store, feature, context)
-    raw = widened[:, :dim]  # the tile's own features come first
     bag = torch.from_numpy(widened)
-    predictions, attentions = [], []
+    logits, scores = [], []
     for checkpoint in checkpoints:
-        logits, scores = predict_logits(checkpoint.model, ([bag], np.zeros(1), [slide_id]), device="cpu",
-                                        attention=True)  # fmt: skip
-        predictions.append(checkpoint.task.predict(logits).reshape(-1))
-        attentions.append(np.asarray(scores[0], dtype=np.float64)[:, 0])
-    if model.readouts is not None:  # tumour-pooled: the checkpoints are the tumour model's, their mean tile
-        # scores pick the tiles pooled and the fold read-outs predict (`slidestream.mil_pooled`)
-        from mil.tumour_pool import pool_tumour_tiles
+        slide_logits, tiles = predict_logits(checkpoint.model, ([bag], np.zeros(1), [slide_id]), device="cpu",
+                                             attention=True)  # fmt: skip
+        logits.append(slide_logits)
+        scores.append(np.asarray(tiles[0], dtype=np.float64)[:, 0])
+    return widened, logits, np.stack(scores)
 
-        pooled = pool_tumour_tiles(
-            widened, np.mean(attentions, axis=0), model.manifest["tumour_pool"]["fraction"]
-        )
-        predictions = [readout.predict_proba(pooled[None])[0] for readout in model.readouts]
-    predictions, attentions = np.stack(predictions), np.stack(attentions)
-    mean = predictions.mean(axis=0)
-    sd = predictions.std(axis=0, ddof=1) if len(predictions) > 1 else np.zeros_like(mean)
+
+def predict_store(model: LoadedModel, store, store_path: Path, slide_id: str, folder: Path,
+                  high_fraction: float = 0.1, raw_attention: bool = False) -> tuple[dict, dict]:  # fmt: skip
+    """Predict one store with the fold ensemble: scores/<name> into the store, heatmap_<name>.png and .geojson
+    into `folder`. Returns the predictions row (slide_id, each column's fold mean and sd, tiles) and the
+    slide-features row (the row, the high-attention fraction and the weighted mean tile features, README)."""
+    feature, columns, checkpoints = model.feature, model.manifest["columns"], model.checkpoints
+    widened, logits, attentions = fold_tile_scores(model, store, slide_id)
+    raw = widened[:, : int(store.features(feature).shape[1])]  # the tile's own features come first
     attention = attentions.mean(axis=0)
     attention_sd = attentions.std(axis=0, ddof=1) if len(attentions) > 1 else np.zeros_like(attention)
     rank = _rank(attention)
     high = rank > 1 - high_fraction
+    if model.readouts is None:
+        predictions = np.stack(
+            [c.task.predict(v).reshape(-1) for c, v in zip(checkpoints, logits, strict=True)]
+        )
+    else:  # tumour-pooled: the checkpoints are the tumour model's, their mean tile scores pick the tiles pooled
+        # and the fold read-outs predict (`slidestream.mil_pooled`); its "High attention" tiles are picked as
+        # the pooled ones are (the same tiles when --high-fraction is the pooled fraction)
+        from mil.tumour_pool import pool_tumour_tiles, top_tiles
+
+        pooled = pool_tumour_tiles(widened, attention, model.manifest["tumour_pool"]["fraction"])
+        predictions = np.stack([readout.predict_proba(pooled[None])[0] for readout in model.readouts])
+        high = np.zeros(len(attention), dtype=bool)
+        high[top_tiles(attention, high_fraction)] = True
+    mean = predictions.mean(axis=0)
+    sd = predictions.std(axis=0, ddof=1) if len(predictions) > 1 else np.zeros_like(mean)
     table = np.column_stack([attention, attention_sd, rank, high.astype(float)])
     write_scores(store_path, model.name, table, SCORE_COLUMNS, model_dir=str(model.model_dir))
     row = {"slide_id": slide_id}
     for k, column in enumerate(columns):
         row[f"{column}_mean"], row[f"{column}_sd"] = float(mean[k]), float(sd[k])
-    row["tiles"] = len(bag)
+    row["tiles"] = len(widened)
     if checkpoints[0].model.instance_scores_are_weights:  # attention (TransMIL's sums to at most 1)
         weights = np.clip(attention, 0.0, None)
         weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(weights), 1 / len(weights))

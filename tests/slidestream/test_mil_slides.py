@@ -568,14 +568,106 @@ def test_mutation_read_from_the_tumour_tiles_of_a_cancer_model(cohort, cancer_mo
     expected = np.mean([r.predict_proba(vector)[0, 0] for r in loaded.readouts])
     assert np.isclose(predictions.loc["S000", "p_mut_a_mean"], expected, atol=1e-5)
     assert np.allclose(store.scores("pooled")[:, 0], tiles, atol=1e-5)
-    # Options that would be ignored, a task it cannot read and a pooled model as the tumour model: errors.
+    # Options that would be ignored, a task it cannot read, a pooled model or a model of another task than
+    # binary or mutation as the tumour model (a grade model's first tile score is no tumour score): errors.
+    graded = tmp_path / "graded"
+    shutil.copytree(cancer_model, graded)
+    (graded / "mil_model.json").write_text(json.dumps({**json.loads((graded / "mil_model.json").read_text()),
+                                                       "task": "grade"}))  # fmt: skip
     capsys.readouterr()
     for extra, message in ((["--tumour-model", str(cancer_model), "--context", "1"], "--context: not with"),
                            (["--tumour-fraction", "0.2"], "--tumour-fraction needs --tumour-model"),
-                           (["--tumour-model", str(model)], "is itself a tumour-pooled model")):  # fmt: skip
+                           (["--tumour-model", str(model)], "is itself a tumour-pooled model"),
+                           (["--tumour-model", str(cancer_model), "--tumour-fraction", "0"], "must be in (0, 1]"),
+                           (["--tumour-model", str(graded)], "is a grade model; a tumour model is a binary or "
+                                                             "mutation model")):  # fmt: skip
         assert main([*train, *extra, "-o", str(tmp_path / "bad")]) == 2
         assert message in capsys.readouterr().err
+    # Target values other than 0/1 or empty (text, a 2) are refused naming the columns, before any scoring.
+    for column, value in (("mut_a", "yes"), ("mut_b", 2)):
+        odd = labels.assign(mut_b=labels.mut_a).astype({column: object})
+        odd.loc[odd.index[cancer][0], column] = value
+        odd.to_csv(tmp_path / "odd.csv", index=False)
+        bad = [*train[:4], str(tmp_path / "odd.csv"), *train[5:8], "mut_a", "mut_b", *train[9:]]
+        assert main([*bad, "--tumour-model", str(cancer_model), "-o", str(tmp_path / "bad")]) == 2
+        assert f"must be 0/1 (or empty); column(s) ['{column}'] hold other values" in capsys.readouterr().err
     binary = ["mil", "train", results, "--labels", str(cohort / "cohort" / "labels.csv"), "--task", "binary",
               "--target", "cancer", "--tumour-model", str(cancer_model), "-o", str(tmp_path / "bad"), "-q"]  # fmt: skip
     assert main(binary) == 2 and "needs --task mutation" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_tumour_pooled_model_predicts_from_its_copy_of_an_older_cancer_folder(
+    cohort, cancer_model, tmp_path
+):
+    """The pooled model keeps the cancer model it was trained with: `mil predict` works once the original is
+    gone, pools the tiles training pooled (an older cancer folder's shared feature scale, in its mil_model.json,
+    applied as training applied it), and its "High attention" tiles are the pooled ones to a tile."""
+    import torch
+
+    from mil import read_bag
+    from mil.tumour_pool import pool_tumour_tiles, top_tiles
+    from slidestream.mil_slides import load_model_folder, predict_store
+
+    older = tmp_path / "cancer_older"
+    shutil.copytree(cancer_model, older)
+    manifest = json.loads((older / "mil_model.json").read_text())
+    shared = json.loads((older / "fold_0" / "config.json").read_text())["feature_scale"]
+    for fold in manifest["folds"]:
+        config = json.loads((older / fold / "config.json").read_text())
+        (older / fold / "config.json").write_text(json.dumps({**config, "feature_scale": None}))
+    (older / "mil_model.json").write_text(json.dumps({**manifest, "feature_scale": shared}))
+    labels = pd.read_csv(cohort / "cohort" / "labels.csv", dtype={"slide_id": str})
+    cancer = labels.cancer == 1
+    labels["mut_a"] = np.where(cancer, (np.cumsum(cancer) % 2).astype(float), np.nan)
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    model = tmp_path / "pooled"
+    assert main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "labels.csv"), "--task",
+                 "mutation", "--target", "mut_a", "--folds", "2", "--tumour-model", str(older),
+                 "--tumour-fraction", "0.2", "-o", str(model), "-q"]) == 0  # fmt: skip
+    slide = next(s for s in labels.slide_id[cancer])
+    store = PatchStore.open(cohort / "results" / "slides" / slide / "patches.zarr")
+    tumour = load_model_folder(older)  # as training loaded it, before the original goes
+    bag = read_bag(store, tumour.feature, tumour.context)
+    with torch.no_grad():
+        tiles = np.mean([c.model(torch.from_numpy(bag)[None]).instance_scores[0, :, 0].numpy()
+                         for c in tumour.checkpoints], axis=0)  # fmt: skip
+    shutil.rmtree(older)
+    loaded = load_model_folder(model)
+    vector = pool_tumour_tiles(bag, tiles, 0.2)[None]
+    expected = np.mean([r.predict_proba(vector)[0, 0] for r in loaded.readouts])
+    copy = tmp_path / "results" / slide
+    shutil.copytree(cohort / "results" / "slides" / slide, copy)  # predict writes scores into the store
+    n = len(store)
+    k = int(np.ceil(0.2 * n))
+    high_fraction = (k + 1e-10) / n  # a hair above k tiles: "rank > 1 - fraction" would flag k + 1
+    row, features = predict_store(loaded, PatchStore.open(copy / "patches.zarr"), copy / "patches.zarr", slide,
+                                  tmp_path / "out", high_fraction=high_fraction)  # fmt: skip
+    assert row["p_mut_a_mean"] == pytest.approx(expected, abs=1e-5)
+    scores = PatchStore.open(copy / "patches.zarr").scores("pooled")
+    assert np.allclose(scores[:, 0], tiles, atol=1e-5)
+    flagged = np.flatnonzero(scores[:, 3] == 1)
+    assert sorted(flagged) == sorted(top_tiles(tiles, 0.2)) and len(flagged) == k
+    assert features["high_attention_fraction"] == pytest.approx(k / n)
+
+
+def test_tumour_pooled_folds_spread_the_positives_of_every_target(cancer_model, tmp_path):
+    """Folds stratified as `MutationTask.strata` (each slide's rarest positive target), not on the first target
+    only: three mut_b positives among twelve slides land one in each of three test folds."""
+    from mil.tumour_pool import TumourPoolConfig
+    from slidestream.mil_pooled import PooledSlides, fit_tumour_pooled
+    from slidestream.mil_slides import load_model_folder
+
+    rng = np.random.default_rng(0)
+    ids = [f"S{i:02d}" for i in range(12)]
+    y = np.column_stack([np.tile([1.0, 0.0], 6), np.isin(np.arange(12), [0, 1, 4]).astype(float)])
+    slides = PooledSlides(load_model_folder(cancer_model), cancer_model, ["mut_a", "mut_b"], None,
+                          TumourPoolConfig(), pd.DataFrame(index=pd.Index(ids, name="slide_id")),
+                          rng.normal(size=(12, 5)) + y @ np.ones((2, 5)), y, [], [])  # fmt: skip
+    result = fit_tumour_pooled(slides, tmp_path / "m", folds=3)
+    assert np.isfinite(result.folds["auc_mut_b"]).all() and np.isfinite(result.folds["auc_mut_a"]).all()
+    oof = pd.read_csv(tmp_path / "m" / "oof_predictions.csv")
+    assert (oof.groupby("fold")["true_mut_b"].sum() == 1).all()
+    # A fold without a positive of some target is refused (as `mil train` refuses it), not a NaN AUC.
+    with pytest.raises(ValueError, match=r"fold \d of 4 has no positive slide for target\(s\) \['mut_b'\]"):
+        fit_tumour_pooled(slides, tmp_path / "m4", folds=4)
