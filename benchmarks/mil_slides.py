@@ -225,6 +225,35 @@ def write_nuclei_encoder(path: str | Path) -> Path:
     return path
 
 
+def _tumour_options(args, tasks: list[str]):
+    """The `mil.TumourPoolConfig` of --tumour-model (None without it; ValueError for --tumour-fraction without
+    it); with it, the options its read-out would ignore are errors (as in `mil train --tumour-model`), and
+    --features, when given, must name the cancer model's features (else it becomes them)."""
+    from mil.tumour_pool import TumourPoolConfig
+    from slidestream.mil_slides import load_model_folder
+
+    if not args.tumour_model:
+        if args.tumour_fraction is not None:
+            raise ValueError("--tumour-fraction needs --tumour-model CANCER_DIR")
+        return None
+    ignored = ["--mutation-aux"] if args.mutation_aux else []
+    if all(t == "mutation" for t in tasks):  # no MIL learner is trained: its options would be ignored
+        ignored += [name for name, given in (("--model", args.model), ("--model-arg", args.model_arg),
+                                             ("--lr", args.lr), ("--context", args.context),
+                                             ("--context-stats", args.context_stats)) if given]  # fmt: skip
+    if ignored:
+        raise ValueError(f"{', '.join(ignored)}: not with --tumour-model (the mutation read-out takes the cancer "
+                         "model's features and context)")  # fmt: skip
+    feature = load_model_folder(args.tumour_model).feature
+    if args.features not in (None, feature):
+        raise ValueError(f"--features {args.features}: the cancer model {args.tumour_model} was trained on "
+                         f"features/{feature}")  # fmt: skip
+    args.features = feature
+    return TumourPoolConfig(
+        **({"fraction": args.tumour_fraction} if args.tumour_fraction is not None else {})
+    )
+
+
 def main(argv=None) -> int:
     from survival import concordance_index, hazard_ratio
     from tiling import PatchStore
@@ -234,9 +263,10 @@ def main(argv=None) -> int:
         p.add_argument(f"--{name}", required=True)
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--features", default="stain_stats")
+    p.add_argument("--features", help="feature name in the stores (default stain_stats; with --tumour-model the "
+                                     "cancer model's)")  # fmt: skip
     p.add_argument("--tasks", default="cancer,grade,mutation,survival")
-    p.add_argument("--model", default="abmil", help="registered MIL model (default abmil)")
+    p.add_argument("--model", help="registered MIL model (default: `mil train`'s, abmil)")
     p.add_argument("--model-arg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="model keyword argument, as `mil train --model-arg`")  # fmt: skip
     p.add_argument("--lr", type=float, help="learning rate (default: planned)")
@@ -253,8 +283,11 @@ def main(argv=None) -> int:
                         "and mut_b")  # fmt: skip
     p.add_argument("--tumour-model", metavar="CANCER_DIR",
                    help="mutation task: the tumour-pooled read-out of this cancer model folder (as `mil train "
-                        "--tumour-model`) instead of a MIL model")  # fmt: skip
-    p.add_argument("--tumour-fraction", type=float, default=0.1, help="with --tumour-model (default 0.1)")
+                        "--tumour-model`) instead of a MIL model; --mutation-aux does not apply, nor do "
+                        "--model, --model-arg, --lr, --context unless another MIL task is run, and --features "
+                        "must be the cancer model's")  # fmt: skip
+    p.add_argument("--tumour-fraction", type=float,
+                   help="with --tumour-model: the share of tiles pooled (default: mil.TumourPoolConfig's)")  # fmt: skip
     p.add_argument("--tile-baselines", action="store_true", help="also the per-tile colour baselines")
     p.add_argument(
         "--oracle",
@@ -288,10 +321,18 @@ def main(argv=None) -> int:
         context = context_from_args(args)
     except ValueError as exc:
         p.error(str(exc))
+    tasks = list(filter(None, args.tasks.split(",")))  # --tasks '': the tile baselines only
+    try:
+        pool_config = _tumour_options(args, tasks)
+    except ValueError as exc:
+        p.error(str(exc))
+    args.features = args.features or "stain_stats"
+    learner = {k: v for k, v in (("model", args.model),) if v is not None}  # else train_slides' default
     out = Path(args.out)
     test = pd.read_csv(args.test_labels, dtype={"slide_id": str}).set_index("slide_id")
     rows = _tile_baselines(args) if args.tile_baselines else []
-    for key in filter(None, args.tasks.split(",")):  # --tasks '': the tile baselines only
+    pooled = None  # the tumour-pooled slide vectors: scored once, whatever the folds
+    for key in tasks:
         task, targets = TASKS[key]
         start = time.perf_counter()
         trained = None
@@ -299,15 +340,15 @@ def main(argv=None) -> int:
         for folds in range(args.folds, 1, -1):  # fewer folds when a fold would lack a positive slide
             try:
                 if key == "mutation" and args.tumour_model:
-                    from mil.tumour_pool import TumourPoolConfig
-                    from slidestream.mil_pooled import train_tumour_pooled
+                    from slidestream.mil_pooled import fit_tumour_pooled, pooled_vectors
 
-                    trained = train_tumour_pooled(args.train_results, args.train_labels, targets, args.tumour_model,
-                                                  out / f"model_{key}", folds=folds, group="patient_id",
-                                                  config=TumourPoolConfig(args.tumour_fraction))  # fmt: skip
+                    if pooled is None:
+                        pooled = pooled_vectors(args.train_results, args.train_labels, targets, args.tumour_model,
+                                                group="patient_id", config=pool_config)  # fmt: skip
+                    trained = fit_tumour_pooled(pooled, out / f"model_{key}", folds=folds)
                     break
                 trained = train_slides(args.train_results, args.train_labels, task, trained_on, out / f"model_{key}",
-                                       model=args.model, feature=args.features, folds=folds, group="patient_id",
+                                       **learner, feature=args.features, folds=folds, group="patient_id",
                                        config={"lr": args.lr} if args.lr else "auto",
                                        model_kwargs=dict(args.model_arg), grade_link=args.grade_link,
                                        context=context)  # fmt: skip
