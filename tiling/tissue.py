@@ -63,9 +63,9 @@ class TissueResult:
     least `TissueParams.preview_size` px on its longest side, unless the slide is smaller), at
     `preview_downsample` level-0 px per pixel (the decode's own: level downsample x DCT scale): a thumbnail
     without reading the slide again. Under 1024 px unless even the 1/8 decode is larger (a single-level slide
-    finer than 1 um/px: 1500 px for a 3 mm one at 0.25 um/px). None when the work image was read directly (large slides,
-    `exact`, levels that are not JPEG-tiled) or when the level read is too small for a preview (a multi-level
-    slide whose coarsest levels are tiny)."""
+    finer than 1 um/px: 1500 px for a 3 mm one at 0.25 um/px). None when the work image was read directly
+    (large slides, `exact`, levels that are not JPEG-tiled) or when the level read is too small for a preview
+    (a multi-level slide whose coarsest levels are tiny)."""
 
     geometry: BaseGeometry
     mask: np.ndarray
