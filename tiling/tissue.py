@@ -61,8 +61,11 @@ class TissueResult:
 
     `preview` is the finer image of the whole slide that a small slide's work image was averaged from (at
     least `TissueParams.preview_size` px on its longest side, unless the slide is smaller), at
-    `preview_downsample` level-0 px per pixel: a thumbnail without reading the slide again. None when the work
-    image was read directly (large slides, `exact`, levels that are not JPEG-tiled)."""
+    `preview_downsample` level-0 px per pixel (the decode's own: level downsample x DCT scale): a thumbnail
+    without reading the slide again. Under 1024 px unless even the 1/8 decode is larger (a single-level slide
+    finer than 1 um/px: 1500 px for a 3 mm one at 0.25 um/px). None when the work image was read directly
+    (large slides, `exact`, levels that are not JPEG-tiled) or when the level read is too small for a preview
+    (a multi-level slide whose coarsest levels are tiny)."""
 
     geometry: BaseGeometry
     mask: np.ndarray
@@ -212,19 +215,29 @@ def _read_native_downsampled(slide: wsi.Slide, factor: float) -> np.ndarray | No
     mosaic = _native_mosaic(slide, factor)
     if mosaic is None:
         return None
-    image, box, _ = mosaic
+    return _resize_mosaic(mosaic, _out_size(slide, factor), Image.Resampling.BILINEAR)
+
+
+def _out_size(slide: wsi.Slide, factor: float) -> tuple[int, int]:
+    """(width, height) of the whole slide shrunk by `factor`: `round(w0 / factor)` by `round(h0 / factor)`."""
     w0, h0 = slide.meta.dimensions
-    out_w, out_h = max(1, round(w0 / factor)), max(1, round(h0 / factor))
-    # The level's own extent in scaled pixels (the last tiles run past it): resized exactly onto the output.
-    return np.asarray(Image.fromarray(image).resize((out_w, out_h), Image.Resampling.BILINEAR, box=box))
+    return max(1, round(w0 / factor)), max(1, round(h0 / factor))
+
+
+def _resize_mosaic(mosaic: tuple, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    """A `_native_mosaic`'s level extent (its `box`: the last tiles run past it) resized exactly onto `size`."""
+    tiles, box, _ = mosaic
+    return np.asarray(Image.fromarray(tiles).resize(size, resample, box=box))
 
 
 def _native_mosaic(slide: wsi.Slide, factor: float, preview_size: int = 0):
     """(mosaic, box, level-0 px per mosaic px) of the level `read_downsampled` reads for `factor`, its native
     JPEG tiles decoded at the DCT scale (1/2, 1/4, 1/8) that `factor` allows, and put side by side; `box` is
     the level's extent in mosaic pixels (the last tiles run past it). With `preview_size`, at the coarsest
-    scale not coarser than that one whose mosaic has at least `preview_size` px on the level's longest side
-    (else at full size). None where the native path does not apply (see `read_downsampled`)."""
+    scale not coarser than that one whose mosaic has at least `min(preview_size, longest side of the slide)` px
+    on the level's longest side (else, when even a full decode of the level is smaller, at that one: no finer
+    decode that could not serve as a preview). None where the native path does not apply (see
+    `read_downsampled`)."""
     from tiling.reader import NativeTiles
     from tiling.resample import DCT_SCALES, dct_scale
 
@@ -244,7 +257,8 @@ def _native_mosaic(slide: wsi.Slide, factor: float, preview_size: int = 0):
             return None
         if preview_size:
             finer = [s for s in (*DCT_SCALES, 1) if s <= scale and native.size % s == 0]
-            scale = next((s for s in finer if max(native.width, native.height) / s >= preview_size), 1)
+            target = min(preview_size, max(slide.meta.dimensions))
+            scale = next((s for s in finer if max(native.width, native.height) / s >= target), scale)
         step = native.size // scale
         across, down = -(-native.width // native.size), -(-native.height // native.size)
         if across * down * step * step * 3 > NATIVE_MOSAIC_BYTES:
@@ -282,10 +296,9 @@ def _scaled_tile_agrees(slide: wsi.Slide, native, scale: int, tx: int, ty: int) 
 
 def _read_downsampled(slide: wsi.Slide, factor: float, block: int = 1024) -> np.ndarray:
     """`read_downsampled` with read_region, block by block, so memory follows the output size, not the level's."""
-    w0, h0 = slide.meta.dimensions
     level = slide.level_for_downsample(factor)
     d = slide.meta.level_downsamples[level]
-    out_w, out_h = max(1, round(w0 / factor)), max(1, round(h0 / factor))
+    out_w, out_h = _out_size(slide, factor)
     out = np.empty((out_h, out_w, 3), np.uint8)
     step = max(1, int(block * d / factor))  # output pixels per block
     for oy in range(0, out_h, step):
@@ -301,34 +314,41 @@ def _read_downsampled(slide: wsi.Slide, factor: float, block: int = 1024) -> np.
 
 def _work_image(
     slide: wsi.Slide, params: TissueParams
-) -> tuple[np.ndarray, float, float | None, np.ndarray | None]:
-    """(image, level-0 px per image px, the image's mpp or None, the preview it was averaged from or None).
+) -> tuple[np.ndarray, float, float | None, np.ndarray | None, float | None]:
+    """(image, level-0 px per image px, the image's mpp or None, the preview it was averaged from or None, the
+    preview's level-0 px per pixel or None).
 
     A work image under `params.preview_size` px on its longest side (a small slide: a biopsy) comes from the
     native tiles decoded at a finer DCT scale (CMU-1-Small-Region: 1/4 instead of 1/8, 742 px instead of 185 px
     high, about 4 ms more), averaged over the work image's pixels (an area average; DCT scaling is one too);
-    that finer image is the preview (`TissueResult.preview`). Where the native path does not apply, or with
-    `exact`, the work image is read as for any slide, and there is no preview.
+    that finer image is the preview (`TissueResult.preview`) when it has at least `preview_size` px on its
+    longest side, or the whole slide's (a slide smaller than that). Where the level read has no such decode
+    (a full decode of it is smaller: a multi-level slide whose coarse level is tiny), there is no preview; where
+    the native path does not apply, or with `exact`, the work image is read by read_region, and there is none.
     """
     w0, h0 = slide.meta.dimensions
     # Memory stays bounded whatever the slide size: past max_work_size the work image gets coarser.
     factor = max(1.0, max(w0, h0) / params.max_work_size)
     if slide.meta.mpp is not None:
         factor = max(factor, params.work_mpp / slide.meta.mpp)
-    out_w, out_h = max(1, round(w0 / factor)), max(1, round(h0 / factor))
-    mosaic = None
-    if not params.exact and max(out_w, out_h) < params.preview_size:
-        mosaic = _native_mosaic(slide, factor, params.preview_size)
+    size = _out_size(slide, factor)
+    small = max(size) < params.preview_size
+    mosaic = None if params.exact else _native_mosaic(slide, factor, params.preview_size if small else 0)
+    preview = preview_downsample = None
     if mosaic is None:
-        image, preview = read_downsampled(slide, factor, exact=params.exact), None
+        image = _read_downsampled(slide, factor)
+    elif not small:
+        image = _resize_mosaic(mosaic, size, Image.Resampling.BILINEAR)  # as `read_downsampled`
     else:
-        tiles, box, _ = mosaic
-        image = np.asarray(Image.fromarray(tiles).resize((out_w, out_h), Image.Resampling.BOX, box=box))
+        image = _resize_mosaic(mosaic, size, Image.Resampling.BOX)
+        tiles, box, mosaic_downsample = mosaic
         # The level's extent, whole pixels (a last one straddling the edge keeps its decoded value).
-        preview = np.ascontiguousarray(tiles[: max(1, round(box[3])), : max(1, round(box[2]))])
+        finer = tiles[: max(1, round(box[3])), : max(1, round(box[2]))]
+        if max(finer.shape[:2]) >= min(params.preview_size, max(w0, h0)):
+            preview, preview_downsample = np.ascontiguousarray(finer), mosaic_downsample
     downsample = w0 / image.shape[1]
     mpp = slide.meta.mpp * downsample if slide.meta.mpp is not None else None
-    return image, downsample, mpp, preview
+    return image, downsample, mpp, preview, preview_downsample
 
 
 def detect_tissue(slide: wsi.Slide, params: TissueParams | None = None, **overrides) -> BaseGeometry:
@@ -343,12 +363,11 @@ def detect_tissue_result(slide: wsi.Slide, params: TissueParams | None = None, *
     """`detect_tissue` with the mask and its downsample (for thumbnails and checks)."""
     params = replace(params or TissueParams(), **overrides)
     wsi.require_brightfield(slide.meta, "tissue detection")
-    image, downsample, mpp, preview = _work_image(slide, params)
+    image, downsample, mpp, preview, preview_downsample = _work_image(slide, params)
     mask = detect_tissue_mask(image, mpp, params)
     geometry = mask_to_geometry(mask, downsample)
     if geometry.is_empty:
         warnings.warn(f"{slide.path}: no tissue found", stacklevel=2)
-    preview_downsample = None if preview is None else slide.meta.dimensions[0] / preview.shape[1]
     return TissueResult(geometry, mask, downsample, image, preview, preview_downsample)
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from slidestream.pipeline.config import RunConfig, TileOptions
+from tiling.tissue import TissueParams
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
@@ -311,29 +312,36 @@ class TilesKept:
 
 THUMBNAIL_SIZE = 1024  # longest side at most
 # Tissue detection's image (about 8 um/px) serves as the thumbnail when it has at least this many pixels on its
-# longest side: a large slide is then not read again. A small one (a biopsy) has the finer image that its work
+# longest side: a large slide is then not read again. A smaller one (a biopsy) has the finer image that its work
 # image was averaged from (`tiling.TissueResult.preview`, at least as large unless the slide is smaller);
-# else (read_region, `exact`) it is read again, for a figure-quality picture.
-THUMBNAIL_MIN = 512
+# else (read_region, `exact`, a level too small for a preview) it is read again, for a figure-quality picture.
+# The same threshold as tissue detection's: a work image under it is the one that gets a preview.
+THUMBNAIL_MIN = TissueParams.preview_size
+# The slide in a figure is enlarged to this many px on its longest side (`draw_thumbnail`'s `min_size`),
+# except a preview, drawn as it is (it has THUMBNAIL_MIN px or more, unless the slide is smaller).
+FIGURE_MIN = 800
 
 
 def slide_pictures(folder: Path, slide_path: Path, store, roi=None, tissue=None, exact: bool = False,
                    region: BaseGeometry | None = None, slide=None, patches: np.ndarray | None = None) -> list[Path]:  # fmt: skip
     """`write_pictures` on an image of the whole slide that tissue detection has just read (`tissue`, a
     `tiling.TissueResult`): its work image when that has at least THUMBNAIL_MIN px on its longest side, else
-    its preview (a small slide's native tiles at the DCT scale that gives 512 - 1023 px on the longest side,
-    as decoded); without either (read_region, `exact`, no tissue detection here), the slide shrunk to
-    THUMBNAIL_SIZE px on its longest side (`tiling.tissue.read_downsampled`, with read_region when `exact`),
-    read here (from `slide`, the slide open already, if given). An image over THUMBNAIL_SIZE px is shrunk to
-    it. `region` is what folder/tissue.geojson holds, when the caller has just written it; `patches` the
-    store's tiles, when the caller has them in memory."""
+    its preview (a small slide's native tiles at the coarsest DCT scale that gives at least THUMBNAIL_MIN px on
+    the longest side, as decoded: under 1024 px, but for a single-level slide finer than 1 um/px whose 1/8
+    decode is already larger), drawn as it is; without either (read_region, `exact`, a level too small for a
+    preview, no tissue detection here), the slide shrunk to THUMBNAIL_SIZE px on its longest side
+    (`tiling.tissue.read_downsampled`, with read_region when `exact`), read here (from `slide`, the slide open
+    already, if given). An image over THUMBNAIL_SIZE px is shrunk to it; in the figure, any but the preview is
+    enlarged to FIGURE_MIN px. `region` is what folder/tissue.geojson holds, when the caller has just written
+    it; `patches` the store's tiles, when the caller has them in memory."""
     import wsi
 
     image = downsample = None
+    min_size = FIGURE_MIN
     if tissue is not None and max(tissue.image.shape[:2]) >= THUMBNAIL_MIN:
         image, downsample = tissue.image, tissue.downsample
     elif tissue is not None and tissue.preview is not None:
-        image, downsample = tissue.preview, tissue.preview_downsample
+        image, downsample, min_size = tissue.preview, tissue.preview_downsample, THUMBNAIL_MIN
     if image is not None:
         shrink = THUMBNAIL_SIZE / max(image.shape[:2])
         if shrink < 1:
@@ -352,11 +360,13 @@ def slide_pictures(folder: Path, slide_path: Path, store, roi=None, tissue=None,
             # From DCT-scaled native tiles where the slide has them (a fifth of read_region's time on a biopsy).
             image = read_downsampled(slide, max(1.0, max(w0, h0) / THUMBNAIL_SIZE), exact=exact)
             downsample = w0 / image.shape[1]
-    return write_pictures(folder, store, image, downsample, roi=roi, region=region, patches=patches)
+    return write_pictures(folder, store, image, downsample, roi=roi, region=region, patches=patches,
+                          min_size=min_size)  # fmt: skip
 
 
 def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, roi=None,
-                   region: BaseGeometry | None = None, patches: np.ndarray | None = None) -> list[Path]:  # fmt: skip
+                   region: BaseGeometry | None = None, patches: np.ndarray | None = None,
+                   min_size: int = FIGURE_MIN) -> list[Path]:  # fmt: skip
     """folder/thumbnail.png (figure: tiles, tissue outline with holes, ROI, scale bar, title, legend),
     tissue_mask.png (the tissue tiles were kept in, white on black) and stitch.png (the stored tiles at their
     place) of a tiled slide, each written atomically. Shared by `tile` and `run`.
@@ -364,7 +374,8 @@ def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, ro
     `image` is the whole slide at `downsample` level-0 px per pixel, already read (tiling.thumbnail draws
     on it); `roi` the level-0 ROI geometry of the run, if any; `region` the tissue as written to
     folder/tissue.geojson (`tiling.TilingResult.region`; without it that file is read). The stitch reads every
-    stored patch once, unless `patches` holds them ((N, S, S, 3), the store's pixels: `TilesKept`). PNGs by
+    stored patch once, unless `patches` holds them ((N, S, S, 3), the store's pixels: `TilesKept`). In
+    thumbnail.png an image under `min_size` px on its longest side is enlarged to it. PNGs by
     `tiling.png` (same pixels as any encoder, a third of Pillow's time).
     """
     import shapely
@@ -391,8 +402,7 @@ def write_pictures(folder: Path, store, image: np.ndarray, downsample: float, ro
         raise ValueError(f"patches must hold the store's tiles, shape {(len(store), spec.size, spec.size, 3)} "
                          f"(N, S, S, 3); got {patches.shape}")  # fmt: skip
     pictures = {
-        # An image of THUMBNAIL_MIN px or more is drawn on as it is (no enlarging resize).
-        "thumbnail.png": draw_thumbnail(image, downsample, overlay, min_size=THUMBNAIL_MIN).image,
+        "thumbnail.png": draw_thumbnail(image, downsample, overlay, min_size=min_size).image,
         "tissue_mask.png": tissue_mask_image(image.shape[:2], downsample, tissue),
         "stitch.png": stitch_image(
             image.shape[:2], downsample, store.coords, spec.extent, patches=tiles, fallback=image

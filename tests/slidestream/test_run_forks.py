@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -40,8 +42,6 @@ def test_forked_workers_tile_the_slides_and_report_their_tiles(cmu_path, tmp_pat
 def test_the_tile_steps_first_use_costs_are_paid_before_forking(tmp_path, monkeypatch):
     """`_forks` runs each step's `preload` in this process before forking, so that the workers share it: the
     tile step's imports the pictures need and its fonts (loaded once per size)."""
-    import sys
-
     calls = []
     monkeypatch.setattr(STEPS["tile"], "preload", lambda: calls.append("tile"), raising=False)
     config = load_config(
@@ -49,13 +49,22 @@ def test_the_tile_steps_first_use_costs_are_paid_before_forking(tmp_path, monkey
     )
     with runner_module._forks(config):
         assert calls == ["tile"]
-    monkeypatch.undo()
-    from tiling import thumbnail
-
-    thumbnail._font.cache_clear()
-    STEPS["tile"].preload()
-    assert {"tiling.png", "tiling.thumbnail", "PIL.ImageDraw"} <= set(sys.modules)
-    assert thumbnail._font.cache_info().currsize == 3  # title, caption and legend, scale bar
+    # What preload promises, in a fresh process (this one has imported them already): the picture modules, none
+    # imported by the step's module itself, and the fonts.
+    probe = (
+        "import sys; from slidestream.pipeline.steps import STEPS; "
+        "names = ('tiling.png', 'tiling.thumbnail', 'PIL.ImageDraw'); "
+        "print(*(n in sys.modules for n in names)); STEPS['tile'].preload(); "
+        "from tiling import thumbnail; print(*(n in sys.modules for n in names)); "
+        "print(thumbnail._font.cache_info().currsize)"
+    )
+    said = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout.split("\n")  # fmt: skip
+    assert said[:3] == [
+        "False False False",
+        "True True True",
+        "3",
+    ]  # fonts: title, caption and legend, scale bar
 
 
 class _Dies:

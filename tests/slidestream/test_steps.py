@@ -144,28 +144,79 @@ def test_old_run_names_warn_and_still_work(tmp_path):
 
 
 def test_a_large_tissue_image_serves_as_the_thumbnail_without_reading_the_slide(synthetic_slide, tmp_path):
-    from slidestream.pipeline.steps import THUMBNAIL_MIN, slide_pictures
+    from slidestream.pipeline.steps import FIGURE_MIN, THUMBNAIL_MIN, slide_pictures
 
     folder = tmp_path / "alpha"
     store = tiling.tile_slide(synthetic_slide.path, folder / "patches.zarr", mpp=1.0, size=64)
     with wsi.open_slide(synthetic_slide.path) as slide:
-        image = slide.thumbnail(THUMBNAIL_MIN)
+        image = slide.thumbnail(600)
         tissue = tiling.detect_tissue_result(slide)
+    assert THUMBNAIL_MIN <= image.shape[1] == 600 < FIGURE_MIN
     downsample = 2560 / image.shape[1]
     large = replace(tissue, image=image, downsample=downsample)
     gone = tmp_path / "moved.svs"  # a read of the slide would fail: the image given is used
     written = slide_pictures(folder, gone, store, tissue=large)
     shown = np.asarray(Image.open(written[0]).convert("RGB"))
-    assert shown.shape[1] >= image.shape[1]
+    assert shown.shape[1] == FIGURE_MIN  # a work image of 600 px is enlarged in the figure, as ever
     mask = np.asarray(Image.open(folder / "tissue_mask.png"))
     assert mask.shape == image.shape[:2]
-    # Too small for a figure: the preview it was averaged from is drawn on (as tissue detection decoded it).
+    # Too small for a figure: the preview it was averaged from is drawn on as tissue detection decoded it
+    # (640 x 512 px: not enlarged).
     small = replace(tissue, image=image[:100, :100])
     slide_pictures(folder, gone, store, tissue=small)
-    assert np.asarray(Image.open(folder / "stitch.png")).shape == tissue.preview.shape
+    assert np.asarray(Image.open(folder / "stitch.png")).shape == tissue.preview.shape == (512, 640, 3)
+    assert np.asarray(Image.open(folder / "thumbnail.png")).shape[1] == 640
     # Without a preview (read by read_region, `exact`): the slide is read.
     with pytest.raises(wsi.SlideError):
         slide_pictures(folder, gone, store, tissue=replace(small, preview=None, preview_downsample=None))
+
+
+def _two_level_slide(path, image: np.ndarray, mpp: float, tile: int = 64):
+    """An SVS-like file of `image` as level 0 and a 4x coarser level 1, JPEG tiles of `tile` px (and the
+    stripped thumbnail after level 0 that makes it an SVS pyramid for tifffile, as `wsi.synthetic` writes)."""
+    import tifffile
+
+    h0, w0 = image.shape[:2]
+    aperio = f"Aperio Image Library v12.0.16\r\n{w0}x{h0}"
+    coarse = np.asarray(Image.fromarray(image).reduce(4))
+    jpeg = {"compression": "jpeg", "photometric": "rgb", "subfiletype": 0, "metadata": None}
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, tile=(tile, tile), description=f"{aperio} [0,0 {w0}x{h0}] ({tile}x{tile}) JPEG/RGB "
+                  f"Q=90|MPP = {mpp}", **jpeg)  # fmt: skip
+        tif.write(
+            coarse, rowsperstrip=16, description=f"{aperio} -> {w0 // 4}x{h0 // 4} - |MPP = {mpp}", **jpeg
+        )
+        tif.write(coarse, tile=(tile, tile), description=f"{aperio} [0,0 {w0}x{h0}] ({tile}x{tile}) -> "
+                  f"{coarse.shape[1]}x{coarse.shape[0]} JPEG/RGB Q=90", **jpeg)  # fmt: skip
+    return path
+
+
+def test_a_small_slide_whose_coarse_level_is_too_small_for_a_preview_is_read_again(cmu_path, tmp_path):
+    """1600 x 1200 px at 1 um/px, levels of 1600 and 400 px: tissue detection reads the 400 px level, whose full
+    decode is still under 512 px: no preview (an enlarged 400 px image would be a poor thumbnail); the pictures
+    read the slide again at 1024 px, as for `exact`."""
+    from slidestream.pipeline.steps import slide_pictures
+    from tiling.tissue import _native_mosaic
+
+    with wsi.open_slide(cmu_path) as slide:  # CMU's tissue, turned and shrunk to 1600 x 1200
+        cmu = Image.fromarray(slide.read_region((0, 0), 0, slide.meta.dimensions))
+    image = np.asarray(cmu.resize((1200, 1600)).transpose(Image.Transpose.ROTATE_90))
+    path = _two_level_slide(tmp_path / "small.svs", image, mpp=1.0)
+    folder = tmp_path / "small"
+    with wsi.open_slide(path) as slide:
+        assert slide.meta.level_dimensions == ((1600, 1200), (400, 300))
+        assert _native_mosaic(slide, 8.0) is not None  # read from level 1's native tiles (as a biopsy is)
+        tissue = tiling.detect_tissue_result(slide)
+        exact = tiling.detect_tissue_result(slide, exact=True)
+    assert (
+        tissue.image.shape == (150, 200, 3) and tissue.preview is None and tissue.preview_downsample is None
+    )
+    assert np.abs(tissue.image.astype(np.int16) - exact.image.astype(np.int16)).mean() < 6
+    store = tiling.tile_slide(path, folder / "patches.zarr", mpp=4.0, size=64)
+    assert len(store)
+    slide_pictures(folder, path, store, tissue=tissue)
+    assert np.asarray(Image.open(folder / "stitch.png")).shape == (768, 1024, 3)
+    assert np.asarray(Image.open(folder / "thumbnail.png")).shape[1] == 1024
 
 
 def test_pictures_from_the_region_in_memory_equal_those_from_tissue_geojson(cmu_path, tmp_path):

@@ -108,3 +108,31 @@ def test_a_slide_whose_work_image_is_large_enough_has_no_preview(cmu_path):
         assert tiling.detect_tissue_result(slide, TissueParams(preview_size=185)).preview is None
         finer = tiling.detect_tissue_result(slide, TissueParams(preview_size=1000))  # 1/2: 1484 px
     assert finer.preview.shape == (1484, 1110, 3) and finer.preview_downsample == 2.0
+
+
+@pytest.mark.parametrize("fails", ["tile_check", "memory_bound"])
+def test_a_small_slide_whose_native_tiles_cannot_be_used_is_read_exactly_once(cmu_path, monkeypatch, fails):
+    """The preview's fallbacks through `detect_tissue_result`: a sample tile that disagrees with the slide reader
+    or a mosaic over NATIVE_MOSAIC_BYTES gives no preview and the exact work image, with the native tiles
+    opened once (not again by a second try of the native path)."""
+    from tiling.reader import NativeTiles
+
+    with wsi.open_slide(cmu_path) as slide:
+        exact = tiling.detect_tissue_result(slide, exact=True)
+    if fails == "tile_check":
+        real = NativeTiles.decode_tile
+        monkeypatch.setattr(
+            NativeTiles, "decode_tile", lambda self, tx, ty, scale=1: 255 - real(self, tx, ty, scale)
+        )
+    else:
+        monkeypatch.setattr(tissue, "NATIVE_MOSAIC_BYTES", 1000)
+    opened = []
+    open_level = NativeTiles.open_level.__func__
+    monkeypatch.setattr(
+        NativeTiles, "open_level", classmethod(lambda cls, *a: opened.append(a) or open_level(cls, *a))
+    )
+    with wsi.open_slide(cmu_path) as slide:
+        result = tiling.detect_tissue_result(slide)
+    assert result.preview is None and result.preview_downsample is None
+    np.testing.assert_array_equal(result.image, exact.image)
+    assert len(opened) == 1
