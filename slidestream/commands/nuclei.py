@@ -215,6 +215,8 @@ def run_train(args) -> int:
     if args.self_train and (problem := _unreadable_slide(args.self_train)):
         print(f"error: --self-train: {problem}", file=sys.stderr)
         return 2
+    # --real is read and split before any tile is rendered too.
+    real = _load_real(args) if args.real else None
     train_tiles, val_tiles = load_training_data(cmd, progress)
     self_train, teacher = {}, None
     if args.self_train:
@@ -237,8 +239,8 @@ def run_train(args) -> int:
         model_config = replace(model_config, mpp=train_tiles.mpp)
     val_sets = val_tiles
     real_summary = {}
-    if args.real:
-        train_tiles, val_sets, real_summary = _add_real(train_tiles, val_tiles, args, model_config.mpp)
+    if real is not None:
+        train_tiles, val_sets, real_summary = _add_real(train_tiles, val_tiles, real, args, model_config.mpp)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
                          augment=AugmentConfig(crop=args.crop), seed=args.seed, loader_workers=args.workers,
                          threads=args.threads, init=args.init,
@@ -258,12 +260,10 @@ def run_train(args) -> int:
     return 0
 
 
-def _add_real(train_tiles, val_tiles, args, mpp: float):
-    """Training tiles with `--real-share` of the samples from the --real folder (at `mpp`), the validation sets
-    ({"real": held-out part, "synthetic" or "data": --data's}; the first picks the best epoch) and what was done.
-    """
-    from nuclei.datasets import DatasetError, grid_split, load_dataset, resample_tiles
-    from nuclei.selftrain import mix_tiles
+def _load_real(args):
+    """(train, val, split description, source) of the --real folder, split by --real-val-blocks or
+    --val-fraction."""
+    from nuclei.datasets import DatasetError, grid_split, load_dataset
 
     try:
         real = load_dataset(args.real, mpp=args.real_mpp)
@@ -282,15 +282,27 @@ def _add_real(train_tiles, val_tiles, args, mpp: float):
         n_val = int(round(len(real) * args.val_fraction)) if len(real) > 1 else 0
         real_train, real_val = real.subset(order[n_val:]), real.subset(order[:n_val])
         split = {"val_fraction": args.val_fraction, "val_images": [int(i) for i in order[:n_val]]}
+    return real_train, real_val, split, real
+
+
+def _add_real(train_tiles, val_tiles, real, args, mpp: float):
+    """Training tiles with `--real-share` of the samples from the --real part `real` (`_load_real`), resampled to
+    `mpp`; the validation sets ({"real": its held-out part, "synthetic" or "data": --data's}; the first picks
+    the best epoch) and what was done."""
+    from nuclei.datasets import resample_tiles
+    from nuclei.selftrain import mix_tiles
+
+    real_train, real_val, split, source = real
     real_train, real_val = resample_tiles(real_train, mpp), resample_tiles(real_val, mpp)
     mixed = mix_tiles(train_tiles, real_train, args.real_share)
     val_sets = {"real": real_val, ("synthetic" if args.data == "synthetic" else "data"): val_tiles}
     nuclei_n = [int(sum(len(np.unique(i)) - 1 for i in t.instances)) for t in (real_train, real_val)]
-    summary = {"folder": str(args.real), "source": real.source, "mpp": real.mpp, "resampled_to": mpp,
+    summary = {"folder": str(args.real), "source": source.source, "mpp": source.mpp, "resampled_to": mpp,
                "share": args.real_share, "split": split, "train_tiles": len(real_train),
                "train_nuclei": nuclei_n[0], "val_tiles": len(real_val), "val_nuclei": nuclei_n[1]}  # fmt: skip
-    print(f"real: {args.real} at {real.mpp} um/px -> {mpp}; {len(real_train)} training tiles ({nuclei_n[0]} nuclei), "
-          f"{len(real_val)} validation tiles ({nuclei_n[1]} nuclei), {args.real_share:.0%} of the samples", flush=True)  # fmt: skip
+    print(f"real: {args.real} at {source.mpp} um/px -> {mpp}; {len(real_train)} training tiles ({nuclei_n[0]} "
+          f"nuclei), {len(real_val)} validation tiles ({nuclei_n[1]} nuclei), {args.real_share:.0%} of the "
+          "samples", flush=True)  # fmt: skip
     return mixed, val_sets, summary
 
 
