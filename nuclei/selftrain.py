@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from nuclei.datasets.base import NucleiTiles
+from nuclei.datasets.base import UNKNOWN_TYPE, NucleiTiles
 from nuclei.inference import predict_maps
 from nuclei.model import NucleiNet
 from nuclei.postprocess import PostprocessConfig, instances_from_maps
@@ -172,7 +172,9 @@ def pseudo_label_slides(model: NucleiNet, paths, config: PseudoLabelConfig | Non
 
 
 def mix_tiles(labelled: NucleiTiles, pseudo: NucleiTiles, share: float) -> NucleiTiles:
-    """One tile set drawing `share` of its samples from `pseudo` (tiles repeated by reference, not copied)."""
+    """One tile set drawing `share` of its samples from `pseudo` (tiles repeated by reference, not copied):
+    pseudo-labels, or any second labelled set (e.g. real annotations beside synthetic tiles). Types of `pseudo`
+    are kept when its classes are `labelled`'s, else its nuclei get `UNKNOWN_TYPE`."""
     if not 0 < share < 1:
         raise ValueError(f"share must be between 0 and 1 (exclusive), got {share}")
     if labelled.mpp and pseudo.mpp and abs(labelled.mpp - pseudo.mpp) > 1e-6:
@@ -180,10 +182,17 @@ def mix_tiles(labelled: NucleiTiles, pseudo: NucleiTiles, share: float) -> Nucle
     reps = max(1, int(round(share / (1 - share) * len(labelled) / len(pseudo))))
     idx = list(range(len(pseudo))) * reps
     n = len(labelled)
+    same_classes = pseudo.types is not None and tuple(pseudo.classes or ()) == tuple(labelled.classes or ())
+
+    def pseudo_types(i: int) -> np.ndarray:
+        if same_classes:
+            return pseudo.types[i]
+        return np.where(pseudo.instances[i] > 0, UNKNOWN_TYPE, 0).astype(np.uint8)
+
     return NucleiTiles(
         images=list(labelled.images) + [pseudo.images[i] for i in idx],
         instances=list(labelled.instances) + [pseudo.instances[i] for i in idx],
-        types=[labelled.type_map(i) for i in range(n)] + [pseudo.type_map(i) for i in idx],
+        types=[labelled.type_map(i) for i in range(n)] + [pseudo_types(i) for i in idx],
         mpp=labelled.mpp,
         classes=labelled.classes,
         source=f"{labelled.source} + {reps} x {pseudo.source}",

@@ -8,7 +8,8 @@ where touching nuclei get merged, the HV maps are what must separate them); type
 of `UNKNOWN_TYPE` skipped). Pixels a dataset marks `ignore` (pseudo-labels' uncertain ones) carry no loss at
 all. After each epoch the model is scored on `val` (instances from the same post-processing `segment` uses)
 and saved to `out_dir` with its metrics; the best epoch by PQ is kept as `out_dir/` itself, every epoch's
-metrics go to `out_dir/history.json`.
+metrics go to `out_dir/history.json`. `val` may name several validation sets (e.g. real held-out blocks and
+synthetic tiles): each is scored every epoch (`val_<name>_pq`, ...) and the first one picks the best epoch.
 """
 
 from __future__ import annotations
@@ -170,14 +171,15 @@ def evaluate(model: NucleiNet, tiles: NucleiTiles, device: torch.device | str = 
 
 
 def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | os.PathLike = "nuclei_model",
-          val: NucleiTiles | None = None, model_config: ModelConfig | None = None, progress: bool = True,
+          val: NucleiTiles | dict[str, NucleiTiles] | None = None, model_config: ModelConfig | None = None, progress: bool = True,
           provenance: dict | None = None, model: NucleiNet | None = None) -> list[dict]:  # fmt: skip
     """Train on `tiles` and write the best model (by validation PQ, else the last) to `out_dir`.
 
     `model` starts training from a model already in memory (it is trained in place), e.g. the self-training
     teacher loaded from `config.init`, instead of loading `config.init` again. When `model_config` differs from
     the starting model's (e.g. `full_resolution` added), a new model of `model_config` starts from every tensor
-    of the starting one that fits (`transfer_weights`); the others start fresh."""
+    of the starting one that fits (`transfer_weights`); the others start fresh. `val` as a dict {name: tiles}
+    records each set's metrics as `val_<name>_<metric>`; the first set's PQ picks the best epoch."""
     config = config or TrainConfig()
     if len(tiles) == 0:
         raise ValueError("no training tiles")
@@ -209,6 +211,7 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
     best = -1.0
+    val_sets, select = _val_sets(val)
     base_prov = {
         "train_config": json.loads(json.dumps(asdict(config), default=str)),
         "train_source": tiles.source,
@@ -250,15 +253,16 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
         record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 1), "lr": round(schedule.lr(), 6)}
         record.update({f"loss_{k}": round(v / steps, 4) for k, v in sums.items()})
         model.eval()
-        if val is not None and len(val):
-            record.update({f"val_{k}": v for k, v in evaluate(model, val, device).items()})
+        for prefix, tiles_v in val_sets.items():
+            record.update({f"{prefix}{k}": v for k, v in evaluate(model, tiles_v, device).items()})
         history.append(record)
         if progress:
             print(json.dumps(record), flush=True)
-        metric = record.get("val_pq", epoch)
+        metric = record.get(select, epoch)
         prov = {
             **base_prov,
             "epochs_done": epoch + 1,
+            "selected_by": select if val_sets else "last epoch",
             "val": {k: v for k, v in record.items() if k.startswith("val_")},
         }
         save_model(model, out_dir / "last", provenance=prov)
@@ -269,6 +273,17 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
         if schedule.done():
             break
     return history
+
+
+def _val_sets(val) -> tuple[dict[str, NucleiTiles], str]:
+    """{record key prefix: tiles} of the non-empty validation sets, and the record key that picks the best
+    epoch."""
+    if val is None:
+        return {}, "val_pq"
+    if isinstance(val, NucleiTiles):
+        return ({"val_": val} if len(val) else {}), "val_pq"
+    sets = {f"val_{name}_": tiles for name, tiles in val.items() if tiles is not None and len(tiles)}
+    return sets, (f"{next(iter(sets))}pq" if sets else "val_pq")
 
 
 class _Schedule:

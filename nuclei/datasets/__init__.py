@@ -9,11 +9,13 @@ from nuclei.datasets.base import DatasetError, NucleiTiles
 from nuclei.datasets.monuseg import rasterize_polygons, read_geojson_polygons, read_xml_polygons
 from nuclei.datasets.pannuke import pannuke_instances
 from nuclei.datasets.registry import list_layouts, load_dataset, register_layout
+from nuclei.datasets.split import grid_split, resample_tiles
 from nuclei.datasets.synthetic import cached_synthetic_tiles, synthetic_tiles
 
 __all__ = [
     "DatasetError",
     "cached_synthetic_tiles",
+    "grid_split",
     "NucleiTiles",
     "list_layouts",
     "load_dataset",
@@ -22,5 +24,6 @@ __all__ = [
     "read_geojson_polygons",
     "read_xml_polygons",
     "register_layout",
+    "resample_tiles",
     "synthetic_tiles",
 ]

@@ -38,8 +38,11 @@ def register(sub) -> None:
         "CoNSeP/Lizard or image + instance-mask pairs, with --val-fraction of it held out. --self-train adds real, "
         "unlabelled slides: the teacher (--init, else the shipped weights) labels their tissue tiles under eight "
         "flips/rotations, keeps the confident nuclei, masks uncertain pixels out of the loss, and --self-train-share "
-        "of the training samples come from them. Writes config.json + model.safetensors (best epoch by validation "
-        "PQ), last/ and history.json into -o.",
+        "of the training samples come from them. --real adds a labelled dataset folder (real annotations) to --data: "
+        "--real-share of the samples come from it, resampled to the model's mpp; --real-val-blocks holds out "
+        "blocks of a --real-grid grid over each of its images (else --val-fraction of its images), and the "
+        "best epoch is then picked by PQ on those (the --data validation is logged beside it). Writes "
+        "config.json + model.safetensors (best epoch by validation PQ), last/ and history.json into -o.",
     )
     t.add_argument("--data", required=True, help="'synthetic' or a dataset folder")
     t.add_argument("-o", "--out", required=True, type=output_folder, help="model folder")
@@ -80,6 +83,17 @@ def register(sub) -> None:
                    help="share of training samples drawn from the pseudo-labelled tiles")  # fmt: skip
     t.add_argument("--self-train-tiles", type=positive_int, default=64,
                    help="tissue tiles (512 px at the model's mpp) pseudo-labelled per slide, at most")  # fmt: skip
+    t.add_argument(
+        "--real", metavar="DIR", help="a labelled dataset folder mixed into --data (any known layout)"
+    )
+    t.add_argument("--real-share", type=open_fraction, default=0.5,
+                   help="share of training samples drawn from --real")  # fmt: skip
+    t.add_argument("--real-mpp", type=positive_float,
+                   help="resolution of --real when it records none (um/px; a dataset.json 'mpp' otherwise)")  # fmt: skip
+    t.add_argument("--real-grid", type=positive_int, default=3,
+                   help="--real images are cut into this many x this many blocks for --real-val-blocks")  # fmt: skip
+    t.add_argument("--real-val-blocks", type=non_negative_int, nargs="+", metavar="B",
+                   help="blocks held out for validation (numbered row by row from 0 at the top left)")  # fmt: skip
     add_quiet(t)
     t.set_defaults(func=run_train)
 
@@ -201,6 +215,8 @@ def run_train(args) -> int:
     if args.self_train and (problem := _unreadable_slide(args.self_train)):
         print(f"error: --self-train: {problem}", file=sys.stderr)
         return 2
+    # --real is read and split before any tile is rendered too.
+    real = _load_real(args) if args.real else None
     train_tiles, val_tiles = load_training_data(cmd, progress)
     self_train, teacher = {}, None
     if args.self_train:
@@ -221,6 +237,10 @@ def run_train(args) -> int:
             raise SystemExit(f"--decoder-channels: {exc}") from None
     if train_tiles.mpp:
         model_config = replace(model_config, mpp=train_tiles.mpp)
+    val_sets = val_tiles
+    real_summary = {}
+    if real is not None:
+        train_tiles, val_sets, real_summary = _add_real(train_tiles, val_tiles, real, args, model_config.mpp)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
                          augment=AugmentConfig(crop=args.crop), seed=args.seed, loader_workers=args.workers,
                          threads=args.threads, init=args.init,
@@ -230,13 +250,60 @@ def run_train(args) -> int:
     provenance = {
         "command": "slidestream nuclei " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["nuclei"] else "",
         **({"self_train": self_train} if self_train else {}),
+        **({"real": real_summary} if real_summary else {}),
     }
     # The teacher loaded from --init is the starting point too: it is not loaded twice.
-    history = train(train_tiles, config, cmd.out, val=val_tiles, model_config=model_config, progress=True,
+    history = train(train_tiles, config, cmd.out, val=val_sets, model_config=model_config, progress=True,
                     provenance=provenance, model=teacher if args.init else None)  # fmt: skip
     print(json.dumps(history[-1]))
     print(f"model written to {cmd.out}")
     return 0
+
+
+def _load_real(args):
+    """(train, val, split description, source) of the --real folder, split by --real-val-blocks or
+    --val-fraction."""
+    from nuclei.datasets import DatasetError, grid_split, load_dataset
+
+    try:
+        real = load_dataset(args.real, mpp=args.real_mpp)
+    except DatasetError as exc:
+        raise SystemExit(f"--real: {exc}") from None
+    if real.mpp is None:
+        raise SystemExit(f"--real: {args.real} records no resolution; give --real-mpp (um/px)")
+    if args.real_val_blocks:
+        try:
+            real_train, real_val = grid_split(real, args.real_grid, args.real_val_blocks)
+        except ValueError as exc:
+            raise SystemExit(f"--real-val-blocks: {exc}") from None
+        split = {"grid": args.real_grid, "val_blocks": sorted(set(args.real_val_blocks))}
+    else:
+        order = np.random.default_rng(args.seed).permutation(len(real))
+        n_val = int(round(len(real) * args.val_fraction)) if len(real) > 1 else 0
+        real_train, real_val = real.subset(order[n_val:]), real.subset(order[:n_val])
+        split = {"val_fraction": args.val_fraction, "val_images": [int(i) for i in order[:n_val]]}
+    return real_train, real_val, split, real
+
+
+def _add_real(train_tiles, val_tiles, real, args, mpp: float):
+    """Training tiles with `--real-share` of the samples from the --real part `real` (`_load_real`), resampled to
+    `mpp`; the validation sets ({"real": its held-out part, "synthetic" or "data": --data's}; the first picks
+    the best epoch) and what was done."""
+    from nuclei.datasets import resample_tiles
+    from nuclei.selftrain import mix_tiles
+
+    real_train, real_val, split, source = real
+    real_train, real_val = resample_tiles(real_train, mpp), resample_tiles(real_val, mpp)
+    mixed = mix_tiles(train_tiles, real_train, args.real_share)
+    val_sets = {"real": real_val, ("synthetic" if args.data == "synthetic" else "data"): val_tiles}
+    nuclei_n = [int(sum(len(np.unique(i)) - 1 for i in t.instances)) for t in (real_train, real_val)]
+    summary = {"folder": str(args.real), "source": source.source, "mpp": source.mpp, "resampled_to": mpp,
+               "share": args.real_share, "split": split, "train_tiles": len(real_train),
+               "train_nuclei": nuclei_n[0], "val_tiles": len(real_val), "val_nuclei": nuclei_n[1]}  # fmt: skip
+    print(f"real: {args.real} at {source.mpp} um/px -> {mpp}; {len(real_train)} training tiles ({nuclei_n[0]} "
+          f"nuclei), {len(real_val)} validation tiles ({nuclei_n[1]} nuclei), {args.real_share:.0%} of the "
+          "samples", flush=True)  # fmt: skip
+    return mixed, val_sets, summary
 
 
 def _unreadable_slide(paths) -> str | None:

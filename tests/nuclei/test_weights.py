@@ -14,8 +14,10 @@ from nuclei.segment import DEFAULT_WEIGHTS
 DATA = Path(__file__).resolve().parents[1] / "data" / "nuclei"
 HGSC_MPP = 0.45  # estimated from nucleus sizes, see tests/data/nuclei/README.md
 # Floors a little under what the shipped weights measured (benchmarks/RESULTS.md): regression guards, not goals.
-MIN_SYNTHETIC_F1 = 0.65  # measured 0.692 on this tile (11 nuclei: one more or less moves F1 by about 0.08)
-MIN_HGSC_RECALL = 0.3  # measured 0.390 (F1 0.289: far below the 0.75 target, and below the classical 0.323)
+MIN_SYNTHETIC_F1 = 0.65  # stage 8 measured 1.0 on this tile, stage 6 0.692 (11 nuclei: one moves F1 by ~0.08)
+MIN_HGSC_RECALL = (
+    0.45  # stage 8 measured 0.530 (F1 0.423: far below the 0.75 target, above the classical 0.323)
+)
 
 
 def test_shipped_weights_are_small_and_documented():
@@ -42,6 +44,6 @@ def test_shipped_weights_on_the_real_hgsc_crop():
     )
     cnn = nuclei.metrics.score(truth, nuclei.segment(image, mpp=HGSC_MPP, device="cpu"))
     classical = nuclei.metrics.score(truth, nuclei.segment_classical(image, mpp=HGSC_MPP))
-    # The shipped CNN over-detects real stroma (over a thousand false positives): see README, Nuclei.
+    # The shipped CNN still over-detects real stroma (411 false positives against 224 true): see README, Nuclei.
     assert cnn.recall >= MIN_HGSC_RECALL, cnn.as_dict()
     assert classical.f1 > 0.25, classical.as_dict()

@@ -1,0 +1,90 @@
+"""Held-out blocks of large annotated images, and resampling labelled tiles to another resolution.
+
+train, val = grid_split(tiles, grid=3, val_blocks=(2, 4, 6))   # the anti-diagonal of a 3 x 3 grid
+train = resample_tiles(train, mpp=0.5)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nuclei.datasets.base import NucleiTiles
+from nuclei.image import resize_image, resize_labels
+
+__all__ = ["grid_split", "resample_tiles"]
+
+
+def _blocks(n: int, grid: int) -> list[tuple[int, int]]:
+    edges = np.linspace(0, n, grid + 1).round().astype(int)
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _relabel(inst: np.ndarray) -> np.ndarray:
+    """Instance ids made consecutive (1..n) after cutting."""
+    ids, inv = np.unique(inst, return_inverse=True)
+    out = inv.reshape(inst.shape).astype(np.int32)
+    return out if ids[0] == 0 else out + 1
+
+
+def grid_split(tiles: NucleiTiles, grid: int, val_blocks) -> tuple[NucleiTiles, NucleiTiles]:
+    """(train, val): every image cut into a `grid` x `grid` grid of blocks (numbered row by row from 0 at the
+    top left); blocks in `val_blocks` go to val, the others to train, each block a tile of its own. Nuclei cut
+    by a block edge keep the part inside the block. Both parts must be non-empty."""
+    if grid < 1:
+        raise ValueError(f"grid must be at least 1, got {grid}")
+    val_set = {int(b) for b in val_blocks}
+    bad = sorted(b for b in val_set if not 0 <= b < grid * grid)
+    if bad:
+        raise ValueError(f"val_blocks {bad} outside the {grid} x {grid} grid (blocks 0..{grid * grid - 1})")
+    if not val_set or len(val_set) == grid * grid:
+        raise ValueError(
+            f"val_blocks must hold out some but not all of the {grid * grid} blocks, got {sorted(val_set)}"
+        )
+    parts: dict[bool, dict[str, list]] = {
+        side: {"images": [], "instances": [], "types": [], "ignore": []} for side in (False, True)
+    }
+    for i, (img, inst) in enumerate(zip(tiles.images, tiles.instances, strict=True)):
+        h, w = inst.shape
+        for r, (y0, y1) in enumerate(_blocks(h, grid)):
+            for c, (x0, x1) in enumerate(_blocks(w, grid)):
+                part = parts[r * grid + c in val_set]
+                part["images"].append(np.ascontiguousarray(img[y0:y1, x0:x1]))
+                part["instances"].append(_relabel(inst[y0:y1, x0:x1]))
+                if tiles.types is not None:
+                    part["types"].append(np.ascontiguousarray(tiles.types[i][y0:y1, x0:x1]))
+                if tiles.ignore is not None:
+                    part["ignore"].append(np.ascontiguousarray(tiles.ignore[i][y0:y1, x0:x1]))
+    blocks = sorted(val_set)
+    return tuple(  # type: ignore[return-value]
+        NucleiTiles(
+            p["images"],
+            p["instances"],
+            p["types"] if tiles.types is not None else None,
+            mpp=tiles.mpp,
+            classes=tiles.classes,
+            source=f"{tiles.source} [{'val' if side else 'train'}: grid {grid}, held-out blocks {blocks}]",
+            ignore=p["ignore"] if tiles.ignore is not None else None,
+        )
+        for side, p in ((False, parts[False]), (True, parts[True]))
+    )
+
+
+def resample_tiles(tiles: NucleiTiles, mpp: float) -> NucleiTiles:
+    """The tiles at `mpp` um/px (images bilinear, labels nearest); `tiles.mpp` must be known."""
+    if tiles.mpp is None:
+        raise ValueError(f"{tiles.source}: resolution unknown, give its mpp to resample it to {mpp} um/px")
+    f = tiles.mpp / mpp
+    if abs(f - 1) < 1e-6:
+        return tiles
+    images, instances, types, ignore = [], [], [], []
+    for i, (img, inst) in enumerate(zip(tiles.images, tiles.instances, strict=True)):
+        shape = (max(1, int(round(inst.shape[0] * f))), max(1, int(round(inst.shape[1] * f))))
+        images.append(resize_image(img, (shape[1], shape[0])))
+        instances.append(_relabel(resize_labels(inst, shape)))
+        if tiles.types is not None:
+            types.append(resize_labels(tiles.types[i], shape))
+        if tiles.ignore is not None:
+            ignore.append(resize_labels(tiles.ignore[i], shape))
+    return NucleiTiles(images, instances, types if tiles.types is not None else None, mpp=mpp,
+                       classes=tiles.classes, source=f"{tiles.source} @ {mpp} um/px",
+                       ignore=ignore if tiles.ignore is not None else None)  # fmt: skip
