@@ -561,9 +561,10 @@ def _grouped_split(n_splits: int, seed: int, strata: np.ndarray, groups: np.ndar
         return list(_splitter(n_splits, seed).split(np.zeros(len(strata)), strata, groups))
 
 
-def _cv_folds(task: Task, target, strata, groups, n_splits: int, seed: int) -> list:
-    """(fit, validation, test) slide indices of each fold: the test folds, then an inner split of each training
-    part for validation."""
+def checked_folds(task: Task, target, strata, groups, n_splits: int, seed: int) -> list:
+    """(train, test) slide indices of each of `n_splits` folds grouped by `groups`, stratified by `strata`;
+    refused (ValueError naming the fold) when there are fewer groups than folds or a test fold cannot be scored
+    (`task.fold_problem`, e.g. a target without a positive)."""
     if len(np.unique(groups)) < n_splits:
         raise ValueError(f"{n_splits} folds need at least {n_splits} patients, got {len(np.unique(groups))}")
     splits = _grouped_split(n_splits, seed, strata, groups)
@@ -572,6 +573,13 @@ def _cv_folds(task: Task, target, strata, groups, n_splits: int, seed: int) -> l
         if problem:
             raise ValueError(f"fold {k} of {n_splits} has {problem} among its {len(test)} test slides; "
                              f"use fewer folds (n_splits < {n_splits}) or more slides")  # fmt: skip
+    return splits
+
+
+def _cv_folds(task: Task, target, strata, groups, n_splits: int, seed: int) -> list:
+    """(fit, validation, test) slide indices of each fold: the test folds, then an inner split of each training
+    part for validation."""
+    splits = checked_folds(task, target, strata, groups, n_splits, seed)
     folds = []
     for k, (train, test) in enumerate(splits):
         fit_part, val_part = _grouped_split(max(2, n_splits - 1), seed + k + 1, strata[train], groups[train])[

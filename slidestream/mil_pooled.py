@@ -134,7 +134,7 @@ def fit_tumour_pooled(slides: PooledSlides, out: str | Path, folds: int = 5, see
     stratified as `mil.MutationTask` strata spread each target's positives; every test fold needs a positive
     slide of each target) and write the model folder `out` (module doc). Returns a `TrainResult`."""
     from mil import create_task
-    from mil.train import _grouped_split, write_json
+    from mil.train import checked_folds, write_json
     from mil.tumour_pool import TumourPooledLogistic
     from slidestream.mil_slides import _MANIFEST, MODEL_FORMAT, TrainResult, _is_ours, _plots
 
@@ -150,14 +150,7 @@ def fit_tumour_pooled(slides: PooledSlides, out: str | Path, folds: int = 5, see
     task = create_task("mutation", targets=targets)
     strata = task.strata(y)
     groups = table[group].astype(str).to_numpy() if group else table.index.to_numpy()
-    if len(np.unique(groups)) < folds:
-        raise ValueError(f"{folds} folds need at least {folds} patients, got {len(np.unique(groups))}")
-    splits = _grouped_split(folds, seed, strata, groups)
-    for k, (_, test) in enumerate(splits):
-        problem = task.fold_problem(y[test])
-        if problem:
-            raise ValueError(f"fold {k} of {folds} has {problem} among its {len(test)} test slides; use fewer "
-                             "folds or more slides")  # fmt: skip
+    splits = checked_folds(task, y, strata, groups, folds, seed)
     rows, parts, readouts = [], [], []
     columns = [f"p_{t}" for t in targets]
     for k, (train, test) in enumerate(splits):
