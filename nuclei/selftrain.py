@@ -15,18 +15,25 @@ the type head does not learn from them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from nuclei.datasets.base import UNKNOWN_TYPE, NucleiTiles
+from nuclei.datasets.base import NucleiTiles
 from nuclei.inference import predict_maps
 from nuclei.model import NucleiNet
 from nuclei.postprocess import PostprocessConfig, instances_from_maps
 
-__all__ = ["PseudoLabelConfig", "mix_tiles", "pseudo_label", "pseudo_label_slides", "pseudo_labels_from_maps"]
+__all__ = [
+    "PseudoLabelConfig",
+    "mix_tiles",
+    "mixed_share",
+    "pseudo_label",
+    "pseudo_label_slides",
+    "pseudo_labels_from_maps",
+]
 
 
 @dataclass(frozen=True)
@@ -171,30 +178,61 @@ def pseudo_label_slides(model: NucleiNet, paths, config: PseudoLabelConfig | Non
                        source=f"pseudo-labels({names})", ignore=out_ignore)  # fmt: skip
 
 
-def mix_tiles(labelled: NucleiTiles, pseudo: NucleiTiles, share: float) -> NucleiTiles:
+def _draws(n: int, k: int, rng: np.random.Generator) -> list[int]:
+    """`k` positions in range(n): every one k // n times, then a seeded sample (without repeats) of the rest."""
+    extra = sorted(rng.choice(n, size=k % n, replace=False).tolist())
+    return list(range(n)) * (k // n) + extra
+
+
+def mix_tiles(labelled: NucleiTiles, pseudo: NucleiTiles, share: float, classes: tuple[str, ...] | None = None,
+              seed: int = 0) -> NucleiTiles:  # fmt: skip
     """One tile set drawing `share` of its samples from `pseudo` (tiles repeated by reference, not copied):
-    pseudo-labels, or any second labelled set (e.g. real annotations beside synthetic tiles). Types of `pseudo`
-    are kept when its classes are `labelled`'s, else its nuclei get `UNKNOWN_TYPE`."""
+    pseudo-labels, or any second labelled set (e.g. real annotations beside synthetic tiles).
+
+    The smaller part (relative to its share) is repeated, with a seeded sample of it for the remainder, so the
+    share holds whichever part is larger; `mixed_share` gives the share reached. The mix carries `classes`
+    (default: `labelled`'s, e.g. the model's); each part keeps its types when its classes are those, else its
+    nuclei get `UNKNOWN_TYPE`."""
     if not 0 < share < 1:
         raise ValueError(f"share must be between 0 and 1 (exclusive), got {share}")
+    for name, part in (("labelled", labelled), ("second (pseudo-labelled or real)", pseudo)):
+        if not len(part):
+            raise ValueError(f"the {name} tile set is empty: nothing to mix")
     if labelled.mpp and pseudo.mpp and abs(labelled.mpp - pseudo.mpp) > 1e-6:
-        raise ValueError(f"labelled tiles are at {labelled.mpp} um/px, pseudo-labels at {pseudo.mpp}")
-    reps = max(1, int(round(share / (1 - share) * len(labelled) / len(pseudo))))
-    idx = list(range(len(pseudo))) * reps
-    n = len(labelled)
-    same_classes = pseudo.types is not None and tuple(pseudo.classes or ()) == tuple(labelled.classes or ())
+        raise ValueError(f"labelled tiles are at {labelled.mpp} um/px, the second set at {pseudo.mpp}")
+    classes = labelled.classes if classes is None else tuple(classes)
+    rng = np.random.default_rng(seed)
+    n_labelled, n_pseudo = _counts(len(labelled), len(pseudo), share)
+    keep, idx = _draws(len(labelled), n_labelled, rng), _draws(len(pseudo), n_pseudo, rng)
 
-    def pseudo_types(i: int) -> np.ndarray:
-        if same_classes:
-            return pseudo.types[i]
-        return np.where(pseudo.instances[i] > 0, UNKNOWN_TYPE, 0).astype(np.uint8)
+    # A part whose classes are not the mix's is seen without types (`type_map`: its nuclei UNKNOWN_TYPE).
+    labelled, pseudo = (p if tuple(p.classes or ()) == tuple(classes or ()) else replace(p, types=None)
+                        for p in (labelled, pseudo))  # fmt: skip
 
     return NucleiTiles(
-        images=list(labelled.images) + [pseudo.images[i] for i in idx],
-        instances=list(labelled.instances) + [pseudo.instances[i] for i in idx],
-        types=[labelled.type_map(i) for i in range(n)] + [pseudo_types(i) for i in idx],
+        images=[labelled.images[i] for i in keep] + [pseudo.images[i] for i in idx],
+        instances=[labelled.instances[i] for i in keep] + [pseudo.instances[i] for i in idx],
+        types=[labelled.type_map(i) for i in keep] + [pseudo.type_map(i) for i in idx],
         mpp=labelled.mpp,
-        classes=labelled.classes,
-        source=f"{labelled.source} + {reps} x {pseudo.source}",
-        ignore=[labelled.ignore_map(i) for i in range(n)] + [pseudo.ignore_map(i) for i in idx],
+        classes=classes,
+        source=f"{labelled.source} ({len(keep)} samples) + {pseudo.source} ({len(idx)} samples)",
+        ignore=[labelled.ignore_map(i) for i in keep] + [pseudo.ignore_map(i) for i in idx],
     )
+
+
+def _counts(n_labelled: int, n_pseudo: int, share: float) -> tuple[int, int]:
+    """Samples drawn from each part: every tile of the part that is smaller for its share once, the other
+    repeated (or not) until the second part's share is `share`."""
+    wanted = (
+        share / (1 - share) * n_labelled
+    )  # second-set samples that give `share` beside every labelled tile
+    if wanted >= n_pseudo:
+        return n_labelled, int(round(wanted))
+    # The second set is the larger one: repeat the labelled part rather than drop second-set tiles.
+    return max(1, int(round((1 - share) / share * n_pseudo))), n_pseudo
+
+
+def mixed_share(labelled: NucleiTiles, pseudo: NucleiTiles, share: float) -> float:
+    """The share of `mix_tiles(labelled, pseudo, share)`'s samples that come from `pseudo` (integer counts)."""
+    n_labelled, n_pseudo = _counts(len(labelled), len(pseudo), share)
+    return n_pseudo / (n_labelled + n_pseudo)

@@ -52,5 +52,6 @@ def read_labels(path: Path) -> np.ndarray:
     return arr.astype(np.int32)
 
 
-def images_by_stem(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+def images_by_stem(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
+    """{file stem: path} of the files in `folder` whose (lower-cased) suffix is one of `suffixes`."""
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes and p.is_file()}

@@ -24,8 +24,7 @@ _MASK_DIRS = ("masks", "labels", "instances")
 _SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_inst", "_instances")
 
 
-def _by_stem(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in folder.iterdir() if p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy")}
+_LABEL_SUFFIXES = (*IMAGE_SUFFIXES, ".npy")
 
 
 def _pairs(path: Path) -> list[tuple[Path, Path]]:
@@ -34,7 +33,7 @@ def _pairs(path: Path) -> list[tuple[Path, Path]]:
         for name in _MASK_DIRS:
             masks_dir = path / name
             if masks_dir.is_dir():
-                masks = _by_stem(masks_dir)
+                masks = images_by_stem(masks_dir, _LABEL_SUFFIXES)
                 imgs = images_by_stem(images_dir)
                 return [(imgs[k], masks[k]) for k in sorted(imgs) if k in masks]
     files = images_by_stem(path)
@@ -81,7 +80,11 @@ def load_folder(path: Path, mpp: float | None = None) -> NucleiTiles:
     meta = _metadata(path)
     classes = tuple(meta["classes"]) if meta.get("classes") else None
     types_dir = path / "types"
-    type_files = _by_stem(types_dir) if (path / "images").is_dir() and types_dir.is_dir() else None
+    type_files = (
+        images_by_stem(types_dir, _LABEL_SUFFIXES)
+        if (path / "images").is_dir() and types_dir.is_dir()
+        else None
+    )
     images, instances, types = [], [], []
     for img_path, mask_path in _pairs(path):
         img, inst = read_rgb(img_path), read_labels(mask_path)

@@ -6,6 +6,8 @@ train = resample_tiles(train, mpp=0.5)
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from nuclei.datasets.base import NucleiTiles
@@ -29,7 +31,9 @@ def _relabel(inst: np.ndarray) -> np.ndarray:
 def grid_split(tiles: NucleiTiles, grid: int, val_blocks) -> tuple[NucleiTiles, NucleiTiles]:
     """(train, val): every image cut into a `grid` x `grid` grid of blocks (numbered row by row from 0 at the
     top left); blocks in `val_blocks` go to val, the others to train, each block a tile of its own. Nuclei cut
-    by a block edge keep the part inside the block. Both parts must be non-empty."""
+    by a block edge keep the part inside the block; the training part of a nucleus that is also in a validation
+    block is marked `ignore` (no loss), so no validation nucleus is seen in training. Both parts are
+    non-empty."""
     if grid < 1:
         raise ValueError(f"grid must be at least 1, got {grid}")
     val_set = {int(b) for b in val_blocks}
@@ -40,32 +44,37 @@ def grid_split(tiles: NucleiTiles, grid: int, val_blocks) -> tuple[NucleiTiles, 
         raise ValueError(
             f"val_blocks must hold out some but not all of the {grid * grid} blocks, got {sorted(val_set)}"
         )
-    parts: dict[bool, dict[str, list]] = {
-        side: {"images": [], "instances": [], "types": [], "ignore": []} for side in (False, True)
-    }
+    images, instances, types, ignore, val_idx = [], [], [], [], []
     for i, (img, inst) in enumerate(zip(tiles.images, tiles.instances, strict=True)):
         h, w = inst.shape
-        for r, (y0, y1) in enumerate(_blocks(h, grid)):
-            for c, (x0, x1) in enumerate(_blocks(w, grid)):
-                part = parts[r * grid + c in val_set]
-                part["images"].append(np.ascontiguousarray(img[y0:y1, x0:x1]))
-                part["instances"].append(_relabel(inst[y0:y1, x0:x1]))
-                if tiles.types is not None:
-                    part["types"].append(np.ascontiguousarray(tiles.types[i][y0:y1, x0:x1]))
-                if tiles.ignore is not None:
-                    part["ignore"].append(np.ascontiguousarray(tiles.ignore[i][y0:y1, x0:x1]))
-    blocks = sorted(val_set)
-    return tuple(  # type: ignore[return-value]
-        NucleiTiles(
-            p["images"],
-            p["instances"],
-            p["types"] if tiles.types is not None else None,
-            mpp=tiles.mpp,
-            classes=tiles.classes,
-            source=f"{tiles.source} [{'val' if side else 'train'}: grid {grid}, held-out blocks {blocks}]",
-            ignore=p["ignore"] if tiles.ignore is not None else None,
-        )
-        for side, p in ((False, parts[False]), (True, parts[True]))
+        cells = [
+            (r * grid + c, ys, xs)
+            for r, ys in enumerate(_blocks(h, grid))
+            for c, xs in enumerate(_blocks(w, grid))
+        ]
+        held_out = np.zeros(inst.shape, bool)
+        for b, (y0, y1), (x0, x1) in cells:
+            held_out[y0:y1, x0:x1] = b in val_set
+        # Nuclei with pixels on both sides: their training pixels carry no loss.
+        shared = np.intersect1d(inst[held_out], inst[~held_out])
+        leak = np.isin(inst, shared[shared > 0]) & ~held_out
+        unlabelled = tiles.ignore_map(i) | leak
+        typ = tiles.types[i] if tiles.types is not None else None
+        for b, (y0, y1), (x0, x1) in cells:
+            if b in val_set:
+                val_idx.append(len(images))
+            images.append(np.ascontiguousarray(img[y0:y1, x0:x1]))
+            instances.append(_relabel(inst[y0:y1, x0:x1]))
+            if typ is not None:
+                types.append(np.ascontiguousarray(typ[y0:y1, x0:x1]))
+            ignore.append(np.ascontiguousarray(unlabelled[y0:y1, x0:x1]))
+    blocks = NucleiTiles(images, instances, types if tiles.types is not None else None, mpp=tiles.mpp,
+                         classes=tiles.classes, ignore=ignore)  # fmt: skip
+    train_idx = sorted(set(range(len(blocks))) - set(val_idx))
+    where = f"grid {grid}, held-out blocks {sorted(val_set)}"
+    return (
+        replace(blocks.subset(train_idx), source=f"{tiles.source} [train: {where}]"),
+        replace(blocks.subset(val_idx), source=f"{tiles.source} [val: {where}]"),
     )
 
 

@@ -40,7 +40,8 @@ def register(sub) -> None:
         "flips/rotations, keeps the confident nuclei, masks uncertain pixels out of the loss, and --self-train-share "
         "of the training samples come from them. --real adds a labelled dataset folder (real annotations) to --data: "
         "--real-share of the samples come from it, resampled to the model's mpp; --real-val-blocks holds out "
-        "blocks of a --real-grid grid over each of its images (else --val-fraction of its images), and the "
+        "blocks of a --real-grid grid over each of its images (else --val-fraction of its images; where that is "
+        "none, the grid's anti-diagonal blocks), and the "
         "best epoch is then picked by PQ on those (the --data validation is logged beside it). Writes "
         "config.json + model.safetensors (best epoch by validation PQ), last/ and history.json into -o.",
     )
@@ -89,7 +90,7 @@ def register(sub) -> None:
     t.add_argument("--real-share", type=open_fraction, default=0.5,
                    help="share of training samples drawn from --real")  # fmt: skip
     t.add_argument("--real-mpp", type=positive_float,
-                   help="resolution of --real when it records none (um/px; a dataset.json 'mpp' otherwise)")  # fmt: skip
+                   help="resolution of --real when it records none (um/px); a dataset.json 'mpp' wins")  # fmt: skip
     t.add_argument("--real-grid", type=positive_int, default=3,
                    help="--real images are cut into this many x this many blocks for --real-val-blocks")  # fmt: skip
     t.add_argument("--real-val-blocks", type=non_negative_int, nargs="+", metavar="B",
@@ -195,10 +196,16 @@ def load_training_data(cmd: TrainCommand, progress: bool):
     from nuclei.datasets import load_dataset
 
     tiles = load_dataset(cmd.data, mpp=cmd.mpp)
-    rng = np.random.default_rng(cmd.seed)
-    order = rng.permutation(len(tiles))
-    n_val = int(round(len(tiles) * cmd.val_fraction)) if len(tiles) > 1 else 0
-    return tiles.subset(order[n_val:]), (tiles.subset(order[:n_val]) if n_val else None)
+    train, val, _ = random_split(tiles, cmd.val_fraction, cmd.seed)
+    return train, (val if len(val) else None)
+
+
+def random_split(tiles, val_fraction: float, seed: int):
+    """(train, val, the positions held out): a seeded `val_fraction` of the images held out (none of a single
+    image)."""
+    order = np.random.default_rng(seed).permutation(len(tiles))
+    n_val = int(round(len(tiles) * val_fraction)) if len(tiles) > 1 else 0
+    return tiles.subset(order[n_val:]), tiles.subset(order[:n_val]), [int(i) for i in order[:n_val]]
 
 
 def run_train(args) -> int:
@@ -240,7 +247,9 @@ def run_train(args) -> int:
     val_sets = val_tiles
     real_summary = {}
     if real is not None:
-        train_tiles, val_sets, real_summary = _add_real(train_tiles, val_tiles, real, args, model_config.mpp)
+        train_tiles, val_sets, real_summary = _add_real(
+            train_tiles, val_tiles, real, args, model_config.mpp, model_config.classes
+        )
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
                          augment=AugmentConfig(crop=args.crop), seed=args.seed, loader_workers=args.workers,
                          threads=args.threads, init=args.init,
@@ -261,47 +270,65 @@ def run_train(args) -> int:
 
 
 def _load_real(args):
-    """(train, val, split description, source) of the --real folder, split by --real-val-blocks or
-    --val-fraction."""
+    """(train, val, what was done) of the --real folder, split by --real-val-blocks or --val-fraction (or, when
+    that holds out no image, by the anti-diagonal blocks of the --real-grid grid)."""
     from nuclei.datasets import DatasetError, grid_split, load_dataset
 
     try:
-        real = load_dataset(args.real, mpp=args.real_mpp)
+        real = load_dataset(args.real)
     except DatasetError as exc:
         raise SystemExit(f"--real: {exc}") from None
-    if real.mpp is None:
-        raise SystemExit(f"--real: {args.real} records no resolution; give --real-mpp (um/px)")
-    if args.real_val_blocks:
+    if real.mpp is None:  # --real-mpp is a fallback: a resolution the folder records wins
+        if args.real_mpp is None:
+            raise SystemExit(f"--real: {args.real} records no resolution; give --real-mpp (um/px)")
+        real = replace(real, mpp=args.real_mpp)
+    blocks = args.real_val_blocks
+    if not blocks:
+        real_train, real_val, held_out = random_split(real, args.val_fraction, args.seed)
+        split = {"val_fraction": args.val_fraction, "val_images": held_out}
+        if not held_out and args.val_fraction > 0:
+            if args.real_grid < 2:
+                raise SystemExit(f"--real: --val-fraction {args.val_fraction} of {len(real)} image(s) holds out "
+                                 "none; give --real-val-blocks with a --real-grid of 2 or more")  # fmt: skip
+            blocks = [r * args.real_grid + args.real_grid - 1 - r for r in range(args.real_grid)]
+            print(f"real: --val-fraction {args.val_fraction} of {len(real)} image(s) holds out none; holding "
+                  f"out blocks {blocks} of a {args.real_grid} x {args.real_grid} grid instead (--real-val-blocks)",
+                  flush=True)  # fmt: skip
+    if blocks:
         try:
-            real_train, real_val = grid_split(real, args.real_grid, args.real_val_blocks)
+            real_train, real_val = grid_split(real, args.real_grid, blocks)
         except ValueError as exc:
             raise SystemExit(f"--real-val-blocks: {exc}") from None
-        split = {"grid": args.real_grid, "val_blocks": sorted(set(args.real_val_blocks))}
-    else:
-        order = np.random.default_rng(args.seed).permutation(len(real))
-        n_val = int(round(len(real) * args.val_fraction)) if len(real) > 1 else 0
-        real_train, real_val = real.subset(order[n_val:]), real.subset(order[:n_val])
-        split = {"val_fraction": args.val_fraction, "val_images": [int(i) for i in order[:n_val]]}
-    return real_train, real_val, split, real
+        split = {"grid": args.real_grid, "val_blocks": sorted(set(blocks))}
+    if not len(real_train):
+        raise SystemExit(f"--real: the split holds out all {len(real)} image(s) of {args.real} "
+                         f"(--val-fraction {args.val_fraction}): nothing left to train on")  # fmt: skip
+    summary = {"folder": str(args.real), "source": real.source, "mpp": real.mpp, "split": split}
+    return real_train, real_val, summary
 
 
-def _add_real(train_tiles, val_tiles, real, args, mpp: float):
+def _add_real(train_tiles, val_tiles, real, args, mpp: float, classes: tuple[str, ...]):
     """Training tiles with `--real-share` of the samples from the --real part `real` (`_load_real`), resampled to
-    `mpp`; the validation sets ({"real": its held-out part, "synthetic" or "data": --data's}; the first picks
-    the best epoch) and what was done."""
+    `mpp`, the mix carrying the model's `classes`; the validation sets ({"real": its held-out part, "synthetic"
+    or "data": --data's}; the first picks the best epoch) and what was done."""
     from nuclei.datasets import resample_tiles
-    from nuclei.selftrain import mix_tiles
+    from nuclei.selftrain import mix_tiles, mixed_share
 
-    real_train, real_val, split, source = real
+    real_train, real_val, summary = real
     real_train, real_val = resample_tiles(real_train, mpp), resample_tiles(real_val, mpp)
-    mixed = mix_tiles(train_tiles, real_train, args.real_share)
+    side = min(min(i.shape) for i in real_train.instances)
+    if side < args.crop:  # augment would upscale it to the crop, undoing the resampling to the model's mpp
+        what = "--real-grid too fine: blocks" if "grid" in summary["split"] else "--real: images"
+        raise SystemExit(f"{what} of {side} px at {mpp} um/px < --crop {args.crop}")
+    mixed = mix_tiles(train_tiles, real_train, args.real_share, classes=classes, seed=args.seed)
+    share = mixed_share(train_tiles, real_train, args.real_share)
     val_sets = {"real": real_val, ("synthetic" if args.data == "synthetic" else "data"): val_tiles}
     nuclei_n = [int(sum(len(np.unique(i)) - 1 for i in t.instances)) for t in (real_train, real_val)]
-    summary = {"folder": str(args.real), "source": source.source, "mpp": source.mpp, "resampled_to": mpp,
-               "share": args.real_share, "split": split, "train_tiles": len(real_train),
-               "train_nuclei": nuclei_n[0], "val_tiles": len(real_val), "val_nuclei": nuclei_n[1]}  # fmt: skip
-    print(f"real: {args.real} at {source.mpp} um/px -> {mpp}; {len(real_train)} training tiles ({nuclei_n[0]} "
-          f"nuclei), {len(real_val)} validation tiles ({nuclei_n[1]} nuclei), {args.real_share:.0%} of the "
+    summary = {**summary, "resampled_to": mpp, "share": args.real_share, "actual_share": round(share, 4),
+               "train_tiles": len(real_train), "train_nuclei": nuclei_n[0], "val_tiles": len(real_val),
+               "val_nuclei": nuclei_n[1]}  # fmt: skip
+    print(f"real: {args.real} at {summary['mpp']} um/px -> {mpp}; {len(real_train)} training tiles "
+          f"({nuclei_n[0]} nuclei), {len(real_val)} validation tiles ({nuclei_n[1]} nuclei), {share:.0%} of the "
           "samples", flush=True)  # fmt: skip
     return mixed, val_sets, summary
 

@@ -205,7 +205,7 @@ def test_pseudo_label_slides_and_mix_tiles_refuse_bad_input(tiny_model):
         pseudo_label_slides(tiny_model, [])
     synth = synthetic_tiles(2, size=64, seed=1)
     other = NucleiTiles(synth.images, synth.instances, None, mpp=0.25)
-    with pytest.raises(ValueError, match=r"labelled tiles are at 0\.5 um/px, pseudo-labels at 0\.25"):
+    with pytest.raises(ValueError, match=r"labelled tiles are at 0\.5 um/px, the second set at 0\.25"):
         mix_tiles(synth, other, share=0.3)
     with pytest.raises(ValueError, match="share must be between 0 and 1"):
         mix_tiles(synth, synth, share=0.0)
