@@ -42,6 +42,7 @@ __all__ = [
     "read_postprocess",
     "save_model",
     "thresholds",
+    "write_postprocess",
     "transfer_weights",
 ]
 
@@ -198,30 +199,47 @@ def save_model(model: NucleiNet, directory: str | os.PathLike, provenance: dict 
                half: bool = False, postprocess: PostprocessConfig | None = None) -> Path:  # fmt: skip
     """Write `model.safetensors` + `config.json` into `directory` atomically; `half` stores float16 weights.
 
-    `postprocess` is written only when given: thresholds chosen for other weights (`model.postprocess` of a
-    model loaded to be fine-tuned) do not follow new weights silently."""
+    `postprocess` (default: `model.postprocess`, None for a new model) is written as the folder's thresholds; a
+    model fine-tuned from a folder with thresholds keeps them (training validated it with them), until they
+    are chosen again (`python -m benchmarks.nuclei thresholds --write`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     meta = {"format": FORMAT, "config": asdict(model.config), "provenance": provenance or {}}
+    postprocess = postprocess if postprocess is not None else getattr(model, "postprocess", None)
     if postprocess is not None:
         meta["postprocess"] = asdict(postprocess)
-    for name, write in (
-        (WEIGHTS_NAME, lambda p: save_file(state, p)),
-        (CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n")),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, directory / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, p))
+    _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
     return directory
+
+
+def _atomic_write(path: Path, write) -> None:
+    """`write(tmp)` into a temporary file beside `path`, then renamed over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_postprocess(
+    directory: str | os.PathLike, postprocess: PostprocessConfig, record: dict | None = None
+) -> Path:
+    """Set the thresholds of an existing model folder (its config.json's `postprocess`, rewritten atomically;
+    the weights are not touched); `record` (how they were chosen) goes to provenance["postprocess"]."""
+    path, meta = _read_meta(directory)
+    meta["postprocess"] = asdict(postprocess)
+    if record is not None:
+        meta.setdefault("provenance", {})["postprocess"] = record
+    _atomic_write(path, lambda p: Path(p).write_text(json.dumps(meta, indent=1) + "\n"))
+    return path
 
 
 def _read_meta(directory: str | os.PathLike) -> tuple[Path, dict]:
