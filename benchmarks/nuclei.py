@@ -3,6 +3,7 @@
     python -m benchmarks.nuclei [--device auto] [--batch-size 8] [--tiles 32] [--repeat 3] [--model DIR]
     python -m benchmarks.nuclei slide-quality | slide-speed | slide-memory ...   (benchmarks/nuclei_slide.py)
     python -m benchmarks.nuclei errors [--model DIR] [--tiles 32]   (where PQ is lost: benchmarks/nuclei_errors.py)
+    python -m benchmarks.nuclei thresholds --real DIR [--model DIR] [--write]   (benchmarks/nuclei_thresholds.py)
 
 The model is the shipped default (nuclei/weights) unless --model names another; inputs are synthetic H&E
 tiles of 256 px at the model's mpp. Printed: forward MPix/s (batches of 256 px tiles, no post-processing),
@@ -24,6 +25,7 @@ import torch
 import nuclei
 from nuclei.datasets import synthetic_tiles
 from nuclei.inference import predict_maps, resolve_device
+from nuclei.model import thresholds
 from nuclei.postprocess import instances_from_maps
 
 
@@ -67,7 +69,8 @@ def main() -> None:
     per_tile_fwd = t_fwd / len(batch)
 
     maps = [predict_maps(model, img, device=device) for img in tiles.images[:8]]
-    t_post = best_of(args.repeat, lambda: [instances_from_maps(p, hv) for p, hv in maps]) / len(maps)
+    post = thresholds(model)
+    t_post = best_of(args.repeat, lambda: [instances_from_maps(p, hv, post) for p, hv in maps]) / len(maps)
 
     grid = [tiles.images[i % len(tiles)] for i in range(16)]
     big = np.concatenate([np.concatenate(grid[r * 4 : r * 4 + 4], axis=1) for r in range(4)], axis=0)
@@ -93,6 +96,10 @@ if __name__ == "__main__":
         from benchmarks.nuclei_slide import main as slide_main
 
         slide_main(sys.argv[1:])
+    elif sys.argv[1:2] == ["thresholds"]:
+        from benchmarks.nuclei_thresholds import main as thresholds_main
+
+        thresholds_main(sys.argv[2:])
     elif sys.argv[1:2] == ["errors"]:
         from benchmarks.nuclei_errors import main as errors_main
 

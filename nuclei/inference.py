@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nuclei.model import NucleiNet, pad_to_stride
+from nuclei.model import NucleiNet, pad_to_stride, thresholds
 from nuclei.postprocess import PostprocessConfig, instances_from_maps
 
 __all__ = ["predict_instances", "predict_maps", "resolve_device"]
@@ -86,6 +86,7 @@ def _forward(model: NucleiNet, x: torch.Tensor, tta: bool) -> tuple[torch.Tensor
 
 def predict_instances(model: NucleiNet, image: np.ndarray, device: str | torch.device = "cpu",
                       postprocess: PostprocessConfig | None = None) -> np.ndarray:  # fmt: skip
-    """(H, W) int32 instances of an image already at the model's mpp."""
+    """(H, W) int32 instances of an image already at the model's mpp; `postprocess` None uses the model's own
+    thresholds (`model.postprocess`), else the defaults."""
     prob, hv = predict_maps(model, image, device=device)
-    return instances_from_maps(prob, hv, postprocess)
+    return instances_from_maps(prob, hv, thresholds(model, postprocess))

@@ -3,6 +3,12 @@
     model = nuclei.create_model()                       # default config, random init
     model = nuclei.load_model("weights/dir")            # config.json + model.safetensors, never unpickled
     nuclei.save_model(model, "out_dir", provenance={...})
+    model.postprocess                                   # thresholds shipped with the weights, or None
+
+config.json holds `format`, `config` (ModelConfig), `provenance` and, optionally, `postprocess`: the
+post-processing thresholds chosen for these weights (`PostprocessConfig` fields; missing keys take the
+defaults). `segment`, `predict_instances` and the slide segmenter use them when the caller passes no
+PostprocessConfig; folders without them use `PostprocessConfig()`.
 
 Heads: nucleus probability (1 logit), horizontal / vertical distance maps (2, tanh) and, when `n_types` > 0,
 per-pixel nucleus type logits (PanNuke classes, index 0 background). Input is a normalised float batch
@@ -24,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mil._timm_import import import_timm
+from nuclei.postprocess import PostprocessConfig
 
 __all__ = [
     "ModelConfig",
@@ -32,7 +39,10 @@ __all__ = [
     "NucleiOutput",
     "create_model",
     "load_model",
+    "read_postprocess",
     "save_model",
+    "thresholds",
+    "write_postprocess",
     "transfer_weights",
 ]
 
@@ -116,6 +126,7 @@ class NucleiNet(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.postprocess: PostprocessConfig | None = None  # thresholds shipped with the weights (load_model)
         timm = import_timm()
         try:
             self.encoder = timm.create_model(config.encoder, pretrained=False, features_only=True)
@@ -185,44 +196,91 @@ def create_model(config: ModelConfig | None = None, **overrides) -> NucleiNet:
 
 
 def save_model(model: NucleiNet, directory: str | os.PathLike, provenance: dict | None = None,
-               half: bool = False) -> Path:  # fmt: skip
-    """Write `model.safetensors` + `config.json` into `directory` atomically; `half` stores float16 weights."""
+               half: bool = False, postprocess: PostprocessConfig | None = None) -> Path:  # fmt: skip
+    """Write `model.safetensors` + `config.json` into `directory` atomically; `half` stores float16 weights.
+
+    `postprocess` (default: `model.postprocess`, None for a new model) is written as the folder's thresholds; a
+    model fine-tuned from a folder with thresholds keeps them (training validated it with them), until they
+    are chosen again (`python -m benchmarks.nuclei thresholds --write`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     meta = {"format": FORMAT, "config": asdict(model.config), "provenance": provenance or {}}
-    for name, write in (
-        (WEIGHTS_NAME, lambda p: save_file(state, p)),
-        (CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n")),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, directory / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    postprocess = postprocess if postprocess is not None else getattr(model, "postprocess", None)
+    if postprocess is not None:
+        meta["postprocess"] = asdict(postprocess)
+    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, p))
+    _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
     return directory
 
 
-def read_config(directory: str | os.PathLike) -> tuple[ModelConfig, dict]:
-    """The ModelConfig and provenance stored in a model directory."""
+def _atomic_write(path: Path, write) -> None:
+    """`write(tmp)` into a temporary file beside `path`, then renamed over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_postprocess(
+    directory: str | os.PathLike, postprocess: PostprocessConfig, record: dict | None = None
+) -> Path:
+    """Set the thresholds of an existing model folder (its config.json's `postprocess`, rewritten atomically;
+    the weights are not touched); `record` (how they were chosen) goes to provenance["postprocess"]."""
+    path, meta = _read_meta(directory)
+    meta["postprocess"] = asdict(postprocess)
+    if record is not None:
+        meta.setdefault("provenance", {})["postprocess"] = record
+    _atomic_write(path, lambda p: Path(p).write_text(json.dumps(meta, indent=1) + "\n"))
+    return path
+
+
+def _read_meta(directory: str | os.PathLike) -> tuple[Path, dict]:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise ModelError(f"{directory} is not a nuclei model directory: {CONFIG_NAME} is missing")
     meta = json.loads(path.read_text())
     if meta.get("format") != FORMAT:
         raise ModelError(f"{path} is not a {FORMAT} config (format {meta.get('format')!r})")
+    return path, meta
+
+
+def read_config(directory: str | os.PathLike) -> tuple[ModelConfig, dict]:
+    """The ModelConfig and provenance stored in a model directory."""
+    _, meta = _read_meta(directory)
     return ModelConfig.from_dict(meta["config"]), meta.get("provenance", {})
+
+
+def read_postprocess(directory: str | os.PathLike) -> PostprocessConfig | None:
+    """The post-processing thresholds stored in a model directory (its `postprocess`), None if it has none."""
+    path, meta = _read_meta(directory)
+    if "postprocess" not in meta or meta["postprocess"] is None:
+        return None
+    try:
+        return PostprocessConfig.from_dict(meta["postprocess"])
+    except ValueError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+
+
+def thresholds(model: NucleiNet, postprocess: PostprocessConfig | None = None) -> PostprocessConfig:
+    """The thresholds to post-process `model`'s maps with: `postprocess` if given, else the model's own
+    (`model.postprocess`, from its folder), else the defaults."""
+    if postprocess is not None:
+        return postprocess
+    return getattr(model, "postprocess", None) or PostprocessConfig()
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> NucleiNet:
     """A model from `directory` (config.json + model.safetensors), in eval mode on `device`."""
     config, provenance = read_config(directory)
+    postprocess = read_postprocess(directory)
     weights = Path(directory) / WEIGHTS_NAME
     if not weights.is_file():
         raise ModelError(f"{directory}: {WEIGHTS_NAME} is missing")
@@ -239,6 +297,7 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     model.provenance = provenance
+    model.postprocess = postprocess
     return model.eval().to(device)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -24,6 +24,38 @@ class PostprocessConfig:
     max_hole: int = (
         400  # holes up to this size are filled (pale vesicular centres); larger ones are not nuclei
     )
+
+    def __post_init__(self):
+        if not 0.0 <= self.foreground <= 1.0:
+            raise ValueError(f"foreground must be a probability in [0, 1], got {self.foreground}")
+        if self.centre <= 0:
+            raise ValueError(f"centre must be positive, got {self.centre}")
+        for name in ("min_marker", "min_size", "max_hole"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "postprocess") -> PostprocessConfig:
+        """Thresholds from a JSON object (a model folder's `postprocess`): unknown keys and values of the wrong
+        type are refused, naming the key; missing keys take the defaults. `where` names the object in errors."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} must be an object of thresholds, got {type(d).__name__}")
+        kinds = {f.name: type(f.default) for f in fields(cls)}
+        unknown = sorted(set(d) - set(kinds))
+        if unknown:
+            raise ValueError(f"{where}: unknown thresholds {unknown}; known: {sorted(kinds)}")
+        values = {}
+        for key, value in d.items():
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if kinds[key] is int and not (numeric and float(value).is_integer()):
+                raise ValueError(f"{where}.{key} must be an integer, got {value!r}")
+            if not numeric:
+                raise ValueError(f"{where}.{key} must be a number, got {value!r}")
+            values[key] = kinds[key](value)
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
 
 
 def instances_from_maps(

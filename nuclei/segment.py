@@ -10,7 +10,7 @@ import torch
 
 from nuclei.image import as_rgb_uint8, check_mpp, resize_image, resize_labels
 from nuclei.inference import predict_maps, resolve_device
-from nuclei.model import NucleiNet, load_model
+from nuclei.model import NucleiNet, load_model, thresholds
 from nuclei.postprocess import PostprocessConfig, instances_from_maps
 
 __all__ = ["DEFAULT_WEIGHTS", "MIN_SIZE", "default_model", "segment"]
@@ -35,7 +35,8 @@ def segment(image: np.ndarray, mpp: float, model: NucleiNet | None = None, devic
 
     The image is resampled to the model's mpp, run in `tile`-px tiles with overlap, post-processed by
     marker-controlled watershed and the labels are resampled back to (H, W). RGBA, float and uint16 images are
-    converted; grayscale is refused. `model` None uses the shipped weights. `tta` averages the network's maps
+    converted; grayscale is refused. `model` None uses the shipped weights. `postprocess` None uses the
+    model's own thresholds (`model.postprocess`, from its folder's config.json), else the defaults. `tta` averages the network's maps
     over four flips (4x slower).
     """
     image = as_rgb_uint8(image)
@@ -53,5 +54,5 @@ def segment(image: np.ndarray, mpp: float, model: NucleiNet | None = None, devic
         )
     work = resize_image(image, size)
     prob, hv = predict_maps(model, work, device=device, tile=tile, tta=tta)
-    labels = instances_from_maps(prob, hv, postprocess)
+    labels = instances_from_maps(prob, hv, thresholds(model, postprocess))
     return resize_labels(labels, (h, w)).astype(np.int32)

@@ -9,7 +9,7 @@ any other segmenter can hand over finished instance labels as `TileWork("labels"
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ import torch
 from nuclei.classical import segment_classical
 from nuclei.inference import resolve_device
 from nuclei.measure import Placement, measure_instances
-from nuclei.model import NucleiNet, pad_to_stride
+from nuclei.model import NucleiNet, pad_to_stride, thresholds
 from nuclei.postprocess import PostprocessConfig, instances_from_maps
 
 __all__ = ["ClassicalSegmenter", "CnnSegmenter", "TileWork", "postprocess_tile"]
@@ -36,7 +36,8 @@ class TileWork:
 
 
 class CnnSegmenter:
-    """The nuclei CNN: `maps` runs the network on a batch of tiles; post-processing is `postprocess_tile`."""
+    """The nuclei CNN: `maps` runs the network on a batch of tiles; post-processing is `postprocess_tile`, with
+    `postprocess` if given, else the model's own thresholds (`model.postprocess`), else the defaults."""
 
     kind = "cnn"
 
@@ -44,7 +45,7 @@ class CnnSegmenter:
                  postprocess: PostprocessConfig | None = None):  # fmt: skip
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
-        self.postprocess = postprocess or PostprocessConfig()
+        self.postprocess = thresholds(model, postprocess)
 
     @property
     def mpp(self) -> float:
@@ -58,7 +59,7 @@ class CnnSegmenter:
         config = self.model.config
         return {"kind": "cnn", "encoder": config.encoder, "mpp": config.mpp,
                 "provenance": getattr(self.model, "provenance", {}).get("command", ""),
-                "weights": _weights_digest(self.model)}  # fmt: skip
+                "weights": _weights_digest(self.model), "postprocess": asdict(self.postprocess)}  # fmt: skip
 
     @torch.inference_mode()
     def maps(self, images: np.ndarray) -> list[TileWork]:
