@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 
 from nuclei.datasets.base import NucleiTiles
 from nuclei.inference import predict_maps
-from nuclei.model import NucleiNet
+from nuclei.model import NucleiNet, thresholds
 from nuclei.postprocess import PostprocessConfig, instances_from_maps
 
 __all__ = [
@@ -133,11 +133,12 @@ def _solidity(mask: np.ndarray) -> float:
 @torch.no_grad()
 def pseudo_label(model: NucleiNet, image: np.ndarray, config: PseudoLabelConfig | None = None,
                  device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """(instances, ignore) of an (H, W, 3) uint8 image at the model's mpp (see `pseudo_labels_from_maps`)."""
+    """(instances, ignore) of an (H, W, 3) uint8 image at the model's mpp (see `pseudo_labels_from_maps`), with the
+    model's own post-processing thresholds (`nuclei.model.thresholds`)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.dtype} {image.shape}")
     probs, hv = _views(model, image, device)
-    return pseudo_labels_from_maps(probs, hv, config)
+    return pseudo_labels_from_maps(probs, hv, config, thresholds(model))
 
 
 def _slide_tiles(path: str | os.PathLike, mpp: float, config: PseudoLabelConfig) -> list[np.ndarray]:

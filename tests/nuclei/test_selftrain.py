@@ -178,6 +178,18 @@ def test_pseudo_labels_take_eight_forward_passes(tiny_model, monkeypatch):
     assert sum(calls) == 8  # the eight dihedral views; the HV maps come from the four flips among them
 
 
+def test_pseudo_labels_use_the_teachers_own_thresholds(tiny_model, monkeypatch):
+    import nuclei.selftrain as selftrain
+
+    seen = []
+    real = selftrain.pseudo_labels_from_maps
+    monkeypatch.setattr(selftrain, "pseudo_labels_from_maps",
+                        lambda probs, hv, config, post=None: seen.append(post) or real(probs, hv, config, post))  # fmt: skip
+    monkeypatch.setattr(tiny_model, "postprocess", nuclei.PostprocessConfig(min_size=123), raising=False)
+    pseudo_label(tiny_model, synthetic_tiles(1, size=64, seed=1).images[0])
+    assert seen == [nuclei.PostprocessConfig(min_size=123)]  # the folder's thresholds, not the defaults
+
+
 @pytest.mark.parametrize("slide", ["missing.svs", "not_a_slide.txt"])
 def test_self_train_slide_that_cannot_be_read_fails_first(tmp_path, capsys, slide):
     (tmp_path / "not_a_slide.txt").write_text("hello")
