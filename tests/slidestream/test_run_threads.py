@@ -147,7 +147,7 @@ def test_ctrl_c_in_a_threaded_run_stops_the_slide_and_a_rerun_completes(syntheti
     shutil.copy(synthetic_slide.path, folder / "big.svs")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "slidestream", "run", str(folder), "-o", str(out), "--mpp", "0.25", "--size",
-               "32", "--steps", "tile", "--workers", "1", "--executor", "threads"]  # fmt: skip
+               "16", "--steps", "tile", "--workers", "1", "--executor", "threads"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     # A terminal's default (a test run in the background of a shell starts with SIGINT ignored, and its children).
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
