@@ -212,8 +212,13 @@ def save_model(model: NucleiNet, directory: str | os.PathLike, provenance: dict 
     if postprocess is not None:
         meta["postprocess"] = asdict(postprocess)
     _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, p))
-    _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
+    _write_meta(directory / CONFIG_NAME, meta)
     return directory
+
+
+def _write_meta(path: Path, meta: dict) -> None:
+    """A model folder's config.json, atomically (one format for every writer)."""
+    _atomic_write(path, lambda p: Path(p).write_text(json.dumps(meta, indent=1) + "\n"))
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -238,7 +243,7 @@ def write_postprocess(
     meta["postprocess"] = asdict(postprocess)
     if record is not None:
         meta.setdefault("provenance", {})["postprocess"] = record
-    _atomic_write(path, lambda p: Path(p).write_text(json.dumps(meta, indent=1) + "\n"))
+    _write_meta(path, meta)
     return path
 
 
@@ -260,7 +265,10 @@ def read_config(directory: str | os.PathLike) -> tuple[ModelConfig, dict]:
 
 def read_postprocess(directory: str | os.PathLike) -> PostprocessConfig | None:
     """The post-processing thresholds stored in a model directory (its `postprocess`), None if it has none."""
-    path, meta = _read_meta(directory)
+    return _postprocess_of(*_read_meta(directory))
+
+
+def _postprocess_of(path: Path, meta: dict) -> PostprocessConfig | None:
     if "postprocess" not in meta or meta["postprocess"] is None:
         return None
     try:
@@ -279,8 +287,9 @@ def thresholds(model: NucleiNet, postprocess: PostprocessConfig | None = None) -
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> NucleiNet:
     """A model from `directory` (config.json + model.safetensors), in eval mode on `device`."""
-    config, provenance = read_config(directory)
-    postprocess = read_postprocess(directory)
+    path, meta = _read_meta(directory)
+    config, provenance = ModelConfig.from_dict(meta["config"]), meta.get("provenance", {})
+    postprocess = _postprocess_of(path, meta)
     weights = Path(directory) / WEIGHTS_NAME
     if not weights.is_file():
         raise ModelError(f"{directory}: {WEIGHTS_NAME} is missing")

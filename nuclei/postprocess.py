@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -26,9 +27,14 @@ class PostprocessConfig:
     )
 
     def __post_init__(self):
+        bad = [f.name for f in fields(self) if not math.isfinite(getattr(self, f.name))]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)} must be finite numbers, got {[getattr(self, n) for n in bad]}"
+            )
         if not 0.0 <= self.foreground <= 1.0:
             raise ValueError(f"foreground must be a probability in [0, 1], got {self.foreground}")
-        if self.centre <= 0:
+        if not self.centre > 0:
             raise ValueError(f"centre must be positive, got {self.centre}")
         for name in ("min_marker", "min_size", "max_hole"):
             if getattr(self, name) < 0:

@@ -418,11 +418,16 @@ HELD_OUT_SEED = 20_000  # training renders seeds 0.., validation seed + 10_000: 
 
 
 def run_evaluate(args) -> int:
+    from dataclasses import asdict
+
     import nuclei
+    from nuclei.model import thresholds
 
     images, truths, mpp, what = _pairs_to_score(args)
     model = nuclei.load_model(args.model) if args.model else None
-    results = {"data": what, "mpp": mpp, "reference_nuclei": int(sum(len(np.unique(t)) - 1 for t in truths))}
+    used = thresholds(model or nuclei.default_model("cpu"))  # the CNN's, from its folder (else the defaults)
+    results = {"data": what, "mpp": mpp, "reference_nuclei": int(sum(len(np.unique(t)) - 1 for t in truths)),
+               "postprocess": asdict(used)}  # fmt: skip
     for name in ("cnn", "classical"):
         scores, found = [], 0
         for image, truth in zip(images, truths, strict=True):
@@ -436,7 +441,8 @@ def run_evaluate(args) -> int:
         r = results[name] = {k: round(float(v), 4) for k, v in s.items()}
         print(f"{name:9s} nuclei {found:5d}  P {r['precision']:.3f}  R {r['recall']:.3f}  "
               f"F1 {r['f1']:.3f}  Dice {r['dice']:.3f}  AJI {r['aji']:.3f}  PQ {r['pq']:.3f}")  # fmt: skip
-    print(f"({what}: {results['reference_nuclei']} reference nuclei at {mpp} um/px)")
+    print(f"({what}: {results['reference_nuclei']} reference nuclei at {mpp} um/px; the CNN's post-processing "
+          f"{results['postprocess']})")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

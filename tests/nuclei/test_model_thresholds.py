@@ -93,6 +93,12 @@ def test_thresholds_travel_with_a_saved_model_and_can_be_set_in_place(tmp_path, 
         ({"centre": True}, r"postprocess.centre must be a number, got True"),
         ({"foreground": 1.5}, r"foreground must be a probability in \[0, 1\]"),
         ([0.5], r"postprocess must be an object of thresholds, got list"),
+        ({"centre": 0}, r"centre must be positive"),
+        ({"min_size": -1}, r"min_size must be >= 0"),
+        (
+            {"centre": float("nan"), "slope": float("-inf")},
+            r"centre, slope must be finite numbers",
+        ),  # JSON's NaN
     ],
 )
 def test_bad_thresholds_refused_on_load_naming_the_key(tmp_path, flat_model, postprocess, message):
@@ -124,3 +130,18 @@ def test_threshold_grid_scores_pooled_and_picks_the_best_pq():
     assert best_index(results) == 2
     with pytest.raises(ValueError, match="2 map pairs for 1 reference images"):
         score_grid([(prob, hv_maps(truth))] * 2, [truth], configs)
+
+
+def test_nuclei_evaluate_uses_and_records_the_folders_thresholds(tmp_path, flat_model, capsys):
+    from slidestream.cli import main
+
+    strict = nuclei.PostprocessConfig(foreground=0.9)  # above the flat model's 0.73: it finds nothing
+    out = tmp_path / "scores.json"
+    assert main(["nuclei", "evaluate", "--synthetic", "1", "--model", str(_folder(tmp_path, flat_model, strict)),
+                 "--device", "cpu", "--json", str(out)]) == 0  # fmt: skip
+    scores = json.loads(out.read_text())
+    assert scores["postprocess"] == asdict(strict)
+    assert (
+        scores["cnn"]["recall"] == 0.0 and scores["classical"]["recall"] > 0
+    )  # the folder's thresholds applied
+    assert "'foreground': 0.9" in capsys.readouterr().out
