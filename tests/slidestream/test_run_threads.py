@@ -158,7 +158,9 @@ def test_ctrl_c_in_a_threaded_run_stops_the_slide_and_a_rerun_completes(syntheti
             not (out / "slides" / "big" / "patches.zarr" / "patches").exists() and time.monotonic() < deadline
         ):
             time.sleep(0.02)
-        assert (out / "slides" / "big" / "patches.zarr" / "patches").exists(), "the run never began writing tiles"
+        assert (out / "slides" / "big" / "patches.zarr" / "patches").exists(), (
+            "the run never began writing tiles"
+        )
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
