@@ -572,7 +572,7 @@ def checked_folds(task: Task, target, strata, groups, n_splits: int, seed: int) 
         problem = task.fold_problem(target[test])
         if problem:
             raise ValueError(f"fold {k} of {n_splits} has {problem} among its {len(test)} test slides; "
-                             f"use fewer folds (n_splits < {n_splits}) or more slides")  # fmt: skip
+                             f"use fewer folds (fewer than {n_splits}) or more slides")  # fmt: skip
     return splits
 
 
