@@ -97,3 +97,23 @@ def test_thresholds_benchmark_holds_out_the_images_of_an_image_level_split(tmp_p
     main(["--model", str(model), "--real", str(real), *SMALL])
     out = capsys.readouterr().out
     assert "held out: {'val_images': [1]} (as the model was trained)" in out and ": 1 blocks" in out
+
+
+def test_errors_benchmark_post_processes_the_model_with_its_own_thresholds(tmp_path, monkeypatch, capsys):
+    import benchmarks.nuclei_errors as errors
+    from nuclei.model import write_postprocess
+    from nuclei.postprocess import PostprocessConfig
+
+    model = _model(tmp_path / "m", None)
+    chosen = PostprocessConfig(foreground=0.3, min_size=5)
+    write_postprocess(model, chosen)
+    used = []
+    real = errors.instances_from_maps
+    monkeypatch.setattr(errors, "instances_from_maps", lambda p, hv, c=None: used.append(c) or real(p, hv, c))
+    errors.main(["--model", str(model), "--tiles", "1", "--threads", "1"])
+    assert used == [
+        chosen,
+        None,
+        None,
+    ]  # the model's maps with its thresholds; the true maps with the defaults
+    assert "| all | 1 |" in capsys.readouterr().out
