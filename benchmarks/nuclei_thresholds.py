@@ -4,9 +4,11 @@
         [--real-val-blocks 2 4 6] [--foreground 0.3 0.4 ...] [--centre ...] [--min-size ...] [--slope ...]
         [--min-marker ...] [--max-hole ...] [--top 10] [--write [--min-gain 0.01]] [--threads 1]
 
-The --real folder (any layout `nuclei.datasets.load_dataset` reads) is cut as training cuts it
-(`grid_split`: a --real-grid x --real-grid grid, the --real-val-blocks held out) and the held-out blocks are
-resampled to the model's mpp (`resample_tiles`). The model runs once per block (`predict_maps`, as training's
+The --real folder (any layout `nuclei.datasets.load_dataset` reads; --real-mpp only when it records no
+resolution) is split as training split it (`nuclei.datasets.real_split`): by default the split recorded in the
+model's provenance["real"]["split"] (its grid and held-out blocks, or its held-out images); --real-grid /
+--real-val-blocks choose other blocks (the grid defaults to the model's, else 3). A model that records no split
+needs --real-val-blocks. The held-out part is resampled to the model's mpp (`resample_tiles`). The model runs once per block (`predict_maps`, as training's
 validation runs it); every combination of the threshold lists is then applied to the cached maps
 (`instances_from_maps`) and scored pooled over the blocks (`nuclei.metrics`). Printed: the --top rows by PQ,
 the defaults' row and the model's current thresholds' row. `--write` stores the best combination in the model
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 import nuclei
-from nuclei.datasets import grid_split, load_dataset, resample_tiles
+from nuclei.datasets import DatasetError, real_split, resample_tiles
 from nuclei.inference import predict_maps
 from nuclei.metrics import Scores, aggregate, score
 from nuclei.model import write_postprocess
@@ -71,6 +73,42 @@ def _figures(s: Scores) -> dict[str, float]:
     return {k: round(float(getattr(s, k)), 4) for k in ("precision", "recall", "f1", "aji", "sq", "pq")}
 
 
+def trained_split(model) -> dict | None:
+    """The split of the --real folder the model was trained with (provenance["real"]["split"]), if recorded."""
+    real = (getattr(model, "provenance", None) or {}).get("real") or {}
+    split = real.get("split")
+    return split if isinstance(split, dict) else None
+
+
+def _held_out(args, model):
+    """The held-out part of --real: the blocks or images given, else those the model was trained without."""
+    trained = trained_split(model) or {}
+    blocks, images = args.real_val_blocks, None
+    grid = args.real_grid or trained.get("grid") or 3
+    if blocks is None:
+        if trained.get("val_blocks"):
+            if args.real_grid and args.real_grid != trained.get("grid"):
+                raise SystemExit(f"--real-grid {args.real_grid}: the model was trained with grid "
+                                 f"{trained.get('grid')}; give --real-val-blocks for another grid")  # fmt: skip
+            blocks = trained["val_blocks"]
+        elif trained.get("val_images"):
+            images = trained["val_images"]
+        else:
+            raise SystemExit("the model records no split of a --real folder (provenance['real']['split']); "
+                             "give --real-val-blocks (and --real-grid) to name the held-out blocks")  # fmt: skip
+    try:
+        _, val, summary = real_split(args.real, args.real_mpp, grid, blocks, val_images=images)
+    except DatasetError as exc:
+        raise SystemExit(f"--real: {exc}") from None
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    print(
+        f"held out: {summary['split']}"
+        + (" (as the model was trained)" if args.real_val_blocks is None else "")
+    )
+    return val
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,8 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="model folder (default: the shipped weights, nuclei/weights)")
     parser.add_argument("--real", required=True, help="labelled dataset folder")
     parser.add_argument("--real-mpp", type=float, help="its resolution when its dataset.json records none")
-    parser.add_argument("--real-grid", type=int, default=3)
-    parser.add_argument("--real-val-blocks", type=int, nargs="+", default=[2, 4, 6])
+    parser.add_argument("--real-grid", type=int, help="default: the grid the model was trained with, else 3")
+    parser.add_argument(
+        "--real-val-blocks", type=int, nargs="+", help="default: the blocks the model was trained without"
+    )
     for name, values in GRID.items():
         kind = type(values[0])
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, nargs="+", default=values)
@@ -96,11 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     folder = args.model or str(DEFAULT_WEIGHTS)
     model = nuclei.load_model(folder)
-    real = load_dataset(args.real, mpp=args.real_mpp)
-    if real.mpp is None:
-        raise SystemExit(f"--real: {args.real} records no resolution; give --real-mpp (um/px)")
-    _, val = grid_split(real, args.real_grid, args.real_val_blocks)
-    val = resample_tiles(val, model.config.mpp)
+    val = resample_tiles(_held_out(args, model), model.config.mpp)
     start = time.perf_counter()
     with torch.inference_mode():
         maps = [predict_maps(model, image) for image in val.images]
@@ -109,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     configs = grid_configs(grid)
     defaults = PostprocessConfig()
     current = model.postprocess or defaults
-    extra = [c for c in (defaults, current) if c not in configs]
+    extra = [c for c in dict.fromkeys((defaults, current)) if c not in configs]  # (once each)
     start = time.perf_counter()
     results = score_grid(maps, val.instances, configs + extra)
     t_grid = time.perf_counter() - start

@@ -199,6 +199,13 @@ def train(tiles: NucleiTiles, config: TrainConfig | None = None, out_dir: str | 
         if fresh:  # (an mpp or class change alone keeps every tensor)
             print(f"architecture changed from the starting model's: {len(fresh)} tensors start fresh "
                   f"({', '.join(sorted({k.rsplit('.', 2)[0] for k in fresh})[:6])})", flush=True)  # fmt: skip
+        # The thresholds' sizes are pixels at the model's mpp: they carry over only while the mpp stays.
+        kept = getattr(start, "postprocess", None)
+        if kept is not None and start.config.mpp != model_config.mpp:
+            print(f"post-processing thresholds of the starting model dropped: its mpp {start.config.mpp} is "
+                  f"not the new {model_config.mpp} (sizes are pixels at the model's mpp)", flush=True)  # fmt: skip
+            kept = None
+        model.postprocess = kept
     amp = config.amp and device.type == "cuda"
     steps = config.steps_per_epoch or max(1, len(tiles) // config.batch_size)
     # Types train the type head only when the dataset's classes are the model's (e.g. PanNuke, synthetic).

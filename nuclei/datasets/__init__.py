@@ -9,13 +9,14 @@ from nuclei.datasets.base import DatasetError, NucleiTiles
 from nuclei.datasets.monuseg import rasterize_polygons, read_geojson_polygons, read_xml_polygons
 from nuclei.datasets.pannuke import pannuke_instances
 from nuclei.datasets.registry import list_layouts, load_dataset, register_layout
-from nuclei.datasets.split import grid_split, resample_tiles
+from nuclei.datasets.split import grid_split, image_split, real_split, resample_tiles
 from nuclei.datasets.synthetic import cached_synthetic_tiles, synthetic_tiles
 
 __all__ = [
     "DatasetError",
     "cached_synthetic_tiles",
     "grid_split",
+    "image_split",
     "NucleiTiles",
     "list_layouts",
     "load_dataset",
@@ -23,6 +24,7 @@ __all__ = [
     "rasterize_polygons",
     "read_geojson_polygons",
     "read_xml_polygons",
+    "real_split",
     "register_layout",
     "resample_tiles",
     "synthetic_tiles",

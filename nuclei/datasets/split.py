@@ -2,6 +2,7 @@
 
 train, val = grid_split(tiles, grid=3, val_blocks=(2, 4, 6))   # the anti-diagonal of a 3 x 3 grid
 train = resample_tiles(train, mpp=0.5)
+train, val, summary = real_split("data/nuclei/hgsc_nest", grid=3, val_blocks=(2, 4, 6))   # a --real folder
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from nuclei.datasets.base import NucleiTiles
+from nuclei.datasets.base import DatasetError, NucleiTiles
+from nuclei.datasets.registry import load_dataset
 from nuclei.image import resize_image, resize_labels
 
-__all__ = ["grid_split", "resample_tiles"]
+__all__ = ["grid_split", "image_split", "real_split", "resample_tiles"]
 
 
 def _blocks(n: int, grid: int) -> list[tuple[int, int]]:
@@ -97,3 +99,62 @@ def resample_tiles(tiles: NucleiTiles, mpp: float) -> NucleiTiles:
     return NucleiTiles(images, instances, types if tiles.types is not None else None, mpp=mpp,
                        classes=tiles.classes, source=f"{tiles.source} @ {mpp} um/px",
                        ignore=ignore if tiles.ignore is not None else None)  # fmt: skip
+
+
+def image_split(
+    tiles: NucleiTiles, val_fraction: float, seed: int
+) -> tuple[NucleiTiles, NucleiTiles, list[int]]:
+    """(train, val, the positions held out): a seeded `val_fraction` of the images held out (none of a single
+    image)."""
+    order = np.random.default_rng(seed).permutation(len(tiles))
+    n_val = int(round(len(tiles) * val_fraction)) if len(tiles) > 1 else 0
+    return tiles.subset(order[n_val:]), tiles.subset(order[:n_val]), [int(i) for i in order[:n_val]]
+
+
+def real_split(path, mpp_fallback: float | None = None, grid: int = 3, val_blocks=None, val_fraction: float = 0.0,
+               seed: int = 0, val_images=None, log=print) -> tuple[NucleiTiles, NucleiTiles, dict]:  # fmt: skip
+    """(train, val, summary) of the labelled folder `path` (any layout `load_dataset` reads) as `nuclei train
+    --real` splits it, at the folder's own resolution: `mpp_fallback` is used only when the folder records none.
+
+    Held out: the `val_blocks` of a `grid` x `grid` grid of every image (`grid_split`); else the images at the
+    positions `val_images`; else a seeded `val_fraction` of the images (`image_split`), and when that holds out
+    none (e.g. a single image), the anti-diagonal blocks of the `grid` grid (said through `log`). `summary` records
+    the folder, its source and mpp and the split ({"grid", "val_blocks"} or {"val_fraction"?, "val_images"}), as
+    training's provenance["real"] holds it. Raises DatasetError (unreadable folder, no resolution) and ValueError
+    (a split that holds out nothing or everything, blocks outside the grid), messages naming the options of the
+    commands that take a --real folder."""
+    real = load_dataset(path)
+    if real.mpp is None:  # a fallback: a resolution the folder records wins
+        if mpp_fallback is None:
+            raise DatasetError(f"{path} records no resolution; give --real-mpp (um/px)")
+        real = replace(real, mpp=mpp_fallback)
+    blocks = list(val_blocks or [])
+    if not blocks and val_images is not None:
+        held = sorted({int(i) for i in val_images})
+        if not held or not all(0 <= i < len(real) for i in held):
+            raise ValueError(
+                f"--real: held-out images {held} are not positions of the {len(real)} image(s) of {path}"
+            )
+        real_train = real.subset([i for i in range(len(real)) if i not in held])
+        real_val, split = real.subset(held), {"val_images": held}
+    elif not blocks:
+        real_train, real_val, held_out = image_split(real, val_fraction, seed)
+        split = {"val_fraction": val_fraction, "val_images": held_out}
+        if not held_out and val_fraction > 0:
+            if grid < 2:
+                raise ValueError(f"--real: --val-fraction {val_fraction} of {len(real)} image(s) holds out "
+                                 "none; give --real-val-blocks with a --real-grid of 2 or more")  # fmt: skip
+            blocks = [r * grid + grid - 1 - r for r in range(grid)]
+            log(f"real: --val-fraction {val_fraction} of {len(real)} image(s) holds out none; holding "
+                f"out blocks {blocks} of a {grid} x {grid} grid instead (--real-val-blocks)")  # fmt: skip
+    if blocks:
+        try:
+            real_train, real_val = grid_split(real, grid, blocks)
+        except ValueError as exc:
+            raise ValueError(f"--real-val-blocks: {exc}") from None
+        split = {"grid": grid, "val_blocks": sorted(set(blocks))}
+    if not len(real_train):
+        raise ValueError(f"--real: the split holds out all {len(real)} image(s) of {path} "
+                         f"(--val-fraction {val_fraction}): nothing left to train on")  # fmt: skip
+    summary = {"folder": str(path), "source": real.source, "mpp": real.mpp, "split": split}
+    return real_train, real_val, summary

@@ -271,40 +271,16 @@ def run_train(args) -> int:
 
 def _load_real(args):
     """(train, val, what was done) of the --real folder, split by --real-val-blocks or --val-fraction (or, when
-    that holds out no image, by the anti-diagonal blocks of the --real-grid grid)."""
-    from nuclei.datasets import DatasetError, grid_split, load_dataset
+    that holds out no image, by the anti-diagonal blocks of the --real-grid grid): `nuclei.datasets.real_split`."""
+    from nuclei.datasets import DatasetError, real_split
 
     try:
-        real = load_dataset(args.real)
+        return real_split(args.real, args.real_mpp, args.real_grid, args.real_val_blocks, args.val_fraction,
+                          args.seed, log=lambda line: print(line, flush=True))  # fmt: skip
     except DatasetError as exc:
         raise SystemExit(f"--real: {exc}") from None
-    if real.mpp is None:  # --real-mpp is a fallback: a resolution the folder records wins
-        if args.real_mpp is None:
-            raise SystemExit(f"--real: {args.real} records no resolution; give --real-mpp (um/px)")
-        real = replace(real, mpp=args.real_mpp)
-    blocks = args.real_val_blocks
-    if not blocks:
-        real_train, real_val, held_out = random_split(real, args.val_fraction, args.seed)
-        split = {"val_fraction": args.val_fraction, "val_images": held_out}
-        if not held_out and args.val_fraction > 0:
-            if args.real_grid < 2:
-                raise SystemExit(f"--real: --val-fraction {args.val_fraction} of {len(real)} image(s) holds out "
-                                 "none; give --real-val-blocks with a --real-grid of 2 or more")  # fmt: skip
-            blocks = [r * args.real_grid + args.real_grid - 1 - r for r in range(args.real_grid)]
-            print(f"real: --val-fraction {args.val_fraction} of {len(real)} image(s) holds out none; holding "
-                  f"out blocks {blocks} of a {args.real_grid} x {args.real_grid} grid instead (--real-val-blocks)",
-                  flush=True)  # fmt: skip
-    if blocks:
-        try:
-            real_train, real_val = grid_split(real, args.real_grid, blocks)
-        except ValueError as exc:
-            raise SystemExit(f"--real-val-blocks: {exc}") from None
-        split = {"grid": args.real_grid, "val_blocks": sorted(set(blocks))}
-    if not len(real_train):
-        raise SystemExit(f"--real: the split holds out all {len(real)} image(s) of {args.real} "
-                         f"(--val-fraction {args.val_fraction}): nothing left to train on")  # fmt: skip
-    summary = {"folder": str(args.real), "source": real.source, "mpp": real.mpp, "split": split}
-    return real_train, real_val, summary
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _add_real(train_tiles, val_tiles, real, args, mpp: float, classes: tuple[str, ...]):

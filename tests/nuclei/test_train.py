@@ -191,3 +191,33 @@ def test_cli_train_full_resolution_from_a_stride_2_init(tmp_path, capsys):
     with pytest.raises(SystemExit, match="decoder_channels needs 5 entries"):
         main([*common, "--full-resolution", "--decoder-channels", "8", "8", "8", "8", "8", "8", "-o",
               str(tmp_path / "bad")])  # fmt: skip
+
+
+def test_fine_tuning_into_a_changed_architecture_keeps_the_thresholds(tmp_path, monkeypatch, capsys):
+    from dataclasses import replace
+
+    import nuclei.train
+    from nuclei.model import read_postprocess, thresholds, write_postprocess
+    from nuclei.postprocess import PostprocessConfig
+
+    tiles, val = synthetic_tiles(2, size=64, seed=3), synthetic_tiles(1, size=64, seed=4)
+    cfg = TrainConfig(epochs=1, batch_size=1, steps_per_epoch=1, augment=AugmentConfig(crop=64), loader_workers=0,
+                      device="cpu")  # fmt: skip
+    start = nuclei.ModelConfig(**TINY)
+    train(tiles, cfg, tmp_path / "init", model_config=start, progress=False)
+    chosen = PostprocessConfig(foreground=0.6, centre=0.3, min_size=7, min_marker=3)
+    write_postprocess(tmp_path / "init", chosen)
+    used = []
+    real_predict = nuclei.train.predict_instances
+    monkeypatch.setattr(nuclei.train, "predict_instances",
+                        lambda model, *a, **k: used.append(thresholds(model)) or real_predict(model, *a, **k))  # fmt: skip
+    wider = replace(start, full_resolution=True, decoder_channels=(*start.decoder_channels, 8))
+    train(tiles, replace(cfg, init=str(tmp_path / "init")), tmp_path / "full", val=val, model_config=wider,
+          progress=False)  # fmt: skip
+    assert read_postprocess(tmp_path / "full") == chosen
+    assert used and set(used) == {chosen}  # validation scored the epochs with them
+    used.clear()
+    train(tiles, replace(cfg, init=str(tmp_path / "init")), tmp_path / "mpp", val=val,
+          model_config=replace(start, mpp=start.mpp * 2), progress=False)  # fmt: skip
+    assert "thresholds of the starting model dropped" in capsys.readouterr().out
+    assert read_postprocess(tmp_path / "mpp") is None and set(used) == {PostprocessConfig()}
