@@ -193,19 +193,11 @@ def load_training_data(cmd: TrainCommand, progress: bool):
             cmd.n_val, seed=cmd.seed + 10_000, progress=progress, workers=cmd.render_workers
         )
         return train, val
-    from nuclei.datasets import load_dataset
+    from nuclei.datasets import image_split, load_dataset
 
     tiles = load_dataset(cmd.data, mpp=cmd.mpp)
-    train, val, _ = random_split(tiles, cmd.val_fraction, cmd.seed)
+    train, val, _ = image_split(tiles, cmd.val_fraction, cmd.seed)
     return train, (val if len(val) else None)
-
-
-def random_split(tiles, val_fraction: float, seed: int):
-    """(train, val, the positions held out): a seeded `val_fraction` of the images held out (none of a single
-    image)."""
-    order = np.random.default_rng(seed).permutation(len(tiles))
-    n_val = int(round(len(tiles) * val_fraction)) if len(tiles) > 1 else 0
-    return tiles.subset(order[n_val:]), tiles.subset(order[:n_val]), [int(i) for i in order[:n_val]]
 
 
 def run_train(args) -> int:
