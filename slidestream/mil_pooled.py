@@ -63,9 +63,10 @@ def load_readouts(model_dir: Path, manifest: dict) -> list:
             for f in manifest["folds"]]  # fmt: skip
 
 
-def pooled_vectors(results: str | Path, labels: str | Path, targets, tumour_model: str | Path,
+def pooled_vectors(results, labels, targets, tumour_model: str | Path,
                    group: str | None = None, labels_subset: bool = False, config=None) -> PooledSlides:  # fmt: skip
-    """Score each labelled store of `results` with the cancer model folder `tumour_model` (written by
+    """Score each labelled store of `results` (one run folder or several; `labels` one table or several, as
+    `train_slides` takes them) with the cancer model folder `tumour_model` (written by
     `train_slides` for a binary or mutation task: their per-tile scores rank tumour first) and pool its top
     `config.fraction` of tiles (module doc). The 0/1 `targets` of `labels` (empty: unknown) are checked first:
     other values are an error naming the columns. Slides whose targets are all empty, or whose store has no
@@ -90,7 +91,8 @@ def pooled_vectors(results: str | Path, labels: str | Path, targets, tumour_mode
     bad = [t for t in targets
            if (values[t].isna() & table[t].notna()).any() or not set(values[t].dropna()) <= {0.0, 1.0}]  # fmt: skip
     if bad:
-        raise ValueError(f"{labels}: tumour-pooled targets must be 0/1 (or empty); column(s) {bad} hold other "
+        named = labels if isinstance(labels, (str, Path)) else " + ".join(str(p) for p in labels)
+        raise ValueError(f"{named}: tumour-pooled targets must be 0/1 (or empty); column(s) {bad} hold other "
                          "values")  # fmt: skip
     empty = values.isna().all(axis=1)
     left_out = list(table.index[empty])
@@ -112,7 +114,7 @@ def pooled_vectors(results: str | Path, labels: str | Path, targets, tumour_mode
                         sorted(left_out), list(unused))  # fmt: skip
 
 
-def train_tumour_pooled(results: str | Path, labels: str | Path, targets, tumour_model: str | Path,
+def train_tumour_pooled(results, labels, targets, tumour_model: str | Path,
                         out: str | Path, folds: int = 5, group: str | None = None, seed: int = 0,
                         labels_subset: bool = False, config=None):  # fmt: skip
     """Cross-validate tumour-pooled logistic regressions for the 0/1 `targets` (module doc) on the stores of

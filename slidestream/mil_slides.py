@@ -51,14 +51,32 @@ class PredictResult:
     failed: dict
 
 
-def find_stores(results: str | Path) -> dict[str, Path]:
-    """Slide id -> patch store path for every `RESULTS/slides/<slide_id>/patches.zarr`; an error when none."""
-    results = Path(results)
-    stores = {p.parent.name: p for p in sorted(results.glob("slides/*/patches.zarr"))}
-    if not stores:
-        raise FileNotFoundError(
-            f"no patch stores under {results}/slides/*/patches.zarr; run `slidestream run` first"
-        )
+def find_stores(results) -> dict[str, Path]:
+    """Slide id -> patch store path for every `RESULTS/slides/<slide_id>/patches.zarr` of one run folder, or of
+    several (a path or a sequence of them): a slide id in more than one folder is an error naming the ids and
+    their folders, as is a folder without stores."""
+    folders = [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
+    if not folders:
+        raise ValueError("no run folder given")
+    stores, repeated = {}, {}
+    for folder in folders:
+        found = {p.parent.name: p for p in sorted(folder.glob("slides/*/patches.zarr"))}
+        if not found:
+            raise FileNotFoundError(
+                f"no patch stores under {folder}/slides/*/patches.zarr; run `slidestream run` first"
+            )
+        for slide_id, path in found.items():
+            if slide_id in stores:
+                repeated.setdefault(slide_id, [str(stores[slide_id].parent.parent.parent)]).append(
+                    str(folder)
+                )
+            else:
+                stores[slide_id] = path
+    if repeated:
+        shown = "; ".join(f"{s} in {' and '.join(f)}" for s, f in list(repeated.items())[:10])
+        raise ValueError(f"{len(repeated)} slide id(s) are in more than one run folder ({shown}): a slide's id "
+                         "is its folder name under RESULTS/slides, so the slides of the folders trained "
+                         "together need different names (README, several run folders)")  # fmt: skip
     return stores
 
 
@@ -72,22 +90,32 @@ def _read_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
+def _read_tables(labels) -> tuple[pd.DataFrame, str]:
+    """One labels table, or several (a sequence of paths) stacked; and the name errors give it."""
+    paths = [labels] if isinstance(labels, (str, Path)) else list(labels)
+    if not paths:
+        raise ValueError("no labels table given")
+    tables = [_read_table(p) for p in paths]
+    return pd.concat(tables, ignore_index=True), " + ".join(str(p) for p in paths)
+
+
 def stores_and_labels(results, labels, columns: list, labels_subset: bool) -> tuple[dict, pd.DataFrame, list]:
-    """The stores of `results`, the labels table indexed by slide id (str) restricted to them, and the ids of the
-    table's rows left out (`labels_subset`; else such rows are an error). Slides without stores, stores without
-    labels, repeated ids and missing `columns` are errors naming them."""
+    """The stores of `results` (one run folder or several, `find_stores`), the labels table indexed by slide id
+    (str) restricted to them (`labels`: one table or several, stacked), and the ids of the table's rows left out
+    (`labels_subset`; else such rows are an error). Slides without stores, stores without labels, repeated ids
+    and missing `columns` are errors naming them."""
     from mil.bags import match_slides
 
     stores = find_stores(results)
-    table = _read_table(labels)
+    table, name = _read_tables(labels)
     try:
         unused = match_slides(table["slide_id"], list(stores), labels_subset, subset_option="--labels-subset")
     except ValueError as exc:
-        raise ValueError(f"{labels}: {exc}") from None
+        raise ValueError(f"{name}: {exc}") from None
     table = table[~table["slide_id"].astype(str).isin(unused)]
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise ValueError(f"{labels}: no column(s) {missing} (columns: {list(table.columns)})")
+        raise ValueError(f"{name}: no column(s) {missing} (columns: {list(table.columns)})")
     return stores, table.set_index(table["slide_id"].astype(str)), unused
 
 
@@ -224,13 +252,15 @@ def _training_curves(path: Path, histories: list, monitor: str) -> None:
     _save_figure(fig, path)
 
 
-def train_slides(results: str | Path, labels: str | Path, task: str, targets, out: str | Path,
+def train_slides(results, labels, task: str, targets, out: str | Path,
                  model: str = "abmil", feature: str = "stain_stats", folds: int = 5, group: str | None = None,
                  seed: int = 0, config="auto", progress: bool = False, labels_subset: bool = False,
                  model_kwargs: dict | None = None, grade_link: str = "cumulative",
                  context=None) -> TrainResult:  # fmt: skip
     """Cross-validate `model` for `task` on the stores of `results` labelled by `labels` (column `slide_id`, the
     `targets` columns and, for patient-grouped folds, `group`); write the model folder `out` (module doc).
+    `results` and `labels` may each be several (sequences of paths): the stores of all the run folders (slide ids
+    unique across them) and the tables stacked; the stores' features must come from one encoder.
 
     `folds` 1 trains one model on a grouped, stratified train/validation split (3:1) and reports the validation
     slides' figures (optimistic: they also choose the epoch); `oof_predictions.csv` then holds the validation
@@ -291,9 +321,13 @@ def train_slides(results: str | Path, labels: str | Path, task: str, targets, ou
         config = replace(config, progress=progress)
     else:
         config = {**config, "progress": progress}
+    encoder = _encoder_of(opened[0], feature)
+    for slide_id, store in zip(table.index, opened, strict=True):  # stores of several run folders may differ
+        if _encoder_of(store, feature) != encoder:
+            raise ValueError(f"features/{feature} of {table.index[0]} and {slide_id} come from different encoders "
+                             f"({encoder} and {_encoder_of(store, feature)}); train on one encoder's features")  # fmt: skip
     cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed,
                         model_kwargs=model_kwargs)  # fmt: skip
-    encoder = _encoder_of(opened[0], feature)
     context_state = context.to_dict() if context is not None else None
     true = table.loc[cv.oof["slide_id"], targets].reset_index(drop=True).add_prefix("true_")
     oof = pd.concat([cv.oof.reset_index(drop=True), true], axis=1)

@@ -25,16 +25,21 @@ def register(sub) -> None:
     train = actions.add_parser(
         "train",
         help="cross-validate a MIL model on RESULTS/slides/*/patches.zarr with a labels table",
-        description="Reads the features of every RESULTS/slides/*/patches.zarr, labels from a CSV/TSV keyed by "
-        "slide_id, and cross-validates the model (folds grouped by --group). Writes MODEL_DIR with fold "
+        description="Reads the features of every RESULTS/slides/*/patches.zarr (of one run folder or several), "
+        "labels from a CSV/TSV keyed by slide_id (or several, stacked), and cross-validates the model (folds "
+        "grouped by --group). Writes MODEL_DIR with fold "
         "checkpoints, plan.json, metrics.json, folds.csv, oof_predictions.csv and plots (ROC per fold, "
         "confusion matrix, or Kaplan-Meier of predicted risk groups). With --tumour-model (mutation read from "
         "a cancer model's tumour tiles) MODEL_DIR holds instead a copy of the cancer model (tumour_model/), each "
         "fold's logistic read-out (fold_<k>/readout.json), metrics.json, folds.csv, oof_predictions.csv and "
         "ROC plots (no plan.json, no training curves).",
     )
-    train.add_argument("results", metavar="RESULTS", help="run folder written by `slidestream run`")
-    train.add_argument("--labels", required=True, help="labels table (CSV/TSV) with a slide_id column")
+    train.add_argument("results", metavar="RESULTS", nargs="+",
+                       help="run folder written by `slidestream run`; several: their stores trained on together "
+                            "(slide ids unique across them)")  # fmt: skip
+    train.add_argument("--labels", required=True, nargs="+", metavar="LABELS",
+                       help="labels table (CSV/TSV) with a slide_id column; several: stacked (e.g. one per "
+                            "RESULTS)")  # fmt: skip
     train.add_argument("--labels-subset", action="store_true",
                        help="the table may list slides not in RESULTS (one master table for many folders): use "
                             "the slides present and say how many rows were left out (default: an error)")  # fmt: skip
@@ -153,7 +158,8 @@ def run_train(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if result.unused_labels:
-        print(f"labels: {len(result.unused_labels)} row(s) of {args.labels} name slides not in {args.results}, "
+        print(f"labels: {len(result.unused_labels)} row(s) of {' + '.join(args.labels)} name slides not in "
+              f"{' + '.join(args.results)}, "
               f"left out (--labels-subset): {list(result.unused_labels[:20])}")  # fmt: skip
     if result.left_out:
         print(

@@ -183,6 +183,48 @@ def test_labels_subset_uses_the_slides_present(cohort, tmp_path, capsys):
     assert metrics["n_slides"] == N_SLIDES and metrics["unused_labels"] == ["OTHER1", "OTHER2"]
 
 
+def test_several_run_folders_train_as_one(cohort, tmp_path, capsys):
+    """`mil train A B --labels a.csv b.csv`: the stores of both folders with both tables stacked train exactly
+    as one folder holding them all; an id in two folders, and stores of two encoders, are refused, named."""
+    import zarr
+
+    labels = pd.read_csv(cohort / "cohort" / "labels.csv", dtype={"slide_id": str})
+    ids = list(labels.slide_id)
+    for name, part in (("a", ids[: N_SLIDES // 2]), ("b", ids[N_SLIDES // 2 :])):
+        (tmp_path / name / "slides").mkdir(parents=True)
+        for slide_id in part:
+            (tmp_path / name / "slides" / slide_id).symlink_to(cohort / "results" / "slides" / slide_id)
+        labels[labels.slide_id.isin(part)].to_csv(tmp_path / f"{name}.csv", index=False)
+    args = ["--task", "binary", "--target", "cancer", "--group", "patient_id", "--folds", "2", "--epochs", "2",
+            "-q"]  # fmt: skip
+    assert main(["mil", "train", str(cohort / "results"), "--labels", str(cohort / "cohort" / "labels.csv"),
+                 *args, "-o", str(tmp_path / "one")]) == 0  # fmt: skip
+    assert main(["mil", "train", str(tmp_path / "a"), str(tmp_path / "b"), "--labels", str(tmp_path / "a.csv"),
+                 str(tmp_path / "b.csv"), *args, "-o", str(tmp_path / "two")]) == 0  # fmt: skip
+    one = pd.read_csv(tmp_path / "one" / "oof_predictions.csv")
+    two = pd.read_csv(tmp_path / "two" / "oof_predictions.csv")
+    assert sorted(two.slide_id) == sorted(ids)
+    pd.testing.assert_frame_equal(one, two)
+    capsys.readouterr()
+    # The same folder twice: every id is in two folders.
+    code = main(["mil", "train", str(tmp_path / "a"), str(tmp_path / "a"), "--labels", str(tmp_path / "a.csv"),
+                 *args, "-o", str(tmp_path / "m")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and f"{ids[0]} in {tmp_path / 'a'} and {tmp_path / 'a'}" in err
+    assert "more than one run folder" in err and not (tmp_path / "m").exists()
+    # A folder whose features come from another encoder.
+    (tmp_path / "c" / "slides").mkdir(parents=True)
+    for slide_id in ids[N_SLIDES // 2 :]:
+        shutil.copytree(cohort / "results" / "slides" / slide_id, tmp_path / "c" / "slides" / slide_id)
+    features = zarr.open_group(tmp_path / "c" / "slides" / ids[-1] / "patches.zarr", mode="r+")["features"]
+    description = dict(features["stain_stats"].attrs["description"])
+    features["stain_stats"].attrs["description"] = {**description, "encoder": "resnet50"}
+    code = main(["mil", "train", str(tmp_path / "a"), str(tmp_path / "c"), "--labels", str(tmp_path / "a.csv"),
+                 str(tmp_path / "b.csv"), *args, "-o", str(tmp_path / "m")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "different encoders" in err and "'resnet50'" in err and ids[-1] in err
+
+
 def test_refuses_to_overwrite_a_foreign_folder(cohort, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
