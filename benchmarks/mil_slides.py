@@ -4,6 +4,9 @@
         --test-results R2 --test-labels C2/labels.csv --test-slides C2/slides -o OUT [--tasks cancer,grade,...] \
         [--model topk --model-arg top_k=4 --lr 0.002 --grade-link regression --context 1 --mutation-aux cancer]
 
+`--train-results R1 R1b --train-labels C1/labels.csv C1b/labels.csv` trains on several cohorts together (their
+slide ids unique across them, as `mil train` takes several run folders).
+
 Prints, per task, the held-out figure against the issue's limit: slide-level cancer AUC (>= 0.95), attention
 localisation AUC against the ground-truth tumor mask on the cancer slides (tile positive when >= 50% tumor;
 >= 0.90), grade quadratic weighted kappa (>= 0.80), mutation AUC per target and macro (>= 0.85), survival
@@ -109,8 +112,10 @@ def _tile_baselines(args) -> list[tuple[str, float, float]]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    train_slides = Path(args.train_labels).parent / "slides"
-    train = _tile_table(Path(args.train_results), train_slides, args.features, args.oracle)
+    # each training run folder with the slides next to its labels table (as `synth-cohort` writes them)
+    parts = [_tile_table(Path(r), Path(labels).parent / "slides", args.features, args.oracle)
+             for r, labels in zip(args.train_results, args.train_labels, strict=True)]  # fmt: skip
+    train = [None if parts[0][k] is None else np.concatenate([q[k] for q in parts]) for k in range(5)]
     test = _tile_table(Path(args.test_results), Path(args.test_slides), args.features, args.oracle)
     rows = []
     cancer = pd.read_csv(args.test_labels, dtype={"slide_id": str}).set_index("slide_id")["cancer"]
@@ -259,7 +264,9 @@ def main(argv=None) -> int:
     from tiling import PatchStore
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in ("train-results", "train-labels", "test-results", "test-labels", "test-slides"):
+    for name in ("train-results", "train-labels"):  # several: trained together (`mil train A B --labels a b`)
+        p.add_argument(f"--{name}", required=True, nargs="+")
+    for name in ("test-results", "test-labels", "test-slides"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--folds", type=int, default=5)
@@ -317,6 +324,9 @@ def main(argv=None) -> int:
         _print_rows(lookalike_check(known.lookalike_check, known.dimensions))
         return 0
     args = p.parse_args(argv)
+    if args.tile_baselines and len(args.train_results) != len(args.train_labels):
+        p.error("--tile-baselines reads each training folder's truth next to its labels table: give one "
+                "--train-labels per --train-results")  # fmt: skip
     try:
         context = context_from_args(args)
     except ValueError as exc:
