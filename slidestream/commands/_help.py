@@ -79,6 +79,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "slidestream mil train results --labels labels.csv --task binary --target cancer -o model",
         "slidestream mil train results --labels labels.csv --task survival --target time event --group patient_id "
         "-o model",
+        "slidestream mil train results_a results_b --labels a.csv b.csv --task binary --target cancer "
+        "--group patient_id -o model",
     ),
     "mil predict": (
         "slidestream mil predict results --model model -o predictions",
