@@ -75,8 +75,8 @@ def find_stores(results) -> dict[str, Path]:
     if repeated:
         shown = "; ".join(f"{s} in {' and '.join(f)}" for s, f in list(repeated.items())[:10])
         raise ValueError(f"{len(repeated)} slide id(s) are in more than one run folder ({shown}): a slide's id "
-                         "is its folder name under RESULTS/slides, so the slides of the folders trained "
-                         "together need different names (README, several run folders)")  # fmt: skip
+                         "is its folder name under RESULTS/slides (the slide file's name), so the slides of "
+                         "folders trained together need different names (README, several run folders)")  # fmt: skip
     return stores
 
 
@@ -306,6 +306,13 @@ def train_slides(results, labels, task: str, targets, out: str | Path,
             f"{len(table)} slide(s) with a value of {targets}, fewer than {max(2, folds)} needed"
         )
     opened = {s: PatchStore.open(stores[s]) for s in table.index}
+    renamed = {
+        s: store.attrs["slide_id"] for s, store in opened.items() if store.attrs.get("slide_id", s) != s
+    }
+    if renamed:  # the folder was renamed after `run`: the store keeps the id it was written with
+        shown = ", ".join(f"{stores[s].parent} holds {i}" for s, i in list(renamed.items())[:10])
+        raise ValueError(f"{len(renamed)} store folder(s) renamed after `slidestream run` ({shown}): a slide's "
+                         "id is the one run gave it; rename the slide files before `run` instead")  # fmt: skip
     no_tiles = sorted(s for s, store in opened.items() if len(store) == 0)
     left_out = sorted(left_out + no_tiles)
     table = table.drop(index=no_tiles)

@@ -223,6 +223,13 @@ def test_several_run_folders_train_as_one(cohort, tmp_path, capsys):
                  str(tmp_path / "b.csv"), *args, "-o", str(tmp_path / "m")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "different encoders" in err and "'resnet50'" in err and ids[-1] in err
+    # A store folder renamed after `run` keeps the id it was written with: refused, not mixed up.
+    (tmp_path / "c" / "slides" / ids[-1]).rename(tmp_path / "c" / "slides" / "X999")
+    labels.assign(slide_id=[*ids[:-1], "X999"]).to_csv(tmp_path / "renamed.csv", index=False)
+    code = main(["mil", "train", str(tmp_path / "c"), str(tmp_path / "a"), "--labels", str(tmp_path / "renamed.csv"),
+                 *args, "-o", str(tmp_path / "m")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "renamed after `slidestream run`" in err and f"X999 holds {ids[-1]}" in err
 
 
 def test_refuses_to_overwrite_a_foreign_folder(cohort, tmp_path):
