@@ -306,8 +306,11 @@ def train_slides(results, labels, task: str, targets, out: str | Path,
             f"{len(table)} slide(s) with a value of {targets}, fewer than {max(2, folds)} needed"
         )
     opened = {s: PatchStore.open(stores[s]) for s in table.index}
+    # (the id `mil.BagDataset` reads: the store's slide_id, else its folder's name)
     renamed = {
-        s: store.attrs["slide_id"] for s, store in opened.items() if store.attrs.get("slide_id", s) != s
+        s: store.attrs["slide_id"]
+        for s, store in opened.items()
+        if str(store.attrs.get("slide_id") or s) != s
     }
     if renamed:  # the folder was renamed after `run`: the store keeps the id it was written with
         shown = ", ".join(f"{stores[s].parent} holds {i}" for s, i in list(renamed.items())[:10])
