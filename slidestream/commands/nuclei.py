@@ -93,8 +93,10 @@ def register(sub) -> None:
                    help="resolution of --real when it records none (um/px); a dataset.json 'mpp' wins")  # fmt: skip
     t.add_argument("--real-grid", type=positive_int, default=3,
                    help="--real images are cut into this many x this many blocks for --real-val-blocks")  # fmt: skip
-    t.add_argument("--real-val-blocks", type=non_negative_int, nargs="+", metavar="B",
-                   help="blocks held out for validation (numbered row by row from 0 at the top left)")  # fmt: skip
+    t.add_argument("--real-val-blocks", type=_block_or_none, nargs="+", metavar="B",
+                   help="blocks held out for validation (numbered row by row from 0 at the top left), or 'none': "
+                   "every block trained on (a final refit once the recipe is chosen; the best epoch is then "
+                   "picked on the --data validation, and last/ is the last epoch)")  # fmt: skip
     add_quiet(t)
     t.set_defaults(func=run_train)
 
@@ -261,13 +263,32 @@ def run_train(args) -> int:
     return 0
 
 
+def _block_or_none(text: str) -> int | str:
+    """A --real-val-blocks value: a block number or 'none'."""
+    if text.lower() == "none":
+        return "none"
+    return non_negative_int(text)
+
+
+def _val_blocks(args):
+    """--real-val-blocks as `real_split` takes it: None, a list of blocks, or 'none' (which must stand alone)."""
+    blocks = args.real_val_blocks
+    if blocks is None or "none" not in blocks:
+        return blocks
+    if len(blocks) > 1:
+        raise SystemExit(
+            f"--real-val-blocks: 'none' holds out nothing and takes no block numbers, got {blocks}"
+        )
+    return "none"
+
+
 def _load_real(args):
     """(train, val, what was done) of the --real folder, split by --real-val-blocks or --val-fraction (or, when
     that holds out no image, by the anti-diagonal blocks of the --real-grid grid): `nuclei.datasets.real_split`."""
     from nuclei.datasets import DatasetError, real_split
 
     try:
-        return real_split(args.real, args.real_mpp, args.real_grid, args.real_val_blocks, args.val_fraction,
+        return real_split(args.real, args.real_mpp, args.real_grid, _val_blocks(args), args.val_fraction,
                           args.seed, log=lambda line: print(line, flush=True))  # fmt: skip
     except DatasetError as exc:
         raise SystemExit(f"--real: {exc}") from None
