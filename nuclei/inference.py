@@ -73,6 +73,8 @@ def forward_maps(model: NucleiNet, x: torch.Tensor, tta: bool = False, types: bo
     """Float32 probability (B, H, W), HV (B, 2, H, W) and, with `types`, type probabilities (B, K, H, W) (else
     None) of a normalised batch `x` (B, 3, H, W); with `tta`, each is the mean over the four flips of the
     input, flipped back (HV's x sign flipped back under a column flip, y under a row flip): 4 forward passes."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"x must be a normalised (B, 3, H, W) batch, got {tuple(x.shape)}")
     probs, hvs, kinds = [], [], []
     for fy, fx in FLIPS if tta else FLIPS[:1]:
         dims = [d for d, f in ((2, fy), (3, fx)) if f]
