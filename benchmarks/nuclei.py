@@ -5,6 +5,7 @@
     python -m benchmarks.nuclei errors [--model DIR] [--tiles 32]   (where PQ is lost: benchmarks/nuclei_errors.py)
     python -m benchmarks.nuclei thresholds --real DIR [--model DIR] [--write]   (benchmarks/nuclei_thresholds.py)
     python -m benchmarks.nuclei tta [--real DIR] [--synthetic 16] [--model DIR]   (benchmarks/nuclei_tta.py)
+    python -m benchmarks.nuclei counts [--model DIR ...] [--slide SVS]   (nuclei found on real H&E, no reference)
 
 The model is the shipped default (nuclei/weights) unless --model names another; inputs are synthetic H&E
 tiles of 256 px at the model's mpp. Printed: forward MPix/s (batches of 256 px tiles, no post-processing),
@@ -115,6 +116,10 @@ if __name__ == "__main__":
         from benchmarks.nuclei_thresholds import main as thresholds_main
 
         thresholds_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["counts"]:
+        from benchmarks.nuclei_counts import main as counts_main
+
+        counts_main(sys.argv[2:])
     elif sys.argv[1:2] == ["tta"]:
         from benchmarks.nuclei_tta import main as tta_main
 

@@ -1,6 +1,7 @@
 """Test-time augmentation (four flips) in `segment`, the slide segmenter and the CLI: what runs, what it gives."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,24 @@ def test_cli_segment_and_evaluate_take_tta(tmp_path, tiny_model, capsys):
                  "--json", str(scores)]) == 0  # fmt: skip
     assert json.loads(scores.read_text())["tta"] is True
     assert "test-time augmentation (4 flips)" in capsys.readouterr().out
+
+
+def test_counts_benchmark_counts_what_the_thresholds_let_through(tmp_path, tiny_model, capsys):
+    from benchmarks.nuclei_counts import count_nuclei
+    from benchmarks.nuclei_counts import main as counts_main
+
+    flat = nuclei.create_model(decoder_channels=(16, 16, 8, 8)).eval()
+    flat.load_state_dict(tiny_model.state_dict())
+    with torch.no_grad():
+        flat.np_head.weight.zero_()
+        flat.np_head.bias.fill_(1.0)  # probability 0.73 everywhere
+    image = np.full((64, 64, 3), 200, np.uint8)
+    assert count_nuclei(flat, image)["foreground_share"] == 1.0  # 0.73 > the default foreground 0.5
+    flat.postprocess = nuclei.PostprocessConfig(foreground=0.9)
+    none = count_nuclei(flat, image)
+    assert none["nuclei"] == 0 and none["foreground_share"] == 0.0
+    folder = nuclei.save_model(flat, tmp_path / "m")
+    slide = Path(__file__).resolve().parents[1] / "data" / "CMU-1-Small-Region.svs"
+    figures = counts_main(["--model", str(folder), "--slide", str(slide), "--size", "200", "--tta"])
+    assert set(figures) == {str(folder), f"{folder} tta"} and figures[str(folder)]["nuclei"] == 0
+    assert "level-0 box 200 x 200 px" in capsys.readouterr().out
