@@ -4,13 +4,17 @@
     python -m benchmarks.nuclei slide-quality | slide-speed | slide-memory ...   (benchmarks/nuclei_slide.py)
     python -m benchmarks.nuclei errors [--model DIR] [--tiles 32]   (where PQ is lost: benchmarks/nuclei_errors.py)
     python -m benchmarks.nuclei thresholds --real DIR [--model DIR] [--write]   (benchmarks/nuclei_thresholds.py)
+    python -m benchmarks.nuclei tta [--real DIR] [--synthetic 16] [--model DIR]   (benchmarks/nuclei_tta.py)
+    python -m benchmarks.nuclei counts [--model DIR ...] [--slide SVS]   (nuclei found on real H&E, no reference)
 
 The model is the shipped default (nuclei/weights) unless --model names another; inputs are synthetic H&E
 tiles of 256 px at the model's mpp. Printed: forward MPix/s (batches of 256 px tiles, no post-processing),
 post-processing ms per tile (marker watershed on the maps), and `segment` end to end on one 1024 px image
 (resampling, tiling with overlap, forward, post-processing). Ratios: post-processing / forward time per tile
 (limit 1.0: post-processing should not cost more than the network) and end-to-end / forward throughput
-(limit 0.5: the tiling overlap and post-processing should cost at most half). Best of --repeat runs.
+(limit 0.5: the tiling overlap and post-processing should cost at most half). Test-time augmentation (four
+flips, `tta=True`): its forward time and its `segment` time against the plain ones (a default costing more
+than 2x end to end stays off). Best of --repeat runs.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 
 import nuclei
 from nuclei.datasets import synthetic_tiles
-from nuclei.inference import predict_maps, resolve_device
+from nuclei.inference import forward_maps, predict_maps, resolve_device
 from nuclei.model import thresholds
 from nuclei.postprocess import instances_from_maps
 
@@ -63,10 +67,16 @@ def main() -> None:
             out = model(model.normalise(x))
             out.logits.float().cpu(), out.hv.float().cpu()
 
+    @torch.inference_mode()
+    def forward_tta():
+        for i in range(0, len(batch), args.batch_size):
+            forward_maps(model, model.normalise(batch[i : i + args.batch_size].to(device)), tta=True)
+
     forward()  # warm-up
     t_fwd = best_of(args.repeat, forward)
     mpix = len(batch) * 256 * 256 / 1e6 / t_fwd
     per_tile_fwd = t_fwd / len(batch)
+    t_fwd_tta = best_of(args.repeat, forward_tta)
 
     maps = [predict_maps(model, img, device=device) for img in tiles.images[:8]]
     post = thresholds(model)
@@ -78,6 +88,9 @@ def main() -> None:
         args.repeat, lambda: nuclei.segment(big, mpp=model.config.mpp, model=model, device=device)
     )
     seg_mpix = big.shape[0] * big.shape[1] / 1e6 / t_seg
+    t_seg_tta = best_of(
+        args.repeat, lambda: nuclei.segment(big, mpp=model.config.mpp, model=model, device=device, tta=True)
+    )
 
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"device {device}, threads {torch.get_num_threads()}, model {model.config.encoder} ({params:.2f} M "
@@ -87,6 +100,9 @@ def main() -> None:
     print(f"segment 1024 px:  {seg_mpix:7.3f} MPix/s end to end")
     print(f"ratio post-processing / forward per tile: {t_post / per_tile_fwd:.2f} (limit 1.0)")
     print(f"ratio end-to-end / forward throughput:   {seg_mpix / mpix:.2f} (limit 0.5)")
+    print(f"test-time augmentation (4 flips): forward {t_fwd_tta / t_fwd:.2f}x the plain forward time, segment "
+          f"1024 px {t_seg_tta / t_seg:.2f}x end to end ({t_seg * 1000:.0f} -> {t_seg_tta * 1000:.0f} ms; "
+          "limit for a default: 2.0)")  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -100,6 +116,14 @@ if __name__ == "__main__":
         from benchmarks.nuclei_thresholds import main as thresholds_main
 
         thresholds_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["counts"]:
+        from benchmarks.nuclei_counts import main as counts_main
+
+        counts_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["tta"]:
+        from benchmarks.nuclei_tta import main as tta_main
+
+        tta_main(sys.argv[2:])
     elif sys.argv[1:2] == ["errors"]:
         from benchmarks.nuclei_errors import main as errors_main
 

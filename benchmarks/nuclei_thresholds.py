@@ -93,6 +93,10 @@ def _held_out(args, model):
             blocks = trained["val_blocks"]
         elif trained.get("val_images"):
             images = trained["val_images"]
+        elif trained.get("held_out") == "none":
+            raise SystemExit("the model was trained on every block of its --real folder (held out: none): no "
+                             "held-out part is left to choose thresholds on; give --real-val-blocks only for "
+                             "blocks it was not trained on")  # fmt: skip
         else:
             raise SystemExit("the model records no split of a --real folder (provenance['real']['split']); "
                              "give --real-val-blocks (and --real-grid) to name the held-out blocks")  # fmt: skip

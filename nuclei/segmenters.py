@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from nuclei.classical import segment_classical
-from nuclei.inference import resolve_device
+from nuclei.inference import forward_maps, resolve_device
 from nuclei.measure import Placement, measure_instances
 from nuclei.model import NucleiNet, pad_to_stride, thresholds
 from nuclei.postprocess import PostprocessConfig, instances_from_maps
@@ -37,15 +37,18 @@ class TileWork:
 
 class CnnSegmenter:
     """The nuclei CNN: `maps` runs the network on a batch of tiles; post-processing is `postprocess_tile`, with
-    `postprocess` if given, else the model's own thresholds (`model.postprocess`), else the defaults."""
+    `postprocess` if given, else the model's own thresholds (`model.postprocess`), else the defaults. `tta`
+    averages the maps (and type probabilities) over the four flips (`nuclei.inference.forward_maps`: 4 forward
+    passes); it is part of `describe()` when on, so results with and without it are never mixed."""
 
     kind = "cnn"
 
     def __init__(self, model: NucleiNet, device: str | torch.device = "auto",
-                 postprocess: PostprocessConfig | None = None):  # fmt: skip
+                 postprocess: PostprocessConfig | None = None, tta: bool = False):  # fmt: skip
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.postprocess = thresholds(model, postprocess)
+        self.tta = bool(tta)
 
     @property
     def mpp(self) -> float:
@@ -59,7 +62,8 @@ class CnnSegmenter:
         config = self.model.config
         return {"kind": "cnn", "encoder": config.encoder, "mpp": config.mpp,
                 "provenance": getattr(self.model, "provenance", {}).get("command", ""),
-                "weights": _weights_digest(self.model), "postprocess": asdict(self.postprocess)}  # fmt: skip
+                "weights": _weights_digest(self.model), "postprocess": asdict(self.postprocess),
+                **({"tta": True} if self.tta else {})}  # fmt: skip
 
     @torch.inference_mode()
     def maps(self, images: np.ndarray) -> list[TileWork]:
@@ -70,12 +74,10 @@ class CnnSegmenter:
         padded = np.stack([pad_to_stride(im, self.model.stride)[0] for im in images])
         x = torch.from_numpy(padded).permute(0, 3, 1, 2).to(self.device)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            out = self.model(self.model.normalise(x))
-        prob = torch.sigmoid(out.logits[:, 0, :h, :w].float()).cpu().numpy()
-        hv = out.hv[:, :, :h, :w].float().cpu().numpy()
-        types = None
-        if out.types is not None:
-            types = torch.softmax(out.types[:, :, :h, :w].float(), dim=1).half().cpu().numpy()
+            prob_t, hv_t, types_t = forward_maps(self.model, self.model.normalise(x), self.tta, types=True)
+        prob = prob_t[:, :h, :w].cpu().numpy()
+        hv = hv_t[:, :, :h, :w].cpu().numpy()
+        types = None if types_t is None else types_t[:, :, :h, :w].half().cpu().numpy()
         return [TileWork("cnn", images[i], prob[i], hv[i], None if types is None else types[i])
                 for i in range(len(images))]  # fmt: skip
 

@@ -121,9 +121,12 @@ class SlidePlan:
         return (round(x - halo0), round(y - halo0), side, side)
 
 
-def make_segmenter(model=None, device: str = "auto", mpp: float | None = None):
+def make_segmenter(model=None, device: str = "auto", mpp: float | None = None, tta: bool = False):
     """A segmenter from `model`: None (the shipped CNN), a NucleiNet, "classical", or a segmenter already (an
-    object with `maps`, see `nuclei.segmenters`)."""
+    object with `maps`, see `nuclei.segmenters`). `tta` (the CNN's maps averaged over four flips) is refused
+    with the classical baseline or a ready segmenter (give that one its own)."""
+    if tta and (hasattr(model, "maps") or isinstance(model, str)):
+        raise ValueError(f"tta applies to the CNN (a NucleiNet or None), not to {model!r}")
     if hasattr(model, "maps"):
         return model
     if isinstance(model, str):
@@ -134,7 +137,7 @@ def make_segmenter(model=None, device: str = "auto", mpp: float | None = None):
         from nuclei.segment import default_model
 
         model = default_model(device)
-    return CnnSegmenter(model, device=device)
+    return CnnSegmenter(model, device=device, tta=tta)
 
 
 def plan_slide(slide: wsi.Slide, mpp: float, config: SlideNucleiConfig | None = None,
@@ -269,20 +272,20 @@ def iter_slide_nuclei(plan: SlidePlan, segmenter, shards: list[int] | None = Non
 
 def segment_slide(slide: wsi.Slide, model=None, roi: BaseGeometry | None = None, tissue: bool = True,
                   mpp: float | None = None, batch_size: int = 8, device: str = "auto",
-                  config: SlideNucleiConfig | None = None, progress: bool = False) -> pd.DataFrame:  # fmt: skip
+                  config: SlideNucleiConfig | None = None, progress: bool = False, tta: bool = False) -> pd.DataFrame:  # fmt: skip
     """Every nucleus of `slide` as one nuclei table (see the module docstring), in memory.
 
     `model`: None (the shipped CNN), a NucleiNet, or "classical". Tiles cover the detected tissue (`tissue`),
     restricted to `roi` (level-0 geometry, e.g. `tiling.load_roi(path)`), or the ROI alone with
     `tissue=False`. `mpp` defaults to the model's (the classical baseline's 0.5). `batch_size` overrides
-    `config.batch_size`. For slides too large to hold every nucleus in memory, `nuclei.write_slide_nuclei`
+    `config.batch_size`. `tta` averages the CNN's maps over four flips (4 forward passes per tile). For slides too large to hold every nucleus in memory, `nuclei.write_slide_nuclei`
     streams shards to disk instead.
     """
     from dataclasses import replace
 
     from tqdm.auto import tqdm
 
-    segmenter = make_segmenter(model, device=device, mpp=mpp)
+    segmenter = make_segmenter(model, device=device, mpp=mpp, tta=tta)
     config = replace(config or SlideNucleiConfig(), batch_size=batch_size)
     plan = plan_slide(slide, mpp if mpp is not None else segmenter.mpp, config, roi=roi, tissue=tissue)
     with tqdm(total=len(plan), desc=f"nuclei {slide.path.name}", unit="tile", disable=not progress) as bar:

@@ -90,17 +90,17 @@ def write_slide_nuclei(slide: wsi.Slide, folder: str | Path, model=None, roi: Ba
                        tissue: bool | BaseGeometry = True, mpp: float | None = None, device: str = "auto",
                        config: SlideNucleiConfig | None = None, object_type: str = "cell",
                        store_tiles: tuple[np.ndarray, float, float] | None = None,
-                       on_tiles: Callable[[int], None] | None = None) -> SlideNucleiResult:  # fmt: skip
+                       on_tiles: Callable[[int], None] | None = None, tta: bool = False) -> SlideNucleiResult:  # fmt: skip
     """Segment every nucleus of `slide` into `folder` (see the module docstring); resumes an interrupted run.
 
-    `model`, `roi`, `tissue`, `mpp` and `device` are as for `segment_slide`; `object_type` "cell" or
+    `model`, `roi`, `tissue`, `mpp`, `device` and `tta` are as for `segment_slide`; `object_type` "cell" or
     "detection" for the GeoJSON. `store_tiles` = (coords, stride0, extent) of a patch store's tiles (level-0)
     asks for per-tile features (`nuclei.TileStats`). A slide with no tissue gives empty, complete files.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = config or SlideNucleiConfig()
-    segmenter = make_segmenter(model, device=device, mpp=mpp)
+    segmenter = make_segmenter(model, device=device, mpp=mpp, tta=tta)
     plan = plan_slide(slide, mpp if mpp is not None else segmenter.mpp, config, roi=roi, tissue=tissue)
     fingerprint = {"format": RESULT_FORMAT, "segmenter": segmenter.describe(), "mpp": plan.mpp,
                    "slide": {"path": str(slide.path), "dimensions": list(slide.meta.dimensions),

@@ -116,8 +116,9 @@ def real_split(path, mpp_fallback: float | None = None, grid: int = 3, val_block
     """(train, val, summary) of the labelled folder `path` (any layout `load_dataset` reads) as `nuclei train
     --real` splits it, at the folder's own resolution: `mpp_fallback` is used only when the folder records none.
 
-    Held out: the `val_blocks` of a `grid` x `grid` grid of every image (`grid_split`); else the images at the
-    positions `val_images`; else a seeded `val_fraction` of the images (`image_split`), and when that holds out
+    Held out: nothing when `val_blocks` is "none" (a final refit on every image: the validation part is empty,
+    split {"held_out": "none"}); the `val_blocks` of a `grid` x `grid` grid of every image (`grid_split`); else
+    the images at the positions `val_images`; else a seeded `val_fraction` of the images (`image_split`), and when that holds out
     none (e.g. a single image), the anti-diagonal blocks of the `grid` grid (said through `log`). `summary` records
     the folder, its source and mpp and the split ({"grid", "val_blocks"} or {"val_fraction"?, "val_images"}), as
     training's provenance["real"] holds it. Raises DatasetError (unreadable folder, no resolution) and ValueError
@@ -128,6 +129,15 @@ def real_split(path, mpp_fallback: float | None = None, grid: int = 3, val_block
         if mpp_fallback is None:
             raise DatasetError(f"{path} records no resolution; give --real-mpp (um/px)")
         real = replace(real, mpp=mpp_fallback)
+    if isinstance(val_blocks, str):
+        if val_blocks != "none":
+            raise ValueError(f"--real-val-blocks: block numbers or 'none', got {val_blocks!r}")
+        summary = {"folder": str(path), "source": real.source, "mpp": real.mpp, "split": {"held_out": "none"}}
+        return (
+            replace(real, source=f"{real.source} [train: every image, none held out]"),
+            real.subset([]),
+            summary,
+        )
     blocks = list(val_blocks or [])
     if not blocks and val_images is not None:
         held = sorted({int(i) for i in val_images})

@@ -25,6 +25,11 @@ from slidestream.commands._common import (
 )
 from wsi.atomic import atomic_file
 
+TTA_HELP = (
+    "test-time augmentation: the CNN's maps averaged over the four flips (4 forward passes, about 3x "
+    "the forward time on CPU; +0.016 PQ on the real validation blocks with stage 8)"
+)
+
 
 def register(sub) -> None:
     p = sub.add_parser("nuclei", help="nuclei CNN: train, segment an image, evaluate against references")
@@ -93,8 +98,10 @@ def register(sub) -> None:
                    help="resolution of --real when it records none (um/px); a dataset.json 'mpp' wins")  # fmt: skip
     t.add_argument("--real-grid", type=positive_int, default=3,
                    help="--real images are cut into this many x this many blocks for --real-val-blocks")  # fmt: skip
-    t.add_argument("--real-val-blocks", type=non_negative_int, nargs="+", metavar="B",
-                   help="blocks held out for validation (numbered row by row from 0 at the top left)")  # fmt: skip
+    t.add_argument("--real-val-blocks", type=_block_or_none, nargs="+", metavar="B",
+                   help="blocks held out for validation (numbered row by row from 0 at the top left), or 'none': "
+                   "every block trained on (a final refit once the recipe is chosen; the best epoch is then "
+                   "picked on the --data validation, and last/ is the last epoch)")  # fmt: skip
     add_quiet(t)
     t.set_defaults(func=run_train)
 
@@ -109,6 +116,7 @@ def register(sub) -> None:
     s.add_argument("-o", "--out", required=True, help="output label TIFF")
     s.add_argument("--model", help="model folder (default: the shipped weights)")
     s.add_argument("--classical", action="store_true", help="use the classical baseline instead of the CNN")
+    s.add_argument("--tta", action="store_true", help=TTA_HELP)
     s.add_argument("--device", default="auto")
     s.set_defaults(func=run_segment)
 
@@ -127,6 +135,7 @@ def register(sub) -> None:
         "--synthetic", type=positive_int, metavar="N", help="score N held-out synthetic 256 px tiles"
     )
     e.add_argument("--model", help="model folder (default: the shipped weights)")
+    e.add_argument("--tta", action="store_true", help=TTA_HELP)
     e.add_argument("--device", default="auto")
     e.add_argument("--json", help="also write the scores to this JSON file")
     e.set_defaults(func=run_evaluate)
@@ -261,13 +270,32 @@ def run_train(args) -> int:
     return 0
 
 
+def _block_or_none(text: str) -> int | str:
+    """A --real-val-blocks value: a block number or 'none'."""
+    if text.lower() == "none":
+        return "none"
+    return non_negative_int(text)
+
+
+def _val_blocks(args):
+    """--real-val-blocks as `real_split` takes it: None, a list of blocks, or 'none' (which must stand alone)."""
+    blocks = args.real_val_blocks
+    if blocks is None or "none" not in blocks:
+        return blocks
+    if len(blocks) > 1:
+        raise SystemExit(
+            f"--real-val-blocks: 'none' holds out nothing and takes no block numbers, got {blocks}"
+        )
+    return "none"
+
+
 def _load_real(args):
     """(train, val, what was done) of the --real folder, split by --real-val-blocks or --val-fraction (or, when
     that holds out no image, by the anti-diagonal blocks of the --real-grid grid): `nuclei.datasets.real_split`."""
     from nuclei.datasets import DatasetError, real_split
 
     try:
-        return real_split(args.real, args.real_mpp, args.real_grid, args.real_val_blocks, args.val_fraction,
+        return real_split(args.real, args.real_mpp, args.real_grid, _val_blocks(args), args.val_fraction,
                           args.seed, log=lambda line: print(line, flush=True))  # fmt: skip
     except DatasetError as exc:
         raise SystemExit(f"--real: {exc}") from None
@@ -351,12 +379,14 @@ def run_segment(args) -> int:
 
     import nuclei
 
+    if args.classical and args.tta:
+        raise SystemExit("--tta applies to the CNN, not to --classical")
     image = _read_image(args.image)
     if args.classical:
         labels = nuclei.segment_classical(image, mpp=args.mpp)
     else:
         model = nuclei.load_model(args.model) if args.model else None
-        labels = nuclei.segment(image, mpp=args.mpp, model=model, device=args.device)
+        labels = nuclei.segment(image, mpp=args.mpp, model=model, device=args.device, tta=args.tta)
     out = Path(args.out)
     with atomic_file(out) as tmp:
         tifffile.imwrite(tmp, labels.astype(np.int32), compression="zlib")
@@ -395,12 +425,12 @@ def run_evaluate(args) -> int:
     model = nuclei.load_model(args.model) if args.model else None
     used = thresholds(model or nuclei.default_model("cpu"))  # the CNN's, from its folder (else the defaults)
     results = {"data": what, "mpp": mpp, "reference_nuclei": int(sum(len(np.unique(t)) - 1 for t in truths)),
-               "postprocess": asdict(used)}  # fmt: skip
+               "postprocess": asdict(used), "tta": bool(args.tta)}  # fmt: skip
     for name in ("cnn", "classical"):
         scores, found = [], 0
         for image, truth in zip(images, truths, strict=True):
             if name == "cnn":
-                labels = nuclei.segment(image, mpp=mpp, model=model, device=args.device)
+                labels = nuclei.segment(image, mpp=mpp, model=model, device=args.device, tta=args.tta)
             else:
                 labels = nuclei.segment_classical(image, mpp=mpp)
             found += int(len(np.unique(labels)) - 1)
@@ -410,9 +440,10 @@ def run_evaluate(args) -> int:
         print(f"{name:9s} nuclei {found:5d}  P {r['precision']:.3f}  R {r['recall']:.3f}  "
               f"F1 {r['f1']:.3f}  Dice {r['dice']:.3f}  AJI {r['aji']:.3f}  PQ {r['pq']:.3f}")  # fmt: skip
     print(f"({what}: {results['reference_nuclei']} reference nuclei at {mpp} um/px; the CNN's post-processing "
-          f"{results['postprocess']})")  # fmt: skip
+          f"{results['postprocess']}{'; test-time augmentation (4 flips)' if args.tta else ''})")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        with atomic_file(Path(args.json)) as tmp:
+            tmp.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -166,6 +166,28 @@ def test_cli_train_mixes_a_real_folder_and_validates_on_its_blocks(tmp_path, cap
         )
 
 
+def test_cli_train_real_val_blocks_none_trains_on_every_block(tmp_path, capsys):
+    # A final refit: the whole --real folder is trained on; the --data validation picks the best epoch.
+    real = _real_folder(tmp_path / "real", mpp=0.4, size=256)
+    common = ["nuclei", "train", "--data", "synthetic", "--n-synthetic", "3", "--n-val", "1", "--epochs", "1",
+              "--steps-per-epoch", "1", "--batch-size", "2", "--crop", "64", "--workers", "0", "--device", "cpu",
+              "--decoder-channels", "8", "8", "8", "8", "--real", str(real), "-q"]  # fmt: skip
+    out = tmp_path / "m"
+    assert main([*common, "--real-val-blocks", "none", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 training tiles" in printed and "0 validation tiles" in printed
+    prov = nuclei.load_model(out).provenance
+    assert prov["real"]["split"] == {"held_out": "none"} and prov["real"]["val_tiles"] == 0
+    assert prov["real"]["train_tiles"] == 1 and "none held out" in prov["train_source"]
+    assert prov["selected_by"] == "val_synthetic_pq" and (out / "last" / "model.safetensors").is_file()
+    history = json.loads((out / "history.json").read_text())
+    assert "val_synthetic_pq" in history[0] and not any(k.startswith("val_real") for k in history[0])
+    with pytest.raises(SystemExit, match="'none' holds out nothing and takes no block numbers"):
+        main([*common, "--real-val-blocks", "none", "3", "-o", str(tmp_path / "b")])
+    with pytest.raises(SystemExit):  # argparse: neither a block number nor 'none'
+        main([*common, "--real-val-blocks", "some", "-o", str(tmp_path / "c")])
+
+
 def test_cli_train_refuses_a_real_folder_in_no_known_layout(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("no images here")

@@ -89,6 +89,9 @@ def test_thresholds_benchmark_refuses_bad_input(tmp_path):
     untrained = _model(tmp_path / "u", None)
     with pytest.raises(SystemExit, match="records no split .* give --real-val-blocks"):
         main(["--model", str(untrained), "--real", str(real), *SMALL])
+    refit = _model(tmp_path / "r", {"held_out": "none"})  # trained on every block: nothing left to tune on
+    with pytest.raises(SystemExit, match=r"trained on every block of its --real folder \(held out: none\)"):
+        main(["--model", str(refit), "--real", str(real), *SMALL])
 
 
 def test_thresholds_benchmark_holds_out_the_images_of_an_image_level_split(tmp_path, capsys):
