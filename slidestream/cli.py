@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import sys
 
 from slidestream import __version__
-from slidestream.commands._help import finish_help
+from slidestream.interrupts import deferred, interrupted_exit
 
 # Subcommand modules, in the order --help lists them. Each has `register(subparsers)` setting `func`.
 COMMANDS = (
@@ -28,6 +27,8 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from slidestream.commands._help import finish_help
+
     parser = argparse.ArgumentParser(
         prog="slidestream",
         description="Whole-slide pathology from slide folders to patch stores, features, survival statistics "
@@ -43,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:  # from the first import on: one Ctrl-C ends with the hint, never a traceback
-        parser = build_parser()
+        # The commands' modules import numpy, shapely, ...: an interrupt inside a C extension's import would become
+        # an ImportError with a traceback, so it waits for the imports (a second or so) instead.
+        interrupted: list = []
+        with deferred(interrupted):
+            parser = build_parser()
+        if interrupted:
+            raise KeyboardInterrupt
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
@@ -54,5 +61,4 @@ def main(argv: list[str] | None = None) -> int:
             handler.setLevel(logging.WARNING)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return interrupted_exit()

@@ -30,6 +30,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from slidestream.discovery import SkippedInput, SlideInput
+from slidestream.interrupts import deferred as interrupts_deferred
 from slidestream.pipeline.config import RunConfig
 from slidestream.pipeline.lock import SlideLock
 from slidestream.pipeline.manifest import (
@@ -362,7 +363,7 @@ def _client(config: RunConfig):
     started = []
     try:
         with (
-            _interrupts_deferred(started),
+            interrupts_deferred(started),
             warnings.catch_warnings(),
             dask.config.set({**FORKSERVER, **LOCAL_WORKER_CONFIG}),
         ):
@@ -379,7 +380,7 @@ def _client(config: RunConfig):
                 tqdm.write(f"dask dashboard: {client.dashboard_link}")
             yield client
         finally:
-            with _interrupts_deferred(closing):
+            with interrupts_deferred(closing):
                 client.close()
                 cluster.close()
         if closing:
@@ -387,19 +388,6 @@ def _client(config: RunConfig):
     finally:
         for name, logger in quiet.items():
             logger.setLevel(levels[name])
-
-
-@contextlib.contextmanager
-def _interrupts_deferred(interrupted: list):
-    """Inside, Ctrl-C (SIGINT) is noted in `interrupted` instead of raising KeyboardInterrupt (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 # Workers of the local cluster, set up for tile work (benchmarks/RESULTS.md, issue 13: the two together cost
@@ -677,7 +665,7 @@ def _stopping(pool: _LocalPool, *contexts):
             yield pool
         finally:
             stopped: list = []
-            with _interrupts_deferred(stopped):
+            with interrupts_deferred(stopped):
                 pool.close()
             if stopped:
                 raise KeyboardInterrupt
