@@ -327,8 +327,14 @@ FORKSERVER = {"distributed.worker.multiprocessing-method": "forkserver"}
 
 @contextlib.contextmanager
 def _client(config: RunConfig):
-    import dask
-    from dask.distributed import Client, LocalCluster
+    # dask.distributed takes a second or more to import: a Ctrl-C then may land in one of importlib's weakref
+    # callbacks, where Python prints it as an ignored exception and the run goes on. It waits for the import.
+    imported: list = []
+    with interrupts_deferred(imported):
+        import dask
+        from dask.distributed import Client, LocalCluster
+    if imported:
+        raise KeyboardInterrupt
 
     if config.scheduler_address:
         try:
