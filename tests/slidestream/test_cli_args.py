@@ -153,6 +153,18 @@ def test_every_help_shows_defaults_and_ends_with_examples_that_parse():
             assert path == "" or getattr(args, "func", None), line
 
 
+def test_every_argument_of_the_pipeline_commands_says_what_it_is():
+    """`--help` explains each option and positional argument (synth's OUT.svs and survival fit's TABLE.csv had
+    none). The pipeline's commands; nuclei, mil and synth-cohort have their own owners."""
+    commands = ("demo", "run", "verify", "info", "synth", "tile", "features", "export", "survival fit")
+    for path, sub in _parsers(build_parser()):
+        if path not in commands:
+            continue
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                assert action.help, (path, action.option_strings or action.metavar)
+
+
 def test_unreachable_scheduler_is_named_with_its_timeout(cmu_path, tmp_path, capsys):
     code = main(["run", str(cmu_path), "-o", str(tmp_path / "o"), "--steps", "tile",
                  "--scheduler-address", "tcp://127.0.0.1:9", "--scheduler-timeout", "1"])  # fmt: skip
