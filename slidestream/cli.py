@@ -64,9 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return interrupted_exit()
-    except (
-        BrokenPipeError
-    ):  # `slidestream info slides/ | head`: the reader has gone, which is no error of ours
-        # Python's own advice: point stdout at /dev/null, or the flush at exit fails again, with a traceback.
+    except BrokenPipeError:
+        # `slidestream info slides/ | head`: the reader has gone, which is no error of ours. Python's own advice:
+        # point stdout at /dev/null, or the flush at exit fails again, with a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

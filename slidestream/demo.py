@@ -108,7 +108,7 @@ def run_demo(config: DemoConfig) -> int:
 
     try:
         folder = prepare_demo_slides(config)
-    except ValueError as exc:  # a file of the user's where a demo slide would go
+    except ValueError as exc:  # a slide of an earlier demo with other --dimensions, or a file of the user's
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(config.out)
