@@ -87,14 +87,16 @@ def test_ctrl_c_while_python_imports_the_command_line(tmp_path):
 
 
 def test_deferred_notes_an_interrupt_and_leaves_an_ignored_one_ignored():
-    noted: list = []
-    with deferred(noted):
-        os.kill(os.getpid(), signal.SIGINT)
-        signal.getsignal(signal.SIGINT)  # a bytecode boundary: the handler has run
-    assert noted == [signal.SIGINT]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a job started in the background of a shell
+    # As in a terminal first (a test run in the background of a shell starts with SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        noted: list = []
+        with deferred(noted):
+            os.kill(os.getpid(), signal.SIGINT)
+            signal.getsignal(signal.SIGINT)  # a bytecode boundary: the handler has run
+        assert noted == [signal.SIGINT]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a job started in the background of a shell, `nohup`
         with deferred(noted):
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
             os.kill(os.getpid(), signal.SIGINT)
