@@ -215,11 +215,28 @@ def _resolution(tiling) -> str:
     return f"{tiling.mpp} um/px"
 
 
+def _tiling_description(tiling) -> str:
+    """The run's tiling options as --dry-run shows them: size, resolution and tissue, then each option given."""
+    said = [f"{tiling.size} px at {_resolution(tiling)}"]
+    if tiling.stride is not None and tiling.stride != tiling.size:
+        said.append(f"stride {tiling.stride} ({tiling.size - tiling.stride} px overlap)")
+    said.append(f"min tissue {tiling.min_tissue}")
+    if tiling.roi is not None:
+        said.append(
+            f"ROI {tiling.roi} ({'instead of' if tiling.roi_mode == 'replace' else 'restricting'} the tissue)"
+        )
+    said += [f"QC {', '.join(tiling.qc)}"] if tiling.qc else []
+    said += [f"slide mpp {tiling.slide_mpp} where the file has none"] if tiling.slide_mpp is not None else []
+    said += ["coordinates only"] if tiling.coords_only else [f"codec {tiling.codec}"]
+    said += ["exact resampling"] if tiling.exact else []
+    return ", ".join(said)
+
+
 def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
     """Human-readable lines saying what a run would do (for --dry-run): the same checks `run_batch` makes."""
     _check_steps(config)
     lines = [f"{len(slides)} slide(s) -> {config.out}/slides/<slide_id>/; steps: {', '.join(config.steps)}",
-             f"tiling: {config.tiling.size} px at {_resolution(config.tiling)}, min tissue {config.tiling.min_tissue}",
+             f"tiling: {_tiling_description(config.tiling)}",
              f"features: {config.features.encoder} on {config.features.device}",
              f"scheduler: {config.scheduler_address or _local_description(config)}"]  # fmt: skip
     done = _done(read_manifest(config.out / "manifest.jsonl"))

@@ -195,7 +195,24 @@ def test_run_dry_run_with_the_tiling_options(cmu_path, tmp_path, capsys):
     code = main(["run", str(cmu_path), "-o", str(tmp_path / "o"), "--magnification", "20", "--size", "128",
                  "--overlap", "16", "--codec", "zstd", "--coords-only", "--roi-mode", "replace", "--dry-run"])  # fmt: skip
     assert code == 0
-    assert "tiling: 128 px at 20x (the mpp from each slide's objective power)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert (
+        "tiling: 128 px at 20x (the mpp from each slide's objective power), stride 112 (16 px overlap)"
+        in said
+    )
+    assert "coordinates only" in said, (
+        said
+    )  # the options given are all shown (only size, mpp and tissue were)
+    roi = tmp_path / "roi.geojson"
+    roi.write_text('{"type": "Polygon", "coordinates": [[[0, 0], [500, 0], [500, 500], [0, 0]]]}')
+    assert (
+        main(
+            ["run", str(cmu_path), "-o", str(tmp_path / "o"), "--roi", str(roi), "--qc", "blur", "--dry-run"]
+        )
+        == 0
+    )
+    said = capsys.readouterr().out
+    assert f"ROI {roi} (restricting the tissue), QC blur, codec auto" in said, said
 
 
 @pytest.mark.parametrize("share", ["0", "1", "1.5"])
