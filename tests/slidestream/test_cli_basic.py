@@ -35,6 +35,8 @@ def test_info_reports_missing_mpp(capsys):
     assert "missing (pass --slide-mpp)" in capsys.readouterr().out
     assert main(["info", "--json", "--slide-mpp", "0.5", str(OPENSLIDE_DATA / "boxes.tiff")]) == 0
     assert json.loads(capsys.readouterr().out)["mpp"] == 0.5
+    assert main(["info", "--slide-mpp", "0.5", str(OPENSLIDE_DATA / "boxes.tiff")]) == 0
+    assert "mpp          0.5 (--slide-mpp)" in capsys.readouterr().out  # not the file's own
 
 
 def test_synth_writes_a_slide(tmp_path, capsys):
