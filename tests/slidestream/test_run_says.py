@@ -204,10 +204,10 @@ def _cluster_worker_forked(pid: int) -> bool:
     not Path("/proc/self/stat").exists(), reason="finds the cluster's processes through /proc"
 )
 def test_ctrl_c_while_the_cluster_starts(newcomer, tmp_path):
-    """Interrupted while the local cluster starts: its first worker process exists, and has yet to import and
-    join the scheduler (seconds), found by the processes themselves, not after a guessed delay. Before, each
-    worker printed a traceback; and a Ctrl-C a moment earlier, while dask imported, ended the run with the raw
-    signal (exit status -2: tests/slidestream/test_interrupts.py)."""
+    """Interrupted while the local cluster starts: once its first worker process is forked (LocalCluster returns
+    only after the worker has joined the scheduler), found by the processes themselves, not a guessed delay.
+    Before, each worker printed a traceback; and a Ctrl-C a moment earlier, while dask imported, ended the run
+    with the raw signal (exit status -2: tests/slidestream/test_interrupts.py)."""
 
     def cluster_starting(proc) -> None:
         deadline = time.monotonic() + 120
