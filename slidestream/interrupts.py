@@ -36,8 +36,8 @@ def interrupted_exit() -> int:
     """After a KeyboardInterrupt was handled: print the hint and return the exit status, 130.
 
     CPython marks the process as ended by an unhandled Ctrl-C whenever a KeyboardInterrupt leaves code that
-    exec() or eval() runs from a string (every namedtuple and dataclass definition: an interrupt during an
-    import lands there more often than not), even when the interrupt is caught afterwards; `python -m
+    exec() or eval() runs from a string (every namedtuple and dataclass definition, so often one that lands
+    during an import), even when the interrupt is caught afterwards; `python -m
     slidestream` then kills itself with SIGINT at exit (status -2) instead of returning ours. Evaluating any
     string clears that mark (CPython's `run_eval_code_obj`; checked on 3.11).
     """
