@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from slidestream import __version__
-from slidestream.commands._help import finish_help
+from slidestream.interrupts import deferred, interrupted_exit
 
 # Subcommand modules, in the order --help lists them. Each has `register(subparsers)` setting `func`.
 COMMANDS = (
@@ -28,6 +29,8 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from slidestream.commands._help import finish_help
+
     parser = argparse.ArgumentParser(
         prog="slidestream",
         description="Whole-slide pathology from slide folders to patch stores, features, survival statistics "
@@ -43,7 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:  # from the first import on: one Ctrl-C ends with the hint, never a traceback
-        parser = build_parser()
+        # The commands' modules import numpy, shapely, ...: an interrupt inside a C extension's import would become
+        # an ImportError with a traceback, so it waits for the imports (a second or so) instead.
+        interrupted: list = []
+        with deferred(interrupted):
+            parser = build_parser()
+        if interrupted:
+            raise KeyboardInterrupt
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
@@ -54,5 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             handler.setLevel(logging.WARNING)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return interrupted_exit()
+    except BrokenPipeError:
+        # `slidestream info slides/ | head`: the reader has gone, which is no error of ours. Python's own advice:
+        # point stdout at /dev/null, or the flush at exit fails again, with a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 from wsi.deprecation import renamed_keywords, warn_renamed
 from wsi.synthetic import SyntheticSpec, write_slide
 
-__all__ = ["DemoConfig", "bundled_slide", "prepare_demo_slides", "run_demo"]
+__all__ = ["DemoConfig", "bundled_slide", "demo_slides", "prepare_demo_slides", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -45,19 +46,58 @@ def bundled_slide() -> Path:
     return Path(str(resources.files("slidestream") / "data" / "CMU-1-Small-Region.svs"))
 
 
-def prepare_demo_slides(config: DemoConfig) -> Path:
-    """OUT/input/ with the bundled slide and `synthetic_slides` synthetic ones (kept when already there)."""
+def _synthetic_spec(config: DemoConfig, i: int) -> SyntheticSpec:
+    """The demo's i-th synthetic slide (odd ones hold a tumor)."""
+    return SyntheticSpec(*config.synthetic_dimensions, mpp=0.25, seed=i, tumor=i % 2 == 1)
+
+
+def demo_slides(config: DemoConfig) -> list[Path]:
+    """The slides the demo runs on: OUT/input/ with the bundled slide, then synthetic-0.svs ... (others there,
+    such as slides of an earlier demo with more --slides, are left out)."""
     folder = Path(config.out) / "input"
-    folder.mkdir(parents=True, exist_ok=True)
-    real = folder / bundled_slide().name
+    return [
+        folder / bundled_slide().name,
+        *(folder / f"synthetic-{i}.svs" for i in range(config.synthetic_slides)),
+    ]
+
+
+def _written_spec(path: Path) -> SyntheticSpec | None:
+    """The spec a synthetic slide was written with (from its truth.json), or None when it has no ground truth."""
+    try:
+        record = json.loads(path.with_suffix(".truth.json").read_text())
+        return SyntheticSpec(**record["spec"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def prepare_demo_slides(config: DemoConfig) -> Path:
+    """OUT/input/ with the bundled slide and `synthetic_slides` synthetic ones; one already there is kept when it
+    was written with the same spec. Raises ValueError, before anything is written, for one written with another
+    spec (an earlier demo with other --dimensions: the results beside it were made from it) or a file there
+    without ground truth (not the demo's): both are left as they are."""
+    real, *synthetic = demo_slides(config)
+    for i, path in enumerate(synthetic):
+        if not path.exists():
+            continue
+        spec, written = _synthetic_spec(config, i), _written_spec(path)
+        if written is None:
+            raise ValueError(
+                f"{path} is not a slide the demo wrote (no ground truth {path.with_suffix('.truth.json').name} "
+                "beside it); it is left as it is: give the demo another folder (-o DIR)"
+            )
+        if written != spec:
+            raise ValueError(
+                f"{path} was written by an earlier demo as {written.width}x{written.height} px, not the "
+                f"{spec.width}x{spec.height} asked for (--dimensions), and {config.out} holds its results: give this "
+                f"demo another folder (-o DIR), or run it again with --dimensions {written.width}x{written.height}"
+            )
+    real.parent.mkdir(parents=True, exist_ok=True)
     if not real.exists():
         shutil.copyfile(bundled_slide(), real)
-    for i in range(config.synthetic_slides):
-        path = folder / f"synthetic-{i}.svs"
+    for i, path in enumerate(synthetic):
         if not path.exists():
-            spec = SyntheticSpec(*config.synthetic_dimensions, mpp=0.25, seed=i, tumor=i % 2 == 1)
-            write_slide(path, spec, progress=config.progress)
-    return folder
+            write_slide(path, _synthetic_spec(config, i), progress=config.progress)
+    return real.parent
 
 
 def run_demo(config: DemoConfig) -> int:
@@ -66,9 +106,13 @@ def run_demo(config: DemoConfig) -> int:
     from slidestream.pipeline import load_config, run_batch
     from slidestream.pipeline.report import report
 
-    folder = prepare_demo_slides(config)
+    try:
+        folder = prepare_demo_slides(config)
+    except ValueError as exc:  # a slide of an earlier demo with other --dimensions, or a file of the user's
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(config.out)
-    slides, _ = find_slides([folder])
+    slides, _ = find_slides(demo_slides(config))
     run_config = load_config(out=out, slide_workers=config.slide_workers or min(2, os.cpu_count() or 1),
                              scheduler_address=config.scheduler_address,
                              scheduler_timeout=config.scheduler_timeout, progress=config.progress)  # fmt: skip

@@ -71,12 +71,25 @@ def changes(old: dict | None, new: dict) -> list[str]:
             if key == "slide":
                 found.append("another slide's content under this slide id")
             elif key == "roi":
-                found.append(
-                    "another ROI" if old.get(key) and new[key] else f"roi {old.get(key)} -> {new[key]}"
-                )
+                found.append("another ROI" if old.get(key) and new[key] else f"{_shown(key, old.get(key))} -> "
+                             f"{_shown(key, new[key])}")  # fmt: skip
             else:
-                found.append(f"{key.replace('_', '-')} {old.get(key)} -> {new[key]}")
+                found.append(
+                    f"{key.replace('_', '-')} {_shown(key, old.get(key))} -> {_shown(key, new[key])}"
+                )
     return found
+
+
+def _shown(key: str, value) -> str:
+    """An option's value as a user reads it: None is the option's default (stride = the tile size, no
+    magnification, ...), switches are on / off, a ROI is its presence (its hash means nothing to a reader)."""
+    if key == "roi":
+        return "a ROI" if value else "no ROI"
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def prepare_store_path(path: str | Path, inputs: dict, overwrite: bool) -> None:

@@ -154,7 +154,14 @@ def repair_roi(geometry: BaseGeometry, tolerance: float = ROI_TOLERANCE) -> Base
     parts = [_simplified(p, tolerance) for p in shapely.get_parts(geometry) if p.geom_type == "Polygon"]
     parts = [shapely.make_valid(p, method="structure", keep_collapsed=False) for p in parts if not p.is_empty]
     parts = [p for p in parts if not p.is_empty]
-    return qupath.clean_geometry(shapely.union_all(parts)) if parts else Polygon()
+    return qupath.clean_geometry(_union(parts)) if parts else Polygon()
+
+
+def _union(geometries: list[BaseGeometry]) -> BaseGeometry:
+    """The union of valid geometries; one alone is returned as it is. Its union would only redo the work, and
+    cost most of the load: a ring scribbled across itself is made valid as one MultiPolygon of its many cells
+    (1,277 for benchmarks/roi_load.py's cross-hatching), which a union dissolves again cell by cell."""
+    return geometries[0] if len(geometries) == 1 else shapely.union_all(geometries)
 
 
 def load_roi(path: str | Path, classes: tuple[str, ...] | None = None, tolerance: float = ROI_TOLERANCE
@@ -166,7 +173,7 @@ def load_roi(path: str | Path, classes: tuple[str, ...] | None = None, tolerance
     if not polygons:
         which = f" classified {' or '.join(classes)}" if classes else ""
         raise RoiError(f"{path}: no polygon annotations{which} to use as a region of interest; {VALID_ROI}")
-    return qupath.clean_geometry(shapely.union_all(polygons))
+    return qupath.clean_geometry(_union(polygons))
 
 
 def clip_roi(roi: BaseGeometry, dimensions: tuple[int, int], name: str = "the slide") -> BaseGeometry:

@@ -20,7 +20,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "run": (
         "slidestream run slides/ -o results",
-        "slidestream run slides/ -o results --magnification 20 --size 224 --overlap 32 --encoder stain_stats",
+        "slidestream run slides/ -o results-224 --magnification 20 --size 224 --overlap 32 --encoder stain_stats",
         "slidestream run slides/ -o results --config run.toml --roi rois/ --roi-mode replace --dry-run",
     ),
     "verify": (
@@ -42,8 +42,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "tile": (
         "slidestream tile slide.svs -o results",
-        "slidestream tile slides/ -o results --magnification 40 --size 512 --overlap 64 --min-tissue 0.25",
-        "slidestream tile slide.svs -o results --roi slide.geojson --roi-mode replace --coords-only",
+        "slidestream tile slides/ -o results-40x --magnification 40 --size 512 --overlap 64 --min-tissue 0.25",
+        "slidestream tile slide.svs -o results-roi --roi slide.geojson --roi-mode replace --coords-only",
     ),
     "features": (
         "slidestream features results",

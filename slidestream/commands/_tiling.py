@@ -66,7 +66,8 @@ def add_tiling_options(p: argparse.ArgumentParser, from_config: bool = False) ->
     group.add_argument("--coords-only", action="store_true", default=None if from_config else False,
                        help="store coordinates only; read pixels from the slide later")  # fmt: skip
     group.add_argument("--codec", choices=CODEC_CHOICES, default=default("codec"),
-                       help=said("codec", "patch codec; auto: the slide's own JPEG tiles when aligned, else lz4"))  # fmt: skip
+                       help=said("codec", "patch codec; auto: the slide's own JPEG tiles when aligned, else lz4; zstd: "
+                                           "blosc zstd level 1; zstd3: plain zstd level 3; none: uncompressed"))  # fmt: skip
     group.add_argument("--exact", action="store_true", default=None if from_config else False,
                        help="resampled tiles equal to read_region + resize (default: JPEG DCT scaling, faster, an "
                        "area average)")  # fmt: skip

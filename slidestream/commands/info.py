@@ -50,12 +50,18 @@ def level_storage(path: str | Path, meta: wsi.SlideMeta) -> list[tuple[list[int]
     return out
 
 
-def _table(meta: wsi.SlideMeta) -> str:
+def _table(meta: wsi.SlideMeta, slide_mpp: float | None = None) -> str:
+    """The slide as a table; `slide_mpp` is the --slide-mpp that stood in for the file's own, said so."""
+    mpp = (
+        "missing (pass --slide-mpp)"
+        if meta.mpp is None
+        else f"{meta.mpp}{' (--slide-mpp)' if slide_mpp else ''}"
+    )
     lines = [
         f"{meta.path}",
         f"  backend      {meta.backend}  (vendor: {meta.vendor or 'unknown'})",
         f"  dimensions   {meta.dimensions[0]} x {meta.dimensions[1]} px",
-        f"  mpp          {meta.mpp if meta.mpp is not None else 'missing (pass --slide-mpp)'}",
+        f"  mpp          {mpp}",
         f"  objective    {meta.objective_power if meta.objective_power else 'unknown'}",
         f"  channels     {meta.channels} ({meta.modality}{': ' + ', '.join(meta.channel_names) if meta.channel_names else ''})",
         *([f"  intensity    {meta.intensity}"] if meta.intensity else []),
@@ -111,5 +117,5 @@ def run(args) -> int:
                 print(json.dumps({**meta.to_dict(), "level_tile_size": [t for t, _ in storage],
                                   "level_compression": [c for _, c in storage]}))  # fmt: skip
             else:
-                print(_table(meta))
+                print(_table(meta, args.slide_mpp))
     return 1 if failed else 0

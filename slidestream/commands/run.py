@@ -40,7 +40,11 @@ def register(sub) -> None:
                    "store, heatmap_<model>.png/.geojson per slide, predictions in summary.csv)")  # fmt: skip
     add_quality_options(p)
     add_encoder_options(p, default=None)
-    p.add_argument("--device", help="cpu, cuda or auto")
+    p.add_argument(
+        "--device",
+        help="where the features' encoder runs: cpu, cuda or auto (cuda when available; "
+        "default: [features] device of --config, else auto)",
+    )
     p.add_argument("--workers", type=positive_int, help="slides in parallel, each tiling with one thread (default: one "
                    "per core)")  # fmt: skip
     p.add_argument("--executor", choices=("threads", "forks", "processes"),

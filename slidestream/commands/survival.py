@@ -34,7 +34,9 @@ def register(sub) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    fit.add_argument("table", metavar="TABLE.csv")
+    fit.add_argument(
+        "table", metavar="TABLE.csv", help="comma-separated table, one row per sample (patient or slide)"
+    )
     fit.add_argument("--time", required=True, help="column with follow-up time")
     fit.add_argument("--event", required=True, help="column with 1 = event, 0 = censored")
     fit.add_argument("--time-unit", help="unit of the time column, for the plot's axis (e.g. months)")

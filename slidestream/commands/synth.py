@@ -23,9 +23,11 @@ def register(sub) -> None:
         "synth",
         help="write a synthetic H&E-like slide with ground truth",
         description="Write a pyramidal, JPEG-tiled, Aperio-style slide that openslide and tiffslide open, plus "
-        "OUT.truth.json, tissue/tumor masks (PNG) and nuclei polygons (QuPath GeoJSON) beside it.",
+        "OUT.truth.json, tissue/tumor masks (PNG) and, for slides up to 150 Mpx, every nucleus as QuPath GeoJSON "
+        "(OUT.nuclei.geojson) beside it. The default 20000x20000 slide takes minutes on two cores; "
+        "--dimensions 4096x3072 under a minute.",
     )
-    p.add_argument("out", metavar="OUT.svs")
+    p.add_argument("out", metavar="OUT.svs", help="the slide file to write; its ground truth goes beside it")
     p.add_argument(
         "--dimensions",
         type=parse_dimensions,

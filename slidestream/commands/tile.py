@@ -78,7 +78,8 @@ def run(args) -> int:
         status = "skipped (already computed)" if result.status == "skipped" else result.status
         qc = result.store.attrs.get("qc")
         dropped = f", {describe(qc)}" if qc else ""
-        print(f"{item.slide_id}: {status}, {result.tiles} tiles ({result.store.codec}){area}{dropped}, "
+        kept = "coordinates only" if result.store.patches is None else result.store.codec
+        print(f"{item.slide_id}: {status}, {result.tiles} tiles ({kept}){area}{dropped}, "
               f"{result.seconds:.1f} s -> {result.store.path}")  # fmt: skip
         # The store's quality-control warnings (also when skipped), then other warnings meant for users (not
         # ResourceWarnings of files a library left to the garbage collector, nor deprecations of its internals).

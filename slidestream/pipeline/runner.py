@@ -30,6 +30,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from slidestream.discovery import SkippedInput, SlideInput
+from slidestream.interrupts import deferred as interrupts_deferred
 from slidestream.pipeline.config import RunConfig
 from slidestream.pipeline.lock import SlideLock
 from slidestream.pipeline.manifest import (
@@ -214,11 +215,28 @@ def _resolution(tiling) -> str:
     return f"{tiling.mpp} um/px"
 
 
+def _tiling_description(tiling) -> str:
+    """The run's tiling options as --dry-run shows them: size, resolution and tissue, then each option given."""
+    said = [f"{tiling.size} px at {_resolution(tiling)}"]
+    if tiling.stride is not None and tiling.stride != tiling.size:
+        said.append(f"stride {tiling.stride} ({tiling.size - tiling.stride} px overlap)")
+    said.append(f"min tissue {tiling.min_tissue}")
+    if tiling.roi is not None:
+        said.append(
+            f"ROI {tiling.roi} ({'instead of' if tiling.roi_mode == 'replace' else 'restricting'} the tissue)"
+        )
+    said += [f"QC {', '.join(tiling.qc)}"] if tiling.qc else []
+    said += [f"slide mpp {tiling.slide_mpp} where the file has none"] if tiling.slide_mpp is not None else []
+    said += ["coordinates only"] if tiling.coords_only else [f"codec {tiling.codec}"]
+    said += ["exact resampling"] if tiling.exact else []
+    return ", ".join(said)
+
+
 def plan(slides: list[SlideInput], config: RunConfig) -> list[str]:
     """Human-readable lines saying what a run would do (for --dry-run): the same checks `run_batch` makes."""
     _check_steps(config)
     lines = [f"{len(slides)} slide(s) -> {config.out}/slides/<slide_id>/; steps: {', '.join(config.steps)}",
-             f"tiling: {config.tiling.size} px at {_resolution(config.tiling)}, min tissue {config.tiling.min_tissue}",
+             f"tiling: {_tiling_description(config.tiling)}",
              f"features: {config.features.encoder} on {config.features.device}",
              f"scheduler: {config.scheduler_address or _local_description(config)}"]  # fmt: skip
     done = _done(read_manifest(config.out / "manifest.jsonl"))
@@ -326,8 +344,14 @@ FORKSERVER = {"distributed.worker.multiprocessing-method": "forkserver"}
 
 @contextlib.contextmanager
 def _client(config: RunConfig):
-    import dask
-    from dask.distributed import Client, LocalCluster
+    # dask.distributed takes a second or more to import: a Ctrl-C then may land in one of importlib's weakref
+    # callbacks, where Python prints it as an ignored exception and the run goes on. It waits for the import.
+    imported: list = []
+    with interrupts_deferred(imported):
+        import dask
+        from dask.distributed import Client, LocalCluster
+    if imported:
+        raise KeyboardInterrupt
 
     if config.scheduler_address:
         try:
@@ -362,7 +386,7 @@ def _client(config: RunConfig):
     started = []
     try:
         with (
-            _interrupts_deferred(started),
+            interrupts_deferred(started),
             warnings.catch_warnings(),
             dask.config.set({**FORKSERVER, **LOCAL_WORKER_CONFIG}),
         ):
@@ -379,7 +403,7 @@ def _client(config: RunConfig):
                 tqdm.write(f"dask dashboard: {client.dashboard_link}")
             yield client
         finally:
-            with _interrupts_deferred(closing):
+            with interrupts_deferred(closing):
                 client.close()
                 cluster.close()
         if closing:
@@ -387,19 +411,6 @@ def _client(config: RunConfig):
     finally:
         for name, logger in quiet.items():
             logger.setLevel(levels[name])
-
-
-@contextlib.contextmanager
-def _interrupts_deferred(interrupted: list):
-    """Inside, Ctrl-C (SIGINT) is noted in `interrupted` instead of raising KeyboardInterrupt (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 # Workers of the local cluster, set up for tile work (benchmarks/RESULTS.md, issue 13: the two together cost
@@ -677,7 +688,7 @@ def _stopping(pool: _LocalPool, *contexts):
             yield pool
         finally:
             stopped: list = []
-            with _interrupts_deferred(stopped):
+            with interrupts_deferred(stopped):
                 pool.close()
             if stopped:
                 raise KeyboardInterrupt

@@ -153,6 +153,18 @@ def test_every_help_shows_defaults_and_ends_with_examples_that_parse():
             assert path == "" or getattr(args, "func", None), line
 
 
+def test_every_argument_of_the_pipeline_commands_says_what_it_is():
+    """`--help` explains each option and positional argument (synth's OUT.svs and survival fit's TABLE.csv had
+    none). The pipeline's commands; nuclei, mil and synth-cohort have their own owners."""
+    commands = ("demo", "run", "verify", "info", "synth", "tile", "features", "export", "survival fit")
+    for path, sub in _parsers(build_parser()):
+        if path not in commands:
+            continue
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                assert action.help, (path, action.option_strings or action.metavar)
+
+
 def test_unreachable_scheduler_is_named_with_its_timeout(cmu_path, tmp_path, capsys):
     code = main(["run", str(cmu_path), "-o", str(tmp_path / "o"), "--steps", "tile",
                  "--scheduler-address", "tcp://127.0.0.1:9", "--scheduler-timeout", "1"])  # fmt: skip
@@ -183,7 +195,24 @@ def test_run_dry_run_with_the_tiling_options(cmu_path, tmp_path, capsys):
     code = main(["run", str(cmu_path), "-o", str(tmp_path / "o"), "--magnification", "20", "--size", "128",
                  "--overlap", "16", "--codec", "zstd", "--coords-only", "--roi-mode", "replace", "--dry-run"])  # fmt: skip
     assert code == 0
-    assert "tiling: 128 px at 20x (the mpp from each slide's objective power)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert (
+        "tiling: 128 px at 20x (the mpp from each slide's objective power), stride 112 (16 px overlap)"
+        in said
+    )
+    assert "coordinates only" in said, (
+        said
+    )  # the options given are all shown (only size, mpp and tissue were)
+    roi = tmp_path / "roi.geojson"
+    roi.write_text('{"type": "Polygon", "coordinates": [[[0, 0], [500, 0], [500, 500], [0, 0]]]}')
+    assert (
+        main(
+            ["run", str(cmu_path), "-o", str(tmp_path / "o"), "--roi", str(roi), "--qc", "blur", "--dry-run"]
+        )
+        == 0
+    )
+    said = capsys.readouterr().out
+    assert f"ROI {roi} (restricting the tissue), QC blur, codec auto" in said, said
 
 
 @pytest.mark.parametrize("share", ["0", "1", "1.5"])

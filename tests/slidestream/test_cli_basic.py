@@ -35,6 +35,8 @@ def test_info_reports_missing_mpp(capsys):
     assert "missing (pass --slide-mpp)" in capsys.readouterr().out
     assert main(["info", "--json", "--slide-mpp", "0.5", str(OPENSLIDE_DATA / "boxes.tiff")]) == 0
     assert json.loads(capsys.readouterr().out)["mpp"] == 0.5
+    assert main(["info", "--slide-mpp", "0.5", str(OPENSLIDE_DATA / "boxes.tiff")]) == 0
+    assert "mpp          0.5 (--slide-mpp)" in capsys.readouterr().out  # not the file's own
 
 
 def test_synth_writes_a_slide(tmp_path, capsys):
@@ -80,3 +82,22 @@ def test_cli_choices_are_tilings():
     from tiling.config import CODEC_CHOICES, ROI_MODES
 
     assert tile.CODEC_CHOICES == CODEC_CHOICES and tile.ROI_MODES == ROI_MODES
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_no_traceback(cmu_path):
+    """`slidestream info slides/ | head -1`: head leaves after its line; the command stops without a traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes anything
+    try:
+        done = subprocess.run([sys.executable, "-m", "slidestream", "info", str(cmu_path)], stdout=write,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=120)  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.returncode == 1 and done.stderr == "", done.stderr

@@ -86,3 +86,13 @@ def test_run_takes_qc_and_reports_the_count_in_the_summary(synthetic_slide, clus
         (row,) = csv.DictReader(f)
     assert row["qc_dropped"] == str(store.attrs["qc"]["dropped_total"])
     assert (out / "slides" / "synthetic" / "stitch.png").exists()
+
+
+def test_a_coords_only_store_is_said_to_hold_coordinates_only(tmp_path, capsys):
+    """The README's `tile scan.tiff --slide-mpp 0.5 --coords-only`: it used to name a codec for pixels not kept."""
+    out = tmp_path / "out"
+    assert main(["tile", str(OPENSLIDE_DATA / "boxes.tiff"), "-o", str(out), "--slide-mpp", "2", "--min-tissue", "0",
+                 "--size", "32", "--mpp", "4", "--coords-only", "-q"]) == 0  # fmt: skip
+    said = capsys.readouterr().out
+    assert "tiles (coordinates only)" in said and "lz4" not in said, said
+    assert PatchStore.open(out / "slides" / "boxes" / "patches.zarr").patches is None

@@ -38,3 +38,27 @@ def test_demo_runs_every_step_and_says_where_to_look(cluster_address, tmp_path, 
     assert f"also import {nuclei}:" in printed and nuclei.exists()
     example = out / "slides" / "CMU-1-Small-Region"
     assert f"{example}/thumbnail.png" in printed and f"{example}/tissue.geojson" in printed
+
+
+def test_a_demo_with_other_dimensions_is_refused_not_run_on_the_earlier_slides(tmp_path, capsys):
+    """The README's quick demo, then the full one in the same folder: the full one used to run silently on the
+    quick one's small slide (kept because its name was there), and on every other slide left in input/."""
+    from slidestream.demo import DemoConfig, demo_slides, prepare_demo_slides
+
+    out = tmp_path / "demo"
+    small = DemoConfig(out=out, synthetic_slides=2, synthetic_dimensions=(512, 384), progress=False)
+    folder = prepare_demo_slides(small)
+    slide = folder / "synthetic-0.svs"
+    before = slide.stat().st_mtime_ns
+    assert prepare_demo_slides(small) == folder and slide.stat().st_mtime_ns == before  # same spec: kept
+    one = DemoConfig(out=out, synthetic_slides=1, synthetic_dimensions=(512, 384))
+    assert demo_slides(one) == [folder / "CMU-1-Small-Region.svs", slide]  # synthetic-1 is not this demo's
+    assert main(["demo", "-o", str(out), "--dimensions", "640x384", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "written by an earlier demo as 512x384 px, not the 640x384 asked for" in err and "-o DIR" in err
+    assert (
+        slide.stat().st_mtime_ns == before and not (out / "summary.csv").exists()
+    )  # nothing touched, not run
+    (folder / "synthetic-0.truth.json").unlink()  # a slide of the user's under the demo's name
+    assert main(["demo", "-o", str(out), "--dimensions", "512x384", "-q"]) == 2
+    assert "is not a slide the demo wrote (no ground truth synthetic-0.truth.json" in capsys.readouterr().err

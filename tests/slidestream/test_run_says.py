@@ -180,15 +180,40 @@ def _quiet_interrupt(code: int, err: str) -> None:
         assert noise not in err, err
 
 
+def _children(pid: int) -> list[tuple[int, bytes]]:
+    """(pid, command line) of the processes whose parent is `pid`, from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                children.append((int(stat.parent.name), (stat.parent / "cmdline").read_bytes()))
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+    return children
+
+
+def _cluster_worker_forked(pid: int) -> bool:
+    """Whether the run `pid` has forked a worker of its local cluster: a child of multiprocessing's fork server,
+    which the run starts (with Ctrl-C ignored there, for the workers' sake) just before the cluster."""
+    servers = [child for child, command in _children(pid) if b"multiprocessing.forkserver" in command]
+    return any(_children(server) for server in servers)
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="finds the cluster's processes through /proc"
+)
 def test_ctrl_c_while_the_cluster_starts(newcomer, tmp_path):
-    """Interrupted as the local cluster's workers start (they import; before, each printed a traceback)."""
+    """Interrupted while the local cluster starts: once its first worker process is forked (LocalCluster returns
+    only after the worker has joined the scheduler), found by the processes themselves, not a guessed delay.
+    Before, each worker printed a traceback; and a Ctrl-C a moment earlier, while dask imported, ended the run
+    with the raw signal (exit status -2: tests/slidestream/test_interrupts.py)."""
 
     def cluster_starting(proc) -> None:
-        log = tmp_path / "out" / "run.log"
-        deadline = time.monotonic() + 60
-        while not log.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # into the cluster's start, well before two small slides could be finished
+        deadline = time.monotonic() + 120
+        while not _cluster_worker_forked(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None and _cluster_worker_forked(proc.pid), "no cluster worker was started"
 
     _quiet_interrupt(*_interrupted_run(newcomer, tmp_path / "out", cluster_starting, executor="processes"))
 

@@ -95,3 +95,20 @@ def test_old_keywords_of_readers_warn(synthetic_slide):
     with pytest.warns(DeprecationWarning, match="'um' is deprecated.*'px_per_um'"):
         assert SyntheticSpec(128, 128, mpp=0.25).um == 4.0
     assert SyntheticSpec(128, 128, mpp=0.25).px_per_um == 4.0
+
+
+def test_other_options_are_named_as_a_user_reads_them():
+    """What `slidestream tile` says when the README's next example meets the last one's store: no None, no
+    False, no ROI hash."""
+    from shapely.geometry import box
+
+    from tiling.inputs import changes, tiling_inputs
+
+    slide = {"size": 1, "sha256": "x"}
+    old = tiling_inputs("s.svs", TilingConfig(), None, identity=slide)
+    new = tiling_inputs("s.svs", TilingConfig(size=512, stride=448, magnification=40, coords_only=True),
+                        box(0, 0, 10, 10), identity=slide)  # fmt: skip
+    said = "; ".join(changes(old, new))
+    assert "stride default -> 448" in said and "magnification default -> 40" in said, said
+    assert "coords-only off -> on" in said and "no ROI -> a ROI" in said, said
+    assert "None" not in said and "False" not in said and "True" not in said, said

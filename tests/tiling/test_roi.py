@@ -103,6 +103,25 @@ def test_a_50000_vertex_self_intersecting_polygon_is_repaired_keeping_both_lobes
     assert sum(len(g.exterior.coords) for g in roi.geoms) < 2_000  # simplified
 
 
+def test_a_cross_hatched_roi_keeps_every_cell_its_union_would(tmp_path):
+    """A ring scribbled across itself (20 strokes each way, 400 crossings, 20,000 vertices) is made valid as one
+    MultiPolygon of cells; it is no longer unioned again (most of the load's time), which must change nothing."""
+    import shapely
+
+    rng = np.random.default_rng(0)
+    along = np.linspace(0, 3000, 500)
+    strokes = [np.c_[along if i % 2 == 0 else along[::-1], np.full(500, 150.0 * i) + rng.normal(0, 2, 500)]
+               for i in range(20)]  # fmt: skip
+    ring = np.concatenate(strokes + [s[:, ::-1] for s in strokes])
+    path = _write(
+        tmp_path / "roi.geojson", {"type": "Polygon", "coordinates": [np.r_[ring, ring[:1]].tolist()]}
+    )
+    roi = load_roi(path)
+    assert roi.is_valid and roi.geom_type == "MultiPolygon" and len(roi.geoms) > 100
+    united = shapely.union_all(roi.geoms)
+    assert united.area == pytest.approx(roi.area, rel=1e-9) and len(united.geoms) == len(roi.geoms)
+
+
 def test_small_valid_rois_are_not_changed():
     ring = _figure_eight(MAX_VERTICES // 4)[: MAX_VERTICES // 8]  # one lobe, a few thousand vertices, valid
     from shapely.geometry import Polygon
