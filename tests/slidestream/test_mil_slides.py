@@ -735,6 +735,51 @@ def test_mutation_read_from_the_tumour_tiles_of_a_cancer_model(cohort, cancer_mo
     assert not (tmp_path / "bad").exists()
 
 
+def test_tumour_pooled_on_several_run_folders_and_tables(cohort, cancer_model, tmp_path, capsys):
+    """`mil train A B --labels a.csv --labels b.csv --tumour-model`: the same model as on one folder and one
+    table; errors name the tables as given; a folder without stores among several is refused by name."""
+    labels, ids = _two_folders(cohort, tmp_path)
+    cancer = labels.cancer == 1
+    labels["mut_a"] = np.where(cancer, (np.cumsum(cancer) % 2).astype(float), np.nan)
+    labels.to_csv(tmp_path / "all.csv", index=False)
+    for name, part in (("a", ids[: N_SLIDES // 2]), ("b", ids[N_SLIDES // 2 :])):
+        labels[labels.slide_id.isin(part)].to_csv(tmp_path / f"{name}.csv", index=False)
+    rest = [
+        "--task",
+        "mutation",
+        "--target",
+        "mut_a",
+        "--folds",
+        "2",
+        "--tumour-model",
+        str(cancer_model),
+        "-q",
+    ]
+    two = ["mil", "train", str(tmp_path / "a"), str(tmp_path / "b"), "--labels", str(tmp_path / "a.csv"),
+           "--labels", str(tmp_path / "b.csv"), *rest]  # fmt: skip
+    assert main([*two, "-o", str(tmp_path / "two")]) == 0
+    assert main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "all.csv"), *rest,
+                 "-o", str(tmp_path / "one")]) == 0  # fmt: skip
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "one" / "oof_predictions.csv"),
+                                  pd.read_csv(tmp_path / "two" / "oof_predictions.csv"))  # fmt: skip
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert metrics["run_folders"] == [str((tmp_path / d).resolve()) for d in ("a", "b")]
+    assert metrics["slide_ids"] == sorted(labels.slide_id[cancer])
+    capsys.readouterr()
+    odd = pd.read_csv(tmp_path / "b.csv", dtype={"slide_id": str}).astype({"mut_a": object})
+    odd.loc[odd.mut_a.notna().idxmax(), "mut_a"] = "yes"
+    odd.to_csv(tmp_path / "b.csv", index=False)
+    assert main([*two, "-o", str(tmp_path / "bad")]) == 2
+    assert (
+        f"{tmp_path / 'a.csv'} + {tmp_path / 'b.csv'}: tumour-pooled targets must be 0/1"
+        in capsys.readouterr().err
+    )
+    (tmp_path / "empty").mkdir()
+    assert main([*two[:4], str(tmp_path / "empty"), *two[4:], "-o", str(tmp_path / "bad")]) == 2
+    assert f"no patch stores under {tmp_path / 'empty'}/slides" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_tumour_pooled_model_predicts_from_its_copy_of_an_older_cancer_folder(
     cohort, cancer_model, tmp_path
 ):
