@@ -21,8 +21,9 @@ import pandas as pd
 
 from wsi.atomic import atomic_file, replace_dir
 
-__all__ = ["MODEL_FORMAT", "LoadedModel", "PredictResult", "TASK_CHOICES", "TrainResult", "check_store", "find_stores",
-           "check_swapped", "fold_tile_scores", "load_model_folder", "provenance", "predict_slides", "predict_store", "stores_and_labels", "train_slides", "trained_on"]  # fmt: skip
+__all__ = ["MODEL_FORMAT", "LoadedModel", "PredictResult", "TASK_CHOICES", "TrainResult", "check_inputs",
+           "check_store", "check_swapped", "find_stores", "fold_tile_scores", "load_model_folder", "predict_slides",
+           "predict_store", "provenance", "stores_and_labels", "train_slides", "trained_on"]  # fmt: skip
 
 MODEL_FORMAT = "slidestream.mil-model/1"
 SCORES_SOURCE = "slidestream mil predict"
@@ -463,6 +464,22 @@ def _check_encoder(
         raise ValueError(f"{trained_on} features of encoder {saved.get('encoder')!r} (weights "
                          f"{saved.get('weights_hash')}), but slide {slide_id}'s features/{manifest['feature']} come "
                          f"from {given.get('encoder')!r} (weights {given.get('weights_hash')})")  # fmt: skip
+
+
+def check_inputs(results, labels, columns: list, feature: str, labels_subset: bool = False) -> None:
+    """The checks `train_slides` makes of its inputs before any training, made once (a benchmark training
+    several tasks on the same folders): `stores_and_labels`, complete `feature` in every labelled store, and one
+    encoder, feature width and tiling across them (`_check_alike`). Errors as those name them."""
+    from tiling import PatchStore
+
+    stores, _, _, _ = stores_and_labels(results, labels, columns, labels_subset)
+    opened = {s: PatchStore.open(path) for s, path in stores.items()}
+    lacking = [s for s, store in opened.items()
+               if feature not in store.feature_names() or not store.features(feature).attrs.get("complete")]  # fmt: skip
+    if lacking:
+        raise ValueError(f"no complete features/{feature} in the stores of slide(s) {lacking[:20]}; run "
+                         "`slidestream features` first")  # fmt: skip
+    _check_alike(opened, stores, feature)
 
 
 def _check_alike(opened: dict, stores: dict, feature: str) -> dict | None:

@@ -854,3 +854,20 @@ def test_tumour_pooled_folds_spread_the_positives_of_every_target(cancer_model, 
     # A fold without a positive of some target is refused (as `mil train` refuses it), not a NaN AUC.
     with pytest.raises(ValueError, match=r"fold \d of 4 has no positive slide for target\(s\) \['mut_b'\]"):
         fit_tumour_pooled(slides, tmp_path / "m4", folds=4)
+
+
+def test_benchmark_refuses_bad_inputs_once_before_training(cohort, tmp_path, capsys, monkeypatch):
+    """benchmarks/mil_slides.py checks its training inputs once: an id in two folders is one usage error, not
+    retried at fewer folds per task (each time re-opening every store) and then silently dropped."""
+    import benchmarks.mil_slides as bench
+
+    _, ids = _two_folders(cohort, tmp_path)
+    (tmp_path / "b" / "slides" / ids[0]).symlink_to(cohort / "results" / "slides" / ids[0])
+    monkeypatch.setattr(bench, "train_slides", lambda *a, **k: pytest.fail("trained despite bad inputs"))
+    labels = str(cohort / "cohort" / "labels.csv")
+    with pytest.raises(SystemExit) as exited:
+        bench.main(["--train-results", str(tmp_path / "a"), str(tmp_path / "b"), "--train-labels", labels,
+                    "--test-results", str(cohort / "results"), "--test-labels", labels, "--test-slides",
+                    str(cohort / "cohort" / "slides"), "-o", str(tmp_path / "out"), "--tasks", "cancer,grade"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "more than one run folder" in err and f"{ids[0]} in" in err
