@@ -41,7 +41,7 @@ from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from slidestream.commands._common import key_value
 from slidestream.commands.mil import add_context_arguments, context_from_args
-from slidestream.mil_slides import predict_slides, train_slides
+from slidestream.mil_slides import check_inputs, predict_slides, train_slides
 
 TASKS = {
     "cancer": ("binary", ["cancer"]),
@@ -341,6 +341,13 @@ def main(argv=None) -> int:
     out = Path(args.out)
     test = pd.read_csv(args.test_labels, dtype={"slide_id": str}).set_index("slide_id")
     rows = _tile_baselines(args) if args.tile_baselines else []
+    # Deterministic input errors (an id in two folders, a missing column, stores of two encoders or tilings)
+    # are found once, here; what the fold loop below retries with fewer folds is a cohort too small for them.
+    columns = {"patient_id", *args.mutation_aux, *(c for key in tasks for c in TASKS[key][1])}
+    try:
+        check_inputs(args.train_results, args.train_labels, sorted(columns), args.features)
+    except (ValueError, FileNotFoundError) as exc:
+        p.error(str(exc))
     pooled = None  # the tumour-pooled slide vectors: scored once, whatever the folds
     for key in tasks:
         task, targets = TASKS[key]
@@ -366,6 +373,7 @@ def main(argv=None) -> int:
             except ValueError as exc:  # e.g. a cohort too small for the folds of this task
                 print(f"{key}: not trained with {folds} folds: {exc}")
         if trained is None:
+            print(f"{key}: not trained (no fold count from {args.folds} down to 2 worked); left out")
             continue
         print(f"{key}: {folds} folds")
         predicted = predict_slides(args.test_results, trained.model_dir, out / f"predicted_{key}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +86,7 @@ def read_bag(store: PatchStore, feature: str, context: SpatialContext | None = N
 
 
 def _slide_id(store: PatchStore) -> str:
+    """The id of a store given without one: its `slide_id` attribute, else its folder's name."""
     return str(store.attrs.get("slide_id") or store.path.parent.name)
 
 
@@ -110,7 +111,9 @@ def _label_table(labels) -> pd.DataFrame:
 class BagDataset(Dataset):
     """Bags of tile features from patch stores, labelled from a table keyed by slide id.
 
-    `labels` is a DataFrame indexed by slide id (see `read_labels`), a path to one, or a mapping id -> label.
+    `stores` is a mapping slide id -> store (or path), or a sequence of stores, each then known by its
+    `slide_id` attribute (else its folder's name). `labels` is a DataFrame indexed by slide id (see
+    `read_labels`), a path to one, or a mapping id -> label.
     `label_columns` picks the columns (default: "label"); several columns give a vector (multilabel, or time and
     event for survival). Slides in the table without a store, or stores without a label, are listed in the
     error; with `subset=True` the table may list more slides than `stores` (one master table for many
@@ -122,14 +125,22 @@ class BagDataset(Dataset):
     loss masks NaN) only a slide with no value at all is, and the others keep NaN where a value is missing.
     """
 
-    def __init__(self, stores: Sequence[PatchStore | str | Path], labels, feature: str,
+    def __init__(self, stores: Mapping[str, PatchStore | str | Path] | Sequence[PatchStore | str | Path],
+                 labels, feature: str,
                  label_columns: Sequence[str] = ("label",), max_tiles: int | None = None, seed: int = 0,
                  group_column: str | None = None, subset: bool = False,
                  context: SpatialContext | None = None, allow_missing: bool = False):  # fmt: skip
-        opened = [s if isinstance(s, PatchStore) else PatchStore.open(s) for s in stores]
-        self.stores = {_slide_id(s): s for s in opened}
-        if len(self.stores) != len(opened):
-            raise ValueError("two stores have the same slide id")
+        if isinstance(stores, Mapping):  # the caller's ids (`slidestream mil train`: the run's folder names)
+            self.stores = {
+                str(k): s if isinstance(s, PatchStore) else PatchStore.open(s) for k, s in stores.items()
+            }
+            if len(self.stores) != len(stores):
+                raise ValueError("two stores have the same slide id")
+        else:
+            opened = [s if isinstance(s, PatchStore) else PatchStore.open(s) for s in stores]
+            self.stores = {_slide_id(s): s for s in opened}
+            if len(self.stores) != len(opened):
+                raise ValueError("two stores have the same slide id")
         table = _label_table(labels)
         missing_columns = [c for c in label_columns if c not in table.columns]
         if missing_columns:

@@ -41,7 +41,8 @@ TUMOUR_TASKS = ("binary", "mutation")  # models whose per-tile scores (column 0)
 class PooledSlides:
     """What `pooled_vectors` read: the tumour model, the labelled slides kept (`table`, indexed by slide id),
     their pooled vectors `X` (n, D') and 0/1 targets `y` (n, T, NaN: unknown), the slides left out (every
-    target empty, or no tile), the labels' rows not in the run folder (`labels_subset`), and what made them."""
+    target empty, or no tile), the labels' rows not in the run folder (`labels_subset`), and what made them
+    (the tumour model, the run folders and labels tables)."""
 
     tumour: object  # slidestream.mil_slides.LoadedModel
     tumour_model: Path
@@ -53,6 +54,8 @@ class PooledSlides:
     y: np.ndarray
     left_out: list
     unused: list
+    results: tuple = ()  # the run folders and labels tables given (metrics.json records them)
+    labels: tuple = ()
 
 
 def load_readouts(model_dir: Path, manifest: dict) -> list:
@@ -72,7 +75,13 @@ def pooled_vectors(results, labels, targets, tumour_model: str | Path,
     other values are an error naming the columns. Slides whose targets are all empty, or whose store has no
     tile, are left out. `config`: a `mil.TumourPoolConfig` (None: the defaults)."""
     from mil.tumour_pool import TumourPoolConfig, pool_tumour_tiles
-    from slidestream.mil_slides import check_store, fold_tile_scores, load_model_folder, stores_and_labels
+    from slidestream.mil_slides import (
+        _paths,
+        check_store,
+        fold_tile_scores,
+        load_model_folder,
+        stores_and_labels,
+    )
     from tiling import PatchStore
 
     config = config or TumourPoolConfig()
@@ -85,13 +94,12 @@ def pooled_vectors(results, labels, targets, tumour_model: str | Path,
     if tumour.manifest["task"] not in TUMOUR_TASKS:
         raise ValueError(f"{tumour_model} is a {tumour.manifest['task']} model; a tumour model is a "
                          f"{' or '.join(TUMOUR_TASKS)} model (its tiles' scores must rank tumour first)")  # fmt: skip
-    stores, table, unused = stores_and_labels(results, labels, [*targets, *([group] if group else [])],
-                                              labels_subset)  # fmt: skip
+    stores, table, unused, named = stores_and_labels(results, labels, [*targets, *([group] if group else [])],
+                                                     labels_subset)  # fmt: skip
     values = table[targets].apply(pd.to_numeric, errors="coerce")
     bad = [t for t in targets
            if (values[t].isna() & table[t].notna()).any() or not set(values[t].dropna()) <= {0.0, 1.0}]  # fmt: skip
     if bad:
-        named = labels if isinstance(labels, (str, Path)) else " + ".join(str(p) for p in labels)
         raise ValueError(f"{named}: tumour-pooled targets must be 0/1 (or empty); column(s) {bad} hold other "
                          "values")  # fmt: skip
     empty = values.isna().all(axis=1)
@@ -111,7 +119,7 @@ def pooled_vectors(results, labels, targets, tumour_model: str | Path,
     X = np.asarray(vectors, dtype=np.float64).reshape(len(kept), -1)
     y = values.loc[kept, targets].to_numpy(dtype=float)
     return PooledSlides(tumour, Path(tumour_model), targets, group, config, table.loc[kept], X, y,
-                        sorted(left_out), list(unused))  # fmt: skip
+                        sorted(left_out), list(unused), tuple(_paths(results)), tuple(_paths(labels)))  # fmt: skip
 
 
 def train_tumour_pooled(results, labels, targets, tumour_model: str | Path,
@@ -138,7 +146,7 @@ def fit_tumour_pooled(slides: PooledSlides, out: str | Path, folds: int = 5, see
     from mil import create_task
     from mil.train import checked_folds, write_json
     from mil.tumour_pool import TumourPooledLogistic
-    from slidestream.mil_slides import _MANIFEST, MODEL_FORMAT, TrainResult, _is_ours, _plots
+    from slidestream.mil_slides import _MANIFEST, MODEL_FORMAT, TrainResult, _is_ours, _plots, provenance
 
     out = Path(out)
     if out.exists() and not _is_ours(out):
@@ -185,6 +193,7 @@ def fit_tumour_pooled(slides: PooledSlides, out: str | Path, folds: int = 5, see
         "task": "mutation", "targets": targets, "model": READOUT, "tumour_pool": pool_state,
         "tumour_model": str(slides.tumour_model.resolve()), "feature": tumour.feature, "context": context_state,
         "folds": folds, "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
+        **provenance(slides.results, slides.labels, table.index),
         "per_fold": json.loads(fold_table.to_json(orient="records")),
         "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},
     }  # fmt: skip

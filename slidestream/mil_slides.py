@@ -21,8 +21,9 @@ import pandas as pd
 
 from wsi.atomic import atomic_file, replace_dir
 
-__all__ = ["MODEL_FORMAT", "LoadedModel", "PredictResult", "TASK_CHOICES", "TrainResult", "check_store", "find_stores",
-           "fold_tile_scores", "load_model_folder", "predict_slides", "predict_store", "stores_and_labels", "train_slides"]  # fmt: skip
+__all__ = ["MODEL_FORMAT", "LoadedModel", "PredictResult", "TASK_CHOICES", "TrainResult", "check_inputs",
+           "check_store", "check_swapped", "find_stores", "fold_tile_scores", "load_model_folder", "predict_slides",
+           "predict_store", "provenance", "stores_and_labels", "train_slides", "trained_on"]  # fmt: skip
 
 MODEL_FORMAT = "slidestream.mil-model/1"
 SCORES_SOURCE = "slidestream mil predict"
@@ -45,19 +46,30 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class PredictResult:
-    """What `predict_slides` wrote: predictions (one row per slide) and the slides that failed, with reasons."""
+    """What `predict_slides` wrote: predictions (one row per slide), the slides that failed, with reasons, and
+    the slides predicted that the model was trained on (`trained_on`: their predictions are not held out)."""
 
     predictions: pd.DataFrame
     failed: dict
+    seen: tuple[str, ...] = ()
 
 
 def find_stores(results) -> dict[str, Path]:
     """Slide id -> patch store path for every `RESULTS/slides/<slide_id>/patches.zarr` of one run folder, or of
-    several (a path or a sequence of them): a slide id in more than one folder is an error naming the ids and
-    their folders, as is a folder without stores."""
+    several (a path or a sequence of them). A slide's id is its folder's name under RESULTS/slides, the id `run`
+    gave it (`slidestream.discovery.slide_id_for`); the store's own `slide_id` attribute is the file's stem and
+    may differ. A slide id in more than one folder is an error naming the ids and their folders, as is a folder
+    given twice and a folder without stores."""
     folders = [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
     if not folders:
         raise ValueError("no run folder given")
+    given = {}
+    for folder in folders:
+        key = folder.resolve()
+        if key in given:
+            raise ValueError(f"run folder {folder} given twice" + (f" (as {given[key]} and {folder})"
+                             if str(given[key]) != str(folder) else ""))  # fmt: skip
+        given[key] = folder
     stores, repeated = {}, {}
     for folder in folders:
         found = {p.parent.name: p for p in sorted(folder.glob("slides/*/patches.zarr"))}
@@ -80,6 +92,25 @@ def find_stores(results) -> dict[str, Path]:
     return stores
 
 
+def check_swapped(stores: dict) -> None:
+    """Refuse store folders swapped or renamed onto each other after `run`: a store (`stores`: slide id -> store
+    path, `find_stores`) whose `slide_id` attribute is ANOTHER store's id in the same set would give one slide's
+    tiles another's label. An attribute that names no other store (the file's stem where `run` normalised the
+    name, a multi-file DICOM's folder) or is empty is not a swap."""
+    from tiling import PatchStore
+
+    swapped = {}
+    for slide_id, path in stores.items():
+        written = str(PatchStore.open(path).attrs.get("slide_id") or "")
+        if written and written != slide_id and written in stores:
+            swapped[slide_id] = written
+    if swapped:
+        shown = ", ".join(f"{stores[s].parent} holds {i}" for s, i in list(swapped.items())[:10])
+        raise ValueError(f"{len(swapped)} store folder(s) hold another slide of the same set, renamed after "
+                         f"`slidestream run` ({shown}): a slide's id is the one run gave it; rename the slide "
+                         "files before `run` instead")  # fmt: skip
+
+
 def _read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
@@ -90,33 +121,67 @@ def _read_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def _read_tables(labels) -> tuple[pd.DataFrame, str]:
-    """One labels table, or several (a sequence of paths) stacked; and the name errors give it."""
+def _read_tables(labels, columns: list) -> tuple[pd.DataFrame, str]:
+    """One labels table, or several (a sequence of paths) stacked, each checked for `columns` (an error naming
+    the file that lacks one: stacking would fill it with NaN); and the name errors give it."""
     paths = [labels] if isinstance(labels, (str, Path)) else list(labels)
     if not paths:
         raise ValueError("no labels table given")
-    tables = [_read_table(p) for p in paths]
+    tables = []
+    for path in paths:
+        table = _read_table(path)
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            raise ValueError(f"{path}: no column(s) {missing} (columns: {list(table.columns)})")
+        tables.append(table)
     return pd.concat(tables, ignore_index=True), " + ".join(str(p) for p in paths)
 
 
-def stores_and_labels(results, labels, columns: list, labels_subset: bool) -> tuple[dict, pd.DataFrame, list]:
+def stores_and_labels(
+    results, labels, columns: list, labels_subset: bool
+) -> tuple[dict, pd.DataFrame, list, str]:
     """The stores of `results` (one run folder or several, `find_stores`), the labels table indexed by slide id
-    (str) restricted to them (`labels`: one table or several, stacked), and the ids of the table's rows left out
-    (`labels_subset`; else such rows are an error). Slides without stores, stores without labels, repeated ids
-    and missing `columns` are errors naming them."""
+    (str) restricted to them (`labels`: one table or several, stacked), the ids of the table's rows left out
+    (`labels_subset`; else such rows are an error) and the name errors give the labels (their paths). Slides
+    without stores, stores without labels, repeated ids, a table missing one of `columns` and store folders
+    swapped after `run` (`check_swapped`) are errors naming them."""
     from mil.bags import match_slides
 
     stores = find_stores(results)
-    table, name = _read_tables(labels)
+    table, name = _read_tables(labels, columns)
     try:
         unused = match_slides(table["slide_id"], list(stores), labels_subset, subset_option="--labels-subset")
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
+    check_swapped(stores)
     table = table[~table["slide_id"].astype(str).isin(unused)]
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{name}: no column(s) {missing} (columns: {list(table.columns)})")
-    return stores, table.set_index(table["slide_id"].astype(str)), unused
+    return stores, table.set_index(table["slide_id"].astype(str)), unused, name
+
+
+def _paths(given) -> list:
+    return [given] if isinstance(given, (str, Path)) else list(given)
+
+
+def provenance(results, labels, slide_ids) -> dict:
+    """What a model was trained on, for its metrics.json: the run folders (resolved), the labels tables and the
+    training slides' ids (`mil predict` says which of the slides it predicts are among them)."""
+    return {"run_folders": [str(Path(r).resolve()) for r in _paths(results)],
+            "labels": [str(Path(t).resolve()) for t in _paths(labels)], "slide_ids": sorted(map(str, slide_ids))}  # fmt: skip
+
+
+def trained_on(model: LoadedModel) -> set:
+    """The ids of the slides `model` was trained on (with a tumour-pooled model: its tumour model's too), as
+    their metrics.json record them (an older folder records none)."""
+    folders = [model.model_dir] + (
+        [model.model_dir / model.manifest["tumour_model"]] if model.readouts else []
+    )
+    ids = set()
+    for folder in folders:
+        try:
+            ids.update(json.loads((folder / "metrics.json").read_text()).get("slide_ids", []))
+        except (OSError, ValueError):
+            pass
+    return ids
 
 
 def _task_for(task: str, targets: list[str], values: pd.DataFrame, grade_link: str = "cumulative"):
@@ -292,8 +357,8 @@ def train_slides(results, labels, task: str, targets, out: str | Path,
         create_model(model, 1, 1, **(model_kwargs or {}))
     except TypeError as exc:
         raise ValueError(f"model keyword arguments (--model-arg): {exc}") from None
-    stores, table, unused = stores_and_labels(results, labels, [*targets, *([group] if group else [])],
-                                              labels_subset)  # fmt: skip
+    stores, table, unused, _ = stores_and_labels(results, labels, [*targets, *([group] if group else [])],
+                                                 labels_subset)  # fmt: skip
     # A task that masks missing values (NaN) in its loss and metrics (mutation: `Task.masks_missing`) needs one
     # known target per slide, so an auxiliary target known on more slides (e.g. cancer next to mutations known
     # on cancer slides) trains the shared attention on all of them; the others leave such a slide out.
@@ -306,20 +371,12 @@ def train_slides(results, labels, task: str, targets, out: str | Path,
             f"{len(table)} slide(s) with a value of {targets}, fewer than {max(2, folds)} needed"
         )
     opened = {s: PatchStore.open(stores[s]) for s in table.index}
-    # (the id `mil.BagDataset` reads: the store's slide_id, else its folder's name)
-    renamed = {
-        s: store.attrs["slide_id"]
-        for s, store in opened.items()
-        if str(store.attrs.get("slide_id") or s) != s
-    }
-    if renamed:  # the folder was renamed after `run`: the store keeps the id it was written with
-        shown = ", ".join(f"{stores[s].parent} holds {i}" for s, i in list(renamed.items())[:10])
-        raise ValueError(f"{len(renamed)} store folder(s) renamed after `slidestream run` ({shown}): a slide's "
-                         "id is the one run gave it; rename the slide files before `run` instead")  # fmt: skip
     no_tiles = sorted(s for s, store in opened.items() if len(store) == 0)
     left_out = sorted(left_out + no_tiles)
     table = table.drop(index=no_tiles)
-    opened = [opened[s] for s in table.index]
+    opened = {
+        s: opened[s] for s in table.index
+    }  # keyed by the run's id (the folder name), not the stores' attrs
     bag_task = _task_for(task, targets, table, grade_link)
     dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed,
                          context=context, allow_missing=masks_missing)  # fmt: skip
@@ -331,11 +388,7 @@ def train_slides(results, labels, task: str, targets, out: str | Path,
         config = replace(config, progress=progress)
     else:
         config = {**config, "progress": progress}
-    encoder = _encoder_of(opened[0], feature)
-    for slide_id, store in zip(table.index, opened, strict=True):  # stores of several run folders may differ
-        if _encoder_of(store, feature) != encoder:
-            raise ValueError(f"features/{feature} of {table.index[0]} and {slide_id} come from different encoders "
-                             f"({encoder} and {_encoder_of(store, feature)}); train on one encoder's features")  # fmt: skip
+    encoder = _check_alike(opened, stores, feature)
     cv = cross_validate(model, bag_task, dataset, n_splits=folds, config=config, seed=seed,
                         model_kwargs=model_kwargs)  # fmt: skip
     context_state = context.to_dict() if context is not None else None
@@ -346,6 +399,7 @@ def train_slides(results, labels, task: str, targets, out: str | Path,
         "task": task, "targets": targets, "model": model, "model_kwargs": model_kwargs or {}, "feature": feature,
         "context": context_state, "folds": folds,
         "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
+        **provenance(results, labels, table.index),
         "per_fold": json.loads(cv.folds.to_json(orient="records")),
         "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},
     }  # fmt: skip
@@ -398,15 +452,62 @@ def _load_model_folder(model_dir: Path) -> tuple[dict, list]:
     return manifest, checkpoints
 
 
-def _check_encoder(manifest: dict, store, slide_id: str) -> None:
-    """A model trained on another feature encoder than the store's is refused with both named."""
+def _check_encoder(
+    manifest: dict, store, slide_id: str, trained_on: str = "the model was trained on"
+) -> None:
+    """A store whose features come from another encoder than `manifest["encoder"]` (the model's) is refused with
+    both named; a store or manifest without an encoder record is not checked. `trained_on` says whose record."""
     given, saved = _encoder_of(store, manifest["feature"]), manifest.get("encoder")
     if given is None or saved is None:
         return
     if given.get("encoder") != saved.get("encoder") or given.get("weights_hash") != saved.get("weights_hash"):
-        raise ValueError(f"the model was trained on features of encoder {saved.get('encoder')!r} (weights "
+        raise ValueError(f"{trained_on} features of encoder {saved.get('encoder')!r} (weights "
                          f"{saved.get('weights_hash')}), but slide {slide_id}'s features/{manifest['feature']} come "
                          f"from {given.get('encoder')!r} (weights {given.get('weights_hash')})")  # fmt: skip
+
+
+def check_inputs(results, labels, columns: list, feature: str, labels_subset: bool = False) -> None:
+    """The checks `train_slides` makes of its inputs before any training, made once (a benchmark training
+    several tasks on the same folders): `stores_and_labels`, complete `feature` in every labelled store, and one
+    encoder, feature width and tiling across them (`_check_alike`). Errors as those name them."""
+    from tiling import PatchStore
+
+    stores, _, _, _ = stores_and_labels(results, labels, columns, labels_subset)
+    opened = {s: PatchStore.open(path) for s, path in stores.items()}
+    lacking = [s for s, store in opened.items()
+               if feature not in store.feature_names() or not store.features(feature).attrs.get("complete")]  # fmt: skip
+    if lacking:
+        raise ValueError(f"no complete features/{feature} in the stores of slide(s) {lacking[:20]}; run "
+                         "`slidestream features` first")  # fmt: skip
+    _check_alike(opened, stores, feature)
+
+
+def _check_alike(opened: dict, stores: dict, feature: str) -> dict | None:
+    """The stores to train on together (`opened`: slide id -> store; `stores`: slide id -> path) must hold
+    features of one encoder (`_check_encoder`, against the first store that records one), of one width, on tiles
+    of one size and resolution (the features depend on them); a mismatch is refused naming both folders. Returns
+    the encoder record (None: no store has one)."""
+    from tiling import TileSpec
+
+    first = next(iter(opened))
+    reference = next((s for s, store in opened.items() if _encoder_of(store, feature) is not None), first)
+    encoder = _encoder_of(opened[reference], feature)
+    record = {"feature": feature, "encoder": encoder}
+    spec = TileSpec.from_dict(opened[first].attrs["tiling"])
+    dim = int(opened[first].features(feature).shape[1])
+    for slide_id, store in opened.items():  # stores of several run folders may differ
+        _check_encoder(record, store, f"{slide_id} ({stores[slide_id].parent})",
+                       trained_on=f"slide {reference} ({stores[reference].parent}) holds")  # fmt: skip
+        other = TileSpec.from_dict(store.attrs["tiling"])
+        if (other.size, other.mpp) != (spec.size, spec.mpp):
+            raise ValueError(f"{stores[first].parent} holds tiles of {spec.size} px at {spec.mpp} um/px, but "
+                             f"{stores[slide_id].parent} of {other.size} px at {other.mpp} um/px: features of "
+                             "tiles of another size or resolution differ; tile the run folders alike")  # fmt: skip
+        width = int(store.features(feature).shape[1])
+        if width != dim:
+            raise ValueError(f"features/{feature} of {stores[first].parent} have {dim} dimensions, those of "
+                             f"{stores[slide_id].parent} {width}; train on one encoder's features")  # fmt: skip
+    return encoder
 
 
 def _rank(values: np.ndarray) -> np.ndarray:
@@ -703,4 +804,5 @@ def predict_slides(results: str | Path, model_dir: str | Path, out: str | Path, 
     text = "".join(json.dumps(r) + "\n" for r in sorted(records, key=lambda r: r["slide_id"]))
     with atomic_file(out / "predict_manifest.jsonl") as tmp:
         tmp.write_text(text)
-    return PredictResult(predictions, failed)
+    seen = tuple(sorted(set(predictions["slide_id"].astype(str)) & trained_on(model)))
+    return PredictResult(predictions, failed, seen)

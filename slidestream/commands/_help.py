@@ -79,7 +79,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "slidestream mil train results --labels labels.csv --task binary --target cancer -o model",
         "slidestream mil train results --labels labels.csv --task survival --target time event --group patient_id "
         "-o model",
-        "slidestream mil train results_a results_b --labels a.csv b.csv --task binary --target cancer "
+        "slidestream mil train results_a results_b --labels a.csv --labels b.csv --task binary --target cancer "
         "--group patient_id -o model",
     ),
     "mil predict": (

@@ -37,9 +37,9 @@ def register(sub) -> None:
     train.add_argument("results", metavar="RESULTS", nargs="+",
                        help="run folder written by `slidestream run`; several: their stores trained on together "
                             "(slide ids unique across them)")  # fmt: skip
-    train.add_argument("--labels", required=True, nargs="+", metavar="LABELS",
-                       help="labels table (CSV/TSV) with a slide_id column; several: stacked (e.g. one per "
-                            "RESULTS)")  # fmt: skip
+    train.add_argument("--labels", required=True, action="extend", nargs=1, metavar="LABELS",
+                       help="labels table (CSV/TSV) with a slide_id column; several: repeat the option "
+                            "(--labels a.csv --labels b.csv), the tables are stacked (e.g. one per RESULTS)")  # fmt: skip
     train.add_argument("--labels-subset", action="store_true",
                        help="the table may list slides not in RESULTS (one master table for many folders): use "
                             "the slides present and say how many rows were left out (default: an error)")  # fmt: skip
@@ -208,5 +208,8 @@ def run_predict(args) -> int:
     print(result.predictions.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for slide_id, reason in sorted(result.failed.items()):
         print(f"failed: {slide_id}: {reason}", file=sys.stderr)
+    if result.seen:
+        print(f"note: {len(result.seen)} of the slides predicted were in the model's training set (its "
+              f"metrics.json), so their predictions are not held out: {list(result.seen[:20])}")  # fmt: skip
     print(f"predictions: {args.out}/predictions.csv")
     return 1 if result.failed else 0

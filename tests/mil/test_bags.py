@@ -42,6 +42,20 @@ def test_bags_and_labels(stores, tmp_path):
     assert survival[0].label.tolist() == [10.0, 1.0]
 
 
+def test_a_mapping_names_the_stores_whatever_their_attrs(stores, tmp_path):
+    """Stores given as a mapping id -> store are known by the mapping's ids (the run's folder names), not by
+    their slide_id attributes (the file's stem, which `run` may have normalised)."""
+    labels = _csv(tmp_path, "x,p1,1,10,1\ny,p1,0,20,0\nz,p2,1,5,1\n")
+    data = mil.BagDataset(dict(zip("xyz", stores, strict=True)), labels, "stain_stats")
+    assert (
+        data.slide_ids == ["x", "y", "z"]
+        and data[1].slide_id == "y"
+        and len(data[1].features) == len(stores[1])
+    )
+    with pytest.raises(ValueError, match="without a label|not in|no label"):
+        mil.BagDataset(stores, labels, "stain_stats")  # a sequence: known by their attrs a, b, c
+
+
 def test_mismatched_labels_list_the_slides(stores, tmp_path):
     labels = _csv(tmp_path, "a,p1,1,1,1\nb,p1,0,1,1\nzz,p9,1,1,1\n")
     with pytest.raises(

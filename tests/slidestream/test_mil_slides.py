@@ -183,11 +183,8 @@ def test_labels_subset_uses_the_slides_present(cohort, tmp_path, capsys):
     assert metrics["n_slides"] == N_SLIDES and metrics["unused_labels"] == ["OTHER1", "OTHER2"]
 
 
-def test_several_run_folders_train_as_one(cohort, tmp_path, capsys):
-    """`mil train A B --labels a.csv b.csv`: the stores of both folders with both tables stacked train exactly
-    as one folder holding them all; an id in two folders, and stores of two encoders, are refused, named."""
-    import zarr
-
+def _two_folders(cohort, tmp_path):
+    """Run folders a/ and b/ (links to the cohort's store folders, half each) and their tables a.csv, b.csv."""
     labels = pd.read_csv(cohort / "cohort" / "labels.csv", dtype={"slide_id": str})
     ids = list(labels.slide_id)
     for name, part in (("a", ids[: N_SLIDES // 2]), ("b", ids[N_SLIDES // 2 :])):
@@ -195,23 +192,85 @@ def test_several_run_folders_train_as_one(cohort, tmp_path, capsys):
         for slide_id in part:
             (tmp_path / name / "slides" / slide_id).symlink_to(cohort / "results" / "slides" / slide_id)
         labels[labels.slide_id.isin(part)].to_csv(tmp_path / f"{name}.csv", index=False)
+    return labels, ids
+
+
+def _set_slide_id(store_path, value) -> None:
+    """Set a store's slide_id attribute (None: remove it)."""
+    import zarr
+
+    group = zarr.open_group(store_path, mode="r+")
+    attrs = {k: v for k, v in group.attrs.asdict().items() if k != "slide_id"}
+    group.attrs.put(attrs if value is None else {**attrs, "slide_id": value})
+
+
+def test_labels_option_repeats_and_either_order_parses():
+    """`--labels a.csv --labels b.csv` stacks the tables; `--labels l.csv RESULTS` (main's order) still parses."""
+    from slidestream.cli import build_parser
+
+    parse = build_parser().parse_args
+    rest = ["--task", "binary", "--target", "cancer", "-o", "m"]
+    before = parse(["mil", "train", "--labels", "l.csv", "results", *rest])
+    after = parse(["mil", "train", "results", "--labels", "l.csv", *rest])
+    assert before.results == after.results == ["results"] and before.labels == after.labels == ["l.csv"]
+    both = parse(["mil", "train", "--labels", "a.csv", "ra", "rb", "--labels", "b.csv", *rest])
+    assert both.results == ["ra", "rb"] and both.labels == ["a.csv", "b.csv"]
+
+
+def test_several_run_folders_train_as_one(cohort, tmp_path, capsys):
+    """`mil train A B --labels a.csv --labels b.csv`: the stores of both folders with both tables stacked train
+    exactly as one folder holding them all; metrics.json records what it was trained on and `mil predict` of
+    one of the folders says its slides were in the training set. The same folder twice, an id in two folders,
+    stores of two encoders or of another tile size, and a table lacking a column are refused, named."""
+    import zarr
+
+    labels, ids = _two_folders(cohort, tmp_path)
     args = ["--task", "binary", "--target", "cancer", "--group", "patient_id", "--folds", "2", "--epochs", "2",
             "-q"]  # fmt: skip
     assert main(["mil", "train", str(cohort / "results"), "--labels", str(cohort / "cohort" / "labels.csv"),
                  *args, "-o", str(tmp_path / "one")]) == 0  # fmt: skip
     assert main(["mil", "train", str(tmp_path / "a"), str(tmp_path / "b"), "--labels", str(tmp_path / "a.csv"),
-                 str(tmp_path / "b.csv"), *args, "-o", str(tmp_path / "two")]) == 0  # fmt: skip
+                 "--labels", str(tmp_path / "b.csv"), *args, "-o", str(tmp_path / "two")]) == 0  # fmt: skip
     one = pd.read_csv(tmp_path / "one" / "oof_predictions.csv")
     two = pd.read_csv(tmp_path / "two" / "oof_predictions.csv")
     assert sorted(two.slide_id) == sorted(ids)
     pd.testing.assert_frame_equal(one, two)
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert metrics["run_folders"] == [str((tmp_path / d).resolve()) for d in ("a", "b")]
+    assert metrics["labels"] == [str((tmp_path / f).resolve()) for f in ("a.csv", "b.csv")]
+    assert metrics["slide_ids"] == sorted(ids)
+    # Predicting one of the two folders with the model of both: it works, and says the slides were trained on.
     capsys.readouterr()
-    # The same folder twice: every id is in two folders.
-    code = main(["mil", "train", str(tmp_path / "a"), str(tmp_path / "a"), "--labels", str(tmp_path / "a.csv"),
+    assert main(["mil", "predict", str(tmp_path / "a"), "--model", str(tmp_path / "two"), "-o",
+                 str(tmp_path / "pred")]) == 0  # fmt: skip
+    assert sorted(pd.read_csv(tmp_path / "pred" / "predictions.csv").slide_id) == ids[: N_SLIDES // 2]
+    assert (
+        f"note: {N_SLIDES // 2} of the slides predicted were in the model's training set"
+        in capsys.readouterr().out
+    )
+    capsys.readouterr()
+    # The same folder twice, as given or by another path to it.
+    for twice in ([tmp_path / "a", tmp_path / "a"], [tmp_path / "a", tmp_path / "b" / ".." / "a"]):
+        code = main(["mil", "train", *map(str, twice), "--labels", str(tmp_path / "a.csv"), *args,
+                     "-o", str(tmp_path / "m")])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and f"run folder {twice[1]} given twice" in err and "more than one" not in err
+    # An id in two folders.
+    (tmp_path / "b" / "slides" / ids[0]).symlink_to(cohort / "results" / "slides" / ids[0])
+    code = main(["mil", "train", str(tmp_path / "a"), str(tmp_path / "b"), "--labels", str(tmp_path / "a.csv"),
                  *args, "-o", str(tmp_path / "m")])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and f"{ids[0]} in {tmp_path / 'a'} and {tmp_path / 'a'}" in err
+    assert code == 2 and f"{ids[0]} in {tmp_path / 'a'} and {tmp_path / 'b'}" in err
     assert "more than one run folder" in err and not (tmp_path / "m").exists()
+    (tmp_path / "b" / "slides" / ids[0]).unlink()
+    # Stacked tables must each have the columns: one lacking --group is refused by name (stacked, its slides
+    # would all have been one patient "nan").
+    labels[labels.slide_id.isin(ids[N_SLIDES // 2 :])].drop(columns="patient_id").to_csv(tmp_path / "b_no_group.csv",
+                                                                                          index=False)  # fmt: skip
+    code = main(["mil", "train", str(tmp_path / "a"), str(tmp_path / "b"), "--labels", str(tmp_path / "a.csv"),
+                 "--labels", str(tmp_path / "b_no_group.csv"), *args, "-o", str(tmp_path / "m")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and f"{tmp_path / 'b_no_group.csv'}: no column(s) ['patient_id']" in err
     # A folder whose features come from another encoder.
     (tmp_path / "c" / "slides").mkdir(parents=True)
     for slide_id in ids[N_SLIDES // 2 :]:
@@ -220,16 +279,46 @@ def test_several_run_folders_train_as_one(cohort, tmp_path, capsys):
     description = dict(features["stain_stats"].attrs["description"])
     features["stain_stats"].attrs["description"] = {**description, "encoder": "resnet50"}
     code = main(["mil", "train", str(tmp_path / "a"), str(tmp_path / "c"), "--labels", str(tmp_path / "a.csv"),
-                 str(tmp_path / "b.csv"), *args, "-o", str(tmp_path / "m")])  # fmt: skip
+                 "--labels", str(tmp_path / "b.csv"), *args, "-o", str(tmp_path / "m")])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and "different encoders" in err and "'resnet50'" in err and ids[-1] in err
-    # A store folder renamed after `run` keeps the id it was written with: refused, not mixed up.
-    (tmp_path / "c" / "slides" / ids[-1]).rename(tmp_path / "c" / "slides" / "X999")
-    labels.assign(slide_id=[*ids[:-1], "X999"]).to_csv(tmp_path / "renamed.csv", index=False)
-    code = main(["mil", "train", str(tmp_path / "c"), str(tmp_path / "a"), "--labels", str(tmp_path / "renamed.csv"),
-                 *args, "-o", str(tmp_path / "m")])  # fmt: skip
+    assert code == 2 and "'resnet50'" in err and f"{ids[-1]} ({tmp_path / 'c' / 'slides' / ids[-1]})" in err
+    features["stain_stats"].attrs["description"] = description
+    # Tiles of another size (features of another resolution): refused, both folders named.
+    group = zarr.open_group(tmp_path / "c" / "slides" / ids[-1] / "patches.zarr", mode="r+")
+    group.attrs["tiling"] = {**group.attrs["tiling"], "size": 256}
+    code = main(["mil", "train", str(tmp_path / "a"), str(tmp_path / "c"), "--labels", str(tmp_path / "a.csv"),
+                 "--labels", str(tmp_path / "b.csv"), *args, "-o", str(tmp_path / "m")])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and "renamed after `slidestream run`" in err and f"X999 holds {ids[-1]}" in err
+    assert (
+        code == 2
+        and "tiles of 128 px at 0.5 um/px" in err
+        and f"{tmp_path / 'c' / 'slides' / ids[-1]} of 256 px" in err
+    )
+    assert not (tmp_path / "m").exists()
+
+
+def test_store_ids_are_the_run_folder_names_and_only_a_swap_is_refused(cohort, tmp_path, capsys):
+    """A slide's id is its folder's name under RESULTS/slides (what `run` named it); the store's slide_id
+    attribute (the file's stem) may be missing, empty or another name: it trains under the folder's name. A
+    store whose attribute is ANOTHER store's id in the set (folders swapped after `run`) is refused."""
+    results = tmp_path / "results"
+    shutil.copytree(cohort / "results", results, ignore=shutil.ignore_patterns("*.png", "*.geojson"))
+    ids = sorted(p.name for p in (results / "slides").iterdir())
+    _set_slide_id(results / "slides" / ids[0] / "patches.zarr", None)
+    _set_slide_id(results / "slides" / ids[1] / "patches.zarr", "")
+    _set_slide_id(results / "slides" / ids[2] / "patches.zarr", f" {ids[2]} ")  # a stem `run` normalised
+    model = tmp_path / "model"
+    code = main(["mil", "train", str(results), "--labels", str(cohort / "cohort" / "labels.csv"), "--task", "binary",
+                 "--target", "cancer", "--folds", "2", "--epochs", "1", "-q", "-o", str(model)])  # fmt: skip
+    assert code == 0
+    assert sorted(pd.read_csv(model / "oof_predictions.csv", dtype={"slide_id": str}).slide_id) == ids
+    _set_slide_id(results / "slides" / ids[3] / "patches.zarr", ids[4])  # swapped
+    capsys.readouterr()
+    code = main(["mil", "train", str(results), "--labels", str(cohort / "cohort" / "labels.csv"), "--task", "binary",
+                 "--target", "cancer", "--folds", "2", "--epochs", "1", "-q", "-o", str(tmp_path / "m")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "renamed after `slidestream run`" in err and f"{ids[3]} holds {ids[4]}" in err
+    assert not (tmp_path / "m").exists()
 
 
 def test_refuses_to_overwrite_a_foreign_folder(cohort, tmp_path):
@@ -646,6 +735,51 @@ def test_mutation_read_from_the_tumour_tiles_of_a_cancer_model(cohort, cancer_mo
     assert not (tmp_path / "bad").exists()
 
 
+def test_tumour_pooled_on_several_run_folders_and_tables(cohort, cancer_model, tmp_path, capsys):
+    """`mil train A B --labels a.csv --labels b.csv --tumour-model`: the same model as on one folder and one
+    table; errors name the tables as given; a folder without stores among several is refused by name."""
+    labels, ids = _two_folders(cohort, tmp_path)
+    cancer = labels.cancer == 1
+    labels["mut_a"] = np.where(cancer, (np.cumsum(cancer) % 2).astype(float), np.nan)
+    labels.to_csv(tmp_path / "all.csv", index=False)
+    for name, part in (("a", ids[: N_SLIDES // 2]), ("b", ids[N_SLIDES // 2 :])):
+        labels[labels.slide_id.isin(part)].to_csv(tmp_path / f"{name}.csv", index=False)
+    rest = [
+        "--task",
+        "mutation",
+        "--target",
+        "mut_a",
+        "--folds",
+        "2",
+        "--tumour-model",
+        str(cancer_model),
+        "-q",
+    ]
+    two = ["mil", "train", str(tmp_path / "a"), str(tmp_path / "b"), "--labels", str(tmp_path / "a.csv"),
+           "--labels", str(tmp_path / "b.csv"), *rest]  # fmt: skip
+    assert main([*two, "-o", str(tmp_path / "two")]) == 0
+    assert main(["mil", "train", str(cohort / "results"), "--labels", str(tmp_path / "all.csv"), *rest,
+                 "-o", str(tmp_path / "one")]) == 0  # fmt: skip
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "one" / "oof_predictions.csv"),
+                                  pd.read_csv(tmp_path / "two" / "oof_predictions.csv"))  # fmt: skip
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert metrics["run_folders"] == [str((tmp_path / d).resolve()) for d in ("a", "b")]
+    assert metrics["slide_ids"] == sorted(labels.slide_id[cancer])
+    capsys.readouterr()
+    odd = pd.read_csv(tmp_path / "b.csv", dtype={"slide_id": str}).astype({"mut_a": object})
+    odd.loc[odd.mut_a.notna().idxmax(), "mut_a"] = "yes"
+    odd.to_csv(tmp_path / "b.csv", index=False)
+    assert main([*two, "-o", str(tmp_path / "bad")]) == 2
+    assert (
+        f"{tmp_path / 'a.csv'} + {tmp_path / 'b.csv'}: tumour-pooled targets must be 0/1"
+        in capsys.readouterr().err
+    )
+    (tmp_path / "empty").mkdir()
+    assert main([*two[:4], str(tmp_path / "empty"), *two[4:], "-o", str(tmp_path / "bad")]) == 2
+    assert f"no patch stores under {tmp_path / 'empty'}/slides" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_tumour_pooled_model_predicts_from_its_copy_of_an_older_cancer_folder(
     cohort, cancer_model, tmp_path
 ):
@@ -720,3 +854,20 @@ def test_tumour_pooled_folds_spread_the_positives_of_every_target(cancer_model, 
     # A fold without a positive of some target is refused (as `mil train` refuses it), not a NaN AUC.
     with pytest.raises(ValueError, match=r"fold \d of 4 has no positive slide for target\(s\) \['mut_b'\]"):
         fit_tumour_pooled(slides, tmp_path / "m4", folds=4)
+
+
+def test_benchmark_refuses_bad_inputs_once_before_training(cohort, tmp_path, capsys, monkeypatch):
+    """benchmarks/mil_slides.py checks its training inputs once: an id in two folders is one usage error, not
+    retried at fewer folds per task (each time re-opening every store) and then silently dropped."""
+    import benchmarks.mil_slides as bench
+
+    _, ids = _two_folders(cohort, tmp_path)
+    (tmp_path / "b" / "slides" / ids[0]).symlink_to(cohort / "results" / "slides" / ids[0])
+    monkeypatch.setattr(bench, "train_slides", lambda *a, **k: pytest.fail("trained despite bad inputs"))
+    labels = str(cohort / "cohort" / "labels.csv")
+    with pytest.raises(SystemExit) as exited:
+        bench.main(["--train-results", str(tmp_path / "a"), str(tmp_path / "b"), "--train-labels", labels,
+                    "--test-results", str(cohort / "results"), "--test-labels", labels, "--test-slides",
+                    str(cohort / "cohort" / "slides"), "-o", str(tmp_path / "out"), "--tasks", "cancer,grade"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "more than one run folder" in err and f"{ids[0]} in" in err
