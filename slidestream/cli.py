@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import select
 import sys
 
 from slidestream import __version__
@@ -61,11 +62,36 @@ def main(argv: list[str] | None = None) -> int:
         # Libraries (dask) log INFO on their own loggers; the console shows warnings only.
         for handler in logging.getLogger().handlers:
             handler.setLevel(logging.WARNING)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that has gone (`| head`) shows here, not in the flush at exit
+        return code
     except KeyboardInterrupt:
         return interrupted_exit()
     except BrokenPipeError:
+        if (
+            not _stdout_reader_gone()
+        ):  # a worker's pipe, a FIFO the command writes: an error, with its traceback
+            raise
         # `slidestream info slides/ | head`: the reader has gone, which is no error of ours. Python's own advice:
         # point stdout at /dev/null, or the flush at exit fails again, with a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether the process's own stdout is a pipe or socket whose reader has gone (False for a replaced
+    sys.stdout: pytest's capture, a notebook)."""
+    if sys.stdout is not sys.__stdout__ or sys.stdout is None or not hasattr(select, "poll"):
+        return False
+    try:
+        fd = sys.stdout.fileno()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+    poll = (
+        select.poll()
+    )  # an empty buffer writes nothing: ask the pipe itself (POLLERR once its reader is gone)
+    poll.register(fd, 0)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
