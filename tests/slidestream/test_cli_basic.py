@@ -39,6 +39,15 @@ def test_info_reports_missing_mpp(capsys):
     assert "mpp          0.5 (--slide-mpp)" in capsys.readouterr().out  # not the file's own
 
 
+def test_info_shows_the_files_own_mpp_when_it_has_one(cmu_path, capsys):
+    """--slide-mpp stands in only for a missing mpp (as tiling uses it): a file's own is shown, and used."""
+    assert main(["info", "--slide-mpp", "0.3", str(cmu_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mpp          0.499 (the file's; --slide-mpp 0.3 is for files without one)" in out
+    assert main(["info", "--json", "--slide-mpp", "0.3", str(cmu_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["mpp"] == 0.499
+
+
 def test_synth_writes_a_slide(tmp_path, capsys):
     out = tmp_path / "s.svs"
     assert main(["synth", str(out), "--dimensions", "1200x900", "--slide-mpp", "0.5", "--seed", "2", "--tumor",
