@@ -219,7 +219,9 @@ def _tiling_description(tiling) -> str:
     """The run's tiling options as --dry-run shows them: size, resolution and tissue, then each option given."""
     said = [f"{tiling.size} px at {_resolution(tiling)}"]
     if tiling.stride is not None and tiling.stride != tiling.size:
-        said.append(f"stride {tiling.stride} ({tiling.size - tiling.stride} px overlap)")
+        shared = tiling.size - tiling.stride
+        said.append(f"stride {tiling.stride} ({shared} px overlap)" if shared > 0 else
+                    f"stride {tiling.stride} ({-shared} px gap)")  # fmt: skip
     said.append(f"min tissue {tiling.min_tissue}")
     if tiling.roi is not None:
         said.append(
