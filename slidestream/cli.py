@@ -10,7 +10,7 @@ import select
 import sys
 
 from slidestream import __version__
-from slidestream.interrupts import deferred, interrupted_exit
+from slidestream.interrupts import deferring, interrupted_exit
 
 # Subcommand modules, in the order --help lists them. Each has `register(subparsers)` setting `func`.
 COMMANDS = (
@@ -49,11 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # from the first import on: one Ctrl-C ends with the hint, never a traceback
         # The commands' modules import numpy, shapely, ...: an interrupt inside a C extension's import would become
         # an ImportError with a traceback, so it waits for the imports (a second or so) instead.
-        interrupted: list = []
-        with deferred(interrupted):
+        with deferring():
             parser = build_parser()
-        if interrupted:
-            raise KeyboardInterrupt
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
