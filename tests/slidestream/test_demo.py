@@ -87,3 +87,19 @@ def test_a_demo_interrupted_while_it_writes_the_ground_truth_runs_again(tmp_path
         prepare_demo_slides(config)
     folder = prepare_demo_slides(config)
     assert (folder / "synthetic-0.svs").exists() and (folder / "synthetic-0.truth.json").exists()
+
+
+def test_a_demo_failing_inside_is_no_folder_refusal(tmp_path, monkeypatch):
+    """Only the folder's refusals are the one-line error; any other ValueError (a bug, a tifffile error) is
+    raised as it is, with its traceback."""
+    import slidestream.demo as demo
+
+    def broken(*args, **kwargs):
+        raise ValueError("tifffile could not write")
+
+    monkeypatch.setattr(demo, "write_slide", broken)
+    config = demo.DemoConfig(
+        out=tmp_path / "demo", synthetic_slides=1, synthetic_dimensions=(512, 384), progress=False
+    )
+    with pytest.raises(ValueError, match="tifffile could not write"):
+        demo.run_demo(config)
