@@ -6,10 +6,11 @@ import argparse
 import importlib
 import logging
 import os
+import select
 import sys
 
 from slidestream import __version__
-from slidestream.interrupts import deferred, interrupted_exit
+from slidestream.interrupts import deferring, interrupted_exit
 
 # Subcommand modules, in the order --help lists them. Each has `register(subparsers)` setting `func`.
 COMMANDS = (
@@ -48,11 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # from the first import on: one Ctrl-C ends with the hint, never a traceback
         # The commands' modules import numpy, shapely, ...: an interrupt inside a C extension's import would become
         # an ImportError with a traceback, so it waits for the imports (a second or so) instead.
-        interrupted: list = []
-        with deferred(interrupted):
+        with deferring():
             parser = build_parser()
-        if interrupted:
-            raise KeyboardInterrupt
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
@@ -61,11 +59,36 @@ def main(argv: list[str] | None = None) -> int:
         # Libraries (dask) log INFO on their own loggers; the console shows warnings only.
         for handler in logging.getLogger().handlers:
             handler.setLevel(logging.WARNING)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that has gone (`| head`) shows here, not in the flush at exit
+        return code
     except KeyboardInterrupt:
         return interrupted_exit()
     except BrokenPipeError:
+        if (
+            not _stdout_reader_gone()
+        ):  # a worker's pipe, a FIFO the command writes: an error, with its traceback
+            raise
         # `slidestream info slides/ | head`: the reader has gone, which is no error of ours. Python's own advice:
         # point stdout at /dev/null, or the flush at exit fails again, with a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether the process's own stdout is a pipe or socket whose reader has gone (False for a replaced
+    sys.stdout: pytest's capture, a notebook)."""
+    if sys.stdout is not sys.__stdout__ or sys.stdout is None or not hasattr(select, "poll"):
+        return False
+    try:
+        fd = sys.stdout.fileno()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+    poll = (
+        select.poll()
+    )  # an empty buffer writes nothing: ask the pipe itself (POLLERR once its reader is gone)
+    poll.register(fd, 0)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))

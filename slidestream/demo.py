@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -12,8 +11,9 @@ from pathlib import Path
 
 from wsi.deprecation import renamed_keywords, warn_renamed
 from wsi.synthetic import SyntheticSpec, write_slide
+from wsi.synthetic.truth import read_spec
 
-__all__ = ["DemoConfig", "bundled_slide", "demo_slides", "prepare_demo_slides", "run_demo"]
+__all__ = ["DemoConfig", "DemoFolderError", "bundled_slide", "demo_slides", "prepare_demo_slides", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -61,18 +61,22 @@ def demo_slides(config: DemoConfig) -> list[Path]:
     ]
 
 
+class DemoFolderError(ValueError):
+    """The demo's folder holds a slide it cannot use: one of an earlier demo with other dimensions, or a file of
+    the user's under a demo slide's name."""
+
+
 def _written_spec(path: Path) -> SyntheticSpec | None:
     """The spec a synthetic slide was written with (from its truth.json), or None when it has no ground truth."""
     try:
-        record = json.loads(path.with_suffix(".truth.json").read_text())
-        return SyntheticSpec(**record["spec"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_spec(path)
+    except (OSError, ValueError):
         return None
 
 
 def prepare_demo_slides(config: DemoConfig) -> Path:
     """OUT/input/ with the bundled slide and `synthetic_slides` synthetic ones; one already there is kept when it
-    was written with the same spec. Raises ValueError, before anything is written, for one written with another
+    was written with the same spec. Raises DemoFolderError (a ValueError), before anything is written, for one written with another
     spec (an earlier demo with other --dimensions: the results beside it were made from it) or a file there
     without ground truth (not the demo's): both are left as they are."""
     real, *synthetic = demo_slides(config)
@@ -81,12 +85,12 @@ def prepare_demo_slides(config: DemoConfig) -> Path:
             continue
         spec, written = _synthetic_spec(config, i), _written_spec(path)
         if written is None:
-            raise ValueError(
+            raise DemoFolderError(
                 f"{path} is not a slide the demo wrote (no ground truth {path.with_suffix('.truth.json').name} "
                 "beside it); it is left as it is: give the demo another folder (-o DIR)"
             )
         if written != spec:
-            raise ValueError(
+            raise DemoFolderError(
                 f"{path} was written by an earlier demo as {written.width}x{written.height} px, not the "
                 f"{spec.width}x{spec.height} asked for (--dimensions), and {config.out} holds its results: give this "
                 f"demo another folder (-o DIR), or run it again with --dimensions {written.width}x{written.height}"
@@ -108,7 +112,9 @@ def run_demo(config: DemoConfig) -> int:
 
     try:
         folder = prepare_demo_slides(config)
-    except ValueError as exc:  # a slide of an earlier demo with other --dimensions, or a file of the user's
+    except (
+        DemoFolderError
+    ) as exc:  # a slide of an earlier demo with other --dimensions, or a file of the user's
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(config.out)

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-__all__ = ["INTERRUPTED", "deferred", "interrupted_exit"]
+__all__ = ["INTERRUPTED", "deferred", "deferring", "interrupted_exit"]
 
 INTERRUPTED = "interrupted; re-run the same command to resume"
 
@@ -30,6 +30,17 @@ def deferred(interrupted: list):
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def deferring():
+    """`deferred` that raises the KeyboardInterrupt itself on the way out when Ctrl-C was pressed inside (an
+    exception raised inside goes on instead): `with deferring(): import dask` finishes the import, then stops."""
+    interrupted: list = []
+    with deferred(interrupted):
+        yield
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def interrupted_exit() -> int:

@@ -56,8 +56,9 @@ class TilingConfig:
       (which it then replaces): per slide, the slide's mpp x its objective power / magnification, or
       10 um / magnification (the usual convention, 20x ~ 0.5 um/px) when the slide has no objective power.
     - `min_fragment_um2`: detected tissue pieces smaller than this (um^2, holes not counted) are dropped from
-      the tissue outline and the grid; None: 3 tiles' area at `size` and `mpp`. A ROI used with
-      `roi_mode="replace"` is kept as drawn.
+      the tissue outline and the grid; None: 3 tiles' area at `size` and `mpp`. Below tissue detection's own
+      minimum (`TissueParams.min_area_um2`, 20,000 um^2) detection keeps pieces down to it too. A ROI used
+      with `roi_mode="replace"` is kept as drawn.
     - `qc`: tile quality checks whose flagged tiles are dropped ("blur", "pen"; see tiling.qc); each tile's
       measures are kept in the store (`qc/<check>`) and the counts dropped in its attrs["qc"].
     - `shard_tiles`: tiles per shard file (the unit of writing and of resume).

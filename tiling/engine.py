@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 import wsi
 from tiling.config import TilingConfig, resolve_config
-from tiling.grid import TileGrid, TileSpec, min_fragment_area, tile_region
+from tiling.grid import TileGrid, TileSpec, detection_min_area_um2, min_fragment_area, tile_region
 from tiling.inputs import prepare_store_path, slide_identity, tiling_inputs
 from tiling.qc import QCParams, flag_tiles, measure_tiles
 from tiling.reader import TileReader
@@ -256,11 +256,13 @@ def _create_store(slide, store_path, config: TilingConfig, roi, fingerprint, tis
     attribute."""
     with record_warnings() as caught:  # this thread's only, when slides are worked on in threads
         tissue = None
-        if roi is None or config.roi_mode != "replace":
-            tissue = detect_tissue_result(slide, exact=config.exact)
         spec = TileSpec.for_slide(slide, config)
+        min_fragment = min_fragment_area(spec, config)
+        if roi is None or config.roi_mode != "replace":  # pieces down to the grid's min fragment are kept
+            min_area = detection_min_area_um2(min_fragment, spec.slide_mpp)
+            tissue = detect_tissue_result(slide, exact=config.exact, min_area_um2=min_area)
         region = tile_region(slide, roi, config.roi_mode, tissue=tissue.geometry if tissue is not None else None,
-                             min_fragment=min_fragment_area(spec, config))  # fmt: skip
+                             min_fragment=min_fragment)  # fmt: skip
         grid = TileGrid.from_region(spec, slide.meta.dimensions, region, config.min_tissue)
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     for w in caught:  # issued again outside the recording, where the caller's filters decide

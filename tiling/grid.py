@@ -13,9 +13,9 @@ from shapely.geometry.base import BaseGeometry
 import wsi
 from tiling.config import ROI_MODES, TilingConfig
 from tiling.roi import clip_roi
-from tiling.tissue import detect_tissue, drop_fragments
+from tiling.tissue import TissueParams, detect_tissue, drop_fragments
 
-__all__ = ["TileGrid", "TileSpec", "min_fragment_area", "tile_region"]
+__all__ = ["TileGrid", "TileSpec", "detection_min_area_um2", "min_fragment_area", "tile_region"]
 
 # Tissue fraction of a tile is the share of an n x n lattice of points inside the tissue geometry.
 _SAMPLES = 8
@@ -168,6 +168,17 @@ def min_fragment_area(spec: TileSpec, config: TilingConfig) -> float:
     return config.min_fragment_um2 / spec.slide_mpp**2
 
 
+def detection_min_area_um2(min_fragment: float, slide_mpp: float | None) -> float:
+    """Tissue detection's `min_area_um2` for a grid that drops pieces under `min_fragment` level-0 px^2 (on a
+    slide of `slide_mpp`): detection's own default (`TissueParams.min_area_um2`, 20,000 um^2), or less when the
+    grid keeps smaller pieces, so that `min_fragment_um2` is the one knob (detection keeps what the grid
+    keeps)."""
+    default = TissueParams.min_area_um2
+    if not slide_mpp:
+        return default
+    return min(default, min_fragment * slide_mpp**2)
+
+
 def tile_region(
     slide: wsi.Slide,
     roi: BaseGeometry | None,
@@ -175,10 +186,11 @@ def tile_region(
     tissue: BaseGeometry | None = None,
     min_fragment: float = 0.0,
 ) -> BaseGeometry:
-    """Where tiles are kept (level-0 geometry): the tissue (`tissue`, else `detect_tissue(slide)`) restricted
-    to `roi`, or `roi` itself when `roi_mode` is "replace" (then no tissue is detected). The ROI is clipped to
-    the slide; one lying wholly outside it is a ValueError ("ROI outside the slide"). Pieces of tissue under
-    `min_fragment` level-0 px^2 (after the ROI cut) are dropped; a replacing ROI is kept as drawn."""
+    """Where tiles are kept (level-0 geometry): the tissue (`tissue`, else `detect_tissue(slide)` keeping pieces
+    down to `min_fragment`: `detection_min_area_um2`) restricted to `roi`, or `roi` itself when `roi_mode` is
+    "replace" (then no tissue is detected). The ROI is clipped to the slide; one lying wholly outside it is a
+    ValueError ("ROI outside the slide"). Pieces of tissue under `min_fragment` level-0 px^2 (after the ROI
+    cut) are dropped; a replacing ROI is kept as drawn."""
     if roi_mode not in ROI_MODES:
         raise ValueError(f"roi_mode must be one of {list(ROI_MODES)}, got {roi_mode!r}")
     if roi is not None:  # clipped to the slide; one that misses the slide is an error
@@ -187,7 +199,9 @@ def tile_region(
         roi = clipped
     if roi is not None and roi_mode == "replace":
         return roi
-    region = detect_tissue(slide) if tissue is None else tissue
+    if tissue is None:
+        tissue = detect_tissue(slide, min_area_um2=detection_min_area_um2(min_fragment, slide.meta.mpp))
+    region = tissue
     if roi is not None:
         kept = region.intersection(roi)
         if kept.is_empty and not region.is_empty:

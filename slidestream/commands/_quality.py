@@ -35,7 +35,8 @@ def add_quality_options(parser) -> None:
         "--min-fragment-um2",
         type=non_negative_float,
         metavar="UM2",
-        help="drop tissue pieces smaller than this, in um^2 (default: 3 tiles' area)",
+        help="drop tissue pieces smaller than this, in um^2 (default: 3 tiles' area); tissue detection keeps "
+        "pieces down to it (its own floor, 20000 um^2, applies only when this is larger)",
     )
 
 

@@ -50,13 +50,17 @@ def level_storage(path: str | Path, meta: wsi.SlideMeta) -> list[tuple[list[int]
     return out
 
 
-def _table(meta: wsi.SlideMeta, slide_mpp: float | None = None) -> str:
-    """The slide as a table; `slide_mpp` is the --slide-mpp that stood in for the file's own, said so."""
-    mpp = (
-        "missing (pass --slide-mpp)"
-        if meta.mpp is None
-        else f"{meta.mpp}{' (--slide-mpp)' if slide_mpp else ''}"
-    )
+def _table(meta: wsi.SlideMeta, slide_mpp: float | None = None, unused_mpp: float | None = None) -> str:
+    """The slide as a table; `slide_mpp` is the --slide-mpp that stood in for the file's missing one, and
+    `unused_mpp` one given for a file with its own (not used, as tiling does not use it), each said so."""
+    if meta.mpp is None:
+        mpp = "missing (pass --slide-mpp)"
+    elif slide_mpp:
+        mpp = f"{meta.mpp} (--slide-mpp)"
+    elif unused_mpp:
+        mpp = f"{meta.mpp} (the file's; --slide-mpp {unused_mpp:g} is for files without one)"
+    else:
+        mpp = f"{meta.mpp}"
     lines = [
         f"{meta.path}",
         f"  backend      {meta.backend}  (vendor: {meta.vendor or 'unknown'})",
@@ -107,8 +111,14 @@ def run(args) -> int:
     for given in args.slides:
         for path in _paths(given, report):
             try:
-                with wsi.open_slide(path, backend=args.backend, slide_mpp=args.slide_mpp) as slide:
+                with wsi.open_slide(path, backend=args.backend) as slide:
                     meta = slide.meta
+                given = (
+                    args.slide_mpp if meta.mpp is None else None
+                )  # as tiling: only where the file has none
+                if given is not None:
+                    with wsi.open_slide(path, backend=args.backend, slide_mpp=given) as slide:
+                        meta = slide.meta
             except (wsi.SlideError, ValueError) as exc:
                 report(path, exc)
                 continue
@@ -117,5 +127,5 @@ def run(args) -> int:
                 print(json.dumps({**meta.to_dict(), "level_tile_size": [t for t, _ in storage],
                                   "level_compression": [c for _, c in storage]}))  # fmt: skip
             else:
-                print(_table(meta, args.slide_mpp))
+                print(_table(meta, given, args.slide_mpp if given is None else None))
     return 1 if failed else 0

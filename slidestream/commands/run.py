@@ -17,6 +17,7 @@ from slidestream.commands._common import (
 from slidestream.commands._quality import add_quality_options, quality_options
 from slidestream.commands._tiling import add_tiling_options, tiling_values
 from slidestream.commands.features import add_encoder_options, parse_encoder_args, random_weights_notice
+from slidestream.interrupts import deferring
 
 
 def register(sub) -> None:
@@ -83,10 +84,11 @@ def _check_model_folder(model_dir) -> None:
 
 
 def run(args) -> int:
-    from slidestream.discovery import find_slides
-    from slidestream.pipeline import load_config, plan, run_batch
-    from slidestream.pipeline.report import report
-    from slidestream.pipeline.steps import default_executor
+    with deferring():  # scipy, scikit-image, dask: a second or so, not cut by Ctrl-C (slidestream.interrupts)
+        from slidestream.discovery import find_slides
+        from slidestream.pipeline import load_config, plan, run_batch
+        from slidestream.pipeline.report import report
+        from slidestream.pipeline.steps import default_executor
 
     try:
         config = load_config(

@@ -10,6 +10,7 @@ from slidestream.commands._common import add_quiet, add_slides_and_out, positive
 from slidestream.commands._quality import add_quality_options, quality_options
 from slidestream.commands._tiling import CODEC_CHOICES, ROI_MODES, add_tiling_options, tiling_values
 from slidestream.discovery import find_slides
+from slidestream.interrupts import deferring
 
 __all__ = ["CODEC_CHOICES", "ROI_MODES", "register", "run"]
 
@@ -41,12 +42,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from slidestream.pipeline.config import tile_options
-    from slidestream.pipeline.lock import SlideLock
-    from slidestream.pipeline.manifest import disk_full
-    from slidestream.pipeline.steps import tile_with_pictures
-    from tiling import StoreError
-    from tiling.qc import describe
+    with deferring():  # scipy, scikit-image, dask: a second or so, not cut by Ctrl-C (slidestream.interrupts)
+        from slidestream.pipeline.config import tile_options
+        from slidestream.pipeline.lock import SlideLock
+        from slidestream.pipeline.manifest import disk_full
+        from slidestream.pipeline.steps import tile_with_pictures
+        from tiling import StoreError
+        from tiling.qc import describe
 
     try:
         slides, skipped = find_slides(args.slides)

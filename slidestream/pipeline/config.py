@@ -303,13 +303,17 @@ def _apply_overlap(tiling: dict[str, Any], where: str) -> None:
 
 def tile_options(where: str = "tiling options", **values: Any) -> TileOptions:
     """TileOptions from the options as given (None: not given, the default), with `overlap` (px shared by
-    neighbouring tiles) turned into `stride`; a bad value is a ValueError that starts with `where`."""
+    neighbouring tiles) turned into `stride`; a bad value (or roi_mode "replace" without a roi) is a ValueError
+    that starts with `where`."""
     values = {k: v for k, v in values.items() if v is not None}
     _apply_overlap(values, where)
     mpp = values.get("mpp")
     if mpp is not None and check_target_mpp(mpp):
         raise ValueError(f"{where}: mpp {check_target_mpp(mpp)}")
     options = _section(TileOptions, values, where)
+    if options.roi is None and options.roi_mode == "replace":  # it would be silently ignored
+        raise ValueError(f"{where}: roi_mode 'replace' tiles a ROI instead of the tissue, but no roi is given "
+                         "(--roi FILE_OR_FOLDER)")  # fmt: skip
     if options.roi is not None:  # a bad ROI is refused once, before any slide, not once per slide
         roi = Path(options.roi)
         if not roi.exists():

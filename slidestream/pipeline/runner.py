@@ -30,7 +30,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from slidestream.discovery import SkippedInput, SlideInput
-from slidestream.interrupts import deferred as interrupts_deferred
+from slidestream.interrupts import deferring
 from slidestream.pipeline.config import RunConfig
 from slidestream.pipeline.lock import SlideLock
 from slidestream.pipeline.manifest import (
@@ -219,7 +219,9 @@ def _tiling_description(tiling) -> str:
     """The run's tiling options as --dry-run shows them: size, resolution and tissue, then each option given."""
     said = [f"{tiling.size} px at {_resolution(tiling)}"]
     if tiling.stride is not None and tiling.stride != tiling.size:
-        said.append(f"stride {tiling.stride} ({tiling.size - tiling.stride} px overlap)")
+        shared = tiling.size - tiling.stride
+        said.append(f"stride {tiling.stride} ({shared} px overlap)" if shared > 0 else
+                    f"stride {tiling.stride} ({-shared} px gap)")  # fmt: skip
     said.append(f"min tissue {tiling.min_tissue}")
     if tiling.roi is not None:
         said.append(
@@ -346,12 +348,9 @@ FORKSERVER = {"distributed.worker.multiprocessing-method": "forkserver"}
 def _client(config: RunConfig):
     # dask.distributed takes a second or more to import: a Ctrl-C then may land in one of importlib's weakref
     # callbacks, where Python prints it as an ignored exception and the run goes on. It waits for the import.
-    imported: list = []
-    with interrupts_deferred(imported):
+    with deferring():
         import dask
         from dask.distributed import Client, LocalCluster
-    if imported:
-        raise KeyboardInterrupt
 
     if config.scheduler_address:
         try:
@@ -383,31 +382,29 @@ def _client(config: RunConfig):
         logger.setLevel(logging.ERROR)
     # Ctrl-C while the cluster starts or closes waits for that to finish: a half-made cluster cannot be closed
     # (dask's exit handler then prints a traceback); an interrupt during the work ends it at once.
-    started = []
+    cluster = client = None
     try:
-        with (
-            interrupts_deferred(started),
-            warnings.catch_warnings(),
-            dask.config.set({**FORKSERVER, **LOCAL_WORKER_CONFIG}),
-        ):
-            _workers_ignore_interrupts()
-            warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True,
-                                   dashboard_address=None, scheduler_kwargs=http, silence_logs=logging.ERROR)  # fmt: skip
-            client = Client(cluster)
-        closing = []
         try:
-            if started:
-                raise KeyboardInterrupt
+            with (
+                deferring(),  # an interrupt raised here, once the cluster is up, closes it in the finally
+                warnings.catch_warnings(),
+                dask.config.set({**FORKSERVER, **LOCAL_WORKER_CONFIG}),
+            ):
+                _workers_ignore_interrupts()
+                warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=config.threads_per_worker,
+                                       processes=True, dashboard_address=None, scheduler_kwargs=http,
+                                       silence_logs=logging.ERROR)  # fmt: skip
+                client = Client(cluster)
             if config.dashboard:
                 tqdm.write(f"dask dashboard: {client.dashboard_link}")
             yield client
         finally:
-            with interrupts_deferred(closing):
-                client.close()
-                cluster.close()
-        if closing:
-            raise KeyboardInterrupt
+            with deferring():
+                if client is not None:
+                    client.close()
+                if cluster is not None:
+                    cluster.close()
     finally:
         for name, logger in quiet.items():
             logger.setLevel(levels[name])
@@ -687,11 +684,8 @@ def _stopping(pool: _LocalPool, *contexts):
         try:
             yield pool
         finally:
-            stopped: list = []
-            with interrupts_deferred(stopped):
+            with deferring():
                 pool.close()
-            if stopped:
-                raise KeyboardInterrupt
 
 
 def _threads(config: RunConfig):

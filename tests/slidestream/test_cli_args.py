@@ -193,7 +193,7 @@ def test_every_cluster_command_takes_the_scheduler_timeout(cmu_path, tmp_path, c
 
 def test_run_dry_run_with_the_tiling_options(cmu_path, tmp_path, capsys):
     code = main(["run", str(cmu_path), "-o", str(tmp_path / "o"), "--magnification", "20", "--size", "128",
-                 "--overlap", "16", "--codec", "zstd", "--coords-only", "--roi-mode", "replace", "--dry-run"])  # fmt: skip
+                 "--overlap", "16", "--codec", "zstd", "--coords-only", "--dry-run"])  # fmt: skip
     assert code == 0
     said = capsys.readouterr().out
     assert (
@@ -213,6 +213,17 @@ def test_run_dry_run_with_the_tiling_options(cmu_path, tmp_path, capsys):
     )
     said = capsys.readouterr().out
     assert f"ROI {roi} (restricting the tissue), QC blur, codec auto" in said, said
+    assert main(["run", str(cmu_path), "-o", str(tmp_path / "o"), "--size", "256", "--stride", "300", "--roi",
+                 str(roi), "--roi-mode", "replace", "--dry-run"]) == 0  # fmt: skip
+    said = capsys.readouterr().out
+    assert f"stride 300 (44 px gap), min tissue 0.5, ROI {roi} (instead of the tissue)" in said, said
+
+
+def test_run_refuses_roi_mode_replace_without_a_roi(cmu_path, tmp_path, capsys):
+    """--roi-mode replace alone was accepted and silently ignored (the tissue was tiled)."""
+    assert main(["run", str(cmu_path), "-o", str(tmp_path / "o"), "--roi-mode", "replace", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "roi_mode 'replace' tiles a ROI instead of the tissue, but no roi is given (--roi" in err, err
 
 
 @pytest.mark.parametrize("share", ["0", "1", "1.5"])

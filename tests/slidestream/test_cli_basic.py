@@ -39,6 +39,15 @@ def test_info_reports_missing_mpp(capsys):
     assert "mpp          0.5 (--slide-mpp)" in capsys.readouterr().out  # not the file's own
 
 
+def test_info_shows_the_files_own_mpp_when_it_has_one(cmu_path, capsys):
+    """--slide-mpp stands in only for a missing mpp (as tiling uses it): a file's own is shown, and used."""
+    assert main(["info", "--slide-mpp", "0.3", str(cmu_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mpp          0.499 (the file's; --slide-mpp 0.3 is for files without one)" in out
+    assert main(["info", "--json", "--slide-mpp", "0.3", str(cmu_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["mpp"] == 0.499
+
+
 def test_synth_writes_a_slide(tmp_path, capsys):
     out = tmp_path / "s.svs"
     assert main(["synth", str(out), "--dimensions", "1200x900", "--slide-mpp", "0.5", "--seed", "2", "--tumor",
@@ -93,6 +102,9 @@ def test_output_piped_into_a_reader_that_stops_early_is_no_traceback(cmu_path):
 
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env.pop(
+        "PYTHONUNBUFFERED", None
+    )  # stdout buffered, as in a terminal's pipe: the write fails at the flush
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the command writes anything
     try:
@@ -101,3 +113,57 @@ def test_output_piped_into_a_reader_that_stops_early_is_no_traceback(cmu_path):
     finally:
         os.close(write)
     assert done.returncode == 1 and done.stderr == "", done.stderr
+
+
+# A command that itself meets a broken pipe (a worker's, a FIFO it writes) while stdout is healthy.
+BROKEN_COMMAND = """
+import os
+import sys
+
+import slidestream.commands.info as info
+from slidestream import cli
+
+registered = info.register
+
+
+def register(sub):
+    registered(sub)
+    sub.choices["info"].set_defaults(func=lambda args: print("partial") or os.write(WRITE, b"x"))
+
+
+info.register = register
+READ, WRITE = os.pipe()
+os.close(READ)
+sys.exit(cli.main(["info", "nothing.svs"]))
+"""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_an_error(monkeypatch, capsys):
+    """Only stdout's own reader leaving is exit 1 without a word; a command's other broken pipe is reported
+    (its traceback, exit 1 from Python), and an in-process caller (capsys, a notebook) gets the error itself."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import slidestream.commands.info as info
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env.pop("PYTHONUNBUFFERED", None)
+    done = subprocess.run(
+        [sys.executable, "-c", BROKEN_COMMAND], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 1 and "BrokenPipeError" in done.stderr, done.stderr
+    assert done.stdout == "partial\n"  # stdout, healthy, got what was printed
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    registered = info.register
+    monkeypatch.setattr(
+        info, "register", lambda sub: registered(sub) or sub.choices["info"].set_defaults(func=broken)
+    )
+    with pytest.raises(BrokenPipeError):
+        main(["info", "nothing.svs"])
+    assert capsys.readouterr().err == ""

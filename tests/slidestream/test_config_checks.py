@@ -18,6 +18,7 @@ from slidestream.pipeline import load_config
         ("[run]\nscheduler_timeout = -1\n", "[run] scheduler_timeout = -1: must be more than 0"),
         ('[tiling]\nroi_mode = "restirct"\n',
          "[tiling] roi_mode = 'restirct' is not allowed (did you mean 'restrict'?); allowed: 'restrict', 'replace'"),
+        ('[tiling]\nroi_mode = "replace"\n', "roi_mode 'replace' tiles a ROI instead of the tissue, but no roi"),
         ('[tiling]\ncodec = "jpg"\n', "allowed: 'auto', 'jpeg', 'lz4', 'zstd', 'zstd3', 'none'"),
         ("[tiling]\nmin_tissue = 2\n", "[tiling] min_tissue = 2: must be a fraction between 0 and 1"),
         ('[tiling]\nsize = "256"\n', "[tiling] size = '256': must be an integer"),
@@ -47,8 +48,10 @@ def test_bad_config_values_name_the_file_key_value_and_what_is_allowed(toml, sai
 
 def test_good_config_values_and_their_command_line_overrides(tmp_path):
     path = tmp_path / "run.toml"
+    roi = tmp_path / "rois"  # a folder of <slide_id>.geojson
+    roi.mkdir()
     path.write_text('[run]\noverwrite = false\nslide_workers = 2\nscheduler_timeout = 5\n'
-                    '[tiling]\nmagnification = 40\nsize = 128\noverlap = 16\nroi_mode = "replace"\n'
+                    f'[tiling]\nmagnification = 40\nsize = 128\noverlap = 16\nroi_mode = "replace"\nroi = "{roi}"\n'
                     '[features]\ndevice = "cuda:1"\n')  # fmt: skip
     config = load_config(path)
     assert config.overwrite is False and config.slide_workers == 2 and config.scheduler_timeout == 5

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from slidestream.cli import main
 from tiling import PatchStore
 from wsi.synthetic import load_truth
@@ -62,3 +64,42 @@ def test_a_demo_with_other_dimensions_is_refused_not_run_on_the_earlier_slides(t
     (folder / "synthetic-0.truth.json").unlink()  # a slide of the user's under the demo's name
     assert main(["demo", "-o", str(out), "--dimensions", "512x384", "-q"]) == 2
     assert "is not a slide the demo wrote (no ground truth synthetic-0.truth.json" in capsys.readouterr().err
+
+
+def test_a_demo_interrupted_while_it_writes_the_ground_truth_runs_again(tmp_path, monkeypatch):
+    """Ctrl-C while a synthetic slide's ground truth is written: the re-run the hint asks for writes it again
+    (the slide is moved into place after its truth, so it is never left without one and refused as not the
+    demo's)."""
+    import wsi.synthetic.writer as writer
+    from slidestream.demo import DemoConfig, prepare_demo_slides
+
+    config = DemoConfig(
+        out=tmp_path / "demo", synthetic_slides=1, synthetic_dimensions=(512, 384), progress=False
+    )
+    write_truth = writer._write_truth
+
+    def interrupted(*args, **kwargs):
+        monkeypatch.setattr(writer, "_write_truth", write_truth)  # once
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "_write_truth", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_demo_slides(config)
+    folder = prepare_demo_slides(config)
+    assert (folder / "synthetic-0.svs").exists() and (folder / "synthetic-0.truth.json").exists()
+
+
+def test_a_demo_failing_inside_is_no_folder_refusal(tmp_path, monkeypatch):
+    """Only the folder's refusals are the one-line error; any other ValueError (a bug, a tifffile error) is
+    raised as it is, with its traceback."""
+    import slidestream.demo as demo
+
+    def broken(*args, **kwargs):
+        raise ValueError("tifffile could not write")
+
+    monkeypatch.setattr(demo, "write_slide", broken)
+    config = demo.DemoConfig(
+        out=tmp_path / "demo", synthetic_slides=1, synthetic_dimensions=(512, 384), progress=False
+    )
+    with pytest.raises(ValueError, match="tifffile could not write"):
+        demo.run_demo(config)

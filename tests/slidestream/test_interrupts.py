@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_with(site: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """`python -m slidestream ARGS` with `site` as its sitecustomize, and SIGINT handled as in a terminal."""
+    """`python -m slidestream ARGS` (or `python -c CODE`) with `site` as its sitecustomize, and SIGINT handled as
+    in a terminal."""
     folder = tmp_path / "site"
     folder.mkdir()
     (folder / "sitecustomize.py").write_text(textwrap.dedent(site))
@@ -25,7 +26,8 @@ def _run_with(site: str, tmp_path: Path, *args: str) -> subprocess.CompletedProc
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    return subprocess.run([sys.executable, "-m", "slidestream", *args], cwd=tmp_path, env=env, capture_output=True,
+    command = list(args) if args[0] == "-c" else ["-m", "slidestream", *args]
+    return subprocess.run([sys.executable, *command], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
 
 
@@ -45,6 +47,7 @@ INFO_REGISTERS = """
     def register(sub):
         {action}
         registered(sub)
+        {after}
 
     info.register = register
 """
@@ -53,7 +56,7 @@ INFO_REGISTERS = """
 def test_an_interrupt_caught_after_it_left_an_eval_still_ends_with_130(tmp_path):
     """CPython marks an interrupt that leaves eval()'d code as unhandled (even once caught): without clearing the
     mark, `python -m` ends with SIGINT, as the flaky cluster-start test once did while dask imported."""
-    site = INFO_REGISTERS.format(action="eval(\"exec('raise KeyboardInterrupt')\")")
+    site = INFO_REGISTERS.format(action="eval(\"exec('raise KeyboardInterrupt')\")", after="pass")
     _said_interrupted(_run_with(site, tmp_path, "info", "nothing.svs"))
 
 
@@ -61,10 +64,48 @@ def test_ctrl_c_while_the_commands_import_waits_for_them(tmp_path):
     """A real SIGINT in the middle of the imports (inside an eval, as in a namedtuple's definition): noted, the
     imports finish (a C extension interrupted while it imports numpy says ImportError, with a traceback), and
     the command never runs."""
-    site = INFO_REGISTERS.format(action="eval(\"__import__('os').kill(__import__('os').getpid(), 2)\")")
+    site = INFO_REGISTERS.format(
+        action="eval(\"__import__('os').kill(__import__('os').getpid(), 2)\")",
+        after="open('registered', 'w').close()",  # the registration went on after the signal
+    )
     done = _run_with(site, tmp_path, "info", "nothing.svs")
     _said_interrupted(done)
+    assert (tmp_path / "registered").exists()  # the imports finished after the signal
     assert "nothing.svs" not in done.stdout + done.stderr  # info did not run
+
+
+def test_ctrl_c_while_a_run_imports_dask_waits_for_the_import(tmp_path):
+    """The run's own import of dask.distributed (a second or more) finishes under a Ctrl-C, which then ends the
+    run before any cluster is started or reached."""
+    site = """
+        import os
+        import sys
+
+        class InterruptOnce:
+            done = False
+
+            def find_spec(self, name, path=None, target=None):
+                if name == "dask.distributed" and not self.done:
+                    self.done = True
+                    os.kill(os.getpid(), 2)
+                return None
+
+        sys.meta_path.insert(0, InterruptOnce())
+    """
+    code = """
+import sys
+from types import SimpleNamespace
+
+from slidestream.pipeline.runner import _client
+
+try:
+    with _client(SimpleNamespace(scheduler_address="tcp://127.0.0.1:9", scheduler_timeout=0.1)):
+        print("reached the scheduler")
+except KeyboardInterrupt:
+    print("interrupted", "dask.distributed" in sys.modules)
+"""
+    done = _run_with(site, tmp_path, "-c", code)
+    assert done.stdout.strip() == "interrupted True", (done.stdout, done.stderr)
 
 
 def test_ctrl_c_while_python_imports_the_command_line(tmp_path):

@@ -105,8 +105,12 @@ def test_a_50000_vertex_self_intersecting_polygon_is_repaired_keeping_both_lobes
 
 def test_a_cross_hatched_roi_keeps_every_cell_its_union_would(tmp_path):
     """A ring scribbled across itself (20 strokes each way, 400 crossings, 20,000 vertices) is made valid as one
-    MultiPolygon of cells; it is no longer unioned again (most of the load's time), which must change nothing."""
+    MultiPolygon of cells; it is no longer unioned again (most of the load's time), which must change nothing:
+    the result equals the old path's (simplify, make valid, union). Several annotations are still unioned."""
     import shapely
+    from shapely.geometry import Polygon
+
+    from tiling.roi import _simplified
 
     rng = np.random.default_rng(0)
     along = np.linspace(0, 3000, 500)
@@ -118,8 +122,14 @@ def test_a_cross_hatched_roi_keeps_every_cell_its_union_would(tmp_path):
     )
     roi = load_roi(path)
     assert roi.is_valid and roi.geom_type == "MultiPolygon" and len(roi.geoms) > 100
-    united = shapely.union_all(roi.geoms)
-    assert united.area == pytest.approx(roi.area, rel=1e-9) and len(united.geoms) == len(roi.geoms)
+    valid = shapely.make_valid(
+        _simplified(Polygon(ring), ROI_TOLERANCE), method="structure", keep_collapsed=False
+    )
+    assert roi.equals(wsi.qupath.clean_geometry(shapely.union_all([valid])))
+    overlapping = [wsi.qupath.QuPathObject(box(0, 0, 200, 200), "annotation", "ROI"),
+                   wsi.qupath.QuPathObject(box(100, 100, 300, 300), "annotation", "ROI")]  # fmt: skip
+    both = load_roi(wsi.qupath.write_geojson(tmp_path / "two.geojson", overlapping))
+    assert both.geom_type == "Polygon" and both.area == pytest.approx(70_000)  # unioned, not two parts
 
 
 def test_small_valid_rois_are_not_changed():

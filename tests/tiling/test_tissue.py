@@ -162,3 +162,32 @@ def test_a_replacing_roi_is_kept_as_drawn(synthetic_slide, tmp_path):
     assert len(wsi.qupath.read_geojson(geojson)) == 2
     # The 256 level-0 px tile over the small piece is in the grid (1 of its 64 sample points is in the ROI).
     assert [1536, 1536] in store.coords.tolist()
+
+
+def test_min_fragment_below_detections_min_area_keeps_a_small_piece(tmp_path):
+    """A 14,400 um^2 piece of tissue (under detection's own 20,000 um^2) is kept with min_fragment_um2=5000
+    and dropped by default (3 tiles' area, 49,152 um^2): detection keeps what the grid keeps."""
+    import tifffile
+
+    image = np.full((2048, 2048, 3), 243, np.uint8)
+    image[200:1200, 200:1200] = (200, 110, 170)  # 500 x 500 um
+    image[1600:1840, 1600:1840] = (200, 110, 170)  # 120 x 120 um = 14,400 um^2
+    image += np.random.default_rng(0).integers(0, 4, image.shape, dtype=np.uint8)
+    path = tmp_path / "pieces.tiff"
+    tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb", resolution=(2e4, 2e4),
+                     resolutionunit="CENTIMETER")  # fmt: skip
+    areas = {}
+    for name, minimum in (("default", None), ("low", 5_000.0)):
+        geojson = tmp_path / f"{name}.geojson"
+        tiling.tile_slide(path, tmp_path / f"{name}.zarr", size=64, mpp=2.0, coords_only=True,
+                          min_fragment_um2=minimum, tissue_geojson=geojson)  # fmt: skip
+        areas[name] = sorted(o.measurements["Area um^2"] for o in wsi.qupath.read_geojson(geojson))
+    assert len(areas["default"]) == 1 and areas["default"][0] > 200_000
+    assert len(areas["low"]) == 2 and 10_000 < areas["low"][0] < 20_000
+    with wsi.open_slide(path) as slide:  # TileGrid's own path detects tissue the same way
+        config = tiling.TilingConfig(size=64, mpp=2.0, min_tissue=0.01, min_fragment_um2=5_000)
+        spec = tiling.TileSpec.for_slide(slide, config)
+        region = tiling.tile_region(
+            slide, None, tissue=None, min_fragment=tiling.grid.min_fragment_area(spec, config)
+        )
+    assert len(shapely.get_parts(region)) == 2

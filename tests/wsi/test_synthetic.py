@@ -10,6 +10,7 @@ import pytest
 
 import wsi
 from wsi.synthetic import SyntheticSpec, load_truth, nuclei_in_box, render_region, write_slide
+from wsi.synthetic.truth import read_spec
 
 
 def test_same_seed_same_pixels():
@@ -85,6 +86,16 @@ def test_truth_files(synthetic_slide):
 def test_missing_truth_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="truth.json"):
         load_truth(tmp_path / "x.svs")
+    with pytest.raises(FileNotFoundError, match="truth.json"):
+        read_spec(tmp_path / "x.svs")
+
+
+def test_read_spec_is_the_spec_load_truth_reads(synthetic_slide, tmp_path):
+    assert read_spec(synthetic_slide.path) == load_truth(synthetic_slide.path).spec == synthetic_slide.spec
+    for text in ("not json", '{"format": "slidestream.synthetic/1"}', '{"spec": {"width": 1, "colour": 2}}'):
+        (tmp_path / "x.truth.json").write_text(text)
+        with pytest.raises(ValueError, match="x.truth.json: not the ground truth of a synthetic slide"):
+            read_spec(tmp_path / "x.svs")
 
 
 def test_spec_rejects_bad_sizes():

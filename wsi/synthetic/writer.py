@@ -189,8 +189,11 @@ def write_slide(
                     subfiletype=0, metadata=None, **jpeg,
                 )  # fmt: skip
     bar.close()
+    # The ground truth first, the slide last: one interrupted in between leaves no slide without its truth (the
+    # demo would refuse it as not its own), and a re-run writes both again.
+    written = _write_truth(path, spec, tuple((w, h) for w, h, _ in levels))
     tmp.replace(path)
-    return _write_truth(path, spec, tuple((w, h) for w, h, _ in levels))
+    return written
 
 
 def _write_truth(path: Path, spec: SyntheticSpec, level_dimensions) -> SyntheticSlide:
@@ -220,5 +223,7 @@ def _write_truth(path: Path, spec: SyntheticSpec, level_dimensions) -> Synthetic
         "note": "Masks: pixel (i, j) covers level-0 box [j*d, (j+1)*d) x [i*d, (i+1)*d). Nuclei for any region: "
         "wsi.synthetic.nuclei_in_box(spec, box); instance labels: render_region(..., with_labels=True).",
     }
-    truth.write_text(json.dumps(record, indent=2))
+    partial = truth.with_name(truth.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2))
+    partial.replace(truth)
     return SyntheticSlide(path, spec, truth, tissue_path, tumor_path, nuclei_path, d, level_dimensions)
