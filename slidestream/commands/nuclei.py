@@ -156,6 +156,7 @@ def register(sub) -> None:
     r.add_argument("--classical", action="store_true", help="the classical baseline instead of the CNN")
     r.add_argument("--model", help="model folder (default: the shipped weights)")
     r.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
+    r.add_argument("--tta", action="store_true", help=TTA_HELP)
     r.add_argument("--detections", action="store_true",
                    help="QuPath detections instead of cells in nuclei.geojson.gz")  # fmt: skip
     r.add_argument("--batch-size", type=positive_int, default=8, help="tiles per forward pass")
@@ -467,6 +468,7 @@ def run_slides(args) -> int:
             overwrite=True if args.overwrite else None, progress=show_progress(args),
             **{"tiling.slide_mpp": args.slide_mpp, "nuclei.classical": args.classical or None,
                "nuclei.model": args.model, "nuclei.device": args.device, "nuclei.batch_size": args.batch_size,
+               "nuclei.tta": args.tta or None,
                "nuclei.object_type": "detection" if args.detections else None},
         )  # fmt: skip
         result = run_batch(slides, config)
