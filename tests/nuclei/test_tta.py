@@ -81,8 +81,15 @@ def test_slide_segmenter_tta_matches_predict_maps_and_is_recorded(counted, image
         make_segmenter("classical", tta=True)
 
 
-def test_cli_segment_and_evaluate_take_tta(tmp_path, tiny_model, capsys):
+def test_cli_segment_and_evaluate_take_tta(tmp_path, tiny_model, capsys, monkeypatch):
     folder = nuclei.save_model(tiny_model, tmp_path / "m")
+    seen, original = [], nuclei.segment  # what ran, not what the JSON says ran
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("tta"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(nuclei, "segment", spy)
     tile = nuclei.datasets.synthetic_tiles(1, size=64, seed=9).images[0]
     Image.fromarray(tile).save(tmp_path / "tile.png")
     for flag in ([], ["--tta"]):
@@ -90,6 +97,8 @@ def test_cli_segment_and_evaluate_take_tta(tmp_path, tiny_model, capsys):
         assert main(["nuclei", "segment", str(tmp_path / "tile.png"), "--mpp", "0.5", "--model", str(folder),
                      "--device", "cpu", "-o", str(out), *flag]) == 0  # fmt: skip
         assert tifffile.imread(out).shape == (64, 64)
+    assert seen == [False, True]
+    seen.clear()
     with pytest.raises(SystemExit, match="--tta applies to the CNN, not to --classical"):
         main(["nuclei", "segment", str(tmp_path / "tile.png"), "--mpp", "0.5", "--classical", "--tta", "-o",
               str(tmp_path / "c.tif")])  # fmt: skip
@@ -97,6 +106,7 @@ def test_cli_segment_and_evaluate_take_tta(tmp_path, tiny_model, capsys):
     assert main(["nuclei", "evaluate", "--synthetic", "1", "--model", str(folder), "--device", "cpu", "--tta",
                  "--json", str(scores)]) == 0  # fmt: skip
     assert json.loads(scores.read_text())["tta"] is True
+    assert seen and all(tta is True for tta in seen)  # every CNN call of evaluate ran with the flips
     assert "test-time augmentation (4 flips)" in capsys.readouterr().out
 
 
