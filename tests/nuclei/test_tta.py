@@ -129,3 +129,19 @@ def test_counts_benchmark_counts_what_the_thresholds_let_through(tmp_path, tiny_
     figures = counts_main(["--model", str(folder), "--slide", str(slide), "--size", "200", "--tta"])
     assert set(figures) == {str(folder), f"{folder} tta"} and figures[str(folder)]["nuclei"] == 0
     assert "level-0 box 200 x 200 px" in capsys.readouterr().out
+
+
+def test_tta_benchmark_scores_with_and_without_and_refuses_nothing_to_score(tmp_path, tiny_model, capsys):
+    from benchmarks.nuclei_tta import main as tta_main
+
+    folder = str(nuclei.save_model(tiny_model, tmp_path / "m"))
+    figures = tta_main(["--model", folder, "--synthetic", "2", "--synthetic-seed", "5", "--threads", "1"])
+    synthetic = figures["synthetic"]
+    assert set(synthetic) == {"plain_pq", "tta_pq", "time_ratio", "pq_gain_per_image"}
+    assert len(synthetic["pq_gain_per_image"]) == 2 and synthetic["time_ratio"] > 0
+    out = capsys.readouterr().out
+    assert "synthetic tiles, seed 5: 2 images" in out and "PQ gain per image" in out
+    with pytest.raises(SystemExit, match="--synthetic must be 0 or more"):
+        tta_main(["--model", folder, "--synthetic", "-1"])
+    with pytest.raises(SystemExit, match="nothing to score"):
+        tta_main(["--model", folder, "--synthetic", "0"])
