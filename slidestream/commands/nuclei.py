@@ -26,8 +26,8 @@ from slidestream.commands._common import (
 from wsi.atomic import atomic_file
 
 TTA_HELP = (
-    "test-time augmentation: the CNN's maps averaged over the four flips (4 forward passes, about 3x "
-    "the forward time on CPU; +0.016 PQ on the real validation blocks with stage 8)"
+    "test-time augmentation: the CNN's maps averaged over the four flips (4 forward passes; about 3x the "
+    "end-to-end time of segment on CPU)"
 )
 
 
