@@ -15,7 +15,7 @@ post-processing ms per tile (marker watershed on the maps), and `segment` end to
 (limit 1.0: post-processing should not cost more than the network) and end-to-end / forward throughput
 (limit 0.5: the tiling overlap and post-processing should cost at most half). Test-time augmentation (four
 flips, `tta=True`): its forward time and its `segment` time against the plain ones (a default costing more
-than 2x end to end stays off). Best of --repeat runs.
+than 2x end to end stays off), plain and TTA taking turns in each round. Best of --repeat rounds.
 """
 
 from __future__ import annotations
@@ -35,12 +35,19 @@ from nuclei.postprocess import instances_from_maps
 
 
 def best_of(repeat: int, fn) -> float:
-    times = []
+    return best_of_each(repeat, fn)[0]
+
+
+def best_of_each(repeat: int, *fns) -> list[float]:
+    """The best time of each of `fns` over `repeat` rounds, the functions taking turns within each round: a
+    load that comes and goes on a shared machine falls on all of them alike, not on whichever ran during it."""
+    times = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for fn, kept in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            kept.append(time.perf_counter() - start)
+    return [min(kept) for kept in times]
 
 
 def main() -> None:
@@ -72,10 +79,9 @@ def main() -> None:
             prob.cpu(), hv.cpu()
 
     forward()  # warm-up
-    t_fwd = best_of(args.repeat, forward)
+    t_fwd, t_fwd_tta = best_of_each(args.repeat, forward, lambda: forward(tta=True))
     mpix = len(batch) * 256 * 256 / 1e6 / t_fwd
     per_tile_fwd = t_fwd / len(batch)
-    t_fwd_tta = best_of(args.repeat, lambda: forward(tta=True))
 
     maps = [predict_maps(model, img, device=device) for img in tiles.images[:8]]
     post = thresholds(model)
@@ -83,13 +89,12 @@ def main() -> None:
 
     grid = [tiles.images[i % len(tiles)] for i in range(16)]
     big = np.concatenate([np.concatenate(grid[r * 4 : r * 4 + 4], axis=1) for r in range(4)], axis=0)
-    t_seg = best_of(
-        args.repeat, lambda: nuclei.segment(big, mpp=model.config.mpp, model=model, device=device)
+    t_seg, t_seg_tta = best_of_each(
+        args.repeat,
+        lambda: nuclei.segment(big, mpp=model.config.mpp, model=model, device=device),
+        lambda: nuclei.segment(big, mpp=model.config.mpp, model=model, device=device, tta=True),
     )
     seg_mpix = big.shape[0] * big.shape[1] / 1e6 / t_seg
-    t_seg_tta = best_of(
-        args.repeat, lambda: nuclei.segment(big, mpp=model.config.mpp, model=model, device=device, tta=True)
-    )
 
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"device {device}, threads {torch.get_num_threads()}, model {model.config.encoder} ({params:.2f} M "

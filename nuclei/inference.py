@@ -36,7 +36,7 @@ def predict_maps(model: NucleiNet, image: np.ndarray, device: str | torch.device
 
     Large images run in `tile`-px tiles overlapping by 2 * `margin`; each pixel is taken from the tile in which
     it lies deepest inside, so nuclei up to `margin` px from a tile edge see their whole context. `tta`
-    averages the four flips (`forward_maps`; 4 forward passes; about 3x the end-to-end time of `segment` on CPU).
+    averages the four flips (`forward_maps`; 4 forward passes; about 3.5x the end-to-end time of `segment` on CPU).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.dtype} {image.shape}")

@@ -26,7 +26,7 @@ from slidestream.commands._common import (
 from wsi.atomic import atomic_file
 
 TTA_HELP = (
-    "test-time augmentation: the CNN's maps averaged over the four flips (4 forward passes; about 3x the "
+    "test-time augmentation: the CNN's maps averaged over the four flips (4 forward passes; about 3.5x the "
     "end-to-end time of segment on CPU)"
 )
 
