@@ -340,3 +340,25 @@ def test_tta_on_a_slide_runs_four_flips_and_is_never_resumed_into(slide_path, ti
         )  # a finished plain result: redone
         assert flipped.shards_resumed == 0 and len(calls) == 12
         assert read_summary(tmp_path)["plan"]["segmenter"]["tta"] is True
+
+
+def test_outlines_clipped_to_nothing_at_the_slide_edge_are_dropped():
+    """An outline past the slide's edge is clipped; one with nothing left inside (an untrained net's sprawling
+    speck did this) is dropped rather than written as an empty geometry QuPath cannot read."""
+    from nuclei.slide import _table
+
+    inside, edge, outside = (
+        shapely.box(10, 10, 20, 20),
+        shapely.box(90, 10, 110, 20),
+        shapely.box(120, 10, 130, 20),
+    )
+    columns = {name: [] for name in nuclei.TABLE_COLUMNS if name != "tile"}
+    for k, polygon in enumerate((inside, edge, outside)):
+        for name in columns:
+            columns[name].append(
+                shapely.to_wkb(polygon) if name == "geometry" else k if name != "type" else ""
+            )
+    table = _table(columns, tile=3, dimensions=(100, 100))
+    assert table["x"].tolist() == [0, 1] and (table["tile"] == 3).all()
+    shapes = shapely.from_wkb(table["geometry"].to_numpy())
+    assert shapes[0].equals(inside) and shapes[1].equals(shapely.box(90, 10, 100, 20))
