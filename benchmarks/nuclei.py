@@ -8,13 +8,14 @@
     python -m benchmarks.nuclei counts [--model DIR ...] [--slide SVS]   (nuclei found on real H&E, no reference)
 
 The model is the shipped default (nuclei/weights) unless --model names another; inputs are synthetic H&E
-tiles of 256 px at the model's mpp. Printed: forward MPix/s (batches of 256 px tiles, no post-processing),
+tiles of 256 px at the model's mpp. Printed: forward MPix/s (batches of 256 px tiles through
+`nuclei.inference.forward_maps`, the maps copied to the CPU, no post-processing),
 post-processing ms per tile (marker watershed on the maps), and `segment` end to end on one 1024 px image
 (resampling, tiling with overlap, forward, post-processing). Ratios: post-processing / forward time per tile
 (limit 1.0: post-processing should not cost more than the network) and end-to-end / forward throughput
 (limit 0.5: the tiling overlap and post-processing should cost at most half). Test-time augmentation (four
 flips, `tta=True`): its forward time and its `segment` time against the plain ones (a default costing more
-than 2x end to end stays off). Best of --repeat runs.
+than 2x end to end stays off), plain and TTA taking turns in each round. Best of --repeat rounds.
 """
 
 from __future__ import annotations
@@ -34,12 +35,19 @@ from nuclei.postprocess import instances_from_maps
 
 
 def best_of(repeat: int, fn) -> float:
-    times = []
+    return best_of_each(repeat, fn)[0]
+
+
+def best_of_each(repeat: int, *fns) -> list[float]:
+    """The best time of each of `fns` over `repeat` rounds, the functions taking turns within each round: a
+    load that comes and goes on a shared machine falls on all of them alike, not on whichever ran during it."""
+    times = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for fn, kept in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            kept.append(time.perf_counter() - start)
+    return [min(kept) for kept in times]
 
 
 def main() -> None:
@@ -61,22 +69,19 @@ def main() -> None:
     batch = torch.from_numpy(np.stack(tiles.images)).permute(0, 3, 1, 2).contiguous()
 
     @torch.inference_mode()
-    def forward():
+    def forward(tta: bool = False):
+        # Plain and TTA do the same work but the flips: `forward_maps`, outputs copied to the CPU (which also
+        # waits for a GPU to finish).
         for i in range(0, len(batch), args.batch_size):
-            x = batch[i : i + args.batch_size].to(device)
-            out = model(model.normalise(x))
-            out.logits.float().cpu(), out.hv.float().cpu()
-
-    @torch.inference_mode()
-    def forward_tta():
-        for i in range(0, len(batch), args.batch_size):
-            forward_maps(model, model.normalise(batch[i : i + args.batch_size].to(device)), tta=True)
+            prob, hv, _ = forward_maps(
+                model, model.normalise(batch[i : i + args.batch_size].to(device)), tta=tta
+            )
+            prob.cpu(), hv.cpu()
 
     forward()  # warm-up
-    t_fwd = best_of(args.repeat, forward)
+    t_fwd, t_fwd_tta = best_of_each(args.repeat, forward, lambda: forward(tta=True))
     mpix = len(batch) * 256 * 256 / 1e6 / t_fwd
     per_tile_fwd = t_fwd / len(batch)
-    t_fwd_tta = best_of(args.repeat, forward_tta)
 
     maps = [predict_maps(model, img, device=device) for img in tiles.images[:8]]
     post = thresholds(model)
@@ -84,13 +89,12 @@ def main() -> None:
 
     grid = [tiles.images[i % len(tiles)] for i in range(16)]
     big = np.concatenate([np.concatenate(grid[r * 4 : r * 4 + 4], axis=1) for r in range(4)], axis=0)
-    t_seg = best_of(
-        args.repeat, lambda: nuclei.segment(big, mpp=model.config.mpp, model=model, device=device)
+    t_seg, t_seg_tta = best_of_each(
+        args.repeat,
+        lambda: nuclei.segment(big, mpp=model.config.mpp, model=model, device=device),
+        lambda: nuclei.segment(big, mpp=model.config.mpp, model=model, device=device, tta=True),
     )
     seg_mpix = big.shape[0] * big.shape[1] / 1e6 / t_seg
-    t_seg_tta = best_of(
-        args.repeat, lambda: nuclei.segment(big, mpp=model.config.mpp, model=model, device=device, tta=True)
-    )
 
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"device {device}, threads {torch.get_num_threads()}, model {model.config.encoder} ({params:.2f} M "

@@ -8,7 +8,8 @@ The --real folder (any layout `nuclei.datasets.load_dataset` reads; --real-mpp o
 resolution) is split as training split it (`nuclei.datasets.real_split`): by default the split recorded in the
 model's provenance["real"]["split"] (its grid and held-out blocks, or its held-out images); --real-grid /
 --real-val-blocks choose other blocks (the grid defaults to the model's, else 3). A model that records no split
-needs --real-val-blocks. The held-out part is resampled to the model's mpp (`resample_tiles`). The model runs once per block (`predict_maps`, as training's
+needs --real-val-blocks; a model trained on every image of the --real folder (split {"held_out": "none"}) is
+refused, blocks named or not (nothing of it is held out from the model). The held-out part is resampled to the model's mpp (`resample_tiles`). The model runs once per block (`predict_maps`, as training's
 validation runs it); every combination of the threshold lists is then applied to the cached maps
 (`instances_from_maps`) and scored pooled over the blocks (`nuclei.metrics`). Printed: the --top rows by PQ,
 the defaults' row and the model's current thresholds' row. `--write` stores the best combination in the model
@@ -23,6 +24,7 @@ import itertools
 import sys
 import time
 from dataclasses import asdict, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -80,11 +82,25 @@ def trained_split(model) -> dict | None:
     return split if isinstance(split, dict) else None
 
 
+def _trained_on_all_of(model, folder: str) -> bool:
+    """Whether `model` was trained on every image of `folder` (split {"held_out": "none"}; a model that records
+    no folder beside such a split is taken to mean this one)."""
+    real = (getattr(model, "provenance", None) or {}).get("real") or {}
+    if (trained_split(model) or {}).get("held_out") != "none":
+        return False
+    recorded = real.get("folder")
+    return recorded is None or Path(recorded).resolve() == Path(folder).resolve()
+
+
 def _held_out(args, model):
     """The held-out part of --real: the blocks or images given, else those the model was trained without."""
     trained = trained_split(model) or {}
     blocks, images = args.real_val_blocks, None
     grid = args.real_grid or trained.get("grid") or 3
+    if _trained_on_all_of(model, args.real):
+        raise SystemExit(f"--real {args.real}: the model was trained on every image of this folder (held out: "
+                         "none), so no part of it is held out from the model; score it on another labelled "
+                         "folder")  # fmt: skip
     if blocks is None:
         if trained.get("val_blocks"):
             if args.real_grid and args.real_grid != trained.get("grid"):
@@ -93,10 +109,11 @@ def _held_out(args, model):
             blocks = trained["val_blocks"]
         elif trained.get("val_images"):
             images = trained["val_images"]
-        elif trained.get("held_out") == "none":
-            raise SystemExit("the model was trained on every block of its --real folder (held out: none): no "
-                             "held-out part is left to choose thresholds on; give --real-val-blocks only for "
-                             "blocks it was not trained on")  # fmt: skip
+        elif (
+            trained.get("held_out") == "none"
+        ):  # trained on all of another folder: all of this one is held out
+            raise SystemExit(f"--real {args.real}: the model was trained on every image of another folder (held "
+                             "out: none); give --real-val-blocks to name the blocks of this one to use")  # fmt: skip
         else:
             raise SystemExit("the model records no split of a --real folder (provenance['real']['split']); "
                              "give --real-val-blocks (and --real-grid) to name the held-out blocks")  # fmt: skip

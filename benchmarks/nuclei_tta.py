@@ -9,7 +9,8 @@ the set (`nuclei.metrics`). Sets: the held-out part of --real, split as the mode
 provenance["real"]["split"], or --real-grid / --real-val-blocks; `benchmarks.nuclei_thresholds`), resampled to
 the model's mpp; and --synthetic tiles rendered with --synthetic-seed (default: the model's training seed +
 10,000, the validation tiles `nuclei train --data synthetic` scored every epoch). Printed per set: P / R / F1 /
-AJI / SQ / PQ without and with TTA, the PQ gain, and the forward time of each (TTA runs the network 4x).
+AJI / SQ / PQ without and with TTA, the PQ gain (pooled, and of each image alone: for --real, each held-out
+block), and the forward time of each (TTA runs the network 4x).
 """
 
 from __future__ import annotations
@@ -22,25 +23,25 @@ import numpy as np
 import torch
 
 import nuclei
-from benchmarks.nuclei_thresholds import _held_out
+from benchmarks.nuclei_thresholds import _held_out, score_grid
 from nuclei.datasets import NucleiTiles, resample_tiles, synthetic_tiles
 from nuclei.inference import predict_maps
-from nuclei.metrics import Scores, aggregate, score
+from nuclei.metrics import Scores
 from nuclei.model import thresholds
-from nuclei.postprocess import instances_from_maps
 from nuclei.segment import DEFAULT_WEIGHTS
 
 
-def score_set(model, tiles: NucleiTiles, tta: bool) -> tuple[Scores, float]:
-    """Pooled scores of `model` on `tiles` with or without TTA (the model's thresholds), and the forward
-    seconds."""
+def score_set(model, tiles: NucleiTiles, tta: bool) -> tuple[Scores, list[float], float]:
+    """Pooled scores of `model` on `tiles` with or without TTA (the model's thresholds), the PQ of each image
+    alone, and the forward seconds."""
     post = thresholds(model)
     start = time.perf_counter()
     with torch.inference_mode():
         maps = [predict_maps(model, image, tta=tta) for image in tiles.images]
     seconds = time.perf_counter() - start
-    pooled = aggregate([score(t, instances_from_maps(p, hv, post)) for (p, hv), t in zip(maps, tiles.instances, strict=True)])  # fmt: skip
-    return pooled, seconds
+    pooled = score_grid(maps, tiles.instances, [post])[0]
+    each = [score_grid([m], [t], [post])[0].pq for m, t in zip(maps, tiles.instances, strict=True)]
+    return pooled, each, seconds
 
 
 def _row(name: str, s: Scores, seconds: float) -> str:
@@ -53,7 +54,7 @@ def _training_seed(model) -> int:
     return int(config.get("seed", 0))
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -84,14 +85,18 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         tiles = synthetic_tiles(args.synthetic, mpp=model.config.mpp, seed=seed)
         sets["synthetic"] = replace(tiles, source=f"synthetic tiles, seed {seed}")
     print(f"model {folder}; thresholds {thresholds(model)}; torch threads {torch.get_num_threads()}")
-    figures: dict[str, dict[str, float]] = {}
+    figures: dict[str, dict] = {}
     for name, tiles in sets.items():
         n_true = sum(int(len(np.unique(t)) - 1) for t in tiles.instances)
         print(f"{name}: {tiles.source}: {len(tiles)} images, {n_true} nuclei")
-        plain, t_plain = score_set(model, tiles, tta=False)
-        flipped, t_tta = score_set(model, tiles, tta=True)
+        plain, plain_each, t_plain = score_set(model, tiles, tta=False)
+        flipped, tta_each, t_tta = score_set(model, tiles, tta=True)
         print(_row("plain", plain, t_plain))
         print(_row("tta", flipped, t_tta))
+        gains = [b - a for a, b in zip(plain_each, tta_each, strict=True)]
         print(f"  PQ gain {flipped.pq - plain.pq:+.4f}; forward time ratio tta / plain {t_tta / t_plain:.2f}")
-        figures[name] = {"plain_pq": plain.pq, "tta_pq": flipped.pq, "time_ratio": t_tta / t_plain}
+        print("  PQ gain per image: " + " ".join(f"{g:+.4f}" for g in gains)
+              + f" ({sum(g > 0 for g in gains)} of {len(gains)} above 0)")  # fmt: skip
+        figures[name] = {"plain_pq": plain.pq, "tta_pq": flipped.pq, "time_ratio": t_tta / t_plain,
+                         "pq_gain_per_image": gains}  # fmt: skip
     return figures

@@ -212,9 +212,19 @@ def _table(columns: dict[str, list], tile: int, dimensions: tuple[int, int]) -> 
             | (bounds[:, 3] > dimensions[1])
         )
         if out.any():
-            clipped = shapely.clip_by_rect(polygons[out], 0, 0, *dimensions)
-            table.loc[out, "geometry"] = pd.Series(list(shapely.to_wkb(clipped)), index=table.index[out])
+            clipped = [_largest_polygon(g) for g in shapely.clip_by_rect(polygons[out], 0, 0, *dimensions)]
+            table.loc[out, "geometry"] = pd.Series(
+                [None if g is None else shapely.to_wkb(g) for g in clipped], index=table.index[out]
+            )
+            # An outline whose largest part lies past the slide's edge leaves nothing areal: no nucleus to write.
+            table = table[table["geometry"].notna()].reset_index(drop=True)
     return table
+
+
+def _largest_polygon(geometry) -> shapely.Polygon | None:
+    """The largest polygon of a clipped outline (clipping may split it or leave nothing), or None."""
+    parts = [g for g in shapely.get_parts(geometry) if g.geom_type == "Polygon" and not g.is_empty]
+    return max(parts, key=lambda g: g.area) if parts else None
 
 
 def iter_slide_nuclei(plan: SlidePlan, segmenter, shards: list[int] | None = None,

@@ -117,7 +117,7 @@ def real_split(path, mpp_fallback: float | None = None, grid: int = 3, val_block
     --real` splits it, at the folder's own resolution: `mpp_fallback` is used only when the folder records none.
 
     Held out: nothing when `val_blocks` is "none" (a final refit on every image: the validation part is empty,
-    split {"held_out": "none"}); the `val_blocks` of a `grid` x `grid` grid of every image (`grid_split`); else
+    split {"held_out": "none"}; `val_fraction` must then be 0); the `val_blocks` of a `grid` x `grid` grid of every image (`grid_split`); else
     the images at the positions `val_images`; else a seeded `val_fraction` of the images (`image_split`), and when that holds out
     none (e.g. a single image), the anti-diagonal blocks of the `grid` grid (said through `log`). `summary` records
     the folder, its source and mpp and the split ({"grid", "val_blocks"} or {"val_fraction"?, "val_images"}), as
@@ -132,6 +132,9 @@ def real_split(path, mpp_fallback: float | None = None, grid: int = 3, val_block
     if isinstance(val_blocks, str):
         if val_blocks != "none":
             raise ValueError(f"--real-val-blocks: block numbers or 'none', got {val_blocks!r}")
+        if val_fraction:
+            raise ValueError(f"--real-val-blocks none holds out nothing: a val_fraction ({val_fraction}) "
+                             "cannot apply; give 0")  # fmt: skip
         summary = {"folder": str(path), "source": real.source, "mpp": real.mpp, "split": {"held_out": "none"}}
         return (
             replace(real, source=f"{real.source} [train: every image, none held out]"),

@@ -26,8 +26,8 @@ from slidestream.commands._common import (
 from wsi.atomic import atomic_file
 
 TTA_HELP = (
-    "test-time augmentation: the CNN's maps averaged over the four flips (4 forward passes, about 3x "
-    "the forward time on CPU; +0.016 PQ on the real validation blocks with stage 8)"
+    "test-time augmentation: the CNN's maps averaged over the four flips (4 forward passes; about 3.5x the "
+    "end-to-end time of segment on CPU)"
 )
 
 
@@ -63,7 +63,7 @@ def register(sub) -> None:
     t.add_argument("--n-synthetic", type=positive_int, default=1000, help="synthetic training tiles (256 px)")
     t.add_argument("--n-val", type=positive_int, default=32, help="held-out synthetic validation tiles")
     t.add_argument("--tile-cache", type=Path, help="keep the rendered synthetic tiles in this .npz (reused)")
-    t.add_argument("--val-fraction", type=fraction, default=0.1, help="share of a dataset folder held out")
+    t.add_argument("--val-fraction", type=fraction, help="share of a dataset folder held out (default 0.1)")
     t.add_argument("--mpp", type=positive_float, help="resolution of a dataset folder without one (um/px)")
     t.add_argument("--encoder", default=None, help="timm encoder name (default: the ModelConfig default)")
     t.add_argument("--init", help="continue from this model folder")
@@ -96,8 +96,9 @@ def register(sub) -> None:
                    help="share of training samples drawn from --real")  # fmt: skip
     t.add_argument("--real-mpp", type=positive_float,
                    help="resolution of --real when it records none (um/px); a dataset.json 'mpp' wins")  # fmt: skip
-    t.add_argument("--real-grid", type=positive_int, default=3,
-                   help="--real images are cut into this many x this many blocks for --real-val-blocks")  # fmt: skip
+    t.add_argument("--real-grid", type=positive_int,
+                   help="--real images are cut into this many x this many blocks for --real-val-blocks "
+                   "(default 3)")  # fmt: skip
     t.add_argument("--real-val-blocks", type=_block_or_none, nargs="+", metavar="B",
                    help="blocks held out for validation (numbered row by row from 0 at the top left), or 'none': "
                    "every block trained on (a final refit once the recipe is chosen; the best epoch is then "
@@ -156,6 +157,7 @@ def register(sub) -> None:
     r.add_argument("--classical", action="store_true", help="the classical baseline instead of the CNN")
     r.add_argument("--model", help="model folder (default: the shipped weights)")
     r.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
+    r.add_argument("--tta", action="store_true", help=TTA_HELP)
     r.add_argument("--detections", action="store_true",
                    help="QuPath detections instead of cells in nuclei.geojson.gz")  # fmt: skip
     r.add_argument("--batch-size", type=positive_int, default=8, help="tiles per forward pass")
@@ -215,7 +217,7 @@ def run_train(args) -> int:
     from nuclei.train import TrainConfig, train
 
     progress = show_progress(args)
-    cmd = TrainCommand(args.data, Path(args.out), args.n_synthetic, args.n_val, args.val_fraction, args.mpp,
+    cmd = TrainCommand(args.data, Path(args.out), args.n_synthetic, args.n_val, _val_fraction(args), args.mpp,
                        args.seed, args.encoder, args.tile_cache, args.render_workers)  # fmt: skip
     if args.crop % 32:
         raise SystemExit(f"--crop must be a multiple of 32, got {args.crop}")
@@ -277,8 +279,14 @@ def _block_or_none(text: str) -> int | str:
     return non_negative_int(text)
 
 
+def _val_fraction(args) -> float:
+    """--val-fraction as given, else its default 0.1."""
+    return 0.1 if args.val_fraction is None else args.val_fraction
+
+
 def _val_blocks(args):
-    """--real-val-blocks as `real_split` takes it: None, a list of blocks, or 'none' (which must stand alone)."""
+    """--real-val-blocks as `real_split` takes it: None, a list of blocks, or 'none' (which must stand alone, and
+    leaves nothing for --real-grid, nor for --val-fraction unless --data is a folder, to split)."""
     blocks = args.real_val_blocks
     if blocks is None or "none" not in blocks:
         return blocks
@@ -286,6 +294,13 @@ def _val_blocks(args):
         raise SystemExit(
             f"--real-val-blocks: 'none' holds out nothing and takes no block numbers, got {blocks}"
         )
+    if args.real_grid is not None:
+        raise SystemExit(f"--real-grid {args.real_grid} with --real-val-blocks none: no block of --real is held "
+                         "out, so there is no grid to cut; drop --real-grid")  # fmt: skip
+    if args.val_fraction is not None and getattr(args, "data", None) == "synthetic":
+        raise SystemExit(f"--val-fraction {args.val_fraction} with --data synthetic and --real-val-blocks none: "
+                         "no image of --real is held out and synthetic validation is --n-val; drop "
+                         "--val-fraction")  # fmt: skip
     return "none"
 
 
@@ -295,8 +310,10 @@ def _load_real(args):
     from nuclei.datasets import DatasetError, real_split
 
     try:
-        return real_split(args.real, args.real_mpp, args.real_grid, _val_blocks(args), args.val_fraction,
-                          args.seed, log=lambda line: print(line, flush=True))  # fmt: skip
+        blocks = _val_blocks(args)
+        return real_split(args.real, args.real_mpp, args.real_grid or 3, blocks,
+                          0.0 if blocks == "none" else _val_fraction(args), args.seed,
+                          log=lambda line: print(line, flush=True))  # fmt: skip
     except DatasetError as exc:
         raise SystemExit(f"--real: {exc}") from None
     except ValueError as exc:
@@ -467,6 +484,7 @@ def run_slides(args) -> int:
             overwrite=True if args.overwrite else None, progress=show_progress(args),
             **{"tiling.slide_mpp": args.slide_mpp, "nuclei.classical": args.classical or None,
                "nuclei.model": args.model, "nuclei.device": args.device, "nuclei.batch_size": args.batch_size,
+               "nuclei.tta": args.tta or None,
                "nuclei.object_type": "detection" if args.detections else None},
         )  # fmt: skip
         result = run_batch(slides, config)

@@ -57,7 +57,8 @@ class NucleiOptions:
     """What the nuclei step runs: the CNN (`model` folder, default the shipped weights) or the `classical`
     baseline, on `device`; `object_type` "cell" or "detection" in nuclei.geojson.gz; `batch_size` tiles per
     forward pass; `workers` post-processing workers per slide; `tile` / `halo` in pixels at the model's mpp
-    (`nuclei.SlideNucleiConfig`)."""
+    (`nuclei.SlideNucleiConfig`); `tta` averages the CNN's maps over the four flips (4 forward passes per tile;
+    a slide segmented with it is redone by a run without it, and the reverse)."""
 
     classical: bool = False
     model: str | None = None
@@ -67,12 +68,15 @@ class NucleiOptions:
     workers: int = 1
     tile: int = 256
     halo: int = 32
+    tta: bool = False
 
     def __post_init__(self):
         if self.object_type not in ("cell", "detection"):
             raise ValueError(f"[nuclei] object_type must be 'cell' or 'detection', got {self.object_type!r}")
         if self.classical and self.model:
             raise ValueError("[nuclei]: classical and model exclude each other (the baseline has no model)")
+        if self.classical and self.tta:
+            raise ValueError("[nuclei]: tta applies to the CNN, not to the classical baseline")
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ class NucleiStep:
         kind = "classical" if options.classical else "cnn"
         config = plan["config"]
         return (plan["segmenter"]["kind"] == kind and config.get("tile") == options.tile
+                and plan["segmenter"].get("tta", False) == options.tta
                 and config.get("halo") == options.halo and summary.get("object_type") == options.object_type
                 and (options.classical or plan["segmenter"].get("weights") == self._weights(options)))  # fmt: skip
 
@@ -109,7 +110,8 @@ class NucleiStep:
             store_tiles = _store_tiles(store) if store is not None else None
             result, caught = _collect_warnings(lambda: nuclei.write_slide_nuclei(
                 slide, ctx.folder, model=model, roi=roi, device=options.device, config=config,
-                object_type=options.object_type, store_tiles=store_tiles, on_tiles=ctx.on_tiles))  # fmt: skip
+                object_type=options.object_type, store_tiles=store_tiles, on_tiles=ctx.on_tiles,
+                tta=options.tta))  # fmt: skip
         if store is not None:
             from slidestream.mil_slides import heatmap_png, write_scores
 

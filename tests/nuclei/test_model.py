@@ -7,6 +7,7 @@ import torch
 import nuclei
 from nuclei.inference import predict_maps
 from nuclei.model import ModelConfig
+from nuclei.selftrain import _views
 
 
 def test_forward_shapes(tiny_model):
@@ -76,3 +77,12 @@ def test_tta_maps_are_flip_equivariant(tiny_model):
     np.testing.assert_allclose(pf[:, ::-1], p, atol=1e-5)
     np.testing.assert_allclose(-hvf[0][:, ::-1], hv[0], atol=1e-5)  # x offsets change sign
     np.testing.assert_allclose(hvf[1][:, ::-1], hv[1], atol=1e-5)
+    pu, hvu = predict_maps(tiny_model, np.ascontiguousarray(img[::-1]), tta=True)
+    np.testing.assert_allclose(pu[::-1], p, atol=1e-5)
+    np.testing.assert_allclose(hvu[0][::-1], hv[0], atol=1e-5)
+    np.testing.assert_allclose(-hvu[1][::-1], hv[1], atol=1e-5)  # y offsets change sign
+    # Against self-training's independent flip code: its four flip views (0 and 180 degrees, each with and
+    # without a left-right flip) are the same four images.
+    probs, hv_views = _views(tiny_model, img, "cpu")
+    np.testing.assert_allclose(probs[[0, 1, 4, 5]].mean(0), p, atol=1e-5)
+    np.testing.assert_allclose(hv_views, hv, atol=1e-5)

@@ -15,6 +15,7 @@ from nuclei.datasets import (
     NucleiTiles,
     grid_split,
     load_dataset,
+    real_split,
     resample_tiles,
     synthetic_tiles,
 )
@@ -186,6 +187,17 @@ def test_cli_train_real_val_blocks_none_trains_on_every_block(tmp_path, capsys):
         main([*common, "--real-val-blocks", "none", "3", "-o", str(tmp_path / "b")])
     with pytest.raises(SystemExit):  # argparse: neither a block number nor 'none'
         main([*common, "--real-val-blocks", "some", "-o", str(tmp_path / "c")])
+    # Options that split a --real folder which 'none' does not split are refused, not silently ignored.
+    with pytest.raises(SystemExit, match="--real-grid 2 with --real-val-blocks none: .* drop --real-grid"):
+        main([*common, "--real-val-blocks", "none", "--real-grid", "2", "-o", str(tmp_path / "d")])
+    with pytest.raises(
+        SystemExit, match="--val-fraction 0.2 with --data synthetic and --real-val-blocks none"
+    ):
+        main([*common, "--real-val-blocks", "none", "--val-fraction", "0.2", "-o", str(tmp_path / "e")])
+    with pytest.raises(ValueError, match="block numbers or 'none', got 'some'"):
+        real_split(real, val_blocks="some")
+    with pytest.raises(ValueError, match=r"a val_fraction \(0.1\) cannot apply"):
+        real_split(real, val_blocks="none", val_fraction=0.1)
 
 
 def test_cli_train_refuses_a_real_folder_in_no_known_layout(tmp_path):

@@ -293,3 +293,72 @@ def test_seam_copies_deeper_than_the_guard_band_are_removed(slide_path):
     inter = shapely.area(shapely.intersection(polygons[left[pair]], polygons[right[pair]]))
     union = shapely.area(polygons[left[pair]]) + shapely.area(polygons[right[pair]]) - inter
     assert len(table) > 300 and not np.any(inter / union > 0.3)
+
+
+def test_tta_on_a_slide_runs_four_flips_and_is_never_resumed_into(slide_path, tiny_model, tmp_path):
+    """`segment_slide(tta=)` runs the four flips; `write_slide_nuclei(tta=)` records it in the plan, and shards
+    written with it are redone, not resumed, by a run without it."""
+    import torch
+
+    from nuclei.slide_results import read_summary
+
+    blank = nuclei.create_model(decoder_channels=(16, 16, 8, 8)).eval()
+    blank.load_state_dict(tiny_model.state_dict())
+    with torch.no_grad():  # no foreground: an untrained net's specks are not what this tests
+        blank.np_head.weight.zero_()
+        blank.np_head.bias.fill_(-10.0)
+    calls, stop = [], [None]
+
+    def hook(module, inputs, output):
+        calls.append(len(inputs[0]))
+        if stop[0] is not None and len(calls) > stop[0]:
+            raise KeyboardInterrupt("interrupted")
+
+    blank.register_forward_hook(hook)
+    roi = shapely.box(0, 0, 300, 300)  # 3 x 3 tiles of 128 px: 3 shards of 3, one batch each
+    config = SlideNucleiConfig(tile=128, halo=32, workers=0, batch_size=3, shard_tiles=3)
+    kw = {"model": blank, "roi": roi, "tissue": False, "config": config, "device": "cpu"}
+    with wsi.open_slide(slide_path) as slide:
+        nuclei.segment_slide(slide, **kw, batch_size=3)
+        assert sum(calls) == 9 and len(calls) == 3
+        calls.clear()
+        nuclei.segment_slide(slide, **kw, batch_size=3, tta=True)
+        assert sum(calls) == 4 * 9 and len(calls) == 12
+        calls.clear()
+        stop[0] = 4  # the first shard written (its four flips), interrupted in the second
+        with pytest.raises(KeyboardInterrupt):
+            nuclei.write_slide_nuclei(slide, tmp_path, **kw, tta=True)
+        assert len(list((tmp_path / "nuclei.parts").glob("shard_*"))) == 1
+        calls.clear()
+        stop[0] = None
+        plain = nuclei.write_slide_nuclei(slide, tmp_path, **kw)  # the TTA shard is not taken
+        assert plain.shards_resumed == 0 and len(calls) == 3
+        assert "tta" not in read_summary(tmp_path)["plan"]["segmenter"]
+        calls.clear()
+        flipped = nuclei.write_slide_nuclei(
+            slide, tmp_path, **kw, tta=True
+        )  # a finished plain result: redone
+        assert flipped.shards_resumed == 0 and len(calls) == 12
+        assert read_summary(tmp_path)["plan"]["segmenter"]["tta"] is True
+
+
+def test_outlines_clipped_to_nothing_at_the_slide_edge_are_dropped():
+    """An outline past the slide's edge is clipped; one with nothing left inside (an untrained net's sprawling
+    speck did this) is dropped rather than written as an empty geometry QuPath cannot read."""
+    from nuclei.slide import _table
+
+    inside, edge, outside = (
+        shapely.box(10, 10, 20, 20),
+        shapely.box(90, 10, 110, 20),
+        shapely.box(120, 10, 130, 20),
+    )
+    columns = {name: [] for name in nuclei.TABLE_COLUMNS if name != "tile"}
+    for k, polygon in enumerate((inside, edge, outside)):
+        for name in columns:
+            columns[name].append(
+                shapely.to_wkb(polygon) if name == "geometry" else k if name != "type" else ""
+            )
+    table = _table(columns, tile=3, dimensions=(100, 100))
+    assert table["x"].tolist() == [0, 1] and (table["tile"] == 3).all()
+    shapes = shapely.from_wkb(table["geometry"].to_numpy())
+    assert shapes[0].equals(inside) and shapes[1].equals(shapely.box(90, 10, 100, 20))

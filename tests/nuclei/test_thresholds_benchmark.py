@@ -90,8 +90,17 @@ def test_thresholds_benchmark_refuses_bad_input(tmp_path):
     with pytest.raises(SystemExit, match="records no split .* give --real-val-blocks"):
         main(["--model", str(untrained), "--real", str(real), *SMALL])
     refit = _model(tmp_path / "r", {"held_out": "none"})  # trained on every block: nothing left to tune on
-    with pytest.raises(SystemExit, match=r"trained on every block of its --real folder \(held out: none\)"):
-        main(["--model", str(refit), "--real", str(real), *SMALL])
+    meta = json.loads((refit / "config.json").read_text())
+    for folder in (None, str(real)):  # unrecorded (taken as this one), or recorded
+        if folder:
+            meta["provenance"]["real"]["folder"] = folder
+            (refit / "config.json").write_text(json.dumps(meta))
+        for blocks in ([], ["--real-val-blocks", "3"]):  # naming blocks does not make them held out
+            with pytest.raises(SystemExit, match=r"trained on every image of this folder \(held out: none\)"):
+                main(["--model", str(refit), "--real", str(real), *blocks, *SMALL])
+    other = _folder(tmp_path / "other")  # all of another folder is held out from it: its blocks must be named
+    with pytest.raises(SystemExit, match="trained on every image of another folder"):
+        main(["--model", str(refit), "--real", str(other), *SMALL])
 
 
 def test_thresholds_benchmark_holds_out_the_images_of_an_image_level_split(tmp_path, capsys):

@@ -136,3 +136,40 @@ def test_weights_digest_is_read_once_per_weights_file(tmp_path, monkeypatch):
     assert NucleiStep._weights(options) == first and len(calls) == 1
     os.utime(folder / "model.safetensors", ns=(10**9, 10**9))  # rewritten weights are read again
     assert NucleiStep._weights(options) == first and len(calls) == 2
+
+
+def test_tta_reaches_the_step_and_is_part_of_what_it_skips(tmp_path, cluster_address, capsys):
+    """A slide segmented with TTA is not taken as current by a run without it, nor the reverse."""
+    import torch
+
+    import nuclei
+    from wsi.synthetic import SyntheticSpec, write_slide
+
+    spec = SyntheticSpec(384, 256, mpp=0.5, seed=5, tumor=True, tissue_fraction=0.8)
+    slide = SlideInput("alpha", write_slide(tmp_path / "s.svs", spec, tile_size=128, progress=False).path)
+    torch.manual_seed(0)
+    tiny = nuclei.create_model(decoder_channels=(16, 16, 8, 8)).eval()  # untrained: plumbing, not quality
+    with torch.no_grad():  # no foreground anywhere: an untrained net's specks are not what this tests
+        tiny.np_head.weight.zero_()
+        tiny.np_head.bias.fill_(-10.0)
+    model = str(nuclei.save_model(tiny, tmp_path / "m"))
+    cnn = {"nuclei.classical": False, "nuclei.model": model, "nuclei.device": "cpu"}
+    process_slide(slide, _config(tmp_path, steps=("tile",)))
+    folder = tmp_path / "out" / "slides" / "alpha"
+
+    def segmenter():
+        return json.loads((folder / "nuclei.json").read_text())["plan"]["segmenter"]
+
+    for tta, expected in ((True, "done"), (True, "skipped"), (False, "done"), (False, "skipped")):
+        config = _config(tmp_path, steps=("nuclei",), **cnn, **{"nuclei.tta": tta})
+        assert config.nuclei.tta is tta
+        records = process_slide(slide, config)
+        assert [r.status for r in records] == [expected], (tta, records)
+        assert segmenter().get("tta", False) is tta
+    args = ["nuclei", "slides", str(tmp_path / "out"), "--model", model, "--device", "cpu", "--tta",
+            "--scheduler-address", cluster_address, "-q"]  # fmt: skip
+    assert main(args) == 0 and segmenter()["tta"] is True  # `nuclei slides --tta` redoes the plain slide
+    assert main(["nuclei", "slides", str(tmp_path / "out"), "--classical", "--tta", "-q"]) == 2
+    assert "tta applies to the CNN, not to the classical baseline" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="tta applies to the CNN"):
+        load_config(**{"nuclei.classical": True, "nuclei.tta": True})
