@@ -43,9 +43,10 @@ def register(sub) -> None:
     train.add_argument("--labels-subset", action="store_true",
                        help="the table may list slides not in RESULTS (one master table for many folders): use "
                             "the slides present and say how many rows were left out (default: an error)")  # fmt: skip
-    train.add_argument(
-        "--task", required=True, choices=("binary", "multiclass", "grade", "mutation", "survival")
-    )
+    train.add_argument("--task", required=True, choices=("binary", "multiclass", "grade", "mutation", "survival"),
+                       help="what --target holds: binary (one 0/1 column; AUC), multiclass (one class column), "
+                            "grade (one column of ordered integer levels; QWK), mutation (0/1 columns, empty = "
+                            "unknown; AUC per target and macro) or survival (TIME EVENT; C-index)")  # fmt: skip
     train.add_argument("--target", required=True, nargs="+", metavar="COL",
                        help="label column(s); survival takes TIME EVENT, mutation one or more 0/1 columns")  # fmt: skip
     train.add_argument("--model", help="registered MIL model (default abmil)")

@@ -52,9 +52,10 @@ def register(sub) -> None:
     )
     t.add_argument("--data", required=True, help="'synthetic' or a dataset folder")
     t.add_argument("-o", "--out", required=True, type=output_folder, help="model folder")
-    t.add_argument("--epochs", type=positive_int, default=20)
+    t.add_argument("--epochs", type=positive_int, default=20,
+                   help="training epochs; the best one by validation PQ is kept (default 20)")  # fmt: skip
     t.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
-    t.add_argument("--batch-size", type=positive_int, default=8)
+    t.add_argument("--batch-size", type=positive_int, default=8, help="crops per training batch (default 8)")
     t.add_argument("--lr", type=positive_float, default=2e-3, help="learning rate")
     t.add_argument(
         "--steps-per-epoch", type=positive_int, help="batches per epoch (default: one pass over the tiles)"
@@ -83,7 +84,9 @@ def register(sub) -> None:
     t.add_argument("--boundary-weight", type=non_negative_float, default=0.0,
                    help="extra HV-loss weight on pixels of nuclei that touch another nucleus (0: plain HoVer-Net)")  # fmt: skip
     t.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
-    t.add_argument("--seed", type=non_negative_int, default=0)
+    t.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the synthetic tiles (validation tiles: seed + 10000), the dataset split, the "
+                   "augmentation and the weights' initialisation (default 0)")  # fmt: skip
     t.add_argument("--self-train", nargs="+", metavar="SLIDE", help="real unlabelled slides to pseudo-label")
     t.add_argument("--self-train-share", type=open_fraction, default=0.3,
                    help="share of training samples drawn from the pseudo-labelled tiles")  # fmt: skip
@@ -112,13 +115,15 @@ def register(sub) -> None:
         description="Runs nuclei.segment on IMAGE (PNG/JPEG/TIFF) at --mpp and writes int32 instance labels "
         "(0 = background) as a TIFF.",
     )
-    s.add_argument("image")
+    s.add_argument("image", metavar="IMAGE", help="RGB image file read with Pillow (PNG, JPEG, TIFF)")
     s.add_argument("--mpp", type=slide_mpp, required=True, help="resolution of IMAGE in um/px")
     s.add_argument("-o", "--out", required=True, help="output label TIFF")
     s.add_argument("--model", help="model folder (default: the shipped weights)")
     s.add_argument("--classical", action="store_true", help="use the classical baseline instead of the CNN")
     s.add_argument("--tta", action="store_true", help=TTA_HELP)
-    s.add_argument("--device", default="auto")
+    s.add_argument(
+        "--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ... (default auto)"
+    )
     s.set_defaults(func=run_segment)
 
     e = verbs.add_parser(
@@ -129,15 +134,21 @@ def register(sub) -> None:
         "coordinates, or an instance label image). With --synthetic N, scores N held-out synthetic tiles "
         "instead (seeds never used for training), pooled over the tiles.",
     )
-    e.add_argument("image", nargs="?")
-    e.add_argument("reference", nargs="?")
+    e.add_argument("image", metavar="IMAGE", nargs="?",
+                   help="RGB image file read with Pillow (PNG, JPEG, TIFF); with REFERENCE and --mpp, unless "
+                   "--synthetic")  # fmt: skip
+    e.add_argument("reference", metavar="REFERENCE", nargs="?",
+                   help="the reference nuclei of IMAGE: a .geojson/.json of polygons in IMAGE's pixel coordinates, "
+                   "or an instance label image of the same size (0 = background)")  # fmt: skip
     e.add_argument("--mpp", type=slide_mpp, help="resolution of IMAGE in um/px")
     e.add_argument(
         "--synthetic", type=positive_int, metavar="N", help="score N held-out synthetic 256 px tiles"
     )
     e.add_argument("--model", help="model folder (default: the shipped weights)")
     e.add_argument("--tta", action="store_true", help=TTA_HELP)
-    e.add_argument("--device", default="auto")
+    e.add_argument(
+        "--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ... (default auto)"
+    )
     e.add_argument("--json", help="also write the scores to this JSON file")
     e.set_defaults(func=run_evaluate)
 

@@ -23,7 +23,9 @@ def register(sub) -> None:
         "cancer, grade, mut_a, mut_b, time, event, and the ground truth tumor_fraction, lymphocytes, mucin, lookalikes); the README describes how each label follows "
         "from the slide's ground truth. Refuses an OUT that already holds a cohort.",
     )
-    p.add_argument("out", metavar="OUT", type=output_folder)
+    p.add_argument("out", metavar="OUT", type=output_folder,
+                   help="folder written: slides/, the truth files and labels.csv (created; an existing cohort in "
+                   "it is refused)")  # fmt: skip
     p.add_argument("--n", type=positive_int, default=40, help="number of slides (default 40)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="cohort seed (default 0)")
     p.add_argument("--dimensions", type=parse_dimensions, default=(8192, 8192),
