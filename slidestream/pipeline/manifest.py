@@ -145,13 +145,21 @@ def slide_warnings(warnings) -> list[str]:
 def write_summary(path: str | Path, records: list[dict], slide_ids: set[str] | None = None) -> Path:
     """summary.csv from the latest record of each slide and step: one row per slide (of `slide_ids` if given:
     the slides of this run, not every slide the manifest ever saw). Measurements of plug-in steps (e.g. the
-    predict step's predictions) follow the fixed columns, in the order first seen."""
+    predict step's predictions) follow the fixed columns, in the order first seen. `seconds` is the time the
+    slide's steps took when they did their work: a step skipped as finished counts the seconds of its latest
+    earlier "done" record (0 where there is none: a store made outside the run)."""
     latest: dict[tuple[str, str], dict] = {}
+    done_seconds: dict[tuple[str, str], float] = {}  # the latest "done" record's seconds, per slide and step
     for record in records:  # later runs supersede earlier lines of the same slide and step
         if not record["slide_id"]:
             continue  # an input file that is not a slide (step "input")
         if slide_ids is None or record["slide_id"] in slide_ids:
-            latest[(record["slide_id"], record["step"])] = record
+            key = (record["slide_id"], record["step"])
+            if record["status"] == "skipped":
+                record = {**record, "seconds": done_seconds.get(key, 0.0)}
+            elif record["status"] == "done":
+                done_seconds[key] = float(record.get("seconds", 0.0))
+            latest[key] = record
     rows: dict[str, dict] = {}
     extra: dict[str, None] = {}  # ordered set of plug-in steps' measurement names
     for record in latest.values():

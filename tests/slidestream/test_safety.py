@@ -156,6 +156,8 @@ def test_moved_inputs_redo_nothing_and_start_no_cluster(inputs, run_copy, tmp_pa
     moved.mkdir(parents=True)
     shutil.copyfile(inputs / "alpha.svs", moved / "alpha.svs")  # copied without its times
     before = _stores(run_copy)
+    with open(run_copy / "summary.csv") as f:
+        took = {r["slide_id"]: float(r["seconds"]) for r in csv.DictReader(f)}
     _no_cluster(monkeypatch)
     start = time.perf_counter()
     assert main(["run", str(moved), "-o", str(run_copy), *OPTIONS]) == 0
@@ -167,8 +169,29 @@ def test_moved_inputs_redo_nothing_and_start_no_cluster(inputs, run_copy, tmp_pa
         rows = list(csv.DictReader(f))
     assert [r["slide_id"] for r in rows] == ["alpha"] and rows[0]["path"] == str(moved / "alpha.svs")
     assert int(rows[0]["tiles"]) > 0 and rows[0]["status"] == "done"  # measurements carried over
+    assert float(rows[0]["seconds"]) == took["alpha"] > 0  # the time of the run that did the work, not 0.0
     assert (run_copy / "slides" / "beta" / "patches.zarr").is_dir()  # kept
     print(f"re-run of a finished, moved slide: {seconds:.2f} s")
+
+
+def test_summary_seconds_of_a_skipped_step_are_those_of_the_run_that_did_it(tmp_path):
+    def record(slide, step, status, seconds=0.0):
+        return {"slide_id": slide, "path": f"{slide}.svs", "step": step, "status": status, "seconds": seconds,
+                "error": "boom" if status == "failed" else None}  # fmt: skip
+
+    records = [record("a", "tile", "done", 3.5), record("a", "features", "done", 1.25),
+               record("a", "tile", "skipped", 0.01), record("a", "features", "skipped"),  # a re-run
+               record("b", "tile", "done", 9.0), record("b", "tile", "done", 2.0),  # --overwrite: the latest
+               record("b", "tile", "skipped"),
+               record("c", "tile", "skipped", 0.02)]  # a store made outside the run: no done record  # fmt: skip
+    with open(write_summary(tmp_path / "summary.csv", records)) as f:
+        seconds = {r["slide_id"]: float(r["seconds"]) for r in csv.DictReader(f)}
+    assert seconds == {"a": 4.75, "b": 2.0, "c": 0.0}
+    # a later failed attempt counts its own seconds, as before
+    with open(
+        write_summary(tmp_path / "summary.csv", [*records, record("a", "features", "failed", 0.5)])
+    ) as f:
+        assert {r["slide_id"]: float(r["seconds"]) for r in csv.DictReader(f)}["a"] == 4.0
 
 
 # -- full disk ---------------------------------------------------------------------------------------------------
