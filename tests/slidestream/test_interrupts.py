@@ -52,6 +52,23 @@ INFO_REGISTERS = """
     info.register = register
 """
 
+# The first import of `module` (before Python finds it) does `action`: a real SIGINT or a KeyboardInterrupt.
+INTERRUPT_ON_IMPORT = """
+    import os
+    import sys
+
+    class InterruptOnce:
+        done = False
+
+        def find_spec(self, name, path=None, target=None):
+            if name == "{module}" and not self.done:
+                self.done = True
+                {action}
+            return None
+
+    sys.meta_path.insert(0, InterruptOnce())
+"""
+
 
 def test_an_interrupt_caught_after_it_left_an_eval_still_ends_with_130(tmp_path):
     """CPython marks an interrupt that leaves eval()'d code as unhandled (even once caught): without clearing the
@@ -77,21 +94,7 @@ def test_ctrl_c_while_the_commands_import_waits_for_them(tmp_path):
 def test_ctrl_c_while_a_run_imports_dask_waits_for_the_import(tmp_path):
     """The run's own import of dask.distributed (a second or more) finishes under a Ctrl-C, which then ends the
     run before any cluster is started or reached."""
-    site = """
-        import os
-        import sys
-
-        class InterruptOnce:
-            done = False
-
-            def find_spec(self, name, path=None, target=None):
-                if name == "dask.distributed" and not self.done:
-                    self.done = True
-                    os.kill(os.getpid(), 2)
-                return None
-
-        sys.meta_path.insert(0, InterruptOnce())
-    """
+    site = INTERRUPT_ON_IMPORT.format(module="dask.distributed", action="os.kill(os.getpid(), 2)")
     code = """
 import sys
 from types import SimpleNamespace
@@ -110,20 +113,7 @@ except KeyboardInterrupt:
 
 def test_ctrl_c_while_python_imports_the_command_line(tmp_path):
     """Before main() runs (`python -m slidestream` importing slidestream.cli): the hint, not a traceback."""
-    site = """
-        import sys
-
-        class InterruptOnce:
-            done = False
-
-            def find_spec(self, name, path=None, target=None):
-                if name == "slidestream.cli" and not self.done:
-                    self.done = True
-                    raise KeyboardInterrupt
-                return None
-
-        sys.meta_path.insert(0, InterruptOnce())
-    """
+    site = INTERRUPT_ON_IMPORT.format(module="slidestream.cli", action="raise KeyboardInterrupt")
     _said_interrupted(_run_with(site, tmp_path, "--help"))
 
 
