@@ -1,8 +1,9 @@
 """Tissue detection on a low-resolution image: saturation and optical density (Otsu), morphology, holes, area.
 
 Glass is bright and grey; H&E tissue is coloured (saturated) and absorbs light (optical density). Pen marks are
-saturated too but blue, green or black, and are removed by hue and darkness. The mask becomes shapely polygons
-in level-0 pixels.
+saturated too but blue, green or black, and are removed by hue and darkness. Pale tissue (loose or mucinous
+stroma) under the thresholds is kept where it joins tissue over them (a hysteresis threshold). The mask becomes
+shapely polygons in level-0 pixels.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class TissueParams:
     min_saturation: float = 0.07  # floor under the Otsu threshold on saturation
     min_od: float = 0.12  # floor under the Otsu threshold on optical density
     max_brightness: float = 0.94  # brighter than this (of 255) in every channel is glass
+    # Pale tissue (loose or mucinous stroma, thin pale edges): pixels over this fraction of either threshold are
+    # tissue where they touch tissue over the full threshold (hysteresis); 1 turns it off.
+    pale_fraction: float = 0.7
     closing_um: float = 24.0  # radius of the closing that joins nearby tissue
     min_area_um2: float = 20_000.0  # smaller pieces (dust, debris) are dropped
     max_hole_um2: float = 40_000.0  # smaller holes are filled
@@ -124,21 +128,43 @@ def detect_tissue_mask(rgb: np.ndarray, mpp: float | None, params: TissueParams)
     sat_t = np.inf if grey else max(params.min_saturation, float(threshold_otsu(saturation)))
     od_t = max(params.min_od, float(threshold_otsu(od)))
     mask = np.zeros(rgb.shape[:2], bool)
+    pale = np.zeros(rgb.shape[:2], bool)
     for r0 in range(0, rgb.shape[0], 256):
         block = rgb[r0 : r0 + 256]
         saturation, od, top = _saturation_od(block)
-        keep = ((saturation > sat_t) | (od > od_t)) & (block.min(axis=-1) <= params.max_brightness * 255)
+        not_glass = block.min(axis=-1) <= params.max_brightness * 255
         if params.reject_pen and not grey:  # grey has no hue: dark tissue would read as black ink
-            keep &= ~_pen_mask(block, saturation, top)
-        mask[r0 : r0 + 256] = keep
+            not_glass &= ~_pen_mask(block, saturation, top)
+        mask[r0 : r0 + 256] = ((saturation > sat_t) | (od > od_t)) & not_glass
+        low_sat, low_od = sat_t * params.pale_fraction, od_t * params.pale_fraction
+        pale[r0 : r0 + 256] = ((saturation > low_sat) | (od > low_od)) & not_glass
     radius = max(1, round(params.closing_um / mpp)) if mpp else 1
-    # Pad so that the closing's erosion does not eat tissue touching the image border.
-    mask = np.pad(mask, radius, mode="edge")
-    mask = ndimage.binary_closing(mask, structure=morphology.disk(radius))[radius:-radius, radius:-radius]
     min_area = max(4, params.min_area_um2 / mpp**2) if mpp else max(4, mask.size // 20_000)
     hole = params.max_hole_um2 / mpp**2 if mpp else mask.size // 10_000
-    mask |= ~_without_small_components(~mask, int(hole))  # fill small holes
+    mask = _closed_and_filled(mask, radius, int(hole))
+    if params.pale_fraction < 1:
+        # Pale pixels join tissue of some substance (a quarter of the smallest piece kept), not a few stray
+        # pixels over the thresholds in a pale smear.
+        seeds = _without_small_components(mask, int(min_area / 4))
+        mask = _closed_and_filled(_touching(pale | mask, seeds), radius, int(hole))
     return _without_small_components(mask, int(min_area))
+
+
+def _closed_and_filled(mask: np.ndarray, radius: int, hole: int) -> np.ndarray:
+    """`mask` closed with a disk of `radius` px (nearby tissue joined; padded so that tissue touching the image
+    border is not eroded) and its holes of at most `hole` px filled."""
+    mask = np.pad(mask, radius, mode="edge")
+    mask = ndimage.binary_closing(mask, structure=morphology.disk(radius))[radius:-radius, radius:-radius]
+    return mask | ~_without_small_components(~mask, hole)
+
+
+def _touching(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The 8-connected components of `mask` that hold at least one pixel of `seeds` (a hysteresis threshold:
+    pale tissue is kept where it joins tissue, a pale smear on its own is not)."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool), output=np.int32)
+    hit = np.bincount(labels[seeds], minlength=n + 1) > 0
+    hit[0] = False
+    return hit[labels]
 
 
 def _without_small_components(mask: np.ndarray, max_size: int) -> np.ndarray:

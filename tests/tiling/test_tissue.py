@@ -64,6 +64,24 @@ def test_small_debris_dropped_and_holes_filled():
     assert mask[145, 145] and not mask[11, 281]
 
 
+def test_pale_tissue_is_kept_where_it_joins_tissue_and_a_pale_smear_alone_is_not():
+    """Hysteresis: pale stroma (under the Otsu thresholds, over half of them) next to well-stained tissue is
+    tissue; the same pale colour on its own is not. Without it (`pale_fraction=1`) the pale stroma is glass."""
+    image = np.full((300, 300, 3), 245.0)  # glass
+    image[40:200, 40:120] = (120, 60, 140)  # well-stained tissue
+    image[40:200, 120:170] = (228, 205, 235)  # pale stroma joined to it
+    image[230:290, 200:290] = (228, 205, 235)  # the same pale colour, alone (3.5x the minimum area)
+    image = np.clip(image + np.random.default_rng(0).normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+    image[image.min(axis=-1) >= 240] = (
+        245  # noise-free glass; the smear keeps a few pixels over the thresholds
+    )
+    without = detect_tissue_mask(image, 8.0, TissueParams(pale_fraction=1.0))
+    assert without[100, 80] and without[40:200, 130:170].mean() < 0.1 and not without[230:290, 200:290].any()
+    mask = detect_tissue_mask(image, 8.0, TissueParams())
+    assert mask[100, 80] and mask[40:200, 120:170].all()
+    assert not mask[230:290, 200:290].any()
+
+
 def test_mask_to_geometry_keeps_holes_and_scale():
     mask = np.zeros((40, 40), bool)
     mask[5:35, 5:35] = True
