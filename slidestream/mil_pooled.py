@@ -56,6 +56,7 @@ class PooledSlides:
     unused: list
     results: tuple = ()  # the run folders and labels tables given (metrics.json records them)
     labels: tuple = ()
+    stores: dict | None = None  # slide id -> store path (metrics.json records each slide's content hash)
 
 
 def load_readouts(model_dir: Path, manifest: dict) -> list:
@@ -119,7 +120,8 @@ def pooled_vectors(results, labels, targets, tumour_model: str | Path,
     X = np.asarray(vectors, dtype=np.float64).reshape(len(kept), -1)
     y = values.loc[kept, targets].to_numpy(dtype=float)
     return PooledSlides(tumour, Path(tumour_model), targets, group, config, table.loc[kept], X, y,
-                        sorted(left_out), list(unused), tuple(_paths(results)), tuple(_paths(labels)))  # fmt: skip
+                        sorted(left_out), list(unused), tuple(_paths(results)), tuple(_paths(labels)),
+                        {s: stores[s] for s in kept})  # fmt: skip
 
 
 def train_tumour_pooled(results, labels, targets, tumour_model: str | Path,
@@ -193,7 +195,7 @@ def fit_tumour_pooled(slides: PooledSlides, out: str | Path, folds: int = 5, see
         "task": "mutation", "targets": targets, "model": READOUT, "tumour_pool": pool_state,
         "tumour_model": str(slides.tumour_model.resolve()), "feature": tumour.feature, "context": context_state,
         "folds": folds, "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
-        **provenance(slides.results, slides.labels, table.index),
+        **provenance(slides.results, slides.labels, table.index, slides.stores),
         "per_fold": json.loads(fold_table.to_json(orient="records")),
         "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},
     }  # fmt: skip

@@ -23,7 +23,7 @@ from wsi.atomic import atomic_file, replace_dir
 
 __all__ = ["MODEL_FORMAT", "LoadedModel", "PredictResult", "TASK_CHOICES", "TrainResult", "check_inputs",
            "check_store", "check_swapped", "find_stores", "fold_tile_scores", "load_model_folder", "predict_slides",
-           "predict_store", "provenance", "stores_and_labels", "train_slides", "trained_on"]  # fmt: skip
+           "predict_store", "provenance", "slide_sha256", "stores_and_labels", "train_slides", "trained_on"]  # fmt: skip
 
 MODEL_FORMAT = "slidestream.mil-model/1"
 SCORES_SOURCE = "slidestream mil predict"
@@ -162,26 +162,51 @@ def _paths(given) -> list:
     return [given] if isinstance(given, (str, Path)) else list(given)
 
 
-def provenance(results, labels, slide_ids) -> dict:
-    """What a model was trained on, for its metrics.json: the run folders (resolved), the labels tables and the
-    training slides' ids (`mil predict` says which of the slides it predicts are among them)."""
-    return {"run_folders": [str(Path(r).resolve()) for r in _paths(results)],
-            "labels": [str(Path(t).resolve()) for t in _paths(labels)], "slide_ids": sorted(map(str, slide_ids))}  # fmt: skip
+def slide_sha256(store) -> str | None:
+    """The content hash of the slide `store` was tiled from (its `inputs` record; None in stores made before
+    it was recorded)."""
+    return ((store.attrs.get("inputs") or {}).get("slide") or {}).get("sha256")
 
 
-def trained_on(model: LoadedModel) -> set:
-    """The ids of the slides `model` was trained on (with a tumour-pooled model: its tumour model's too), as
-    their metrics.json record them (an older folder records none)."""
+def provenance(results, labels, slide_ids, stores: dict | None = None) -> dict:
+    """What a model was trained on, for its metrics.json: the run folders (resolved), the labels tables, the
+    training slides' ids and, given their `stores` (id -> store path), each slide's content hash (`mil predict`
+    says which of the slides it predicts are among them: by content where both sides have it, so another
+    cohort's slide under the same id is not, and a renamed copy is)."""
+    record = {"run_folders": [str(Path(r).resolve()) for r in _paths(results)],
+              "labels": [str(Path(t).resolve()) for t in _paths(labels)], "slide_ids": sorted(map(str, slide_ids))}  # fmt: skip
+    if stores is not None:
+        from tiling import PatchStore
+
+        record["slide_sha256"] = {str(s): slide_sha256(PatchStore.open(stores[s])) for s in sorted(slide_ids)}
+    return record
+
+
+def trained_on(model: LoadedModel) -> dict[str, str | None]:
+    """The slides `model` was trained on (with a tumour-pooled model: its tumour model's too), id -> content
+    hash (None where not recorded), as their metrics.json record them (an older folder records none)."""
     folders = [model.model_dir] + (
         [model.model_dir / model.manifest["tumour_model"]] if model.readouts else []
     )
-    ids = set()
+    slides: dict[str, str | None] = {}
     for folder in folders:
         try:
-            ids.update(json.loads((folder / "metrics.json").read_text()).get("slide_ids", []))
+            metrics = json.loads((folder / "metrics.json").read_text())
         except (OSError, ValueError):
-            pass
-    return ids
+            continue
+        hashes = metrics.get("slide_sha256") or {}
+        slides.update({s: hashes.get(s) for s in metrics.get("slide_ids", [])})
+    return slides
+
+
+def _seen(predicted: dict[str, str | None], trained: dict[str, str | None]) -> tuple[str, ...]:
+    """The predicted slides (id -> content hash) among the `trained` ones: by content hash where both sides
+    have one, else by id."""
+    hashes = {h for h in trained.values() if h}
+    return tuple(sorted(
+        s for s, h in predicted.items()
+        if (h is not None and h in hashes) or (s in trained and (h is None or trained[s] is None))
+    ))  # fmt: skip
 
 
 def _task_for(task: str, targets: list[str], values: pd.DataFrame, grade_link: str = "cumulative"):
@@ -232,7 +257,7 @@ def _write_csv(table: pd.DataFrame, path: Path, index: bool = False) -> None:
 
 def _save_figure(fig, path: Path) -> None:
     with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", pad_inches=0.1)  # no empty margins
 
 
 def _plots(folder: Path, task_name: str, oof: pd.DataFrame, targets: list[str], tasks, columns) -> list[Path]:
@@ -399,7 +424,7 @@ def train_slides(results, labels, task: str, targets, out: str | Path,
         "task": task, "targets": targets, "model": model, "model_kwargs": model_kwargs or {}, "feature": feature,
         "context": context_state, "folds": folds,
         "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
-        **provenance(results, labels, table.index),
+        **provenance(results, labels, table.index, stores),
         "per_fold": json.loads(cv.folds.to_json(orient="records")),
         "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},
     }  # fmt: skip
@@ -804,5 +829,6 @@ def predict_slides(results: str | Path, model_dir: str | Path, out: str | Path, 
     text = "".join(json.dumps(r) + "\n" for r in sorted(records, key=lambda r: r["slide_id"]))
     with atomic_file(out / "predict_manifest.jsonl") as tmp:
         tmp.write_text(text)
-    seen = tuple(sorted(set(predictions["slide_id"].astype(str)) & trained_on(model)))
+    predicted = {str(r["slide_id"]): slide_sha256(opened[r["slide_id"]]) for r in rows}
+    seen = _seen(predicted, trained_on(model))
     return PredictResult(predictions, failed, seen)

@@ -248,6 +248,22 @@ def test_several_run_folders_train_as_one(cohort, tmp_path, capsys):
         f"note: {N_SLIDES // 2} of the slides predicted were in the model's training set"
         in capsys.readouterr().out
     )
+    # By content (metrics.json keeps each training slide's hash): a training slide renamed is named as trained
+    # on; another cohort's slide that happens to reuse a training id is not.
+    assert sorted(metrics["slide_sha256"]) == sorted(ids) and all(metrics["slide_sha256"].values())
+    renamed, reused = tmp_path / "d" / "slides" / "renamed", tmp_path / "d" / "slides" / ids[0]
+    shutil.copytree(cohort / "results" / "slides" / ids[1], renamed)
+    _set_slide_id(renamed / "patches.zarr", "renamed")
+    shutil.copytree(cohort / "results" / "slides" / ids[0], reused)
+    group = zarr.open_group(reused / "patches.zarr", mode="r+")
+    inputs = group.attrs["inputs"]
+    group.attrs["inputs"] = {**inputs, "slide": {**inputs["slide"], "sha256": "0" * 32}}  # another slide's
+    assert main(["mil", "predict", str(tmp_path / "d"), "--model", str(tmp_path / "two"), "-o",
+                 str(tmp_path / "pred_c"), "-q"]) == 0  # fmt: skip
+    assert "note: 1 of the slides predicted were in the model's training set" in (
+        said := capsys.readouterr().out
+    )
+    assert "['renamed']" in said
     capsys.readouterr()
     # The same folder twice, as given or by another path to it.
     for twice in ([tmp_path / "a", tmp_path / "a"], [tmp_path / "a", tmp_path / "b" / ".." / "a"]):
