@@ -100,7 +100,9 @@ def plot_kaplan_meier(path, time, event, groups, labels: dict | None = None, tit
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        fig.savefig(partial, format=path.suffix.lstrip(".").lower() or "png")
+        fig.savefig(
+            partial, format=path.suffix.lstrip(".").lower() or "png", bbox_inches="tight", pad_inches=0.1
+        )
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

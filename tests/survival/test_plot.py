@@ -92,3 +92,14 @@ def test_png_written_atomically_without_touching_global_state(two_arms, tmp_path
 def test_one_group_has_no_log_rank_title():
     fig = survival.kaplan_meier_figure([1, 2, 3, 4], [1, 0, 1, 1], [0, 0, 0, 0], at_risk=False)
     assert len(fig.axes) == 1 and fig.axes[0].get_title() == "Kaplan-Meier"
+
+
+def test_the_saved_picture_holds_every_label(two_arms, tmp_path):
+    """Long group names ("predicted high risk") reach left of the figure's area; the PNG is cut to what is
+    drawn, so nothing is clipped: no ink touches any edge of the picture."""
+    time, event, group = two_arms
+    labels = {0: "predicted low risk", 1: "predicted high risk"}
+    path = survival.plot_kaplan_meier(tmp_path / "km.png", time, event, group, labels)
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    for edge in (rgb[:, :2], rgb[:, -2:], rgb[:2], rgb[-2:]):
+        assert edge.min() > 240
