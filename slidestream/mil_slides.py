@@ -261,9 +261,10 @@ def _save_figure(fig, path: Path) -> None:
 
 
 def _plots(folder: Path, task_name: str, oof: pd.DataFrame, targets: list[str], tasks, columns) -> list[Path]:
-    """ROC per fold (binary, mutation), confusion matrix (multiclass, grade), KM of predicted risk groups."""
+    """ROC per fold and pooled out of fold (binary, mutation), confusion matrix (multiclass, grade), KM of
+    predicted risk groups."""
     from matplotlib.figure import Figure
-    from sklearn.metrics import confusion_matrix, roc_curve
+    from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
     written = []
     if task_name in ("binary", "mutation"):
@@ -271,15 +272,23 @@ def _plots(folder: Path, task_name: str, oof: pd.DataFrame, targets: list[str], 
         for target, column in pairs:
             fig = Figure(figsize=(5, 5))
             ax = fig.add_subplot()
-            for fold, part in oof.groupby("fold"):
+            # Each fold's curve, and all out-of-fold predictions pooled (one AUC over the slides, as a held-out
+            # cohort would be scored), each with its AUC in the legend.
+            parts = [(f"fold {fold}", part, {"linewidth": 1}) for fold, part in oof.groupby("fold")]
+            parts.append(("pooled out of fold", oof, {"color": "black", "linewidth": 2}))
+            for name, part, style in parts:
                 y = part[f"true_{target}"].to_numpy(dtype=float)
                 keep = np.isfinite(y)
                 if len(np.unique(y[keep])) < 2:
                     continue
-                fpr, tpr, _ = roc_curve(y[keep], part[column].to_numpy()[keep])
-                ax.plot(fpr, tpr, label=f"fold {fold}")
+                score = part[column].to_numpy()[keep]
+                fpr, tpr, _ = roc_curve(y[keep], score)
+                auc = roc_auc_score(y[keep], score)
+                ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f}, n {keep.sum()})", **style)
             ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-            ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC per fold: {target}")
+            ax.set(
+                xlabel="false positive rate", ylabel="true positive rate", title=f"ROC out of fold: {target}"
+            )
             if ax.get_legend_handles_labels()[0]:  # no fold has both classes of this target: no curve
                 ax.legend(loc="lower right")
             path = folder / f"roc_{target}.png"
