@@ -54,8 +54,8 @@ def register(sub) -> None:
                        help="keyword argument of the model, e.g. --model-arg top_k=4 --model-arg embed_dim=32 "
                             "(values read as TOML: numbers, true / false, \"strings\"; else as text)")  # fmt: skip
     train.add_argument("--grade-link", default="cumulative", choices=("cumulative", "corn", "regression"),
-                       help="grade task: the ordinal link, cumulative (default: best in cross-validation on the "
-                            "synthetic cohorts), corn or regression (README)")  # fmt: skip
+                       help="grade task: the ordinal link, cumulative (default; in cross-validation on 480 synthetic "
+                            "slides corn scored 0.009 QWK over it, regression 0.016 under), corn or regression (README)")  # fmt: skip
     train.add_argument("--features", help="feature name in the stores (default stain_stats)")
     add_context_arguments(train)
     train.add_argument("--tumour-model", metavar="CANCER_DIR",
