@@ -381,6 +381,10 @@ def main(argv=None) -> int:
         pred = predicted.predictions.set_index("slide_id")
         truth = test.loc[pred.index]
         cv = {m: round(float(v), 3) for m, v in trained.summary["mean"].items()}
+        if "pooled" in trained.summary:  # the monitored metric over all out-of-fold predictions at once
+            cv.update(
+                {f"{m} pooled": round(float(v), 3) for m, v in trained.summary["pooled"].dropna().items()}
+            )
         if key == "cancer":
             auc = roc_auc_score(truth["cancer"], pred["probability_mean"])
             rows.append(("cancer AUC", auc, 0.95))

@@ -445,8 +445,9 @@ def _train(model, task, train, y_train, val, y_val, config: FitConfig, device) -
 
 @dataclass
 class CVResult:
-    """Cross-validation results: per-fold metrics, their mean and sd, out-of-fold predictions of every slide,
-    and the fold models (an ensemble: `predict` gives each prediction's mean and sd over the folds)."""
+    """Cross-validation results: per-fold metrics, their mean and sd (and, for the task's monitored metric, its
+    value over all out-of-fold predictions pooled), out-of-fold predictions of every slide, and the fold models
+    (an ensemble: `predict` gives each prediction's mean and sd over the folds)."""
 
     folds: pd.DataFrame
     summary: pd.DataFrame
@@ -513,7 +514,7 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
                "model_kwargs": model_kwargs or {}, "task": base_task.state()}  # fmt: skip
     if n_splits == 1:
         planned["validation_parts"] = validation_parts
-    rows, oof_parts, models, tasks, histories = [], [], [], [], []
+    rows, oof_parts, models, tasks, histories, pooled = [], [], [], [], [], ([], [])
     for k, (fit_index, val_index, test_index) in enumerate(folds):
         fold_task = copy.deepcopy(base_task)
         fold_config = replace(config, seed=config.seed + k)
@@ -524,6 +525,8 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
         test = bags.subset(test_index)
         prediction = fold_task.predict(predict_logits(fold_model, test, fold_config.device))
         metrics = fold_task.evaluate(target[test_index], prediction)
+        pooled[0].append(target[test_index])
+        pooled[1].append(prediction)
         rows.append({"fold": k, "n_train": len(fit_index), "n_val": len(val_index), "n_test": len(test_index),
                      "best_epoch": history.attrs["best_epoch"],
                      **{m: v for m, v in metrics.items() if np.isscalar(v)}})  # fmt: skip
@@ -541,6 +544,13 @@ def cross_validate(model: str, task: Task | str, bags, n_splits: int = 5, config
     ]
     sd = folds[metric_columns].std(ddof=1) if len(folds) > 1 else pd.Series(np.nan, index=metric_columns)
     summary = pd.DataFrame({"mean": folds[metric_columns].mean(), "sd": sd})
+    # The task's own metric over all out-of-fold predictions at once, as a held-out cohort is scored: the mean
+    # of per-fold AUCs (or QWK, C-index) forgives folds that rank on different scales. Only the monitored
+    # metric: it is rank-based, while a threshold metric would mix the folds' thresholds.
+    summary["pooled"] = np.nan
+    if base_task.monitor in summary.index:
+        pooled_metrics = tasks[0].metrics(np.concatenate(pooled[0]), np.concatenate(pooled[1]))
+        summary.loc[base_task.monitor, "pooled"] = pooled_metrics.get(base_task.monitor, np.nan)
     oof = pd.concat(oof_parts, ignore_index=True).set_index("slide_id")
     oof = oof.loc[[i for i in bags.ids if i in oof.index]].reset_index()
     if out_dir is not None:

@@ -148,7 +148,15 @@ def fit_tumour_pooled(slides: PooledSlides, out: str | Path, folds: int = 5, see
     from mil import create_task
     from mil.train import checked_folds, write_json
     from mil.tumour_pool import TumourPooledLogistic
-    from slidestream.mil_slides import _MANIFEST, MODEL_FORMAT, TrainResult, _is_ours, _plots, provenance
+    from slidestream.mil_slides import (
+        _MANIFEST,
+        MODEL_FORMAT,
+        TrainResult,
+        _is_ours,
+        _plots,
+        provenance,
+        summary_record,
+    )
 
     out = Path(out)
     if out.exists() and not _is_ours(out):
@@ -186,6 +194,8 @@ def fit_tumour_pooled(slides: PooledSlides, out: str | Path, folds: int = 5, see
         {"mean": fold_table[metric_columns].mean(), "sd": fold_table[metric_columns].std(ddof=1)}
     )
     oof = pd.concat(parts, ignore_index=True).set_index("slide_id").loc[table.index].reset_index()
+    # Every metric here is an AUC: also over all out-of-fold predictions at once (`mil.CVResult.summary`).
+    summary["pooled"] = pd.Series(task.metrics(y, oof[columns].to_numpy()))
     true = pd.DataFrame(y, index=table.index, columns=targets).loc[oof["slide_id"]]
     true = true.reset_index(drop=True).add_prefix("true_")
     oof = pd.concat([oof, true], axis=1)
@@ -197,7 +207,7 @@ def fit_tumour_pooled(slides: PooledSlides, out: str | Path, folds: int = 5, see
         "folds": folds, "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
         **provenance(slides.results, slides.labels, table.index, slides.stores),
         "per_fold": json.loads(fold_table.to_json(orient="records")),
-        "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},
+        "summary": summary_record(summary),
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))

@@ -23,7 +23,7 @@ from wsi.atomic import atomic_file, replace_dir
 
 __all__ = ["MODEL_FORMAT", "LoadedModel", "PredictResult", "TASK_CHOICES", "TrainResult", "check_inputs",
            "check_store", "check_swapped", "find_stores", "fold_tile_scores", "load_model_folder", "predict_slides",
-           "predict_store", "provenance", "slide_sha256", "stores_and_labels", "train_slides", "trained_on"]  # fmt: skip
+           "predict_store", "provenance", "slide_sha256", "stores_and_labels", "summary_record", "train_slides", "trained_on"]  # fmt: skip
 
 MODEL_FORMAT = "slidestream.mil-model/1"
 SCORES_SOURCE = "slidestream mil predict"
@@ -207,6 +207,17 @@ def _seen(predicted: dict[str, str | None], trained: dict[str, str | None]) -> t
         s for s, h in predicted.items()
         if (h is not None and h in hashes) or (s in trained and (h is None or trained[s] is None))
     ))  # fmt: skip
+
+
+def summary_record(summary: pd.DataFrame) -> dict:
+    """metrics.json's `summary`: per metric the mean and sd over the folds, and the value over the pooled
+    out-of-fold predictions where there is one (`mil.CVResult.summary`)."""
+    record = {}
+    for metric, row in summary.iterrows():
+        record[metric] = {"mean": float(row["mean"]), "sd": float(row["sd"])}
+        if np.isfinite(row.get("pooled", np.nan)):
+            record[metric]["pooled"] = float(row["pooled"])
+    return record
 
 
 def _task_for(task: str, targets: list[str], values: pd.DataFrame, grade_link: str = "cumulative"):
@@ -435,7 +446,7 @@ def train_slides(results, labels, task: str, targets, out: str | Path,
         "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
         **provenance(results, labels, table.index, stores),
         "per_fold": json.loads(cv.folds.to_json(orient="records")),
-        "summary": {m: {"mean": float(r["mean"]), "sd": float(r["sd"])} for m, r in summary.iterrows()},
+        "summary": summary_record(summary),
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))

@@ -168,7 +168,7 @@ def run_train(args) -> int:
         )
     print(result.folds.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print()
-    print(result.summary.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(result.summary.to_string(float_format=lambda v: f"{v:.3f}", na_rep=""))
     print(f"model folder: {result.model_dir}")
     return 0
 

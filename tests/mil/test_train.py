@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -162,6 +163,13 @@ def test_cross_validation_grouped_stratified_with_ensemble(tmp_path):
                                 model_kwargs={"embed_dim": 32}, out_dir=tmp_path)  # fmt: skip
     assert len(result.folds) == 3 and {"auc", "balanced_accuracy"} <= set(result.summary.index)
     assert result.summary.loc["auc", "sd"] >= 0
+    # The monitored metric also over the pooled out-of-fold predictions: one AUC over all slides.
+    from sklearn.metrics import roc_auc_score
+
+    truth = pd.Series(y, index=data.ids).loc[result.oof["slide_id"]]
+    pooled = roc_auc_score(truth, result.oof["probability"])
+    assert result.summary.loc["auc", "pooled"] == pytest.approx(pooled)
+    assert result.summary["pooled"].drop("auc").isna().all()  # threshold metrics are per fold only
     assert (
         result.oof["slide_id"].tolist() == data.ids
     )  # every slide predicted once, by the fold that held it out

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from slidestream.cli import main
 from tiling import PatchStore
@@ -83,6 +84,10 @@ def test_train_then_predict_binary(cohort, cancer_model, tmp_path):
     oof = pd.read_csv(model / "oof_predictions.csv")
     assert len(oof) == N_SLIDES and {"slide_id", "fold", "probability", "true_cancer"} <= set(oof.columns)
     assert oof["probability"].between(0, 1).all()
+    # Beside the mean of the folds' AUCs, the AUC of all out-of-fold predictions at once.
+    pooled = roc_auc_score(oof["true_cancer"], oof["probability"])
+    assert metrics["summary"]["auc"]["pooled"] == pytest.approx(pooled)
+    assert "pooled" not in metrics["summary"]["balanced_accuracy"]
     assert (model / "roc_cancer.png").stat().st_size > 0 and (model / "plan.json").exists()
     assert (model / "training_curves.png").stat().st_size > 0
     checkpoint = load_model(model / "fold_1")
@@ -703,6 +708,8 @@ def test_mutation_read_from_the_tumour_tiles_of_a_cancer_model(cohort, cancer_mo
     assert metrics["left_out"] == sorted(labels.slide_id[~cancer])  # no mutation value: left out
     oof = pd.read_csv(model / "oof_predictions.csv", dtype={"slide_id": str})
     assert sorted(oof.slide_id) == sorted(labels.slide_id[cancer]) and oof["p_mut_a"].between(0, 1).all()
+    pooled = roc_auc_score(oof["true_mut_a"], oof["p_mut_a"])
+    assert metrics["summary"]["auc_mut_a"]["pooled"] == pytest.approx(pooled)
     out = tmp_path / "pred"
     assert main(["mil", "predict", results, "--model", str(model), "-o", str(out), "-q"]) == 0
     predictions = pd.read_csv(out / "predictions.csv", dtype={"slide_id": str}).set_index("slide_id")
