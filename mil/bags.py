@@ -130,24 +130,19 @@ class BagDataset(Dataset):
                  label_columns: Sequence[str] = ("label",), max_tiles: int | None = None, seed: int = 0,
                  group_column: str | None = None, subset: bool = False,
                  context: SpatialContext | None = None, allow_missing: bool = False):  # fmt: skip
-        if isinstance(stores, Mapping):  # the caller's ids (`slidestream mil train`: the run's folder names)
-            self.stores = {
-                str(k): s if isinstance(s, PatchStore) else PatchStore.open(s) for k, s in stores.items()
-            }
-            if len(self.stores) != len(stores):
-                raise ValueError("two stores have the same slide id")
-        else:
-            opened = [s if isinstance(s, PatchStore) else PatchStore.open(s) for s in stores]
-            self.stores = {_slide_id(s): s for s in opened}
-            if len(self.stores) != len(opened):
-                raise ValueError("two stores have the same slide id")
+        # A mapping gives the caller's ids (`slidestream mil train`: the run's folder names), a sequence none.
+        given = stores.items() if isinstance(stores, Mapping) else [(None, s) for s in stores]
+        opened = [(k, s if isinstance(s, PatchStore) else PatchStore.open(s)) for k, s in given]
+        self.stores = {_slide_id(s) if k is None else str(k): s for k, s in opened}
+        if len(self.stores) != len(opened):
+            raise ValueError("two stores have the same slide id")
         table = _label_table(labels)
         missing_columns = [c for c in label_columns if c not in table.columns]
         if missing_columns:
             raise ValueError(f"labels have no column(s) {missing_columns} (columns: {list(table.columns)})")
         self.unused_labels = match_slides(table.index, list(self.stores), subset)
         for slide_id, store in self.stores.items():
-            if feature not in store.feature_names() or not store.features(feature).attrs.get("complete"):
+            if not store.has_features(feature):
                 raise ValueError(f"slide {slide_id}: no complete features/{feature} in {store.path}; "
                                  "run `slidestream features` first")  # fmt: skip
         self.slide_ids = sorted(self.stores)

@@ -56,7 +56,9 @@ class PooledSlides:
     unused: list
     results: tuple = ()  # the run folders and labels tables given (metrics.json records them)
     labels: tuple = ()
-    stores: dict | None = None  # slide id -> store path (metrics.json records each slide's content hash)
+    hashes: dict | None = (
+        None  # slide id -> its slide's content hash (`slide_sha256`; metrics.json records them)
+    )
 
 
 def load_readouts(model_dir: Path, manifest: dict) -> list:
@@ -81,6 +83,7 @@ def pooled_vectors(results, labels, targets, tumour_model: str | Path,
         check_store,
         fold_tile_scores,
         load_model_folder,
+        slide_sha256,
         stores_and_labels,
     )
     from tiling import PatchStore
@@ -105,7 +108,7 @@ def pooled_vectors(results, labels, targets, tumour_model: str | Path,
                          "values")  # fmt: skip
     empty = values.isna().all(axis=1)
     left_out = list(table.index[empty])
-    vectors, kept = [], []
+    vectors, kept, hashes = [], [], {}
     for slide_id in table.index[~empty]:
         store = PatchStore.open(stores[slide_id])
         if len(store) == 0:
@@ -117,11 +120,12 @@ def pooled_vectors(results, labels, targets, tumour_model: str | Path,
         widened, _, scores = fold_tile_scores(tumour, store, slide_id)
         vectors.append(pool_tumour_tiles(widened, scores.mean(axis=0), config.fraction))
         kept.append(slide_id)
+        hashes[slide_id] = slide_sha256(store)
     X = np.asarray(vectors, dtype=np.float64).reshape(len(kept), -1)
     y = values.loc[kept, targets].to_numpy(dtype=float)
     return PooledSlides(tumour, Path(tumour_model), targets, group, config, table.loc[kept], X, y,
                         sorted(left_out), list(unused), tuple(_paths(results)), tuple(_paths(labels)),
-                        {s: stores[s] for s in kept})  # fmt: skip
+                        hashes)  # fmt: skip
 
 
 def train_tumour_pooled(results, labels, targets, tumour_model: str | Path,
@@ -205,7 +209,7 @@ def fit_tumour_pooled(slides: PooledSlides, out: str | Path, folds: int = 5, see
         "task": "mutation", "targets": targets, "model": READOUT, "tumour_pool": pool_state,
         "tumour_model": str(slides.tumour_model.resolve()), "feature": tumour.feature, "context": context_state,
         "folds": folds, "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
-        **provenance(slides.results, slides.labels, table.index, slides.stores),
+        **provenance(slides.results, slides.labels, table.index, slides.hashes),
         "per_fold": json.loads(fold_table.to_json(orient="records")),
         "summary": summary_record(summary),
     }  # fmt: skip

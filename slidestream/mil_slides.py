@@ -54,13 +54,18 @@ class PredictResult:
     seen: tuple[str, ...] = ()
 
 
+def _paths(given) -> list:
+    """One path (str or Path) as a list of one, or a sequence of them as a list."""
+    return [given] if isinstance(given, (str, Path)) else list(given)
+
+
 def find_stores(results) -> dict[str, Path]:
     """Slide id -> patch store path for every `RESULTS/slides/<slide_id>/patches.zarr` of one run folder, or of
     several (a path or a sequence of them). A slide's id is its folder's name under RESULTS/slides, the id `run`
     gave it (`slidestream.discovery.slide_id_for`); the store's own `slide_id` attribute is the file's stem and
     may differ. A slide id in more than one folder is an error naming the ids and their folders, as is a folder
     given twice and a folder without stores."""
-    folders = [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
+    folders = [Path(r) for r in _paths(results)]
     if not folders:
         raise ValueError("no run folder given")
     given = {}
@@ -124,7 +129,7 @@ def _read_table(path: str | Path) -> pd.DataFrame:
 def _read_tables(labels, columns: list) -> tuple[pd.DataFrame, str]:
     """One labels table, or several (a sequence of paths) stacked, each checked for `columns` (an error naming
     the file that lacks one: stacking would fill it with NaN); and the name errors give it."""
-    paths = [labels] if isinstance(labels, (str, Path)) else list(labels)
+    paths = _paths(labels)
     if not paths:
         raise ValueError("no labels table given")
     tables = []
@@ -158,27 +163,21 @@ def stores_and_labels(
     return stores, table.set_index(table["slide_id"].astype(str)), unused, name
 
 
-def _paths(given) -> list:
-    return [given] if isinstance(given, (str, Path)) else list(given)
-
-
 def slide_sha256(store) -> str | None:
     """The content hash of the slide `store` was tiled from (its `inputs` record; None in stores made before
     it was recorded)."""
     return ((store.attrs.get("inputs") or {}).get("slide") or {}).get("sha256")
 
 
-def provenance(results, labels, slide_ids, stores: dict | None = None) -> dict:
+def provenance(results, labels, slide_ids, hashes: dict | None = None) -> dict:
     """What a model was trained on, for its metrics.json: the run folders (resolved), the labels tables, the
-    training slides' ids and, given their `stores` (id -> store path), each slide's content hash (`mil predict`
-    says which of the slides it predicts are among them: by content where both sides have it, so another
-    cohort's slide under the same id is not, and a renamed copy is)."""
+    training slides' ids and, given them (`hashes`: id -> `slide_sha256` of its store), each slide's content
+    hash (`mil predict` says which of the slides it predicts are among them: by content where both sides have
+    it, so another cohort's slide under the same id is not, and a renamed copy is)."""
     record = {"run_folders": [str(Path(r).resolve()) for r in _paths(results)],
               "labels": [str(Path(t).resolve()) for t in _paths(labels)], "slide_ids": sorted(map(str, slide_ids))}  # fmt: skip
-    if stores is not None:
-        from tiling import PatchStore
-
-        record["slide_sha256"] = {str(s): slide_sha256(PatchStore.open(stores[s])) for s in sorted(slide_ids)}
+    if hashes is not None:
+        record["slide_sha256"] = {str(s): hashes[s] for s in sorted(slide_ids)}
     return record
 
 
@@ -419,9 +418,8 @@ def train_slides(results, labels, task: str, targets, out: str | Path,
     no_tiles = sorted(s for s, store in opened.items() if len(store) == 0)
     left_out = sorted(left_out + no_tiles)
     table = table.drop(index=no_tiles)
-    opened = {
-        s: opened[s] for s in table.index
-    }  # keyed by the run's id (the folder name), not the stores' attrs
+    # Keyed by the run's id (the folder name), not the stores' attrs.
+    opened = {s: opened[s] for s in table.index}
     bag_task = _task_for(task, targets, table, grade_link)
     dataset = BagDataset(opened, table, feature, label_columns=targets, group_column=group, seed=seed,
                          context=context, allow_missing=masks_missing)  # fmt: skip
@@ -444,7 +442,7 @@ def train_slides(results, labels, task: str, targets, out: str | Path,
         "task": task, "targets": targets, "model": model, "model_kwargs": model_kwargs or {}, "feature": feature,
         "context": context_state, "folds": folds,
         "n_slides": len(table), "left_out": left_out, "unused_labels": unused,
-        **provenance(results, labels, table.index, stores),
+        **provenance(results, labels, table.index, {s: slide_sha256(opened[s]) for s in table.index}),
         "per_fold": json.loads(cv.folds.to_json(orient="records")),
         "summary": summary_record(summary),
     }  # fmt: skip
@@ -519,8 +517,7 @@ def check_inputs(results, labels, columns: list, feature: str, labels_subset: bo
 
     stores, _, _, _ = stores_and_labels(results, labels, columns, labels_subset)
     opened = {s: PatchStore.open(path) for s, path in stores.items()}
-    lacking = [s for s, store in opened.items()
-               if feature not in store.feature_names() or not store.features(feature).attrs.get("complete")]  # fmt: skip
+    lacking = [s for s, store in opened.items() if not store.has_features(feature)]
     if lacking:
         raise ValueError(f"no complete features/{feature} in the stores of slide(s) {lacking[:20]}; run "
                          "`slidestream features` first")  # fmt: skip
@@ -711,7 +708,7 @@ def check_store(model: LoadedModel, store, slide_id: str, path: Path) -> str | N
     """Why `store` cannot be predicted by `model` (no complete features of its kind), or None. A store whose
     features come from another encoder raises ValueError naming both."""
     feature = model.feature
-    if feature not in store.feature_names() or not store.features(feature).attrs.get("complete"):
+    if not store.has_features(feature):
         return f"no complete features/{feature} in {path} (has {store.feature_names()})"
     _check_encoder(model.manifest, store, slide_id)
     return None

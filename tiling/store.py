@@ -334,6 +334,11 @@ class PatchStore:
     def feature_names(self) -> list[str]:
         return sorted(self._group["features"].array_keys()) if "features" in self._group else []
 
+    def has_features(self, name: str) -> bool:
+        """Whether features/<name> is here and was finished (its `complete` attribute: an interrupted
+        extraction leaves it unset)."""
+        return name in self.feature_names() and bool(self.features(name).attrs.get("complete"))
+
     def features(self, name: str) -> zarr.Array:
         """features/<name>: (N, D) float16."""
         try:

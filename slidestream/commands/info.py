@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -113,12 +114,11 @@ def run(args) -> int:
             try:
                 with wsi.open_slide(path, backend=args.backend) as slide:
                     meta = slide.meta
-                given = (
-                    args.slide_mpp if meta.mpp is None else None
-                )  # as tiling: only where the file has none
+                # As tiling uses it (`tiling.engine.open_for_tiling`): only where the file records none. The
+                # value was checked as a scan resolution when the argument was parsed.
+                given = args.slide_mpp if meta.mpp is None else None
                 if given is not None:
-                    with wsi.open_slide(path, backend=args.backend, slide_mpp=given) as slide:
-                        meta = slide.meta
+                    meta = dataclasses.replace(meta, mpp=given)
             except (wsi.SlideError, ValueError) as exc:
                 report(path, exc)
                 continue

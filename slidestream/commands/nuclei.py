@@ -25,6 +25,7 @@ from slidestream.commands._common import (
 )
 from wsi.atomic import atomic_file
 
+DEVICE_HELP = "auto (cuda if present), cpu, cuda, cuda:1 ... (default auto)"
 TTA_HELP = (
     "test-time augmentation: the CNN's maps averaged over the four flips (4 forward passes; about 3.5x the "
     "end-to-end time of segment on CPU)"
@@ -54,7 +55,7 @@ def register(sub) -> None:
     t.add_argument("-o", "--out", required=True, type=output_folder, help="model folder")
     t.add_argument("--epochs", type=positive_int, default=20,
                    help="training epochs; the best one by validation PQ is kept (default 20)")  # fmt: skip
-    t.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
+    t.add_argument("--device", default="auto", help=DEVICE_HELP)
     t.add_argument("--batch-size", type=positive_int, default=8, help="crops per training batch (default 8)")
     t.add_argument("--lr", type=positive_float, default=2e-3, help="learning rate")
     t.add_argument(
@@ -121,9 +122,7 @@ def register(sub) -> None:
     s.add_argument("--model", help="model folder (default: the shipped weights)")
     s.add_argument("--classical", action="store_true", help="use the classical baseline instead of the CNN")
     s.add_argument("--tta", action="store_true", help=TTA_HELP)
-    s.add_argument(
-        "--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ... (default auto)"
-    )
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.set_defaults(func=run_segment)
 
     e = verbs.add_parser(
@@ -146,9 +145,7 @@ def register(sub) -> None:
     )
     e.add_argument("--model", help="model folder (default: the shipped weights)")
     e.add_argument("--tta", action="store_true", help=TTA_HELP)
-    e.add_argument(
-        "--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ... (default auto)"
-    )
+    e.add_argument("--device", default="auto", help=DEVICE_HELP)
     e.add_argument("--json", help="also write the scores to this JSON file")
     e.set_defaults(func=run_evaluate)
 
@@ -167,7 +164,7 @@ def register(sub) -> None:
     )
     r.add_argument("--classical", action="store_true", help="the classical baseline instead of the CNN")
     r.add_argument("--model", help="model folder (default: the shipped weights)")
-    r.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
+    r.add_argument("--device", default="auto", help=DEVICE_HELP)
     r.add_argument("--tta", action="store_true", help=TTA_HELP)
     r.add_argument("--detections", action="store_true",
                    help="QuPath detections instead of cells in nuclei.geojson.gz")  # fmt: skip

@@ -65,6 +65,10 @@ def test_features_are_row_blocks(tmp_path):
     with pytest.raises(KeyError, match="no features named 'other'"):
         store.features("other")
     assert store.patches is None
+    # Usable features are there and finished: an extraction cut short leaves them incomplete.
+    assert not store.has_features("enc") and not store.has_features("other")
+    store.finish_rows("features", "enc")
+    assert store.has_features("enc")
 
 
 def test_not_a_store(tmp_path):

@@ -21,6 +21,7 @@ import tifffile
 from PIL import Image
 from tqdm.auto import tqdm
 
+from wsi.atomic import atomic_file
 from wsi.deprecation import renamed_keywords
 from wsi.synthetic.content import SyntheticSpec, field_at, nuclei_in_box, render_region
 
@@ -223,7 +224,6 @@ def _write_truth(path: Path, spec: SyntheticSpec, level_dimensions) -> Synthetic
         "note": "Masks: pixel (i, j) covers level-0 box [j*d, (j+1)*d) x [i*d, (i+1)*d). Nuclei for any region: "
         "wsi.synthetic.nuclei_in_box(spec, box); instance labels: render_region(..., with_labels=True).",
     }
-    partial = truth.with_name(truth.name + ".partial")
-    partial.write_text(json.dumps(record, indent=2))
-    partial.replace(truth)
+    with atomic_file(truth) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
     return SyntheticSlide(path, spec, truth, tissue_path, tumor_path, nuclei_path, d, level_dimensions)
