@@ -109,9 +109,8 @@ def _held_out(args, model):
             blocks = trained["val_blocks"]
         elif trained.get("val_images"):
             images = trained["val_images"]
-        elif (
-            trained.get("held_out") == "none"
-        ):  # trained on all of another folder: all of this one is held out
+        elif trained.get("held_out") == "none":
+            # Trained on all of another folder: all of this one is held out, but which blocks is for the user.
             raise SystemExit(f"--real {args.real}: the model was trained on every image of another folder (held "
                              "out: none); give --real-val-blocks to name the blocks of this one to use")  # fmt: skip
         else:

@@ -65,10 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return interrupted_exit()
     except BrokenPipeError:
-        if (
-            not _stdout_reader_gone()
-        ):  # a worker's pipe, a FIFO the command writes: an error, with its traceback
-            raise
+        if not _stdout_reader_gone():
+            raise  # a worker's pipe, a FIFO the command writes: an error, with its traceback
         # `slidestream info slides/ | head`: the reader has gone, which is no error of ours. Python's own advice:
         # point stdout at /dev/null, or the flush at exit fails again, with a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -87,8 +85,7 @@ def _stdout_reader_gone() -> bool:
         return True
     except (OSError, ValueError):  # io.UnsupportedOperation is both
         return False
-    poll = (
-        select.poll()
-    )  # an empty buffer writes nothing: ask the pipe itself (POLLERR once its reader is gone)
+    # An empty buffer writes nothing: ask the pipe itself (POLLERR once its reader is gone).
+    poll = select.poll()
     poll.register(fd, 0)
     return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))

@@ -112,9 +112,8 @@ def run_demo(config: DemoConfig) -> int:
 
     try:
         folder = prepare_demo_slides(config)
-    except (
-        DemoFolderError
-    ) as exc:  # a slide of an earlier demo with other --dimensions, or a file of the user's
+    except DemoFolderError as exc:
+        # A slide of an earlier demo with other --dimensions, or a file of the user's.
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(config.out)

@@ -335,9 +335,8 @@ def test_tta_on_a_slide_runs_four_flips_and_is_never_resumed_into(slide_path, ti
         assert plain.shards_resumed == 0 and len(calls) == 3
         assert "tta" not in read_summary(tmp_path)["plan"]["segmenter"]
         calls.clear()
-        flipped = nuclei.write_slide_nuclei(
-            slide, tmp_path, **kw, tta=True
-        )  # a finished plain result: redone
+        # A finished plain result: redone.
+        flipped = nuclei.write_slide_nuclei(slide, tmp_path, **kw, tta=True)
         assert flipped.shards_resumed == 0 and len(calls) == 12
         assert read_summary(tmp_path)["plan"]["segmenter"]["tta"] is True
 

@@ -45,9 +45,8 @@ def test_tta_maps_are_the_mean_of_the_flipped_back_maps(tiny_model, image):
         prob, hv, types = forward_maps(tiny_model, x, tta=True, types=True)
         p1, hv1, t1 = forward_maps(tiny_model, x, types=True)
     assert prob.shape == p1.shape and hv.shape == hv1.shape and types.shape == t1.shape
-    assert not torch.allclose(
-        prob, p1, atol=1e-4
-    )  # an untrained net is not flip-invariant: TTA changes the maps
+    # An untrained net is not flip-invariant: TTA changes the maps.
+    assert not torch.allclose(prob, p1, atol=1e-4)
     # By hand: each flip's maps flipped back, HV x negated under a column flip and y under a row flip.
     ps, hvs = [], []
     with torch.no_grad():

@@ -206,9 +206,8 @@ def test_run_dry_run_with_the_tiling_options(cmu_path, tmp_path, capsys):
         "tiling: 128 px at 20x (the mpp from each slide's objective power), stride 112 (16 px overlap)"
         in said
     )
-    assert "coordinates only" in said, (
-        said
-    )  # the options given are all shown (only size, mpp and tissue were)
+    # The options given are all shown (only size, mpp and tissue were).
+    assert "coordinates only" in said, said
     roi = tmp_path / "roi.geojson"
     roi.write_text('{"type": "Polygon", "coordinates": [[[0, 0], [500, 0], [500, 500], [0, 0]]]}')
     assert (

@@ -102,9 +102,8 @@ def test_output_piped_into_a_reader_that_stops_early_is_no_traceback(cmu_path):
 
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    env.pop(
-        "PYTHONUNBUFFERED", None
-    )  # stdout buffered, as in a terminal's pipe: the write fails at the flush
+    # stdout buffered, as in a terminal's pipe: the write fails at the flush.
+    env.pop("PYTHONUNBUFFERED", None)
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the command writes anything
     try:

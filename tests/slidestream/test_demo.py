@@ -58,9 +58,8 @@ def test_a_demo_with_other_dimensions_is_refused_not_run_on_the_earlier_slides(t
     assert main(["demo", "-o", str(out), "--dimensions", "640x384", "-q"]) == 2
     err = capsys.readouterr().err
     assert "written by an earlier demo as 512x384 px, not the 640x384 asked for" in err and "-o DIR" in err
-    assert (
-        slide.stat().st_mtime_ns == before and not (out / "summary.csv").exists()
-    )  # nothing touched, not run
+    # Nothing touched, not run.
+    assert slide.stat().st_mtime_ns == before and not (out / "summary.csv").exists()
     (folder / "synthetic-0.truth.json").unlink()  # a slide of the user's under the demo's name
     assert main(["demo", "-o", str(out), "--dimensions", "512x384", "-q"]) == 2
     assert "is not a slide the demo wrote (no ground truth synthetic-0.truth.json" in capsys.readouterr().err

@@ -65,7 +65,7 @@ def test_small_debris_dropped_and_holes_filled():
 
 
 def test_pale_tissue_is_kept_where_it_joins_tissue_and_a_pale_smear_alone_is_not():
-    """Hysteresis: pale stroma (under the Otsu thresholds, over half of them) next to well-stained tissue is
+    """Hysteresis: pale stroma (under the Otsu thresholds, over 0.7 of them) next to well-stained tissue is
     tissue; the same pale colour on its own is not. Without it (`pale_fraction=1`) the pale stroma is glass."""
     image = np.full((300, 300, 3), 245.0)  # glass
     image[40:200, 40:120] = (120, 60, 140)  # well-stained tissue
